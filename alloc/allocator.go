@@ -1,0 +1,227 @@
+package alloc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/ordinal-dev/ordinal/fsm"
+)
+
+// Mode selects how an ID is allocated.
+type Mode int
+
+const (
+	// Weak IDs are unique and increase per node. Every node serves them from
+	// ranges it reserved for itself, with no network round trip per call.
+	Weak Mode = iota
+	// Strong IDs increase strictly across the cluster and are linearizable.
+	// Only the leader serves them, each call fenced by a leadership proof.
+	Strong
+)
+
+// String returns "weak" or "strong".
+func (m Mode) String() string {
+	if m == Strong {
+		return "strong"
+	}
+	return "weak"
+}
+
+// Config tunes an Allocator. The zero value of every field means its
+// default.
+type Config struct {
+	// InitialReservation is how many IDs a key's first reservation asks
+	// for. Default 64.
+	InitialReservation uint64
+
+	// MinReservation and MaxReservation bound the adaptive reservation size.
+	// A larger maximum means fewer consensus rounds for a hot key but a
+	// larger gap when a node restarts or leadership moves, since the unused
+	// rest of a range is never handed out. Defaults 16 and 4,194,304.
+	MinReservation, MaxReservation uint64
+
+	// GrowWithin doubles a key's reservation size when its previous
+	// reservation started less than this long ago. Default 1s.
+	GrowWithin time.Duration
+
+	// ShrinkAfter halves a key's reservation size when its previous
+	// reservation started more than this long ago. Default 1m.
+	ShrinkAfter time.Duration
+
+	// ReserveTimeout bounds one reservation through the Backend. A
+	// reservation runs on behalf of every caller of its key, so it is not
+	// bound to any one caller's deadline. Default 5s.
+	ReserveTimeout time.Duration
+
+	// FenceTimeout bounds one leadership proof. Default 2s.
+	FenceTimeout time.Duration
+
+	// Logger receives debug logs about failed reservations. Nil means none.
+	Logger hclog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *uint64, d uint64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.MinReservation, 16)
+	def(&c.MaxReservation, 1<<22)
+	def(&c.InitialReservation, 64)
+	c.InitialReservation = min(max(c.InitialReservation, c.MinReservation), c.MaxReservation)
+	defDur(&c.GrowWithin, time.Second)
+	defDur(&c.ShrinkAfter, time.Minute)
+	defDur(&c.ReserveTimeout, 5*time.Second)
+	defDur(&c.FenceTimeout, 2*time.Second)
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	return c
+}
+
+// staleFenceRetries bounds how often a STRONG call takes a new leadership
+// proof after finding a range newer than its proof; more than one retry only
+// happens when leadership changes several times during one call.
+const staleFenceRetries = 3
+
+// Allocator hands out IDs per key from ranges reserved through a Backend.
+// It is safe for concurrent use.
+type Allocator struct {
+	backend Backend
+	cfg     Config
+	logger  hclog.Logger
+	fence   *fenceGroup
+
+	ctx    context.Context // cancelled by Close, ends reservations in flight
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // reservations in flight
+
+	mu     sync.RWMutex
+	strong map[fsm.Key]*pool
+	weak   map[fsm.Key]*pool
+}
+
+// New returns an Allocator over backend.
+func New(backend Backend, cfg Config) *Allocator {
+	cfg = cfg.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Allocator{
+		backend: backend,
+		cfg:     cfg,
+		logger:  cfg.Logger,
+		fence:   newFenceGroup(backend.Confirm, cfg.FenceTimeout),
+		ctx:     ctx,
+		cancel:  cancel,
+		strong:  make(map[fsm.Key]*pool),
+		weak:    make(map[fsm.Key]*pool),
+	}
+}
+
+// Next hands out count contiguous IDs of key and returns the first.
+//
+// A Strong call fails with an error wrapping ErrNotLeader on a node that
+// does not lead; the caller forwards it to the leader. A Weak call only
+// fails when the node has no IDs left in its ranges and cannot reserve more.
+// A call that would pass fsm.MaxID fails with an error wrapping
+// fsm.ErrOverflow.
+func (a *Allocator) Next(ctx context.Context, key fsm.Key, mode Mode, count uint64) (uint64, error) {
+	if count == 0 {
+		return 0, fmt.Errorf("alloc: count must be at least 1")
+	}
+	if err := a.ctx.Err(); err != nil {
+		return 0, ErrClosed
+	}
+	if mode == Weak {
+		return a.pool(key, false).take(ctx, count, 0)
+	}
+	for attempt := 0; ; attempt++ {
+		epoch, err := a.fence.wait(ctx)
+		if err != nil {
+			return 0, err
+		}
+		first, err := a.pool(key, true).take(ctx, count, epoch)
+		if errors.Is(err, errStaleFence) && attempt < staleFenceRetries {
+			continue
+		}
+		if errors.Is(err, errStaleFence) {
+			err = fmt.Errorf("%w: leadership changed during the call", ErrNotLeader)
+		}
+		return first, err
+	}
+}
+
+// HighWater returns key's high-water mark, linearizably: every ID handed
+// out before the call started, in either mode, is at or below it. It fails
+// with an error wrapping ErrNotLeader on a node that does not lead.
+func (a *Allocator) HighWater(ctx context.Context, key fsm.Key) (uint64, error) {
+	if _, err := a.fence.wait(ctx); err != nil {
+		return 0, err
+	}
+	return a.backend.HighWater(key), nil
+}
+
+// SetFloor raises key's counter so that every ID handed out by this node
+// after SetFloor returns is above floor, and returns the high-water mark
+// after the change. Other nodes drop their WEAK ranges below the floor as
+// they apply it.
+func (a *Allocator) SetFloor(ctx context.Context, key fsm.Key, floor uint64) (uint64, error) {
+	hw, err := a.backend.Floor(ctx, key, floor)
+	if err != nil {
+		return 0, err
+	}
+	a.RaiseFloor(key, floor)
+	return hw, nil
+}
+
+// RaiseFloor drops every ID at or below floor from this node's ranges for
+// key. The store calls it when it applies a floor, so that nodes other than
+// the one that took the call stop serving IDs below it too.
+func (a *Allocator) RaiseFloor(key fsm.Key, floor uint64) {
+	a.mu.RLock()
+	s, w := a.strong[key], a.weak[key]
+	a.mu.RUnlock()
+	if s != nil {
+		s.raiseFloor(floor)
+	}
+	if w != nil {
+		w.raiseFloor(floor)
+	}
+}
+
+// Close stops the allocator and waits for reservations in flight to end.
+// The unused rest of every range is abandoned: a gap, never a duplicate.
+func (a *Allocator) Close() {
+	a.cancel()
+	a.wg.Wait()
+}
+
+func (a *Allocator) pool(key fsm.Key, strong bool) *pool {
+	pools := a.weak
+	if strong {
+		pools = a.strong
+	}
+	a.mu.RLock()
+	p := pools[key]
+	a.mu.RUnlock()
+	if p != nil {
+		return p
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if p = pools[key]; p == nil {
+		p = newPool(a, key, strong)
+		pools[key] = p
+	}
+	return p
+}

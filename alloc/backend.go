@@ -1,0 +1,59 @@
+// Package alloc hands out IDs from ranges reserved in a durable, replicated
+// store, so that no ID costs a disk write or a consensus round of its own.
+//
+// A Backend reserves ranges (through Raft, or through etcd) and proves
+// leadership. Allocator keeps, per key, the range it is consuming and a
+// prefetched one, grows or shrinks the size of what it reserves with the
+// key's rate, and fences every STRONG call with a leadership proof taken
+// after the call arrived. See DESIGN.md for the safety argument.
+package alloc
+
+import (
+	"context"
+
+	"github.com/ordinal-dev/ordinal/fsm"
+)
+
+// Epoch identifies one leadership tenure of this node (for Raft, the term).
+// A STRONG range may only be served under the epoch it was reserved in, so
+// a node that lost and regained leadership never serves a stale range.
+type Epoch uint64
+
+// Range is the inclusive run of IDs First..Last. A Range with First > Last
+// is empty.
+type Range struct {
+	First, Last uint64
+}
+
+// Len returns how many IDs the range holds.
+func (r Range) Len() uint64 {
+	if r.First > r.Last {
+		return 0
+	}
+	return r.Last - r.First + 1
+}
+
+// Backend is the durable store an Allocator reserves ranges from.
+type Backend interface {
+	// Reserve durably reserves between need and want IDs of key, all above
+	// every ID reserved for it before. It returns the epoch of the
+	// leadership tenure the reservation committed in, or 0 when it was not
+	// committed by this node as leader (a follower forwarding it, say); only
+	// ranges with a non-zero epoch may serve STRONG calls. It returns an error
+	// wrapping fsm.ErrOverflow when fewer than need IDs are left.
+	Reserve(ctx context.Context, key fsm.Key, want, need uint64) (Range, Epoch, error)
+
+	// Confirm proves that this node leads, with a round trip to a quorum
+	// that starts after Confirm was called, and returns the current epoch.
+	// It returns an error wrapping ErrNotLeader when this node does not lead.
+	Confirm(ctx context.Context) (Epoch, error)
+
+	// Floor durably raises key's high-water mark to at least value and
+	// returns the mark after the change.
+	Floor(ctx context.Context, key fsm.Key, value uint64) (uint64, error)
+
+	// HighWater returns key's high-water mark as applied locally. After a
+	// successful Confirm on the leader it reflects every reservation that
+	// committed before Confirm was called.
+	HighWater(key fsm.Key) uint64
+}

@@ -1,0 +1,211 @@
+package alloc
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/ordinal-dev/ordinal/fsm"
+)
+
+// errStaleFence means a range reserved in a newer epoch than the caller's
+// leadership proof turned up: the proof is stale and must be taken again.
+var errStaleFence = errors.New("alloc: leadership proof older than the range")
+
+var emptyRange = Range{First: 1, Last: 0}
+
+// pool serves one key's IDs in one mode from reserved ranges. It consumes
+// cur, keeps one prefetched range in next, and has at most one reservation
+// in flight. IDs leave a pool in strictly increasing order: next was always
+// reserved after cur, and the store only ever reserves above what it
+// reserved before.
+type pool struct {
+	key    fsm.Key
+	strong bool // ranges are bound to the epoch they were reserved in
+	alloc  *Allocator
+
+	mu        sync.Mutex
+	cur       Range
+	curEpoch  Epoch
+	next      Range
+	nextEpoch Epoch
+	floor     uint64 // no ID at or below floor may be served
+	size      uint64 // IDs asked for by the next reservation
+	lastStart time.Time
+	inflight  *refill
+}
+
+// refill is one reservation in flight; done is closed when it has landed.
+type refill struct {
+	done  chan struct{}
+	epoch Epoch
+	err   error
+}
+
+// result tells a caller that waited for r whether to look at the pool again.
+// A STRONG caller stops when the range landed under another epoch than its
+// fence: looping would only reserve again and again on a node that lost
+// leadership.
+func (r *refill) result(strong bool, epoch Epoch) error {
+	switch {
+	case r.err != nil:
+		return r.err
+	case !strong || r.epoch == epoch:
+		return nil
+	case r.epoch > epoch:
+		return errStaleFence
+	default:
+		return ErrNotLeader
+	}
+}
+
+func newPool(a *Allocator, key fsm.Key, strong bool) *pool {
+	return &pool{
+		key:    key,
+		strong: strong,
+		alloc:  a,
+		cur:    emptyRange,
+		next:   emptyRange,
+		size:   a.cfg.InitialReservation,
+	}
+}
+
+// take hands out count contiguous IDs and returns the first. For a STRONG
+// pool, epoch is the tenure proven by the caller's fence: ranges from older
+// tenures are discarded, never served.
+func (p *pool) take(ctx context.Context, count uint64, epoch Epoch) (uint64, error) {
+	p.mu.Lock()
+	for {
+		if err := p.discardStale(epoch); err != nil {
+			p.mu.Unlock()
+			return 0, err
+		}
+		if p.cur.Len() >= count {
+			first := p.cur.First
+			p.cur.First += count
+			p.prefetch()
+			p.mu.Unlock()
+			return first, nil
+		}
+		if p.next.Len() > 0 {
+			// What is left of cur is too small for this call; skipping it
+			// leaves a gap, which is allowed, and keeps IDs increasing.
+			p.cur, p.curEpoch = p.next, p.nextEpoch
+			p.next = emptyRange
+			continue
+		}
+		r := p.inflight
+		if r == nil {
+			r = p.startRefill(count)
+		}
+		p.mu.Unlock()
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		if err := r.result(p.strong, epoch); err != nil {
+			return 0, err
+		}
+		p.mu.Lock()
+	}
+}
+
+// discardStale drops ranges a STRONG call may not use under epoch.
+func (p *pool) discardStale(epoch Epoch) error {
+	if !p.strong {
+		return nil
+	}
+	if p.curEpoch > epoch || p.nextEpoch > epoch {
+		return errStaleFence
+	}
+	if p.curEpoch != epoch {
+		p.cur = emptyRange
+	}
+	if p.nextEpoch != epoch {
+		p.next = emptyRange
+	}
+	return nil
+}
+
+// prefetch reserves the next range in the background once cur is half used,
+// so that a busy key does not stall at the boundary.
+func (p *pool) prefetch() {
+	if p.inflight != nil || p.next.Len() > 0 || p.cur.Len() > p.size/2 {
+		return
+	}
+	p.startRefill(1)
+}
+
+// startRefill starts a reservation of at least need IDs. The caller holds
+// p.mu.
+func (p *pool) startRefill(need uint64) *refill {
+	p.adaptSize(time.Now())
+	want := max(p.size, need)
+	r := &refill{done: make(chan struct{})}
+	p.inflight = r
+	p.alloc.wg.Add(1)
+	go p.runRefill(r, want, need)
+	return r
+}
+
+// adaptSize doubles the reservation size for a key that used its last
+// range up quickly and halves it for a key that sat idle, so a hot key costs
+// few consensus rounds and an idle one leaves small gaps behind.
+func (p *pool) adaptSize(now time.Time) {
+	cfg := &p.alloc.cfg
+	if !p.lastStart.IsZero() {
+		switch since := now.Sub(p.lastStart); {
+		case since < cfg.GrowWithin:
+			p.size = min(p.size*2, cfg.MaxReservation)
+		case since > cfg.ShrinkAfter:
+			p.size = max(p.size/2, cfg.MinReservation)
+		}
+	}
+	p.lastStart = now
+}
+
+func (p *pool) runRefill(r *refill, want, need uint64) {
+	defer p.alloc.wg.Done()
+	ctx, cancel := context.WithTimeout(p.alloc.ctx, p.alloc.cfg.ReserveTimeout)
+	rng, epoch, err := p.alloc.backend.Reserve(ctx, p.key, want, need)
+	cancel()
+
+	p.mu.Lock()
+	p.inflight = nil
+	if err == nil {
+		p.install(rng, epoch)
+	} else {
+		p.alloc.logger.Debug("reservation failed", "store", p.key.Store, "key", p.key.Name, "error", err)
+	}
+	r.epoch, r.err = epoch, err
+	p.mu.Unlock()
+	close(r.done)
+}
+
+// install adds a freshly reserved range behind the current one.
+func (p *pool) install(rng Range, epoch Epoch) {
+	rng = clip(rng, p.floor)
+	if p.cur.Len() == 0 {
+		p.cur, p.curEpoch = rng, epoch
+		return
+	}
+	p.next, p.nextEpoch = rng, epoch
+}
+
+// raiseFloor makes sure no ID at or below floor is served from now on.
+func (p *pool) raiseFloor(floor uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.floor = max(p.floor, floor)
+	p.cur = clip(p.cur, p.floor)
+	p.next = clip(p.next, p.floor)
+}
+
+func clip(r Range, floor uint64) Range {
+	if r.First <= floor {
+		r.First = floor + 1
+	}
+	return r
+}

@@ -1,0 +1,40 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ordinal-dev/ordinal/alloc"
+	"github.com/ordinal-dev/ordinal/fsm"
+)
+
+// toStatus turns an error from the ID path into a gRPC status with a code a
+// client can act on and a message a person can act on.
+func toStatus(err error, key fsm.Key) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, fsm.ErrOverflow):
+		return status.Errorf(codes.OutOfRange,
+			"key %q in store %q has too few ids left below 2^63-1; nothing was handed out", key.Name, key.Store)
+	case errors.Is(err, alloc.ErrNotLeader), errors.Is(err, alloc.ErrUnavailable):
+		return status.Errorf(codes.Unavailable, "ordinal cannot serve this call now, retry: %v", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Errorf(codes.DeadlineExceeded, "deadline passed before the call completed: %v", err)
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "call cancelled")
+	}
+	return status.Errorf(codes.Internal, "internal error: %v", err)
+}
+
+func invalid(format string, args ...any) error {
+	return status.Error(codes.InvalidArgument, fmt.Sprintf(format, args...))
+}

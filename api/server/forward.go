@@ -1,0 +1,124 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/fsm"
+)
+
+// forwardedHeader marks a call forwarded by another node. A node that gets
+// a forwarded call it cannot serve answers Unavailable instead of forwarding
+// again, so a stale view of who leads can never loop a call between nodes.
+const forwardedHeader = "ordinal-forwarded"
+
+func forwarded(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(forwardedHeader)) > 0
+}
+
+// forwarder sends calls only the leader may answer to the leader, within
+// the caller's deadline.
+type forwarder struct {
+	leader   LeaderFunc
+	self     string
+	dialOpts []grpc.DialOption
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newForwarder(leader LeaderFunc, self string, dialOpts []grpc.DialOption) *forwarder {
+	if len(dialOpts) == 0 {
+		dialOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return &forwarder{leader: leader, self: self, dialOpts: dialOpts, conns: map[string]*grpc.ClientConn{}}
+}
+
+// client returns a Sequencer client connected to the leader and a context
+// that marks the call as forwarded.
+func (f *forwarder) client(ctx context.Context) (ordinalv1.SequencerClient, context.Context, error) {
+	if f.leader == nil {
+		return nil, nil, status.Error(codes.Unavailable, "this node is not the leader and forwarding is off: retry")
+	}
+	id, addr := f.leader()
+	switch {
+	case id == "":
+		return nil, nil, status.Error(codes.Unavailable, "no leader is elected (election in progress or quorum lost): retry")
+	case addr == "":
+		return nil, nil, status.Errorf(codes.Unavailable, "leader %s has not published its gRPC address yet: retry", id)
+	case addr == f.self:
+		return nil, nil, status.Error(codes.Unavailable, "leadership is changing: retry")
+	}
+	conn, err := f.conn(addr)
+	if err != nil {
+		return nil, nil, status.Errorf(codes.Unavailable, "connect to leader %s at %s: %v", id, addr, err)
+	}
+	return ordinalv1.NewSequencerClient(conn), metadata.AppendToOutgoingContext(ctx, forwardedHeader, "1"), nil
+}
+
+func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c := f.conns[addr]; c != nil {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, f.dialOpts...)
+	if err != nil {
+		return nil, err
+	}
+	f.conns[addr] = c
+	return c, nil
+}
+
+func (f *forwarder) next(ctx context.Context, key fsm.Key, count uint64) (int64, error) {
+	c, fctx, err := f.client(ctx)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.GetNextIds(fctx, &ordinalv1.GetNextIdsRequest{
+		StoreName: key.Store,
+		Key:       key.Name,
+		Options:   &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG},
+		Count:     int64(count),
+	})
+	if err != nil {
+		return 0, err
+	}
+	return resp.GetFirstId(), nil
+}
+
+func (f *forwarder) highWater(ctx context.Context, key fsm.Key) (*ordinalv1.GetHighWaterResponse, error) {
+	c, fctx, err := f.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.GetHighWater(fctx, &ordinalv1.GetHighWaterRequest{StoreName: key.Store, Key: key.Name})
+}
+
+func (f *forwarder) setFloor(ctx context.Context, key fsm.Key, floor int64) (*ordinalv1.SetFloorResponse, error) {
+	c, fctx, err := f.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.SetFloor(fctx, &ordinalv1.SetFloorRequest{StoreName: key.Store, Key: key.Name, Floor: floor})
+}
+
+func (f *forwarder) close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var errs []error
+	for addr, c := range f.conns {
+		errs = append(errs, c.Close())
+		delete(f.conns, addr)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,229 @@
+// Package server implements ordinal's gRPC services: ordinal.v1.Sequencer,
+// the Layotto-compatible spec.proto.runtime.v1.Runtime/GetNextId, health and
+// reflection. Handlers validate requests, call the Sequencer, forward calls
+// only the leader may answer, and map errors to gRPC status codes.
+package server
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/ordinal-dev/ordinal/alloc"
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/api/runtimev1"
+	"github.com/ordinal-dev/ordinal/fsm"
+)
+
+// Sequencer is what the handlers serve IDs from; *alloc.Allocator
+// implements it.
+type Sequencer interface {
+	Next(ctx context.Context, key fsm.Key, mode alloc.Mode, count uint64) (uint64, error)
+	HighWater(ctx context.Context, key fsm.Key) (uint64, error)
+	SetFloor(ctx context.Context, key fsm.Key, floor uint64) (uint64, error)
+}
+
+// LeaderFunc returns the current leader's node ID and gRPC address, or
+// empty strings when no leader is known.
+type LeaderFunc func() (id, grpcAddr string)
+
+// Config configures a Server.
+type Config struct {
+	// Sequencer serves the IDs. Required.
+	Sequencer Sequencer
+
+	// Leader locates the leader for forwarding. Nil means calls are never
+	// forwarded (a single-node deployment).
+	Leader LeaderFunc
+
+	// SelfAddr is this node's advertised gRPC address; a call is never
+	// forwarded to it.
+	SelfAddr string
+
+	// DialOptions are used for connections to the leader. Default: plain
+	// TCP.
+	DialOptions []grpc.DialOption
+
+	// MaxCount is the largest block GetNextIds hands out. Larger blocks
+	// make bigger batches possible but let one caller burn through a key's
+	// ID space faster. Default DefaultMaxCount.
+	MaxCount uint64
+
+	// Logger receives warnings about forwarding. Nil means none.
+	Logger hclog.Logger
+}
+
+// Server implements the gRPC services of one node.
+type Server struct {
+	ordinalv1.UnimplementedSequencerServer
+
+	seq      Sequencer
+	maxCount uint64
+	logger   hclog.Logger
+	fwd      *forwarder
+	health   *health.Server
+	ready    atomic.Bool
+}
+
+// New returns a Server that answers Unavailable until SetReady(true).
+func New(cfg Config) *Server {
+	if cfg.MaxCount == 0 {
+		cfg.MaxCount = DefaultMaxCount
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	s := &Server{
+		seq:      cfg.Sequencer,
+		maxCount: min(cfg.MaxCount, math.MaxInt64),
+		logger:   cfg.Logger,
+		fwd:      newForwarder(cfg.Leader, cfg.SelfAddr, cfg.DialOptions),
+		health:   health.NewServer(),
+	}
+	s.SetReady(false)
+	return s
+}
+
+// Register adds every service to g.
+func (s *Server) Register(g *grpc.Server) {
+	ordinalv1.RegisterSequencerServer(g, s)
+	runtimev1.RegisterRuntimeServer(g, &runtimeServer{s: s})
+	healthpb.RegisterHealthServer(g, s.health)
+	reflection.Register(g)
+}
+
+// SetReady opens or closes the node for calls and reports it through the
+// health service.
+func (s *Server) SetReady(ready bool) {
+	s.ready.Store(ready)
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ready {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	for _, svc := range []string{"", ordinalv1.Sequencer_ServiceDesc.ServiceName, runtimev1.Runtime_ServiceDesc.ServiceName} {
+		s.health.SetServingStatus(svc, st)
+	}
+}
+
+// Close releases connections to other nodes and reports NOT_SERVING.
+func (s *Server) Close() error {
+	s.health.Shutdown()
+	s.ready.Store(false)
+	return s.fwd.close()
+}
+
+// GetNextId implements ordinal.v1.Sequencer.
+func (s *Server) GetNextId(ctx context.Context, req *ordinalv1.GetNextIdRequest) (*ordinalv1.GetNextIdResponse, error) {
+	id, err := s.nextFromRequest(ctx, req.GetStoreName(), req.GetKey(), req.GetOptions().GetIncrement(), 1)
+	if err != nil {
+		return nil, err
+	}
+	return &ordinalv1.GetNextIdResponse{NextId: id}, nil
+}
+
+// GetNextIds implements ordinal.v1.Sequencer.
+func (s *Server) GetNextIds(ctx context.Context, req *ordinalv1.GetNextIdsRequest) (*ordinalv1.GetNextIdsResponse, error) {
+	count, err := s.countOf(req.GetCount())
+	if err != nil {
+		return nil, err
+	}
+	first, err := s.nextFromRequest(ctx, req.GetStoreName(), req.GetKey(), req.GetOptions().GetIncrement(), count)
+	if err != nil {
+		return nil, err
+	}
+	return &ordinalv1.GetNextIdsResponse{FirstId: first, Count: int64(count)}, nil
+}
+
+// GetHighWater implements ordinal.v1.Sequencer.
+func (s *Server) GetHighWater(ctx context.Context, req *ordinalv1.GetHighWaterRequest) (*ordinalv1.GetHighWaterResponse, error) {
+	key, err := s.checkKey(req.GetStoreName(), req.GetKey())
+	if err != nil {
+		return nil, err
+	}
+	hw, err := s.seq.HighWater(ctx, key)
+	if isNotLeader(err) && !forwarded(ctx) {
+		return s.fwd.highWater(ctx, key)
+	}
+	if err != nil {
+		return nil, toStatus(err, key)
+	}
+	return &ordinalv1.GetHighWaterResponse{HighWater: int64(hw)}, nil
+}
+
+// SetFloor implements ordinal.v1.Sequencer.
+func (s *Server) SetFloor(ctx context.Context, req *ordinalv1.SetFloorRequest) (*ordinalv1.SetFloorResponse, error) {
+	key, err := s.checkKey(req.GetStoreName(), req.GetKey())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetFloor() < 0 {
+		return nil, invalid("floor is %d; it must not be negative", req.GetFloor())
+	}
+	hw, err := s.seq.SetFloor(ctx, key, uint64(req.GetFloor()))
+	if isNotLeader(err) && !forwarded(ctx) {
+		return s.fwd.setFloor(ctx, key, req.GetFloor())
+	}
+	if err != nil {
+		return nil, toStatus(err, key)
+	}
+	return &ordinalv1.SetFloorResponse{HighWater: int64(hw)}, nil
+}
+
+func (s *Server) nextFromRequest(ctx context.Context, store, name string, inc ordinalv1.SequencerOptions_AutoIncrement, count uint64) (int64, error) {
+	key, err := s.checkKey(store, name)
+	if err != nil {
+		return 0, err
+	}
+	mode, err := modeOf(inc)
+	if err != nil {
+		return 0, err
+	}
+	first, err := s.seq.Next(ctx, key, mode, count)
+	if isNotLeader(err) && mode == alloc.Strong && !forwarded(ctx) {
+		return s.fwd.next(ctx, key, count)
+	}
+	if err != nil {
+		return 0, toStatus(err, key)
+	}
+	return int64(first), nil
+}
+
+// checkKey validates a key and that the node is ready to serve.
+func (s *Server) checkKey(store, name string) (fsm.Key, error) {
+	key, err := keyOf(store, name)
+	if err != nil {
+		return key, err
+	}
+	if !s.ready.Load() {
+		return key, status.Error(codes.Unavailable, "node is starting and not yet part of a cluster with a leader: retry")
+	}
+	return key, nil
+}
+
+func isNotLeader(err error) bool { return errors.Is(err, alloc.ErrNotLeader) }
+
+// runtimeServer serves Layotto's Runtime service; only GetNextId is
+// implemented, every other method answers Unimplemented.
+type runtimeServer struct {
+	runtimev1.UnimplementedRuntimeServer
+	s *Server
+}
+
+// GetNextId implements spec.proto.runtime.v1.Runtime/GetNextId.
+func (r *runtimeServer) GetNextId(ctx context.Context, req *runtimev1.GetNextIdRequest) (*runtimev1.GetNextIdResponse, error) {
+	inc := ordinalv1.SequencerOptions_AutoIncrement(req.GetOptions().GetIncrement())
+	id, err := r.s.nextFromRequest(ctx, req.GetStoreName(), req.GetKey(), inc, 1)
+	if err != nil {
+		return nil, err
+	}
+	return &runtimev1.GetNextIdResponse{NextId: id}, nil
+}

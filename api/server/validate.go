@@ -1,0 +1,46 @@
+package server
+
+import (
+	"github.com/ordinal-dev/ordinal/alloc"
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/fsm"
+)
+
+// DefaultStore is the store a request with an empty store_name uses.
+const DefaultStore = "default"
+
+// DefaultMaxCount is the largest block GetNextIds hands out by default.
+const DefaultMaxCount = 1_000_000
+
+func keyOf(store, name string) (fsm.Key, error) {
+	switch {
+	case name == "":
+		return fsm.Key{}, invalid("key is required")
+	case len(name) > fsm.MaxKeyLen:
+		return fsm.Key{}, invalid("key is %d bytes long; the limit is %d", len(name), fsm.MaxKeyLen)
+	case len(store) > fsm.MaxStoreLen:
+		return fsm.Key{}, invalid("store_name is %d bytes long; the limit is %d", len(store), fsm.MaxStoreLen)
+	case store == "":
+		store = DefaultStore
+	}
+	return fsm.Key{Store: store, Name: name}, nil
+}
+
+// modeOf maps Layotto's AutoIncrement; missing options mean WEAK, as in
+// Layotto.
+func modeOf(increment ordinalv1.SequencerOptions_AutoIncrement) (alloc.Mode, error) {
+	switch increment {
+	case ordinalv1.SequencerOptions_WEAK:
+		return alloc.Weak, nil
+	case ordinalv1.SequencerOptions_STRONG:
+		return alloc.Strong, nil
+	}
+	return 0, invalid("unknown increment %d: use WEAK (0) or STRONG (1)", increment)
+}
+
+func (s *Server) countOf(count int64) (uint64, error) {
+	if count <= 0 || uint64(count) > s.maxCount {
+		return 0, invalid("count is %d; it must be between 1 and %d", count, s.maxCount)
+	}
+	return uint64(count), nil
+}

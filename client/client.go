@@ -1,0 +1,197 @@
+// Package client is a Go client for ordinal, the Raft-replicated service
+// that hands out unique, increasing 64-bit IDs per key.
+//
+// A Client talks to any node of a cluster; calls that only the leader may
+// answer are forwarded by the node. Errors from the server are returned
+// unchanged as gRPC status errors, so callers branch on status.Code(err):
+// InvalidArgument for a request the server rejects, Unavailable when the
+// cluster cannot serve the call now, OutOfRange when a key has run out of
+// IDs.
+//
+// Calls that fail with Unavailable are retried (see WithRetry). That is
+// safe for every method: a NextID that failed may still have consumed an
+// ID on the server, but the server never hands an ID out twice, so a retry
+// can only leave a gap in the sequence, never a duplicate.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+)
+
+// Mode says how an ID is allocated.
+type Mode int
+
+const (
+	// Weak IDs are unique and increase per serving node. A node serves them
+	// from a block of IDs it reserved, with no consensus round per call, so
+	// they are cheap but IDs from different nodes interleave.
+	Weak Mode = iota
+
+	// Strong IDs increase strictly across the whole cluster and are
+	// linearizable: an ID handed out after another call returned is
+	// greater than every ID that call saw.
+	Strong
+)
+
+// String returns "weak", "strong", or "Mode(n)" for an unknown mode.
+func (m Mode) String() string {
+	switch m {
+	case Weak:
+		return "weak"
+	case Strong:
+		return "strong"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// increment maps m to the wire enum. Weak and Strong share their values
+// with it; an unknown mode is sent as an invalid value so that the server,
+// not the client, rejects it with InvalidArgument.
+func (m Mode) increment() ordinalv1.SequencerOptions_AutoIncrement {
+	if m < 0 || m > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return ordinalv1.SequencerOptions_AutoIncrement(m)
+}
+
+// ErrInvalidOption is wrapped by the error New returns when an Option is
+// given a value it cannot use.
+var ErrInvalidOption = errors.New("client: invalid option")
+
+// Client is a connection to an ordinal node. It is safe for concurrent use;
+// share one per process rather than opening one per call.
+type Client struct {
+	conn  *grpc.ClientConn
+	seq   ordinalv1.SequencerClient
+	retry retryPolicy
+	def   *Store
+}
+
+// New returns a Client for the node at addr (host:port). It does not
+// connect: the connection is made on the first call and re-made as needed,
+// so New succeeds even when the node is down. By default the connection is
+// plain TCP; pass WithDialOptions to use TLS.
+func New(addr string, opts ...Option) (*Client, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.err != nil {
+		return nil, o.err
+	}
+	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, o.dial...)
+	conn, err := grpc.NewClient(addr, dial...)
+	if err != nil {
+		return nil, fmt.Errorf("client: connect to %q: %w", addr, err)
+	}
+	c := &Client{
+		conn:  conn,
+		seq:   ordinalv1.NewSequencerClient(conn),
+		retry: retryPolicy{attempts: o.attempts, backoff: o.backoff},
+	}
+	c.def = c.Store(o.store)
+	return c, nil
+}
+
+// Store returns a handle on the named store, a namespace of keys separate
+// from every other store. The empty name means the server's default store.
+// Handles are cheap and share the Client's connection.
+func (c *Client) Store(name string) *Store {
+	return &Store{c: c, name: name}
+}
+
+// NextID returns one ID for key in the Client's default store.
+func (c *Client) NextID(ctx context.Context, key string, mode Mode) (int64, error) {
+	return c.def.NextID(ctx, key, mode)
+}
+
+// NextIDs reserves count contiguous IDs for key in the Client's default
+// store and returns the first: the caller owns first, first+1, ...,
+// first+count-1.
+func (c *Client) NextIDs(ctx context.Context, key string, mode Mode, count int64) (int64, error) {
+	return c.def.NextIDs(ctx, key, mode, count)
+}
+
+// HighWater returns the high-water mark of key in the Client's default
+// store without consuming an ID.
+func (c *Client) HighWater(ctx context.Context, key string) (int64, error) {
+	return c.def.HighWater(ctx, key)
+}
+
+// SetFloor raises the counter of key in the Client's default store above
+// floor and returns the high-water mark after the call.
+func (c *Client) SetFloor(ctx context.Context, key string, floor int64) (int64, error) {
+	return c.def.SetFloor(ctx, key, floor)
+}
+
+// Close closes the connection. Calls in flight fail with Canceled.
+func (c *Client) Close() error {
+	return c.conn.Close()
+}
+
+// Store is a handle on one store of a Client. It is safe for concurrent
+// use.
+type Store struct {
+	c    *Client
+	name string
+}
+
+// Name returns the store's name as given to Client.Store; empty means the
+// server's default store.
+func (s *Store) Name() string { return s.name }
+
+// NextID returns one ID for key. WEAK IDs are unique and increase per node;
+// STRONG IDs increase strictly across the cluster.
+func (s *Store) NextID(ctx context.Context, key string, mode Mode) (int64, error) {
+	req := &ordinalv1.GetNextIdRequest{StoreName: s.name, Key: key, Options: sequencerOptions(mode)}
+	resp, err := call(ctx, s.c.retry, func(ctx context.Context) (*ordinalv1.GetNextIdResponse, error) {
+		return s.c.seq.GetNextId(ctx, req)
+	})
+	return resp.GetNextId(), err
+}
+
+// NextIDs reserves count contiguous IDs for key and returns the first: the
+// caller owns first, first+1, ..., first+count-1. One call costs the same
+// as NextID, so it is the way to take many IDs at once.
+func (s *Store) NextIDs(ctx context.Context, key string, mode Mode, count int64) (int64, error) {
+	req := &ordinalv1.GetNextIdsRequest{StoreName: s.name, Key: key, Options: sequencerOptions(mode), Count: count}
+	resp, err := call(ctx, s.c.retry, func(ctx context.Context) (*ordinalv1.GetNextIdsResponse, error) {
+		return s.c.seq.GetNextIds(ctx, req)
+	})
+	return resp.GetFirstId(), err
+}
+
+// HighWater returns key's high-water mark: no ID above it has been handed
+// out, in either mode. It consumes no ID and is linearizable. A key that
+// never handed out an ID has high-water mark 0.
+func (s *Store) HighWater(ctx context.Context, key string) (int64, error) {
+	req := &ordinalv1.GetHighWaterRequest{StoreName: s.name, Key: key}
+	resp, err := call(ctx, s.c.retry, func(ctx context.Context) (*ordinalv1.GetHighWaterResponse, error) {
+		return s.c.seq.GetHighWater(ctx, req)
+	})
+	return resp.GetHighWater(), err
+}
+
+// SetFloor raises key's counter so that every ID handed out after the call
+// returns is greater than floor, in both modes, and returns the high-water
+// mark after the call. It never lowers a counter, so it is safe to repeat,
+// for example when importing IDs that were issued by another system.
+func (s *Store) SetFloor(ctx context.Context, key string, floor int64) (int64, error) {
+	req := &ordinalv1.SetFloorRequest{StoreName: s.name, Key: key, Floor: floor}
+	resp, err := call(ctx, s.c.retry, func(ctx context.Context) (*ordinalv1.SetFloorResponse, error) {
+		return s.c.seq.SetFloor(ctx, req)
+	})
+	return resp.GetHighWater(), err
+}
+
+func sequencerOptions(mode Mode) *ordinalv1.SequencerOptions {
+	return &ordinalv1.SequencerOptions{Increment: mode.increment()}
+}

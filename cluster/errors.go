@@ -1,0 +1,42 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ordinal-dev/ordinal/alloc"
+)
+
+var (
+	// ErrNoLeader is returned when the cluster has no known leader, for
+	// example during an election or after losing quorum. Retry later.
+	ErrNoLeader = fmt.Errorf("cluster: no leader: %w", alloc.ErrUnavailable)
+
+	// ErrNotReady is returned while the node is starting and has not yet
+	// caught up with the cluster.
+	ErrNotReady = fmt.Errorf("cluster: node not ready: %w", alloc.ErrUnavailable)
+
+	// ErrShutdown is returned by calls made after Close.
+	ErrShutdown = fmt.Errorf("cluster: node shut down: %w", alloc.ErrUnavailable)
+
+	// ErrNoQuorum is returned when the leader cannot reach a majority of
+	// voters, so it cannot prove it still leads.
+	ErrNoQuorum = fmt.Errorf("cluster: no quorum: %w", alloc.ErrUnavailable)
+
+	// ErrForeignCluster is returned by Join for a node that belongs to
+	// another cluster. Clusters never merge; wipe the node's data directory
+	// to move it.
+	ErrForeignCluster = errors.New("cluster: node belongs to another cluster")
+
+	// ErrUnknownNode is returned by Remove and TransferLeadership for a
+	// node ID that is not a member.
+	ErrUnknownNode = errors.New("cluster: no such member")
+
+	// ErrAddressInUse is returned by Join when another member already has
+	// the joining node's Raft address.
+	ErrAddressInUse = errors.New("cluster: raft address used by another member")
+
+	// ErrIdentityMismatch is returned by New when the data directory
+	// belongs to a node with another ID than the one configured.
+	ErrIdentityMismatch = errors.New("cluster: data directory belongs to another node")
+)

@@ -1,0 +1,199 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ordinal-dev/ordinal/alloc"
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/fsm"
+)
+
+// watchLeadership finishes each tenure's barrier as soon as this node
+// becomes leader, so the first STRONG call of a tenure does not pay for it,
+// and records the node's own metadata.
+func (n *Node) watchLeadership() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.closeCh:
+			return
+		case isLeader := <-n.notifyCh:
+			if !isLeader {
+				n.logger.Info("lost leadership")
+				continue
+			}
+			n.logger.Info("became leader", "term", n.raft.CurrentTerm())
+			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+			if err := n.onLeader(ctx); err != nil {
+				n.logger.Warn("leader setup failed", "error", err)
+			}
+			cancel()
+		}
+	}
+}
+
+func (n *Node) onLeader(ctx context.Context) error {
+	if err := n.ensureBarrier(ctx, n.raft.CurrentTerm()); err != nil {
+		return err
+	}
+	return n.ensureMetadata(ctx)
+}
+
+// ensureMetadata gives a new cluster its ID and records this node's gRPC
+// address, which followers need to forward calls to it.
+func (n *Node) ensureMetadata(ctx context.Context) error {
+	var ops []fsm.Op
+	if n.fsm.ClusterID() == "" {
+		ops = append(ops, fsm.Op{Kind: fsm.OpInit, ClusterID: newClusterID()})
+	}
+	if n.cfg.GRPCAdvertise != "" && n.fsm.Nodes()[n.cfg.NodeID] != n.cfg.GRPCAdvertise {
+		ops = append(ops, fsm.Op{Kind: fsm.OpSetNode, NodeID: n.cfg.NodeID, Addr: n.cfg.GRPCAdvertise})
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	_, err := n.apply(ctx, fsm.Command{Ops: ops})
+	return err
+}
+
+func newClusterID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// ensureBarrier makes sure that, as leader in term, the state machine has
+// applied every entry committed before the term started.
+func (n *Node) ensureBarrier(ctx context.Context, term uint64) error {
+	if n.readyTerm.Load() == term {
+		return nil
+	}
+	n.barrierMu.Lock()
+	defer n.barrierMu.Unlock()
+	if n.readyTerm.Load() == term {
+		return nil
+	}
+	if err := n.await(ctx, n.raft.Barrier(n.cfg.ApplyTimeout)); err != nil {
+		return fmt.Errorf("barrier: %w", err)
+	}
+	if n.raft.CurrentTerm() != term || n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	n.readyTerm.Store(term)
+	return nil
+}
+
+// Confirm proves that this node leads and returns the current term as the
+// epoch. The proof is a quorum round trip started after Confirm was called;
+// raft.VerifyLeader is not used because replies to heartbeats sent before it
+// was called can satisfy it (see alloc/DESIGN.md).
+func (n *Node) Confirm(ctx context.Context) (alloc.Epoch, error) {
+	if !n.isStarted() {
+		return 0, ErrNotReady
+	}
+	if n.raft.State() != raft.Leader {
+		return 0, n.notLeader()
+	}
+	term := n.raft.CurrentTerm()
+	if err := n.ensureBarrier(ctx, term); err != nil {
+		return 0, err
+	}
+	if err := n.confirmQuorum(ctx, term); err != nil {
+		return 0, err
+	}
+	if n.raft.CurrentTerm() != term {
+		return 0, n.notLeader()
+	}
+	return alloc.Epoch(term), nil
+}
+
+// confirmQuorum asks the other voters whether they are still in term; a
+// majority of voters, this node included, must say yes.
+func (n *Node) confirmQuorum(ctx context.Context, term uint64) error {
+	voters, err := n.voters()
+	if err != nil {
+		return err
+	}
+	need := len(voters)/2 + 1
+	acks := 0
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	answers := make(chan termAnswer, len(voters))
+	asked := 0
+	for _, v := range voters {
+		if v.ID == raft.ServerID(n.cfg.NodeID) {
+			acks++
+			continue
+		}
+		asked++
+		go func() { answers <- n.askTerm(ctx, string(v.ID), term) }()
+	}
+	for ; acks < need && asked > 0; asked-- {
+		select {
+		case a := <-answers:
+			if a.term > term {
+				return fmt.Errorf("%w: node %s is in term %d, after ours (%d)", alloc.ErrNotLeader, a.id, a.term, term)
+			}
+			if a.err == nil {
+				acks++
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("%w: waiting for a quorum to confirm the leader: %w", ErrNoQuorum, ctx.Err())
+		}
+	}
+	if acks < need {
+		return fmt.Errorf("%w: %d of %d voters confirmed term %d, %d needed", ErrNoQuorum, acks, len(voters), term, need)
+	}
+	return nil
+}
+
+type termAnswer struct {
+	id   string
+	term uint64
+	err  error
+}
+
+// askTerm asks voter id for its current term.
+func (n *Node) askTerm(ctx context.Context, id string, term uint64) termAnswer {
+	addr := n.fsm.Nodes()[id]
+	if addr == "" {
+		return termAnswer{id: id, err: fmt.Errorf("no gRPC address known for node %s", id)}
+	}
+	c, err := n.peers.client(addr)
+	if err != nil {
+		return termAnswer{id: id, err: err}
+	}
+	resp, err := c.ConfirmTerm(ctx, &ordinalv1.ConfirmTermRequest{Term: term, LeaderId: n.cfg.NodeID})
+	if err != nil {
+		return termAnswer{id: id, err: err}
+	}
+	return termAnswer{id: id, term: resp.GetTerm()}
+}
+
+// CurrentTerm returns this node's Raft term, 0 before Raft started. Other
+// nodes' leadership proofs ask for it.
+func (n *Node) CurrentTerm() uint64 {
+	if !n.isStarted() {
+		return 0
+	}
+	return n.raft.CurrentTerm()
+}
+
+func (n *Node) voters() ([]raft.Server, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, n.mapRaftError(err)
+	}
+	var voters []raft.Server
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters = append(voters, s)
+		}
+	}
+	return voters, nil
+}

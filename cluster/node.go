@@ -1,0 +1,277 @@
+// Package cluster runs one ordinal node's Raft instance: it opens the
+// durable log, bootstraps or joins a cluster, applies commands to the
+// replicated state machine, and proves leadership for STRONG calls. It
+// implements alloc.Backend. See DESIGN.md for why it is built this way.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+
+	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/transport"
+)
+
+const (
+	raftDBFile       = "raft.db"
+	retainSnapshots  = 2
+	logCacheSize     = 512
+	boltOpenTimeout  = time.Second
+	readyPollPeriod  = 10 * time.Millisecond
+	leaderNotifySize = 16
+)
+
+// Node is one member of an ordinal cluster.
+type Node struct {
+	cfg    Config
+	logger hclog.Logger
+
+	fsm       *fsm.FSM
+	boltStore *raftboltdb.BoltStore
+	logs      raft.LogStore
+	snapshots raft.SnapshotStore
+	transport *raft.NetworkTransport
+	peers     *peers
+	hasState  bool // the data directory held Raft state when the node opened
+
+	// raft is set once by startRaft and closes started; read it only after
+	// started is closed (Raft() does that check).
+	raft    *raft.Raft
+	startMu sync.Mutex
+	started chan struct{}
+
+	// readyTerm is the term in which this node, as leader, finished a
+	// barrier: from then on its state machine holds every entry committed
+	// by earlier leaders, so reads from it are complete.
+	readyTerm atomic.Uint64
+	barrierMu sync.Mutex
+
+	notifyCh chan bool
+	closeCh  chan struct{}
+	wg       sync.WaitGroup
+	closeMu  sync.Mutex
+	closed   bool
+}
+
+// New opens the node's data directory and starts listening for Raft
+// traffic. Raft itself starts in Start, once the node knows whether to
+// bootstrap, join or resume.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if err := claimDataDir(cfg.DataDir, cfg.NodeID); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:      cfg,
+		logger:   cfg.Logger,
+		fsm:      fsm.New(cfg.Logger.Named("fsm")),
+		peers:    newPeers(cfg.PeerDialOptions),
+		notifyCh: make(chan bool, leaderNotifySize),
+		closeCh:  make(chan struct{}),
+		started:  make(chan struct{}),
+	}
+	if err := n.open(); err != nil {
+		n.closeStores()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) open() error {
+	var err error
+	n.boltStore, err = raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(n.cfg.DataDir, raftDBFile),
+		BoltOptions: &bbolt.Options{Timeout: boltOpenTimeout},
+	})
+	if err != nil {
+		return fmt.Errorf("open raft log in %s (is another ordinal using this data directory?): %w", n.cfg.DataDir, err)
+	}
+	n.snapshots, err = raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, retainSnapshots, n.logger.Named("snapshot"))
+	if err != nil {
+		return fmt.Errorf("open snapshot store: %w", err)
+	}
+	n.logs, err = raft.NewLogCache(logCacheSize, n.boltStore)
+	if err != nil {
+		return fmt.Errorf("create log cache: %w", err)
+	}
+	n.hasState, err = raft.HasExistingState(n.logs, n.boltStore, n.snapshots)
+	if err != nil {
+		return fmt.Errorf("inspect raft state: %w", err)
+	}
+	stream, err := transport.Listen(n.cfg.RaftAddr, n.cfg.RaftAdvertise, transport.Config{
+		ServerTLS: n.cfg.ServerTLS,
+		ClientTLS: n.cfg.ClientTLS,
+	})
+	if err != nil {
+		return fmt.Errorf("listen for raft on %s: %w", n.cfg.RaftAddr, err)
+	}
+	n.transport = transport.NewTransport(stream, transport.TransportConfig{Logger: n.logger.Named("transport")})
+	return nil
+}
+
+// startRaft starts the Raft instance, first bootstrapping it with
+// bootstrap when that is non-nil.
+func (n *Node) startRaft(bootstrap *raft.Configuration) error {
+	n.startMu.Lock()
+	defer n.startMu.Unlock()
+	if n.raft != nil {
+		return nil
+	}
+	if bootstrap != nil {
+		n.logger.Info("bootstrapping a new cluster", "servers", fmt.Sprint(bootstrap.Servers))
+		err := raft.BootstrapCluster(n.raftConfig(), n.logs, n.boltStore, n.snapshots, n.transport, *bootstrap)
+		if err != nil {
+			return fmt.Errorf("bootstrap cluster: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(n.raftConfig(), n.fsm, n.logs, n.boltStore, n.snapshots, n.transport)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	n.raft = r
+	n.wg.Add(2)
+	go n.watchLeadership()
+	go n.promoteNonVoters()
+	close(n.started)
+	return nil
+}
+
+func (n *Node) raftConfig() *raft.Config {
+	c := raft.DefaultConfig()
+	c.LocalID = raft.ServerID(n.cfg.NodeID)
+	c.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	c.ElectionTimeout = n.cfg.ElectionTimeout
+	c.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
+	c.SnapshotThreshold = n.cfg.SnapshotThreshold
+	c.SnapshotInterval = n.cfg.SnapshotInterval
+	c.TrailingLogs = n.cfg.TrailingLogs
+	c.NotifyCh = n.notifyCh
+	c.Logger = n.logger.Named("raft")
+	return c
+}
+
+// Leader returns the leader's node ID and gRPC address, or empty strings
+// when no leader is known.
+func (n *Node) Leader() (id, grpcAddr string) {
+	if !n.isStarted() {
+		return "", ""
+	}
+	_, sid := n.raft.LeaderWithID()
+	if sid == "" {
+		return "", ""
+	}
+	return string(sid), n.fsm.Nodes()[string(sid)]
+}
+
+// IsLeader reports whether this node currently believes it leads. Use
+// Confirm where a stale belief would be unsafe.
+func (n *Node) IsLeader() bool {
+	return n.isStarted() && n.raft.State() == raft.Leader
+}
+
+// NodeID returns this node's ID.
+func (n *Node) NodeID() string { return n.cfg.NodeID }
+
+// RaftAddr returns the Raft address other nodes reach this node on.
+func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
+
+// FSM returns the node's state machine, for read-only inspection.
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// WaitReady blocks until the node is part of a cluster with a leader and,
+// when it leads, has caught up with every earlier leader's entries.
+func (n *Node) WaitReady(ctx context.Context) error {
+	t := time.NewTicker(readyPollPeriod)
+	defer t.Stop()
+	for {
+		if n.ready() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
+		case <-n.closeCh:
+			return ErrShutdown
+		case <-t.C:
+		}
+	}
+}
+
+func (n *Node) ready() bool {
+	if !n.isStarted() {
+		return false
+	}
+	_, leader := n.raft.LeaderWithID()
+	switch {
+	case leader == "":
+		return false
+	case n.raft.State() == raft.Leader:
+		return n.readyTerm.Load() == n.raft.CurrentTerm()
+	default:
+		return n.raft.AppliedIndex() >= n.raft.CommitIndex()
+	}
+}
+
+// Close shuts Raft down and closes the data directory. Unused IDs of
+// reserved ranges are abandoned.
+func (n *Node) Close() error {
+	n.closeMu.Lock()
+	defer n.closeMu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	// Raft first: it may block writing a last leadership change to notifyCh,
+	// which watchLeadership keeps draining until closeCh closes.
+	n.startMu.Lock()
+	var err error
+	if n.raft != nil {
+		err = n.raft.Shutdown().Error()
+	}
+	close(n.closeCh)
+	n.startMu.Unlock()
+	n.wg.Wait()
+	return errors.Join(err, n.peers.close(), n.closeStores())
+}
+
+func (n *Node) closeStores() error {
+	var errs []error
+	if n.transport != nil {
+		errs = append(errs, n.transport.Close())
+	}
+	if n.boltStore != nil {
+		errs = append(errs, n.boltStore.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Snapshot takes a snapshot of the state machine now and compacts the log.
+func (n *Node) Snapshot() error {
+	if !n.isStarted() {
+		return ErrNotReady
+	}
+	return n.mapRaftError(n.raft.Snapshot().Error())
+}
+
+// isStarted reports whether Raft runs; n.raft may be read once it does.
+func (n *Node) isStarted() bool {
+	select {
+	case <-n.started:
+		return true
+	default:
+		return false
+	}
+}

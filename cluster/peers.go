@@ -1,0 +1,67 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+)
+
+// peers keeps one gRPC connection per other node, for the calls nodes make
+// to each other: leadership proofs, forwarded reservations and membership
+// changes, and discovery while a cluster forms.
+type peers struct {
+	dialOpts []grpc.DialOption
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newPeers(dialOpts []grpc.DialOption) *peers {
+	if len(dialOpts) == 0 {
+		dialOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return &peers{dialOpts: dialOpts, conns: map[string]*grpc.ClientConn{}}
+}
+
+// client returns a Cluster client for the node at grpcAddr. Connections are
+// made lazily by gRPC and re-established by it after failures.
+func (p *peers) client(grpcAddr string) (ordinalv1.ClusterClient, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns == nil {
+		return nil, ErrShutdown
+	}
+	c := p.conns[grpcAddr]
+	if c == nil {
+		var err error
+		if c, err = grpc.NewClient(grpcAddr, p.dialOpts...); err != nil {
+			return nil, err
+		}
+		p.conns[grpcAddr] = c
+	}
+	return ordinalv1.NewClusterClient(c), nil
+}
+
+func (p *peers) status(ctx context.Context, grpcAddr string) (*ordinalv1.StatusResponse, error) {
+	c, err := p.client(grpcAddr)
+	if err != nil {
+		return nil, err
+	}
+	return c.Status(ctx, &ordinalv1.StatusRequest{})
+}
+
+func (p *peers) close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for _, c := range p.conns {
+		errs = append(errs, c.Close())
+	}
+	p.conns = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,152 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ordinal-dev/ordinal/alloc"
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/fsm"
+)
+
+// Reserve reserves between need and want IDs of key through the Raft log.
+//
+// On a follower the reservation is forwarded to the leader and the range
+// comes back with epoch 0: it serves WEAK calls only.
+func (n *Node) Reserve(ctx context.Context, key fsm.Key, want, need uint64) (alloc.Range, alloc.Epoch, error) {
+	if !n.isStarted() {
+		return alloc.Range{}, 0, ErrNotReady
+	}
+	if n.raft.State() != raft.Leader {
+		return n.forwardReserve(ctx, key, want, need)
+	}
+	// The term read before Apply is never newer than the entry's own term,
+	// so a range is never claimed for a tenure it was not reserved in.
+	term := n.raft.CurrentTerm()
+	res, err := n.apply(ctx, fsm.Command{Ops: []fsm.Op{{Kind: fsm.OpReserve, Key: key, Want: want, Need: need}}})
+	if err != nil {
+		return alloc.Range{}, 0, err
+	}
+	r := res.Results[0]
+	if r.Err != nil {
+		return alloc.Range{}, 0, fmt.Errorf("reserve %d ids of %s/%s: %w", need, key.Store, key.Name, r.Err)
+	}
+	return alloc.Range{First: r.First, Last: r.Last}, alloc.Epoch(term), nil
+}
+
+// Floor raises key's high-water mark to at least value through the log.
+func (n *Node) Floor(ctx context.Context, key fsm.Key, value uint64) (uint64, error) {
+	if !n.isStarted() {
+		return 0, ErrNotReady
+	}
+	if n.raft.State() != raft.Leader {
+		return 0, n.notLeader()
+	}
+	res, err := n.apply(ctx, fsm.Command{Ops: []fsm.Op{{Kind: fsm.OpFloor, Key: key, Value: value}}})
+	if err != nil {
+		return 0, err
+	}
+	return res.Results[0].HighWater, nil
+}
+
+// HighWater returns key's high-water mark as applied on this node.
+func (n *Node) HighWater(key fsm.Key) uint64 {
+	return n.fsm.HighWater(key)
+}
+
+// apply commits cmd and returns the state machine's response.
+func (n *Node) apply(ctx context.Context, cmd fsm.Command) (*fsm.ApplyResponse, error) {
+	f := n.raft.Apply(cmd.Encode(), n.cfg.ApplyTimeout)
+	if err := n.await(ctx, f); err != nil {
+		return nil, err
+	}
+	switch resp := f.Response().(type) {
+	case *fsm.ApplyResponse:
+		return resp, nil
+	case error:
+		return nil, resp
+	default:
+		return nil, fmt.Errorf("cluster: unexpected apply response %T", resp)
+	}
+}
+
+// await waits for f within ctx's deadline.
+func (n *Node) await(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return n.mapRaftError(err)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.closeCh:
+		return ErrShutdown
+	}
+}
+
+func (n *Node) mapRaftError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %w", alloc.ErrNotLeader, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrShutdown
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w: %w", ErrNoLeader, err)
+	}
+	return err
+}
+
+func (n *Node) notLeader() error {
+	_, id := n.raft.LeaderWithID()
+	if id == "" {
+		return fmt.Errorf("%w: %w", alloc.ErrNotLeader, ErrNoLeader)
+	}
+	return fmt.Errorf("%w: leader is %s", alloc.ErrNotLeader, id)
+}
+
+// ReserveLocal reserves through this node's log and fails with an error
+// wrapping alloc.ErrNotLeader on a follower; it serves reservations that
+// other nodes forward, so a stale view of the leader never makes a call hop
+// twice.
+func (n *Node) ReserveLocal(ctx context.Context, key fsm.Key, want, need uint64) (alloc.Range, error) {
+	if !n.isStarted() {
+		return alloc.Range{}, ErrNotReady
+	}
+	if n.raft.State() != raft.Leader {
+		return alloc.Range{}, n.notLeader()
+	}
+	r, _, err := n.Reserve(ctx, key, want, need)
+	return r, err
+}
+
+func (n *Node) forwardReserve(ctx context.Context, key fsm.Key, want, need uint64) (alloc.Range, alloc.Epoch, error) {
+	c, err := n.leaderClient()
+	if err != nil {
+		return alloc.Range{}, 0, err
+	}
+	resp, err := c.Reserve(ctx, &ordinalv1.ReserveRequest{StoreName: key.Store, Key: key.Name, Want: want, Need: need})
+	if err != nil {
+		return alloc.Range{}, 0, fromStatus(err)
+	}
+	return alloc.Range{First: resp.GetFirst(), Last: resp.GetLast()}, 0, nil
+}
+
+// leaderClient returns a Cluster client connected to the leader.
+func (n *Node) leaderClient() (ordinalv1.ClusterClient, error) {
+	id, addr := n.Leader()
+	switch {
+	case id == "":
+		return nil, ErrNoLeader
+	case id == n.cfg.NodeID:
+		return nil, fmt.Errorf("%w: leadership is changing", alloc.ErrNotLeader)
+	case addr == "":
+		return nil, fmt.Errorf("%w: leader %s has not published its gRPC address yet", ErrNoLeader, id)
+	}
+	return n.peers.client(addr)
+}

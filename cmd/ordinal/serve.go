@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/ordinal-dev/ordinal/cluster"
+	"github.com/ordinal-dev/ordinal/daemon"
+	"github.com/ordinal-dev/ordinal/internal/version"
+)
+
+type serveFlags struct {
+	nodeID, dataDir, grpcAddr, raftAddr string
+	logLevel, logFormat                 string
+}
+
+func runServe(args []string) error {
+	var f serveFlags
+	fs := newFlagSet("serve", "ordinal serve [flags]")
+	fs.StringVar(&f.nodeID, "node-id", "", "this node's ID, unique in the cluster; default: the ID stored in the data directory, else the hostname")
+	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for the Raft log, snapshots and node identity")
+	fs.StringVar(&f.grpcAddr, "grpc-addr", daemon.DefaultGRPCAddr, "address the gRPC API listens on")
+	fs.StringVar(&f.raftAddr, "raft-addr", daemon.DefaultRaftAddr, "address Raft traffic between nodes listens on")
+	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	logger, err := newLogger(f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+	nodeID, err := resolveNodeID(f.nodeID, f.dataDir)
+	if err != nil {
+		return err
+	}
+	return serve(logger, daemon.Config{
+		Cluster: cluster.Config{
+			NodeID:    nodeID,
+			DataDir:   f.dataDir,
+			RaftAddr:  f.raftAddr,
+			Bootstrap: true,
+		},
+		GRPCAddr: f.grpcAddr,
+		Logger:   logger,
+	})
+}
+
+func serve(logger hclog.Logger, cfg daemon.Config) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	d, err := daemon.Start(cfg)
+	if err != nil {
+		return err
+	}
+	if err := d.WaitReady(ctx); err != nil {
+		_ = d.Close()
+		return fmt.Errorf("node did not become ready: %w", err)
+	}
+	logger.Info("ordinal ready", "version", version.Version, "node_id", cfg.Cluster.NodeID,
+		"grpc_addr", d.GRPCAddr(), "raft_addr", d.RaftAddr(), "data_dir", cfg.Cluster.DataDir)
+	<-ctx.Done()
+	logger.Info("shutting down")
+	if err := d.Close(); err != nil {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// resolveNodeID picks the node ID: the flag when given, else the one the
+// data directory remembers, else the hostname.
+func resolveNodeID(flagValue, dataDir string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	stored, err := cluster.ReadNodeID(dataDir)
+	if err != nil || stored != "" {
+		return stored, err
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("no --node-id given and the hostname is unknown: %w", err)
+	}
+	return host, nil
+}
+
+func newLogger(level, format string) (hclog.Logger, error) {
+	lvl := hclog.LevelFromString(level)
+	if lvl == hclog.NoLevel {
+		return nil, fmt.Errorf("unknown --log-level %q: use trace, debug, info, warn or error", level)
+	}
+	if format != "text" && format != "json" {
+		return nil, fmt.Errorf("unknown --log-format %q: use text or json", format)
+	}
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "ordinal",
+		Level:      lvl,
+		JSONFormat: format == "json",
+		Output:     os.Stderr,
+	}), nil
+}

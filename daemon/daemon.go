@@ -1,0 +1,163 @@
+// Package daemon assembles one ordinal node: the Raft node, the ID
+// allocator on top of it, and the gRPC server in front of both. The
+// `ordinal serve` command and the multi-node tests both start nodes through
+// it, so what the tests exercise is what runs in production.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+
+	"github.com/ordinal-dev/ordinal/alloc"
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/api/server"
+	"github.com/ordinal-dev/ordinal/cluster"
+)
+
+// DefaultGRPCAddr is Layotto's default gRPC port, so Layotto clients work
+// with no configuration.
+const DefaultGRPCAddr = "127.0.0.1:34904"
+
+// DefaultRaftAddr is the default Raft port, next to the gRPC one.
+const DefaultRaftAddr = "127.0.0.1:34905"
+
+// gracefulStopTimeout bounds how long Close waits for calls in flight.
+const gracefulStopTimeout = 5 * time.Second
+
+// Config configures a Daemon.
+type Config struct {
+	// Cluster configures the Raft node. Its GRPCAdvertise defaults to the
+	// address the gRPC server listens on.
+	Cluster cluster.Config
+
+	// GRPCAddr is the address the gRPC server listens on; port 0 picks a
+	// free port. Default DefaultGRPCAddr.
+	GRPCAddr string
+
+	// Alloc tunes the ID allocator.
+	Alloc alloc.Config
+
+	// MaxCount is the largest block GetNextIds hands out. Default
+	// server.DefaultMaxCount.
+	MaxCount uint64
+
+	// Logger is the root logger; subsystems log through named children.
+	Logger hclog.Logger
+}
+
+// Daemon is a running node.
+type Daemon struct {
+	logger hclog.Logger
+	node   *cluster.Node
+	alloc  *alloc.Allocator
+	api    *server.Server
+	grpc   *grpc.Server
+	lis    net.Listener
+	served chan error
+
+	stopStart context.CancelFunc // ends a Start still looking for peers
+	startErr  chan error         // Start's result
+}
+
+// Start opens the node and starts serving gRPC. Calls answer Unavailable
+// until WaitReady has returned nil.
+func Start(cfg Config) (*Daemon, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.GRPCAddr == "" {
+		cfg.GRPCAddr = DefaultGRPCAddr
+	}
+	lis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
+	}
+	if cfg.Cluster.GRPCAdvertise == "" {
+		cfg.Cluster.GRPCAdvertise = lis.Addr().String()
+	}
+	cfg.Cluster.Logger = cfg.Logger
+	node, err := cluster.New(cfg.Cluster)
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	d := &Daemon{logger: cfg.Logger, node: node, lis: lis, served: make(chan error, 1), startErr: make(chan error, 1)}
+	cfg.Alloc.Logger = cfg.Logger.Named("alloc")
+	d.alloc = alloc.New(node, cfg.Alloc)
+	node.FSM().SetFloorHook(d.alloc.RaiseFloor)
+	d.api = server.New(server.Config{
+		Sequencer: d.alloc,
+		Leader:    node.Leader,
+		SelfAddr:  cfg.Cluster.GRPCAdvertise,
+		MaxCount:  cfg.MaxCount,
+		Logger:    cfg.Logger.Named("api"),
+	})
+	d.grpc = grpc.NewServer()
+	d.api.Register(d.grpc)
+	ordinalv1.RegisterClusterServer(d.grpc, server.NewClusterServer(node))
+	go func() { d.served <- d.grpc.Serve(lis) }()
+
+	// Peers must be able to ask this node's status while it looks for them,
+	// so the gRPC server runs before the node joins or forms a cluster.
+	var ctx context.Context
+	ctx, d.stopStart = context.WithCancel(context.Background())
+	go func() { d.startErr <- node.Start(ctx) }()
+	return d, nil
+}
+
+// WaitReady blocks until the node has joined a cluster with a leader, then
+// opens it for calls.
+func (d *Daemon) WaitReady(ctx context.Context) error {
+	select {
+	case err := <-d.startErr:
+		d.startErr <- err // keep it for later callers
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", cluster.ErrNotReady, ctx.Err())
+	}
+	if err := d.node.WaitReady(ctx); err != nil {
+		return err
+	}
+	d.api.SetReady(true)
+	return nil
+}
+
+// GRPCAddr returns the address the gRPC server listens on.
+func (d *Daemon) GRPCAddr() string { return d.lis.Addr().String() }
+
+// RaftAddr returns the Raft address of the node.
+func (d *Daemon) RaftAddr() string { return d.node.RaftAddr() }
+
+// Node returns the Raft node.
+func (d *Daemon) Node() *cluster.Node { return d.node }
+
+// Close stops serving, waiting briefly for calls in flight, then shuts the
+// node down.
+func (d *Daemon) Close() error {
+	d.stopStart()
+	d.api.SetReady(false)
+	stopped := make(chan struct{})
+	go func() {
+		d.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(gracefulStopTimeout):
+		d.grpc.Stop()
+	}
+	serveErr := <-d.served
+	if errors.Is(serveErr, grpc.ErrServerStopped) {
+		serveErr = nil
+	}
+	d.alloc.Close()
+	return errors.Join(serveErr, d.api.Close(), d.node.Close())
+}

@@ -1,0 +1,283 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("x", n) }
+	tests := []struct {
+		name string
+		cmd  Command
+	}{
+		{"empty", Command{}},
+		{"reserve", Command{Ops: []Op{{Kind: OpReserve, Key: Key{Store: "default", Name: "orders"}, Want: 1000, Need: 1}}}},
+		{"reserve need equals want", Command{Ops: []Op{{Kind: OpReserve, Key: Key{Store: "s", Name: "k"}, Want: 7, Need: 7}}}},
+		{"reserve huge want", Command{Ops: []Op{{Kind: OpReserve, Key: Key{Store: "s", Name: "k"}, Want: ^uint64(0), Need: ^uint64(0)}}}},
+		{"reserve empty store and key", Command{Ops: []Op{{Kind: OpReserve, Want: 1, Need: 1}}}},
+		{"reserve max lengths", Command{Ops: []Op{{Kind: OpReserve, Key: Key{Store: long(MaxStoreLen), Name: long(MaxKeyLen)}, Want: 2, Need: 1}}}},
+		{"reserve binary key", Command{Ops: []Op{{Kind: OpReserve, Key: Key{Store: "\x00\xff", Name: "\x80\x00k"}, Want: 2, Need: 1}}}},
+		{"floor zero", Command{Ops: []Op{{Kind: OpFloor, Key: Key{Store: "s", Name: "k"}}}}},
+		{"floor max", Command{Ops: []Op{{Kind: OpFloor, Key: Key{Store: "s", Name: "k"}, Value: MaxID}}}},
+		{"set node", Command{Ops: []Op{{Kind: OpSetNode, NodeID: "node-1", Addr: "10.0.0.1:7000"}}}},
+		{"set node max lengths", Command{Ops: []Op{{Kind: OpSetNode, NodeID: long(MaxNodeFieldLen), Addr: long(MaxNodeFieldLen)}}}},
+		{"remove node", Command{Ops: []Op{{Kind: OpRemoveNode, NodeID: "node-1"}}}},
+		{"init", Command{Ops: []Op{{Kind: OpInit, ClusterID: "c-0001"}}}},
+		{"init max length", Command{Ops: []Op{{Kind: OpInit, ClusterID: long(MaxNodeFieldLen)}}}},
+		{"mixed batch", Command{Ops: []Op{
+			{Kind: OpInit, ClusterID: "c"},
+			{Kind: OpSetNode, NodeID: "n1", Addr: "a:1"},
+			{Kind: OpReserve, Key: Key{Store: "s", Name: "k"}, Want: 300, Need: 200},
+			{Kind: OpFloor, Key: Key{Store: "s", Name: "k"}, Value: 1 << 40},
+			{Kind: OpRemoveNode, NodeID: "n1"},
+		}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.cmd.Validate(); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			b := tt.cmd.Encode()
+			if got := tt.cmd.encodedLen(); got != len(b) {
+				t.Errorf("encodedLen = %d, encoding is %d bytes", got, len(b))
+			}
+			if b[0] != commandVersion {
+				t.Errorf("first byte = %d, want version %d", b[0], commandVersion)
+			}
+			got, err := Decode(b)
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if !reflect.DeepEqual(got, tt.cmd) {
+				t.Errorf("Decode(Encode(c)) = %+v, want %+v", got, tt.cmd)
+			}
+			prefix := []byte("prefix")
+			if app := tt.cmd.AppendEncode(prefix); !bytes.Equal(app[len(prefix):], b) || !bytes.Equal(app[:len(prefix)], prefix) {
+				t.Errorf("AppendEncode does not append the Encode bytes")
+			}
+		})
+	}
+}
+
+// TestEncodeIgnoresUnusedFields checks that fields a kind does not use are
+// neither encoded nor resurrected by Decode.
+func TestEncodeIgnoresUnusedFields(t *testing.T) {
+	op := Op{Kind: OpInit, ClusterID: "c", Key: Key{Store: "s", Name: "k"}, Want: 5, Need: 1, Value: 9, NodeID: "n", Addr: "a"}
+	got, err := Decode(Command{Ops: []Op{op}}.Encode())
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	want := Command{Ops: []Op{{Kind: OpInit, ClusterID: "c"}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}
+
+// TestEncodeLayout pins the byte layout so that an accidental format change
+// (which would make old log entries undecodable) fails loudly.
+func TestEncodeLayout(t *testing.T) {
+	c := Command{Ops: []Op{
+		{Kind: OpReserve, Key: Key{Store: "s", Name: "k"}, Want: 300, Need: 2},
+		{Kind: OpFloor, Key: Key{Store: "", Name: "ab"}, Value: 1},
+		{Kind: OpSetNode, NodeID: "n", Addr: "a"},
+		{Kind: OpRemoveNode, NodeID: "n"},
+		{Kind: OpInit, ClusterID: "c"},
+	}}
+	want := []byte{
+		1, 5, // version, op count
+		1, 1, 's', 1, 'k', 0xac, 0x02, 2, // reserve: store, key, want=300, need=2
+		2, 0, 2, 'a', 'b', 1, // floor: "", "ab", value=1
+		3, 1, 'n', 1, 'a', // set-node
+		4, 1, 'n', // remove-node
+		5, 1, 'c', // init
+	}
+	if got := c.Encode(); !bytes.Equal(got, want) {
+		t.Errorf("Encode = %v\nwant     %v", got, want)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	valid := Command{Ops: []Op{{Kind: OpReserve, Key: Key{Store: "s", Name: "k"}, Want: 10, Need: 1}}}.Encode()
+	enc := func(ops ...Op) []byte { return Command{Ops: ops}.Encode() }
+	over := func(n int) string { return strings.Repeat("x", n+1) }
+	tooMany := binary.AppendUvarint([]byte{commandVersion}, MaxOpsPerCommand+1)
+	for range MaxOpsPerCommand + 1 {
+		tooMany = append(tooMany, byte(OpRemoveNode), 1, 'n')
+	}
+
+	tests := []struct {
+		name   string
+		input  []byte
+		reason string // substring the error must contain
+	}{
+		{"nil", nil, "version: truncated"},
+		{"empty", []byte{}, "version: truncated"},
+		{"bad version 0", []byte{0, 0}, "unsupported command version 0"},
+		{"bad version 2", append([]byte{2}, valid[1:]...), "unsupported command version 2"},
+		{"missing op count", []byte{1}, "op count: truncated"},
+		{"truncated op count varint", []byte{1, 0x80}, "op count: truncated"},
+		{"non-shortest op count", []byte{1, 0x80, 0x00}, "not in shortest form"},
+		{"op count overflows 64 bits", []byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, "overflows"},
+		{"too many ops", binary.AppendUvarint([]byte{1}, MaxOpsPerCommand+1), "op count 65537 exceeds"},
+		{"too many ops with bodies", tooMany, "op count 65537 exceeds"},
+		{"missing op", []byte{1, 1}, "op 0: kind: truncated"},
+		{"fewer ops than count", append([]byte{1, 2}, valid[2:]...), "op 1: kind: truncated"},
+		{"unknown kind 0", []byte{1, 1, 0}, "unknown op kind 0"},
+		{"unknown kind 6", []byte{1, 1, 6}, "unknown op kind 6"},
+		{"truncated store", []byte{1, 1, 1, 3, 's'}, "store: truncated"},
+		{"truncated key", []byte{1, 1, 1, 1, 's'}, "key length: truncated"},
+		{"truncated want", []byte{1, 1, 1, 0, 0}, "want: truncated"},
+		{"truncated need", []byte{1, 1, 1, 0, 0, 5}, "need: truncated"},
+		{"truncated varint in need", []byte{1, 1, 1, 0, 0, 5, 0x81}, "need: truncated"},
+		{"non-shortest want", []byte{1, 1, 1, 0, 0, 0x85, 0x00, 1}, "want: uvarint overflows 64 bits or is not in shortest form"},
+		{"need zero", enc(Op{Kind: OpReserve, Key: Key{Name: "k"}, Want: 5}), "need is 0"},
+		{"need zero want zero", enc(Op{Kind: OpReserve, Key: Key{Name: "k"}}), "need is 0"},
+		{"need above want", enc(Op{Kind: OpReserve, Key: Key{Name: "k"}, Want: 5, Need: 6}), "need 6 exceeds want 5"},
+		{"floor above max id", enc(Op{Kind: OpFloor, Key: Key{Name: "k"}, Value: MaxID + 1}), "exceeds the maximum id"},
+		{"floor max uint64", enc(Op{Kind: OpFloor, Key: Key{Name: "k"}, Value: ^uint64(0)}), "exceeds the maximum id"},
+		{"oversize store", enc(Op{Kind: OpReserve, Key: Key{Store: over(MaxStoreLen), Name: "k"}, Want: 1, Need: 1}), "store is 257 bytes, limit is 256"},
+		{"oversize key", enc(Op{Kind: OpFloor, Key: Key{Name: over(MaxKeyLen)}, Value: 1}), "key is 1025 bytes, limit is 1024"},
+		{"oversize node id", enc(Op{Kind: OpSetNode, NodeID: over(MaxNodeFieldLen), Addr: "a"}), "node id is 1025 bytes"},
+		{"oversize address", enc(Op{Kind: OpSetNode, NodeID: "n", Addr: over(MaxNodeFieldLen)}), "address is 1025 bytes"},
+		{"oversize cluster id", enc(Op{Kind: OpInit, ClusterID: over(MaxNodeFieldLen)}), "cluster id is 1025 bytes"},
+		{"huge string length", []byte{1, 1, 5, 0xff, 0xff, 0xff, 0xff, 0x0f}, "cluster id is 4294967295 bytes"},
+		{"empty node id", enc(Op{Kind: OpRemoveNode}), "node id is empty"},
+		{"empty address", enc(Op{Kind: OpSetNode, NodeID: "n"}), "address is empty"},
+		{"empty cluster id", enc(Op{Kind: OpInit}), "cluster id is empty"},
+		{"trailing byte", append(valid[:len(valid):len(valid)], 0), "1 trailing bytes"},
+		{"trailing op", append(valid[:len(valid):len(valid)], valid[2:]...), "trailing bytes"},
+		{"truncated last byte", valid[:len(valid)-1], "need: truncated"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Decode(tt.input)
+			if err == nil {
+				t.Fatalf("Decode succeeded with %+v, want error containing %q", got, tt.reason)
+			}
+			if !errors.Is(err, ErrMalformed) {
+				t.Errorf("error %v does not wrap ErrMalformed", err)
+			}
+			if !strings.Contains(err.Error(), tt.reason) {
+				t.Errorf("error %q does not contain %q", err, tt.reason)
+			}
+			if got.Ops != nil {
+				t.Errorf("failed Decode returned ops %+v", got.Ops)
+			}
+		})
+	}
+}
+
+// TestDecodeEveryTruncation checks that no proper prefix of a valid
+// encoding decodes: the format is self-delimiting only as a whole.
+func TestDecodeEveryTruncation(t *testing.T) {
+	b := Command{Ops: []Op{
+		{Kind: OpReserve, Key: Key{Store: "store", Name: "key"}, Want: 1 << 20, Need: 1 << 10},
+		{Kind: OpFloor, Key: Key{Store: "store", Name: "key"}, Value: 1 << 50},
+		{Kind: OpSetNode, NodeID: "n1", Addr: "h:1"},
+		{Kind: OpRemoveNode, NodeID: "n1"},
+		{Kind: OpInit, ClusterID: "c"},
+	}}.Encode()
+	for n := range len(b) {
+		if _, err := Decode(b[:n]); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Decode(first %d of %d bytes) error = %v, want ErrMalformed", n, len(b), err)
+		}
+	}
+}
+
+func TestDecodeMaxOps(t *testing.T) {
+	ops := make([]Op, MaxOpsPerCommand)
+	for i := range ops {
+		ops[i] = Op{Kind: OpRemoveNode, NodeID: "n"}
+	}
+	got, err := Decode(Command{Ops: ops}.Encode())
+	if err != nil {
+		t.Fatalf("Decode of exactly MaxOpsPerCommand ops: %v", err)
+	}
+	if len(got.Ops) != MaxOpsPerCommand {
+		t.Errorf("decoded %d ops, want %d", len(got.Ops), MaxOpsPerCommand)
+	}
+}
+
+func TestDecodeDoesNotAliasInput(t *testing.T) {
+	b := Command{Ops: []Op{{Kind: OpFloor, Key: Key{Store: "s", Name: "key"}, Value: 1}}}.Encode()
+	c, err := Decode(b)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	for i := range b {
+		b[i] = 'X'
+	}
+	if c.Ops[0].Key != (Key{Store: "s", Name: "key"}) {
+		t.Errorf("decoded key changed with the input buffer: %+v", c.Ops[0].Key)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		cmd    Command
+		reason string // "" means valid
+	}{
+		{"valid", Command{Ops: []Op{{Kind: OpReserve, Want: 2, Need: 1}}}, ""},
+		{"unknown kind", Command{Ops: []Op{{Kind: 9}}}, "op 0 (OpKind(9)): unknown op kind 9"},
+		{"second op bad", Command{Ops: []Op{{Kind: OpInit, ClusterID: "c"}, {Kind: OpReserve, Want: 1, Need: 2}}}, "op 1 (reserve): need 2 exceeds want 1"},
+		{"too many ops", Command{Ops: make([]Op, MaxOpsPerCommand+1)}, "65537 ops exceeds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cmd.Validate()
+			if tt.reason == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tt.reason) {
+				t.Errorf("Validate = %v, want ErrMalformed containing %q", err, tt.reason)
+			}
+			if _, derr := Decode(tt.cmd.Encode()); derr == nil {
+				t.Errorf("Decode accepted the encoding of a command Validate rejects")
+			}
+		})
+	}
+}
+
+func TestOpKindString(t *testing.T) {
+	tests := map[OpKind]string{
+		OpReserve: "reserve", OpFloor: "floor", OpSetNode: "set-node",
+		OpRemoveNode: "remove-node", OpInit: "init", 0: "OpKind(0)", 200: "OpKind(200)",
+	}
+	for k, want := range tests {
+		if got := k.String(); got != want {
+			t.Errorf("OpKind(%d).String() = %q, want %q", uint8(k), got, want)
+		}
+	}
+}
+
+func TestUvarintLen(t *testing.T) {
+	for _, v := range []uint64{0, 1, 127, 128, 16383, 16384, MaxID, ^uint64(0)} {
+		if got, want := uvarintLen(v), len(binary.AppendUvarint(nil, v)); got != want {
+			t.Errorf("uvarintLen(%d) = %d, want %d", v, got, want)
+		}
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	ops := make([]Op, 100)
+	for i := range ops {
+		ops[i] = Op{Kind: OpReserve, Key: Key{Store: "default", Name: keyName(i)}, Want: 1000, Need: 1}
+	}
+	enc := Command{Ops: ops}.Encode()
+	b.SetBytes(int64(len(enc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(enc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

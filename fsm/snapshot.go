@@ -1,0 +1,468 @@
+package fsm
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/raft"
+)
+
+// Snapshot format, version 1. Integers are shortest-form uvarints and
+// strings are a uvarint length plus bytes, exactly as in commands.
+//
+//	snapshot = magic:"ORDS" version:byte(1)
+//	           applied_index:uvarint
+//	           cluster_id:string                      ("" if not initialised)
+//	           node_count:uvarint  (node_id:string addr:string)*
+//	           store_count:uvarint store*
+//	           crc:uint32 big-endian                 (CRC-32C of all bytes before it)
+//	store    = name:string key_count:uvarint (key:string high_water:uvarint)*
+//
+// Nodes, stores and keys are written in strictly ascending byte order,
+// stores are never empty and high-water marks are in 1..MaxID, so a given
+// state has exactly one encoding: replicas holding the same state write
+// byte-identical snapshots, and Restore can detect duplicates by order
+// alone. Restore rejects anything else.
+const (
+	snapshotMagic   = "ORDS"
+	snapshotVersion = 1
+
+	// snapshotBufSize is the I/O chunk size in both directions. It must
+	// exceed the longest single field (a MaxKeyLen key plus its prefix).
+	snapshotBufSize = 64 << 10
+
+	// maxPresize caps the map size hint taken from a snapshot's key count,
+	// so a corrupt count cannot make Restore allocate gigabytes before the
+	// checksum is reached. Larger stores still restore; their maps grow.
+	maxPresize = 1 << 21
+)
+
+// castagnoli is the CRC-32C table; hash/crc32 uses the CPU's CRC32
+// instruction for it where available.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// snapshot is a point-in-time copy of the FSM state. It implements
+// raft.FSMSnapshot. Strings are shared with the live maps, which is safe
+// because Go strings are immutable.
+type snapshot struct {
+	applied   uint64
+	clusterID string
+	nodes     []nodeEntry
+	stores    []storeEntries
+}
+
+// nodeEntry is one node metadata record.
+type nodeEntry struct{ id, addr string }
+
+// storeEntries holds the keys of one store.
+type storeEntries struct {
+	name string
+	keys []keyEntry
+}
+
+// keyEntry is one key and its high-water mark. p0 and p1 hold the first 16
+// bytes of the name, zero-padded and big-endian; Persist fills them in so
+// that sorting mostly compares integers instead of chasing a pointer to
+// each string (see sortKeys).
+type keyEntry struct {
+	name   string
+	hw     uint64
+	p0, p1 uint64
+}
+
+var _ raft.FSMSnapshot = (*snapshot)(nil)
+
+// capture copies the state into a snapshot. The caller holds at least the
+// read lock. All keys go into one backing array, so capturing a million
+// keys is one allocation and one pass over the maps.
+func (f *FSM) capture() *snapshot {
+	s := &snapshot{
+		applied:   f.applied,
+		clusterID: f.clusterID,
+		nodes:     make([]nodeEntry, 0, len(f.nodes)),
+		stores:    make([]storeEntries, 0, len(f.stores)),
+	}
+	for id, addr := range f.nodes {
+		s.nodes = append(s.nodes, nodeEntry{id: id, addr: addr})
+	}
+	all := make([]keyEntry, 0, f.keys)
+	for name, m := range f.stores {
+		start := len(all)
+		for k, hw := range m {
+			all = append(all, keyEntry{name: k, hw: hw})
+		}
+		s.stores = append(s.stores, storeEntries{name: name, keys: all[start:len(all):len(all)]})
+	}
+	return s
+}
+
+// Persist writes the snapshot to sink and closes it, or cancels the sink if
+// anything fails. It runs concurrently with Apply, touching only its own
+// copy.
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	err := s.writeTo(sink)
+	if err == nil {
+		err = sink.Close()
+	}
+	if err != nil {
+		if cerr := sink.Cancel(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("cancel sink: %w", cerr))
+		}
+		return fmt.Errorf("fsm: persist snapshot: %w", err)
+	}
+	return nil
+}
+
+// Release drops the snapshot's references so the copy can be collected even
+// if Raft holds on to the FSMSnapshot.
+func (s *snapshot) Release() {
+	s.nodes, s.stores = nil, nil
+}
+
+// writeTo sorts the snapshot into canonical order and streams it to w.
+// Sorting happens here rather than in Snapshot because Persist runs off the
+// FSM goroutine and does not hold up Apply.
+func (s *snapshot) writeTo(w io.Writer) error {
+	s.sort()
+	sw := &snapWriter{w: w, buf: make([]byte, 0, snapshotBufSize+binary.MaxVarintLen64+MaxKeyLen)}
+	sw.buf = append(sw.buf, snapshotMagic...)
+	sw.buf = append(sw.buf, snapshotVersion)
+	sw.uvarint(s.applied)
+	sw.string(s.clusterID)
+	sw.uvarint(uint64(len(s.nodes)))
+	for _, n := range s.nodes {
+		sw.string(n.id)
+		sw.string(n.addr)
+	}
+	sw.uvarint(uint64(len(s.stores)))
+	for _, st := range s.stores {
+		sw.string(st.name)
+		sw.uvarint(uint64(len(st.keys)))
+		for _, k := range st.keys {
+			sw.string(k.name)
+			sw.uvarint(k.hw)
+		}
+	}
+	return sw.finish()
+}
+
+// sort puts nodes, stores and keys in the canonical ascending order.
+func (s *snapshot) sort() {
+	slices.SortFunc(s.nodes, func(a, b nodeEntry) int { return strings.Compare(a.id, b.id) })
+	slices.SortFunc(s.stores, func(a, b storeEntries) int { return strings.Compare(a.name, b.name) })
+	for _, st := range s.stores {
+		sortKeys(st.keys)
+	}
+}
+
+// sortKeys sorts keys by name in byte order. Comparing strings directly
+// costs a cache miss per comparison once there are millions of keys
+// scattered over the heap, which made sorting most of the snapshot time;
+// comparing a 16-byte prefix held in the entry first is several times
+// faster. The prefix order agrees with byte order because zero padding
+// sorts a string before every longer string that starts with it, and ties
+// fall back to the full comparison.
+func sortKeys(keys []keyEntry) {
+	for i := range keys {
+		var b [16]byte
+		copy(b[:], keys[i].name)
+		keys[i].p0 = binary.BigEndian.Uint64(b[:8])
+		keys[i].p1 = binary.BigEndian.Uint64(b[8:])
+	}
+	slices.SortFunc(keys, func(a, b keyEntry) int {
+		if c := cmp.Compare(a.p0, b.p0); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.p1, b.p1); c != 0 {
+			return c
+		}
+		return strings.Compare(a.name, b.name)
+	})
+}
+
+// snapWriter buffers snapshot output and folds each chunk into the CRC as
+// it is written. The first write error is kept and later writes are
+// dropped, so writeTo checks once at the end.
+type snapWriter struct {
+	w   io.Writer
+	buf []byte
+	crc uint32
+	err error
+}
+
+// uvarint appends v.
+func (sw *snapWriter) uvarint(v uint64) {
+	sw.buf = binary.AppendUvarint(sw.buf, v)
+	sw.maybeFlush()
+}
+
+// string appends a length-prefixed string.
+func (sw *snapWriter) string(v string) {
+	sw.buf = appendString(sw.buf, v)
+	sw.maybeFlush()
+}
+
+// maybeFlush writes the buffer out once it reaches the chunk size.
+func (sw *snapWriter) maybeFlush() {
+	if len(sw.buf) >= snapshotBufSize {
+		sw.flush()
+	}
+}
+
+// flush folds the buffer into the CRC and writes it.
+func (sw *snapWriter) flush() {
+	if sw.err == nil && len(sw.buf) > 0 {
+		sw.crc = crc32.Update(sw.crc, castagnoli, sw.buf)
+		_, sw.err = sw.w.Write(sw.buf)
+	}
+	sw.buf = sw.buf[:0]
+}
+
+// finish flushes the body and writes the CRC trailer.
+func (sw *snapWriter) finish() error {
+	sw.flush()
+	if sw.err != nil {
+		return sw.err
+	}
+	_, err := sw.w.Write(binary.BigEndian.AppendUint32(nil, sw.crc))
+	return err
+}
+
+// restored is fully parsed and verified snapshot state, ready to be swapped
+// into an FSM.
+type restored struct {
+	stores    map[string]map[string]uint64
+	keys      int
+	nodes     map[string]string
+	clusterID string
+	applied   uint64
+}
+
+// readSnapshot parses and verifies a whole snapshot. Format violations
+// return an error wrapping ErrMalformed; read errors are returned wrapped
+// as they are, since the data may be fine and the transport at fault.
+func readSnapshot(r io.Reader) (*restored, error) {
+	sr := &snapReader{r: r, buf: make([]byte, snapshotBufSize)}
+	st := &restored{}
+	sr.header()
+	st.applied = sr.uvarint("applied index")
+	st.clusterID = sr.string("cluster id", MaxNodeFieldLen)
+	st.nodes = sr.nodes()
+	st.stores, st.keys = sr.stores()
+	sr.trailer()
+	if sr.err != nil {
+		return nil, sr.err
+	}
+	return st, nil
+}
+
+// snapReader parses the snapshot stream from its own buffer, folding every
+// consumed byte into the CRC when the buffer is recycled, so the stream is
+// read exactly once and never held in memory whole. Like the command
+// decoder, the first error is sticky and turns later reads into no-ops.
+type snapReader struct {
+	r      io.Reader
+	buf    []byte
+	pos    int    // next unread byte in buf
+	end    int    // end of valid data in buf
+	hashed int    // buf[:hashed] is already folded into crc
+	base   int64  // stream offset of buf[0], for error messages
+	crc    uint32 // CRC-32C of the stream up to buf[hashed]
+	eof    bool
+	err    error
+}
+
+// malformed records a format error at the current offset, unless an error
+// is already recorded.
+func (sr *snapReader) malformed(format string, args ...any) {
+	if sr.err == nil {
+		sr.err = fmt.Errorf("%w: offset %d: %s", ErrMalformed, sr.base+int64(sr.pos), fmt.Sprintf(format, args...))
+	}
+}
+
+// fill tries to make at least n bytes available at buf[pos:]. It reports
+// false if the stream ends (or fails) first; only a read failure is
+// recorded as an error, since the caller decides whether a short stream is
+// truncation.
+func (sr *snapReader) fill(n int) bool {
+	for empty := 0; sr.end-sr.pos < n; {
+		if sr.eof || sr.err != nil {
+			return false
+		}
+		sr.compact()
+		m, err := sr.r.Read(sr.buf[sr.end:])
+		sr.end += m
+		switch {
+		case errors.Is(err, io.EOF):
+			sr.eof = true
+		case err != nil:
+			sr.err = fmt.Errorf("read: %w", err)
+		case m == 0:
+			// Guard against readers that return (0, nil) forever.
+			if empty++; empty >= 100 {
+				sr.err = fmt.Errorf("read: %w", io.ErrNoProgress)
+			}
+		}
+	}
+	return true
+}
+
+// compact folds the consumed bytes into the CRC and moves the unread bytes
+// to the front of the buffer.
+func (sr *snapReader) compact() {
+	sr.crc = crc32.Update(sr.crc, castagnoli, sr.buf[sr.hashed:sr.pos])
+	n := copy(sr.buf, sr.buf[sr.pos:sr.end])
+	sr.base += int64(sr.pos)
+	sr.pos, sr.hashed, sr.end = 0, 0, n
+}
+
+// sum returns the CRC of every byte consumed so far.
+func (sr *snapReader) sum() uint32 {
+	sr.crc = crc32.Update(sr.crc, castagnoli, sr.buf[sr.hashed:sr.pos])
+	sr.hashed = sr.pos
+	return sr.crc
+}
+
+// next returns the next n bytes, valid until the following read, or nil
+// after recording truncation.
+func (sr *snapReader) next(n int, field string) []byte {
+	if sr.err != nil {
+		return nil
+	}
+	if !sr.fill(n) {
+		sr.malformed("truncated reading %s: need %d bytes, have %d", field, n, sr.end-sr.pos)
+		return nil
+	}
+	b := sr.buf[sr.pos : sr.pos+n]
+	sr.pos += n
+	return b
+}
+
+// uvarint reads one canonical uvarint.
+func (sr *snapReader) uvarint(field string) uint64 {
+	if sr.err != nil {
+		return 0
+	}
+	sr.fill(binary.MaxVarintLen64) // A short read is fine near the end.
+	v, n, err := readUvarint(sr.buf[sr.pos:sr.end])
+	if err != nil {
+		sr.malformed("%s: %v", field, err)
+		return 0
+	}
+	sr.pos += n
+	return v
+}
+
+// string reads a length-prefixed string of at most limit bytes, checking
+// the length before allocating. The result is a fresh allocation of
+// exactly that size.
+func (sr *snapReader) string(field string, limit int) string {
+	n := sr.uvarint(field)
+	if sr.err != nil {
+		return ""
+	}
+	if n > uint64(limit) {
+		sr.malformed("%s is %d bytes, limit is %d", field, n, limit)
+		return ""
+	}
+	return string(sr.next(int(n), field))
+}
+
+// header checks the magic and version.
+func (sr *snapReader) header() {
+	if magic := sr.next(len(snapshotMagic), "magic"); magic != nil && string(magic) != snapshotMagic {
+		sr.malformed("bad magic %q", magic)
+	}
+	if v := sr.next(1, "version"); v != nil && v[0] != snapshotVersion {
+		sr.malformed("unsupported snapshot version %d (want %d)", v[0], snapshotVersion)
+	}
+}
+
+// nodes reads the node metadata section.
+func (sr *snapReader) nodes() map[string]string {
+	count := sr.uvarint("node count")
+	nodes := make(map[string]string, min(count, 1024))
+	prev := ""
+	for i := uint64(0); i < count && sr.err == nil; i++ {
+		id := sr.string("node id", MaxNodeFieldLen)
+		addr := sr.string("node address", MaxNodeFieldLen)
+		switch {
+		case sr.err != nil:
+		case id == "" || addr == "":
+			sr.malformed("node %d has an empty id or address", i)
+		case i > 0 && id <= prev:
+			sr.malformed("node id %q is not after %q", id, prev)
+		}
+		nodes[id] = addr
+		prev = id
+	}
+	return nodes
+}
+
+// stores reads every store and returns them with the total key count.
+func (sr *snapReader) stores() (map[string]map[string]uint64, int) {
+	count := sr.uvarint("store count")
+	stores := make(map[string]map[string]uint64, min(count, 1024))
+	total := 0
+	prev := ""
+	for i := uint64(0); i < count && sr.err == nil; i++ {
+		name := sr.string("store name", MaxStoreLen)
+		if sr.err == nil && i > 0 && name <= prev {
+			sr.malformed("store %q is not after %q", name, prev)
+		}
+		keys := sr.keys(name)
+		stores[name] = keys
+		total += len(keys)
+		prev = name
+	}
+	return stores, total
+}
+
+// keys reads one store's key count and (key, high-water) pairs.
+func (sr *snapReader) keys(store string) map[string]uint64 {
+	count := sr.uvarint("key count")
+	if sr.err == nil && count == 0 {
+		sr.malformed("store %q has no keys", store)
+	}
+	keys := make(map[string]uint64, min(count, maxPresize))
+	prev := ""
+	for i := uint64(0); i < count && sr.err == nil; i++ {
+		name := sr.string("key", MaxKeyLen)
+		hw := sr.uvarint("high-water mark")
+		switch {
+		case sr.err != nil:
+		case i > 0 && name <= prev:
+			sr.malformed("key %q in store %q is not after %q", name, store, prev)
+		case hw == 0 || hw > MaxID:
+			sr.malformed("key %q in store %q has high-water mark %d outside 1..%d", name, store, hw, MaxID)
+		}
+		keys[name] = hw
+		prev = name
+	}
+	return keys
+}
+
+// trailer checks the CRC and that the stream ends right after it.
+func (sr *snapReader) trailer() {
+	if sr.err != nil {
+		return
+	}
+	want := sr.sum()
+	b := sr.next(4, "checksum")
+	if b == nil {
+		return
+	}
+	if got := binary.BigEndian.Uint32(b); got != want {
+		sr.malformed("checksum mismatch: stored %08x, computed %08x", got, want)
+		return
+	}
+	if sr.fill(1) {
+		sr.malformed("trailing data after checksum")
+	}
+}
