@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
 
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
@@ -58,6 +60,51 @@ func (n *Node) ensureMetadata(ctx context.Context) error {
 		return nil
 	}
 	_, err := n.apply(ctx, fsm.Command{Ops: ops})
+	return err
+}
+
+// publishSelf runs until this node's gRPC address is in the replicated
+// metadata, so that the leader can reach it for leadership proofs and other
+// nodes can forward calls to it when it leads.
+func (n *Node) publishSelf() {
+	defer n.wg.Done()
+	if n.cfg.GRPCAdvertise == "" {
+		return
+	}
+	for wait := minRetryWait; n.fsm.Nodes()[n.cfg.NodeID] != n.cfg.GRPCAdvertise; wait = nextWait(wait) {
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+		err := n.publishOnce(ctx)
+		cancel()
+		if err != nil {
+			n.logger.Debug("publishing gRPC address failed, will retry", "error", err)
+		}
+		select {
+		case <-n.closeCh:
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (n *Node) publishOnce(ctx context.Context) error {
+	if n.IsLeader() {
+		return n.ensureMetadata(ctx)
+	}
+	c, err := n.leaderClient()
+	if err != nil {
+		return err
+	}
+	_, err = c.Join(ctx, &ordinalv1.JoinRequest{
+		NodeId:      n.cfg.NodeID,
+		RaftAddr:    string(n.transport.LocalAddr()),
+		GrpcAddr:    n.cfg.GRPCAdvertise,
+		HasState:    true,
+		ClusterId:   n.fsm.ClusterID(),
+		PublishOnly: true,
+	})
+	if isFinal(err) {
+		n.logger.Warn("this node cannot publish its address", "error", err)
+	}
 	return err
 }
 
@@ -168,7 +215,9 @@ func (n *Node) askTerm(ctx context.Context, id string, term uint64) termAnswer {
 	if err != nil {
 		return termAnswer{id: id, err: err}
 	}
-	resp, err := c.ConfirmTerm(ctx, &ordinalv1.ConfirmTermRequest{Term: term, LeaderId: n.cfg.NodeID})
+	// Waiting for a connection that is being re-established is bounded by
+	// ctx, and the round ends as soon as a majority answered.
+	resp, err := c.ConfirmTerm(ctx, &ordinalv1.ConfirmTermRequest{Term: term, LeaderId: n.cfg.NodeID}, grpc.WaitForReady(true))
 	if err != nil {
 		return termAnswer{id: id, err: err}
 	}

@@ -58,7 +58,17 @@ func (n *Node) Join(ctx context.Context, req *ordinalv1.JoinRequest) (*ordinalv1
 			"node %s belongs to cluster %s, this is cluster %s; clusters never merge: wipe its data directory to move it",
 			req.GetNodeId(), id, n.fsm.ClusterID())
 	}
-	if err := n.admit(ctx, req); err != nil {
+	if req.GetPublishOnly() {
+		cfg, err := n.configuration()
+		if err != nil {
+			return nil, err
+		}
+		if !hasServer(cfg, raft.ServerID(req.GetNodeId())) {
+			return nil, status.Errorf(codes.FailedPrecondition,
+				"node %s is not a member of this cluster (was it removed?); wipe its data directory and start it with --join to add it again",
+				req.GetNodeId())
+		}
+	} else if err := n.admit(ctx, req); err != nil {
 		return nil, err
 	}
 	if req.GetGrpcAddr() != "" {

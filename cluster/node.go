@@ -142,9 +142,10 @@ func (n *Node) startRaft(bootstrap *raft.Configuration) error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.watchLeadership()
 	go n.promoteNonVoters()
+	go n.publishSelf()
 	close(n.started)
 	return nil
 }
@@ -215,8 +216,13 @@ func (n *Node) ready() bool {
 		return false
 	}
 	_, leader := n.raft.LeaderWithID()
+	nodes := n.fsm.Nodes()
 	switch {
 	case leader == "":
+		return false
+	case n.cfg.GRPCAdvertise != "" && (nodes[string(leader)] == "" || nodes[n.cfg.NodeID] != n.cfg.GRPCAdvertise):
+		// Until both addresses are published, calls this node would
+		// forward to the leader, or the leader to it, cannot go through.
 		return false
 	case n.raft.State() == raft.Leader:
 		return n.readyTerm.Load() == n.raft.CurrentTerm()

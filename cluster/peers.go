@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
@@ -21,10 +23,24 @@ type peers struct {
 	conns map[string]*grpc.ClientConn
 }
 
+// peerBackoff reconnects quickly to a node that comes back: gRPC's default
+// backoff grows to two minutes, during which calls to a restarted node would
+// fail fast and leadership proofs would miss its vote.
+var peerBackoff = grpc.WithConnectParams(grpc.ConnectParams{
+	Backoff: backoff.Config{
+		BaseDelay:  50 * time.Millisecond,
+		Multiplier: 1.6,
+		Jitter:     0.2,
+		MaxDelay:   time.Second,
+	},
+	MinConnectTimeout: time.Second,
+})
+
 func newPeers(dialOpts []grpc.DialOption) *peers {
 	if len(dialOpts) == 0 {
 		dialOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
+	dialOpts = append([]grpc.DialOption{peerBackoff}, dialOpts...)
 	return &peers{dialOpts: dialOpts, conns: map[string]*grpc.ClientConn{}}
 }
 

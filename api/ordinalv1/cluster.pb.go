@@ -34,7 +34,11 @@ type JoinRequest struct {
 	HasState bool `protobuf:"varint,4,opt,name=has_state,json=hasState,proto3" json:"has_state,omitempty"`
 	// cluster_id is the cluster the node belonged to, empty for a new node.
 	// A node of another cluster is refused: clusters never merge.
-	ClusterId     string `protobuf:"bytes,5,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	ClusterId string `protobuf:"bytes,5,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// publish_only records the node's gRPC address without changing
+	// membership; it fails for a node that is not a member. Members send it
+	// on start so that others can forward calls to them.
+	PublishOnly   bool `protobuf:"varint,6,opt,name=publish_only,json=publishOnly,proto3" json:"publish_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -102,6 +106,13 @@ func (x *JoinRequest) GetClusterId() string {
 		return x.ClusterId
 	}
 	return ""
+}
+
+func (x *JoinRequest) GetPublishOnly() bool {
+	if x != nil {
+		return x.PublishOnly
+	}
+	return false
 }
 
 type JoinResponse struct {
@@ -1029,14 +1040,15 @@ var File_ordinal_v1_cluster_proto protoreflect.FileDescriptor
 const file_ordinal_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x18ordinal/v1/cluster.proto\x12\n" +
-	"ordinal.v1\"\x9c\x01\n" +
+	"ordinal.v1\"\xbf\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thas_state\x18\x04 \x01(\bR\bhasState\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x05 \x01(\tR\tclusterId\"-\n" +
+	"cluster_id\x18\x05 \x01(\tR\tclusterId\x12!\n" +
+	"\fpublish_only\x18\x06 \x01(\bR\vpublishOnly\"-\n" +
 	"\fJoinResponse\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\"(\n" +

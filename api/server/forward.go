@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -19,6 +21,13 @@ import (
 // a forwarded call it cannot serve answers Unavailable instead of forwarding
 // again, so a stale view of who leads can never loop a call between nodes.
 const forwardedHeader = "ordinal-forwarded"
+
+// leaderBackoff reconnects quickly to a leader that restarted; gRPC's
+// default backoff grows to two minutes.
+var leaderBackoff = grpc.WithConnectParams(grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: time.Second,
+})
 
 func forwarded(ctx context.Context) bool {
 	md, _ := metadata.FromIncomingContext(ctx)
@@ -71,7 +80,7 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	if c := f.conns[addr]; c != nil {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, f.dialOpts...)
+	c, err := grpc.NewClient(addr, append([]grpc.DialOption{leaderBackoff}, f.dialOpts...)...)
 	if err != nil {
 		return nil, err
 	}

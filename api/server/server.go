@@ -7,8 +7,10 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
@@ -149,12 +151,14 @@ func (s *Server) GetHighWater(ctx context.Context, req *ordinalv1.GetHighWaterRe
 	if err != nil {
 		return nil, err
 	}
-	hw, err := s.seq.HighWater(ctx, key)
+	inner, cancel := withMargin(ctx)
+	defer cancel()
+	hw, err := s.seq.HighWater(inner, key)
 	if isNotLeader(err) && !forwarded(ctx) {
 		return s.fwd.highWater(ctx, key)
 	}
 	if err != nil {
-		return nil, toStatus(err, key)
+		return nil, toStatus(marginError(ctx, err), key)
 	}
 	return &ordinalv1.GetHighWaterResponse{HighWater: int64(hw)}, nil
 }
@@ -168,12 +172,14 @@ func (s *Server) SetFloor(ctx context.Context, req *ordinalv1.SetFloorRequest) (
 	if req.GetFloor() < 0 {
 		return nil, invalid("floor is %d; it must not be negative", req.GetFloor())
 	}
-	hw, err := s.seq.SetFloor(ctx, key, uint64(req.GetFloor()))
+	inner, cancel := withMargin(ctx)
+	defer cancel()
+	hw, err := s.seq.SetFloor(inner, key, uint64(req.GetFloor()))
 	if isNotLeader(err) && !forwarded(ctx) {
 		return s.fwd.setFloor(ctx, key, req.GetFloor())
 	}
 	if err != nil {
-		return nil, toStatus(err, key)
+		return nil, toStatus(marginError(ctx, err), key)
 	}
 	return &ordinalv1.SetFloorResponse{HighWater: int64(hw)}, nil
 }
@@ -187,14 +193,43 @@ func (s *Server) nextFromRequest(ctx context.Context, store, name string, inc or
 	if err != nil {
 		return 0, err
 	}
-	first, err := s.seq.Next(ctx, key, mode, count)
+	inner, cancel := withMargin(ctx)
+	defer cancel()
+	first, err := s.seq.Next(inner, key, mode, count)
 	if isNotLeader(err) && mode == alloc.Strong && !forwarded(ctx) {
 		return s.fwd.next(ctx, key, count)
 	}
 	if err != nil {
-		return 0, toStatus(err, key)
+		return 0, toStatus(marginError(ctx, err), key)
 	}
 	return int64(first), nil
+}
+
+// deadlineMargin is the share of a caller's remaining time kept back so
+// that a call that cannot complete (no quorum, no leader) answers
+// Unavailable, which says "retry elsewhere or later", before the caller's
+// own deadline turns it into an uninformative DeadlineExceeded.
+const (
+	deadlineMargin    = 10 // percent
+	maxDeadlineMargin = 250 * time.Millisecond
+)
+
+func withMargin(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	margin := min(time.Until(deadline)*deadlineMargin/100, maxDeadlineMargin)
+	return context.WithDeadline(ctx, deadline.Add(-margin))
+}
+
+// marginError reports running out of the inner deadline, while the caller
+// still has time, as the store being unavailable.
+func marginError(caller context.Context, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) && caller.Err() == nil {
+		return fmt.Errorf("%w: no leader or quorum answered in time: %w", alloc.ErrUnavailable, err)
+	}
+	return err
 }
 
 // checkKey validates a key and that the node is ready to serve.

@@ -95,7 +95,7 @@ func TestNextAndDemo(t *testing.T) {
 func TestServeFromEnv(t *testing.T) {
 	t.Parallel()
 	dataDir, grpcAddr := t.TempDir(), freeAddr(t)
-	startServe(t, grpcAddr, []string{
+	p := startServe(t, grpcAddr, []string{
 		"ORDINAL_NODE_ID=n1",
 		"ORDINAL_DATA_DIR=" + dataDir,
 		"ORDINAL_GRPC_ADDR=" + grpcAddr,
@@ -108,7 +108,7 @@ func TestServeFromEnv(t *testing.T) {
 	if err != nil || len(entries) == 0 {
 		t.Fatalf("ORDINAL_DATA_DIR %s holds %d entries (%v); the node did not use it", dataDir, len(entries), err)
 	}
-	if _, err := os.Stat(filepath.Join(".", "data")); err == nil {
+	if _, err := os.Stat(filepath.Join(p.workDir, "data")); err == nil {
 		t.Fatalf("serve created ./data despite ORDINAL_DATA_DIR")
 	}
 }
@@ -125,28 +125,25 @@ func TestErrorOutput(t *testing.T) {
 		env      []string
 		wantCode int
 		want     string // a part of the stderr line
-		// knownIssue names a known bug outside this package's own files
-		// that makes the row fail; see report.
-		knownIssue string
 	}{
-		{"next without key", []string{"next"}, nil, 2, "next: key is required", ""},
-		{"next with two keys", []string{"next", "a", "b"}, nil, 2, "next: expected one KEY", ""},
-		{"next unknown mode", []string{"next", "--mode", "bogus", "k"}, nil, 2, `next: unknown --mode "bogus"`, ""},
-		{"next count 0", []string{"next", "--count", "0", "k"}, nil, 2, "next: --count is 0", ""},
-		{"next count not a number", []string{"next", "--count", "many", "k"}, nil, 2, "next: invalid value", ""},
-		{"next unknown flag", []string{"next", "--bogus", "k"}, nil, 2, "next: flag provided but not defined", ""},
-		{"next bad env value", []string{"next", "k"}, []string{"ORDINAL_COUNT=x"}, 2, "ORDINAL_COUNT", ""},
-		{"unknown command", []string{"bogus"}, nil, 2, `unknown command "bogus"`, ""},
+		{"next without key", []string{"next"}, nil, 2, "next: key is required"},
+		{"next with two keys", []string{"next", "a", "b"}, nil, 2, "next: expected one KEY"},
+		{"next unknown mode", []string{"next", "--mode", "bogus", "k"}, nil, 2, `next: unknown --mode "bogus"`},
+		{"next count 0", []string{"next", "--count", "0", "k"}, nil, 2, "next: --count is 0"},
+		{"next count not a number", []string{"next", "--count", "many", "k"}, nil, 2, "next: invalid value"},
+		{"next unknown flag", []string{"next", "--bogus", "k"}, nil, 2, "next: flag provided but not defined"},
+		{"next bad env value", []string{"next", "k"}, []string{"ORDINAL_COUNT=x"}, 2, "ORDINAL_COUNT"},
+		{"unknown command", []string{"bogus"}, nil, 2, `unknown command "bogus"`},
 		{"next nothing listening", []string{"next", "--addr", unused, "k"}, nil, 1,
-			"next: Unavailable: ", ""},
+			"next: Unavailable: "},
 		{"next nothing listening hint", []string{"next", "--addr", unused, "k"}, nil, 1,
-			"is ordinal running at " + unused + "?", ""},
+			"is ordinal running at " + unused + "?"},
 		{"next nothing listening at ORDINAL_ADDR", []string{"next", "k"}, []string{"ORDINAL_ADDR=" + unused}, 1,
-			"is ordinal running at " + unused + "?", ""},
-		{"demo nothing listening", []string{"demo", "--addr", unused}, nil, 1, "demo: Unavailable: ", ""},
-		{"demo unexpected argument", []string{"demo", "key666"}, nil, 2, `demo: unexpected argument "key666"`, ""},
-		{"version unexpected argument", []string{"version", "x"}, nil, 2, `version: unexpected argument "x"`, ""},
-		{"serve unknown flag", []string{"serve", "--bogus"}, nil, 2, "flag provided but not defined", serveFlagIssue},
+			"is ordinal running at " + unused + "?"},
+		{"demo nothing listening", []string{"demo", "--addr", unused}, nil, 1, "demo: Unavailable: "},
+		{"demo unexpected argument", []string{"demo", "key666"}, nil, 2, `demo: unexpected argument "key666"`},
+		{"version unexpected argument", []string{"version", "x"}, nil, 2, `version: unexpected argument "x"`},
+		{"serve unknown flag", []string{"serve", "--bogus"}, nil, 2, "flag provided but not defined"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -161,7 +158,7 @@ func TestErrorOutput(t *testing.T) {
 			if !strings.HasPrefix(r.stderr, "ordinal: ") || !strings.Contains(r.stderr, tt.want) {
 				problems = append(problems, fmt.Sprintf("stderr %q, want a line starting with \"ordinal: \" containing %q", r.stderr, tt.want))
 			}
-			report(t, tt.knownIssue, problems)
+			report(t, problems)
 		})
 	}
 }
@@ -171,18 +168,17 @@ func TestErrorOutput(t *testing.T) {
 func TestHelp(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		args       []string
-		want       []string // parts of the usage text
-		knownIssue string   // see TestErrorOutput
+		args []string
+		want []string // parts of the usage text
 	}{
-		{[]string{"--help"}, []string{"ordinal next", "ordinal demo", "ordinal version", "ordinal serve"}, ""},
-		{[]string{"help"}, []string{"ordinal next"}, ""},
-		{[]string{"help", "next"}, []string{"Usage: ordinal next", "ORDINAL_ADDR"}, ""},
-		{[]string{"next", "--help"}, []string{"Usage: ordinal next", "--addr", "ORDINAL_ADDR", "ORDINAL_STORE", "ORDINAL_MODE", "ORDINAL_COUNT", "ORDINAL_TIMEOUT"}, ""},
-		{[]string{"next", "-h"}, []string{"Usage: ordinal next"}, ""},
-		{[]string{"demo", "--help"}, []string{"Usage: ordinal demo", "-s", "ORDINAL_ADDR", "ORDINAL_STORE", "sequencer_demo"}, ""},
-		{[]string{"version", "--help"}, []string{"Usage: ordinal version"}, ""},
-		{[]string{"serve", "--help"}, []string{"ordinal serve", "ORDINAL_DATA_DIR", "ORDINAL_GRPC_ADDR"}, serveFlagIssue},
+		{[]string{"--help"}, []string{"ordinal next", "ordinal demo", "ordinal version", "ordinal serve"}},
+		{[]string{"help"}, []string{"ordinal next"}},
+		{[]string{"help", "next"}, []string{"Usage: ordinal next", "ORDINAL_ADDR"}},
+		{[]string{"next", "--help"}, []string{"Usage: ordinal next", "--addr", "ORDINAL_ADDR", "ORDINAL_STORE", "ORDINAL_MODE", "ORDINAL_COUNT", "ORDINAL_TIMEOUT"}},
+		{[]string{"next", "-h"}, []string{"Usage: ordinal next"}},
+		{[]string{"demo", "--help"}, []string{"Usage: ordinal demo", "-s", "ORDINAL_ADDR", "ORDINAL_STORE", "sequencer_demo"}},
+		{[]string{"version", "--help"}, []string{"Usage: ordinal version"}},
+		{[]string{"serve", "--help"}, []string{"ordinal serve", "ORDINAL_DATA_DIR", "ORDINAL_GRPC_ADDR"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -196,7 +192,7 @@ func TestHelp(t *testing.T) {
 				}
 			}
 			if n := strings.Count(r.stderr, "Usage:"); n != 1 {
-				report(t, tt.knownIssue, []string{fmt.Sprintf("usage printed %d times, want once:\n%s", n, r.stderr)})
+				report(t, []string{fmt.Sprintf("usage printed %d times, want once:\n%s", n, r.stderr)})
 			}
 		})
 	}
@@ -212,26 +208,9 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// serveFlagIssue is a known bug in serve's flag handling, which lives in
-// serve.go and flags.go rather than in the files of the client commands:
-// the flag package prints usage on every parse error and parseFlags prints
-// it again on --help, so `serve --help` prints usage twice and `serve
-// --bogus` buries its error under the usage text and exits 1, not 2. The
-// client commands avoid it through parseCommandFlags.
-const serveFlagIssue = "serve prints usage on flag errors and twice on --help (fix in cmd/ordinal/flags.go or serve.go)"
-
-// report fails the test with problems, unless they are the symptoms of
-// knownIssue: then it skips the test naming the issue, so the bug stays
-// visible in the output without failing the run. Once the bug is fixed the
-// row passes and the skip disappears on its own.
-func report(t *testing.T, knownIssue string, problems []string) {
+// report fails the test with every problem found.
+func report(t *testing.T, problems []string) {
 	t.Helper()
-	if len(problems) == 0 {
-		return
-	}
-	if knownIssue != "" {
-		t.Skipf("known issue: %s:\n%s", knownIssue, strings.Join(problems, "\n"))
-	}
 	for _, p := range problems {
 		t.Error(p)
 	}

@@ -98,6 +98,7 @@ func runOrdinal(t *testing.T, env []string, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, ordinalBin, args...)
+	cmd.Dir = t.TempDir()
 	cmd.Env = testEnv(env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -157,6 +158,7 @@ func (b *syncBuffer) String() string {
 // serveProc is an `ordinal serve` process.
 type serveProc struct {
 	grpcAddr string
+	workDir  string // the process's working directory, empty at start
 	cmd      *exec.Cmd
 	stderr   *syncBuffer
 	exited   chan struct{} // closed once the process has been waited for
@@ -170,10 +172,14 @@ func startServe(t *testing.T, grpcAddr string, env []string, args ...string) *se
 	t.Helper()
 	p := &serveProc{
 		grpcAddr: grpcAddr,
+		workDir:  t.TempDir(),
 		cmd:      exec.Command(ordinalBin, append([]string{"serve"}, args...)...),
 		stderr:   &syncBuffer{},
 		exited:   make(chan struct{}),
 	}
+	// A working directory of its own keeps a node that ignored its data
+	// directory setting from writing ./data into the source tree.
+	p.cmd.Dir = p.workDir
 	p.cmd.Env = testEnv(env...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {

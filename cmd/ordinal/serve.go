@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
@@ -16,6 +17,9 @@ import (
 
 type serveFlags struct {
 	nodeID, dataDir, grpcAddr, raftAddr string
+	advertiseGRPC, advertiseRaft        string
+	join                                string
+	bootstrapExpect                     int
 	logLevel, logFormat                 string
 }
 
@@ -26,9 +30,13 @@ func runServe(args []string) error {
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for the Raft log, snapshots and node identity")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", daemon.DefaultGRPCAddr, "address the gRPC API listens on")
 	fs.StringVar(&f.raftAddr, "raft-addr", daemon.DefaultRaftAddr, "address Raft traffic between nodes listens on")
+	fs.StringVar(&f.advertiseGRPC, "advertise-grpc", "", "gRPC address other nodes and clients reach this node on; default: --grpc-addr")
+	fs.StringVar(&f.advertiseRaft, "advertise-raft", "", "Raft address other nodes reach this node on; default: --raft-addr")
+	fs.StringVar(&f.join, "join", "", "comma-separated gRPC addresses of other nodes: join their cluster, or form one with --bootstrap-expect")
+	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many nodes (this one included) find each other through --join")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
-	if _, err := parseFlags(fs, args); err != nil {
+	if _, err := parseCommandFlags("serve", fs, args); err != nil {
 		return err
 	}
 	logger, err := newLogger(f.logLevel, f.logFormat)
@@ -41,10 +49,17 @@ func runServe(args []string) error {
 	}
 	return serve(logger, daemon.Config{
 		Cluster: cluster.Config{
-			NodeID:    nodeID,
-			DataDir:   f.dataDir,
-			RaftAddr:  f.raftAddr,
-			Bootstrap: true,
+			NodeID:          nodeID,
+			DataDir:         f.dataDir,
+			RaftAddr:        f.raftAddr,
+			RaftAdvertise:   f.advertiseRaft,
+			GRPCAdvertise:   f.advertiseGRPC,
+			Join:            splitList(f.join),
+			BootstrapExpect: f.bootstrapExpect,
+			// Without --join or --bootstrap-expect a node with an empty
+			// data directory forms a single-node cluster: make run needs
+			// no set-up.
+			Bootstrap: f.join == "" && f.bootstrapExpect == 0,
 		},
 		GRPCAddr: f.grpcAddr,
 		Logger:   logger,
@@ -72,6 +87,16 @@ func serve(logger hclog.Logger, cfg daemon.Config) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
 }
 
 // resolveNodeID picks the node ID: the flag when given, else the one the

@@ -1,0 +1,346 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/internal/testcluster"
+)
+
+var strongOpts = &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG}
+
+func callCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// ids records every id a test was handed and checks the guarantees.
+type ids struct {
+	mu   sync.Mutex
+	seen map[int64]string
+	last int64 // last STRONG id, for strictly increasing sequential calls
+}
+
+func newIDs() *ids { return &ids{seen: map[int64]string{}} }
+
+func (s *ids) add(t *testing.T, id int64, who string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if prev, dup := s.seen[id]; dup {
+		t.Fatalf("id %d handed out twice: to %s and to %s", id, prev, who)
+	}
+	s.seen[id] = who
+}
+
+// strong takes a STRONG id through nd and checks it is above every STRONG
+// id taken before by this sequential caller.
+func (s *ids) strong(t *testing.T, nd *testcluster.Node, key string) int64 {
+	t.Helper()
+	resp, err := nd.Sequencer().GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: key, Options: strongOpts})
+	if err != nil {
+		t.Fatalf("STRONG via %s: %v", nd.ID, err)
+	}
+	s.add(t, resp.NextId, "strong via "+nd.ID)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if resp.NextId <= s.last {
+		t.Fatalf("STRONG via %s returned %d after %d", nd.ID, resp.NextId, s.last)
+	}
+	s.last = resp.NextId
+	return resp.NextId
+}
+
+func (s *ids) weak(t *testing.T, nd *testcluster.Node, key string) int64 {
+	t.Helper()
+	resp, err := nd.Sequencer().GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: key})
+	if err != nil {
+		t.Fatalf("WEAK via %s: %v", nd.ID, err)
+	}
+	s.add(t, resp.NextId, "weak via "+nd.ID)
+	return resp.NextId
+}
+
+func members(t *testing.T, nd *testcluster.Node) *ordinalv1.MembersResponse {
+	t.Helper()
+	resp, err := nd.Cluster().Members(callCtx(t), &ordinalv1.MembersRequest{})
+	if err != nil {
+		t.Fatalf("members via %s: %v", nd.ID, err)
+	}
+	return resp
+}
+
+func voterIDs(resp *ordinalv1.MembersResponse) []string {
+	var out []string
+	for _, m := range resp.Members {
+		if m.Voter {
+			out = append(out, m.NodeId)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestThreeNodesFormOneClusterAndKeepItAcrossRestarts(t *testing.T) {
+	c := testcluster.New(t, 3)
+	want := []string{"n1", "n2", "n3"}
+	first := members(t, c.Node("n1"))
+	for _, nd := range c.Nodes() {
+		m := members(t, nd)
+		if got := voterIDs(m); !equal(got, want) {
+			t.Fatalf("voters seen via %s: %v, want %v", nd.ID, got, want)
+		}
+		if m.ClusterId == "" || m.ClusterId != first.ClusterId {
+			t.Fatalf("cluster id via %s: %q, via n1: %q", nd.ID, m.ClusterId, first.ClusterId)
+		}
+	}
+	got := newIDs()
+	for _, nd := range c.Nodes() {
+		got.strong(t, nd, "k")
+	}
+
+	c.RestartAll()
+	m := members(t, c.Leader())
+	if m.ClusterId != first.ClusterId || !equal(voterIDs(m), want) {
+		t.Fatalf("after restarting every node: cluster %q voters %v, want %q %v", m.ClusterId, voterIDs(m), first.ClusterId, want)
+	}
+	for _, nd := range c.Nodes() {
+		got.strong(t, nd, "k")
+	}
+}
+
+func TestAnyNodeServesStrongAndWeak(t *testing.T) {
+	c := testcluster.New(t, 3)
+	strong, weak := newIDs(), newIDs()
+	perNode := map[string]int64{}
+	for round := 0; round < 20; round++ {
+		for _, nd := range c.Nodes() {
+			strong.strong(t, nd, "strong-key")
+			id := weak.weak(t, nd, "weak-key")
+			if id <= perNode[nd.ID] {
+				t.Fatalf("WEAK via %s went from %d to %d", nd.ID, perNode[nd.ID], id)
+			}
+			perNode[nd.ID] = id
+		}
+	}
+}
+
+func TestStrongSurvivesLeaderAndFollowerLoss(t *testing.T) {
+	c := testcluster.New(t, 3)
+	got := newIDs()
+	for _, nd := range c.Nodes() {
+		got.strong(t, nd, "k")
+		got.weak(t, nd, "k")
+	}
+	leader := c.Leader()
+	leader.Stop()
+	newLeader := c.Leader()
+	if newLeader == leader {
+		t.Fatal("stopped node still leads")
+	}
+	for _, nd := range c.Followers(nil) {
+		got.strong(t, nd, "k")
+		got.weak(t, nd, "k")
+	}
+	leader.Restart()
+	follower := c.Followers(c.Leader())[0]
+	follower.Stop()
+	for _, nd := range c.Followers(nil) {
+		got.strong(t, nd, "k")
+		got.weak(t, nd, "k")
+	}
+	follower.Restart()
+	for _, nd := range c.Nodes() {
+		got.strong(t, nd, "k")
+		got.weak(t, nd, "k")
+	}
+}
+
+func TestRemoveFollowerThenLeader(t *testing.T) {
+	c := testcluster.New(t, 3)
+	got := newIDs()
+	leader := c.Leader()
+	follower := c.Followers(leader)[0]
+	if _, err := leader.Cluster().Remove(callCtx(t), &ordinalv1.RemoveRequest{NodeId: follower.ID}); err != nil {
+		t.Fatal(err)
+	}
+	follower.Stop()
+	if v := voterIDs(members(t, leader)); len(v) != 2 {
+		t.Fatalf("after removing %s voters are %v", follower.ID, v)
+	}
+	// Ask the remaining follower to remove the leader: the call is
+	// forwarded, leadership moves first.
+	other := c.Followers(leader)[0]
+	if _, err := other.Cluster().Remove(callCtx(t), &ordinalv1.RemoveRequest{NodeId: leader.ID}); err != nil {
+		t.Fatal(err)
+	}
+	testcluster.WaitFor(t, 10*time.Second, other.ID+" to lead alone", func() bool {
+		m, err := other.Cluster().Members(callCtx(t), &ordinalv1.MembersRequest{})
+		return err == nil && equal(voterIDs(m), []string{other.ID}) && other.Daemon().Node().IsLeader()
+	})
+	leader.Stop()
+	got.strong(t, other, "k")
+	got.weak(t, other, "k")
+
+	if _, err := other.Cluster().Remove(callCtx(t), &ordinalv1.RemoveRequest{NodeId: "nobody"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("removing an unknown node: %v, want NotFound", err)
+	}
+	if _, err := other.Cluster().Remove(callCtx(t), &ordinalv1.RemoveRequest{NodeId: other.ID}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("removing the last voter: %v, want FailedPrecondition", err)
+	}
+}
+
+func TestRemoveDownNode(t *testing.T) {
+	c := testcluster.New(t, 3)
+	leader := c.Leader()
+	down := c.Followers(leader)[0]
+	down.Stop()
+	if _, err := leader.Cluster().Remove(callCtx(t), &ordinalv1.RemoveRequest{NodeId: down.ID}); err != nil {
+		t.Fatalf("removing a node that is down: %v", err)
+	}
+	if v := voterIDs(members(t, leader)); len(v) != 2 {
+		t.Fatalf("voters %v", v)
+	}
+}
+
+func TestAddNodeWhileServing(t *testing.T) {
+	c := testcluster.New(t, 3)
+	got := newIDs()
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var callErrs []error
+	var errMu sync.Mutex
+	for _, nd := range c.Nodes() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				resp, err := nd.Sequencer().GetNextId(cctx, &ordinalv1.GetNextIdRequest{Key: "load", Options: strongOpts})
+				cancel()
+				if err != nil {
+					if ctx.Err() == nil {
+						errMu.Lock()
+						callErrs = append(callErrs, err)
+						errMu.Unlock()
+					}
+					continue
+				}
+				got.add(t, resp.NextId, "load via "+nd.ID)
+			}
+		}()
+	}
+	n4 := c.Add("n4")
+	testcluster.WaitFor(t, 15*time.Second, "n4 promoted to voter", func() bool {
+		m, err := n4.Cluster().Members(callCtx(t), &ordinalv1.MembersRequest{})
+		return err == nil && equal(voterIDs(m), []string{"n1", "n2", "n3", "n4"})
+	})
+	stop()
+	wg.Wait()
+	if len(callErrs) > 0 {
+		t.Fatalf("%d calls failed while a node joined, first: %v", len(callErrs), callErrs[0])
+	}
+	got.strong(t, n4, "load")
+	got.weak(t, n4, "load")
+}
+
+// A member that lost its data directory must not come back as if nothing
+// happened: it is re-admitted as a new non-voter and promoted once caught
+// up.
+func TestWipedNodeIsReadmittedAsNew(t *testing.T) {
+	c := testcluster.New(t, 3)
+	got := newIDs()
+	for _, nd := range c.Nodes() {
+		got.strong(t, nd, "k")
+		got.weak(t, nd, "k")
+	}
+	wiped := c.Followers(c.Leader())[0]
+	wiped.Stop()
+	wiped.Wipe()
+	wiped.StartJoining()
+	testcluster.WaitFor(t, 15*time.Second, "wiped node promoted again", func() bool {
+		m, err := wiped.Cluster().Members(callCtx(t), &ordinalv1.MembersRequest{})
+		return err == nil && equal(voterIDs(m), []string{"n1", "n2", "n3"})
+	})
+	for _, nd := range c.Nodes() {
+		got.strong(t, nd, "k")
+		got.weak(t, nd, "k")
+	}
+}
+
+func TestQuorumLossIsUnavailableWithinTheDeadline(t *testing.T) {
+	c := testcluster.New(t, 3)
+	got := newIDs()
+	leader := c.Leader()
+	got.strong(t, leader, "k")
+	survivor := c.Followers(leader)[0]
+	got.weak(t, survivor, "k") // the survivor holds a WEAK range now
+	for _, nd := range c.Nodes() {
+		if nd != survivor {
+			nd.Stop()
+		}
+	}
+	// WEAK keeps coming from the survivor's range.
+	got.weak(t, survivor, "k")
+
+	const deadline = time.Second
+	for _, opts := range []*ordinalv1.SequencerOptions{strongOpts, nil} {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		start := time.Now()
+		var err error
+		for err == nil { // WEAK succeeds until the survivor's range runs dry
+			_, err = survivor.Sequencer().GetNextIds(ctx, &ordinalv1.GetNextIdsRequest{Key: "k", Options: opts, Count: 1000})
+		}
+		cancel()
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("%v without quorum: %v, want Unavailable", opts.GetIncrement(), err)
+		}
+		if took := time.Since(start); took >= deadline {
+			t.Fatalf("%v without quorum answered after %v, past the %v deadline", opts.GetIncrement(), took, deadline)
+		}
+	}
+
+	leader.Restart()
+	c.Leader()
+	for _, nd := range []*testcluster.Node{leader, survivor} {
+		got.strong(t, nd, "k")
+		got.weak(t, nd, "k")
+	}
+}
+
+func TestJoinFromAnotherClusterIsRefused(t *testing.T) {
+	a := testcluster.New(t, 1)
+	_, err := a.Node("n1").Cluster().Join(callCtx(t), &ordinalv1.JoinRequest{
+		NodeId: "stranger", RaftAddr: "127.0.0.1:1", HasState: true, ClusterId: "another-cluster",
+	})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("join from another cluster: %v, want FailedPrecondition", err)
+	}
+	if got := voterIDs(members(t, a.Node("n1"))); !equal(got, []string{"n1"}) {
+		t.Fatalf("members after a refused join: %v", got)
+	}
+	var st interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &st) {
+		t.Fatal("error carries no status")
+	}
+}

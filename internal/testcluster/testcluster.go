@@ -1,0 +1,336 @@
+// Package testcluster runs real ordinal nodes in-process for tests: each
+// node is a daemon.Daemon with its own data directory, Raft over real TCP
+// and gRPC on 127.0.0.1. Nodes can be stopped, restarted on the same
+// addresses and directory, wiped, added and removed.
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/cluster"
+	"github.com/ordinal-dev/ordinal/daemon"
+)
+
+// StartTimeout bounds how long a node may take to become ready.
+const StartTimeout = 20 * time.Second
+
+// Node is one member of a test cluster.
+type Node struct {
+	ID       string
+	Dir      string
+	GRPCAddr string
+	RaftAddr string
+
+	c      *Cluster
+	join   []string
+	expect int
+	d      *daemon.Daemon
+	conn   *grpc.ClientConn
+}
+
+// Cluster is a set of in-process nodes.
+type Cluster struct {
+	t      testing.TB
+	root   string
+	logger hclog.Logger
+
+	mu    sync.Mutex
+	nodes map[string]*Node
+}
+
+// New starts n nodes that form one cluster through --bootstrap-expect and
+// waits until all are ready.
+func New(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, root: t.TempDir(), nodes: map[string]*Node{}, logger: testLogger(t)}
+	t.Cleanup(c.Close)
+	var nodes []*Node
+	for i := 1; i <= n; i++ {
+		nodes = append(nodes, c.newNode(fmt.Sprintf("n%d", i)))
+	}
+	var addrs []string
+	for _, nd := range nodes {
+		addrs = append(addrs, nd.GRPCAddr)
+	}
+	for _, nd := range nodes {
+		nd.join, nd.expect = addrs, n
+		if n == 1 {
+			nd.join, nd.expect = nil, 0
+		}
+		nd.start()
+	}
+	for _, nd := range nodes {
+		nd.WaitReady()
+	}
+	c.WaitVoters(n)
+	return c
+}
+
+// WaitVoters waits until the leader counts n voters. A node that was slow
+// to start may have been admitted as a non-voter first and promoted later.
+func (c *Cluster) WaitVoters(n int) {
+	c.t.Helper()
+	WaitFor(c.t, StartTimeout, fmt.Sprintf("%d voters", n), func() bool {
+		leader := c.Leader()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		m, err := leader.Cluster().Members(ctx, &ordinalv1.MembersRequest{})
+		if err != nil {
+			return false
+		}
+		voters := 0
+		for _, mm := range m.Members {
+			if mm.Voter {
+				voters++
+			}
+		}
+		return voters == n
+	})
+}
+
+func testLogger(t testing.TB) hclog.Logger {
+	level := hclog.Warn
+	if os.Getenv("ORDINAL_TEST_LOG") != "" {
+		level = hclog.LevelFromString(os.Getenv("ORDINAL_TEST_LOG"))
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: "test", Level: level, Output: os.Stderr})
+}
+
+func (c *Cluster) newNode(id string) *Node {
+	nd := &Node{ID: id, Dir: filepath.Join(c.root, id), GRPCAddr: freeAddr(c.t), RaftAddr: freeAddr(c.t), c: c}
+	c.mu.Lock()
+	c.nodes[id] = nd
+	c.mu.Unlock()
+	return nd
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago; nodes keep their address across restarts, which port 0 cannot give.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func (nd *Node) start() {
+	t := nd.c.t
+	t.Helper()
+	var err error
+	for attempt := 0; attempt < 50; attempt++ {
+		nd.d, err = daemon.Start(daemon.Config{
+			Cluster: cluster.Config{
+				NodeID:          nd.ID,
+				DataDir:         nd.Dir,
+				RaftAddr:        nd.RaftAddr,
+				Join:            nd.join,
+				BootstrapExpect: nd.expect,
+				Bootstrap:       len(nd.join) == 0 && nd.expect == 0,
+				Logger:          nd.c.logger.Named(nd.ID),
+			},
+			GRPCAddr: nd.GRPCAddr,
+			Logger:   nd.c.logger.Named(nd.ID),
+		})
+		if err == nil {
+			break
+		}
+		// The port of a node just stopped can take a moment to free up.
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("start %s: %v", nd.ID, err)
+	}
+	// A fresh connection per start: the old one may sit in reconnect
+	// backoff and fail calls fast.
+	if nd.conn != nil {
+		nd.conn.Close()
+	}
+	nd.conn, err = grpc.NewClient(nd.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WaitReady waits until the node serves calls.
+func (nd *Node) WaitReady() {
+	nd.c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
+	defer cancel()
+	if err := nd.d.WaitReady(ctx); err != nil {
+		nd.c.t.Fatalf("%s not ready: %v", nd.ID, err)
+	}
+}
+
+// Sequencer returns a client of the node's Sequencer service.
+func (nd *Node) Sequencer() ordinalv1.SequencerClient { return ordinalv1.NewSequencerClient(nd.conn) }
+
+// Cluster returns a client of the node's Cluster service.
+func (nd *Node) Cluster() ordinalv1.ClusterClient { return ordinalv1.NewClusterClient(nd.conn) }
+
+// Daemon returns the running daemon, nil while stopped.
+func (nd *Node) Daemon() *daemon.Daemon { return nd.d }
+
+// Running reports whether the node runs.
+func (nd *Node) Running() bool { return nd.d != nil }
+
+// Stop shuts the node down, keeping its data directory.
+func (nd *Node) Stop() {
+	nd.c.t.Helper()
+	if nd.d == nil {
+		return
+	}
+	if err := nd.d.Close(); err != nil {
+		nd.c.t.Logf("stop %s: %v", nd.ID, err)
+	}
+	nd.d = nil
+}
+
+// Restart starts a stopped node again with the same flags and waits until
+// it is ready.
+func (nd *Node) Restart() {
+	nd.c.t.Helper()
+	nd.Stop()
+	nd.start()
+	nd.WaitReady()
+}
+
+// RestartAll stops every node, starts them all again with their flags and
+// data, and waits until all are ready: a full-cluster restart.
+func (c *Cluster) RestartAll() {
+	c.t.Helper()
+	nodes := c.Nodes()
+	for _, nd := range nodes {
+		nd.Stop()
+	}
+	for _, nd := range nodes {
+		nd.start()
+	}
+	for _, nd := range nodes {
+		nd.WaitReady()
+	}
+}
+
+// Wipe deletes the node's data directory; the node must be stopped.
+func (nd *Node) Wipe() {
+	if nd.d != nil {
+		nd.c.t.Fatalf("wipe %s while it runs", nd.ID)
+	}
+	if err := os.RemoveAll(nd.Dir); err != nil {
+		nd.c.t.Fatal(err)
+	}
+}
+
+// StartJoining starts the stopped (or new) node with --join pointing at
+// the other nodes, as an operator adds a node to a running cluster, and
+// waits until it is ready.
+func (nd *Node) StartJoining() {
+	nd.c.t.Helper()
+	nd.join, nd.expect = nd.c.addrsExcept(nd.ID), 0
+	nd.start()
+	nd.WaitReady()
+}
+
+// Add creates a new node and joins it to the running cluster.
+func (c *Cluster) Add(id string) *Node {
+	c.t.Helper()
+	nd := c.newNode(id)
+	nd.StartJoining()
+	return nd
+}
+
+func (c *Cluster) addrsExcept(id string) []string {
+	var out []string
+	for _, nd := range c.Nodes() {
+		if nd.ID != id {
+			out = append(out, nd.GRPCAddr)
+		}
+	}
+	return out
+}
+
+// Nodes returns every node, running or not, ordered by ID.
+func (c *Cluster) Nodes() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*Node, 0, len(c.nodes))
+	for _, nd := range c.nodes {
+		out = append(out, nd)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Node returns the node with id.
+func (c *Cluster) Node(id string) *Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[id]
+}
+
+// Leader waits until exactly one running node leads and returns it.
+func (c *Cluster) Leader() *Node {
+	c.t.Helper()
+	var leader *Node
+	WaitFor(c.t, StartTimeout, "a leader", func() bool {
+		leader = nil
+		for _, nd := range c.Nodes() {
+			if nd.d != nil && nd.d.Node().IsLeader() {
+				if leader != nil {
+					return false
+				}
+				leader = nd
+			}
+		}
+		return leader != nil
+	})
+	return leader
+}
+
+// Followers returns the running nodes other than leader.
+func (c *Cluster) Followers(leader *Node) []*Node {
+	var out []*Node
+	for _, nd := range c.Nodes() {
+		if nd != leader && nd.d != nil {
+			out = append(out, nd)
+		}
+	}
+	return out
+}
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	for _, nd := range c.Nodes() {
+		nd.Stop()
+		if nd.conn != nil {
+			nd.conn.Close()
+		}
+	}
+}
+
+// WaitFor polls cond until it holds or timeout passes.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
