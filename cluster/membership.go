@@ -181,8 +181,10 @@ func (n *Node) TransferLeadership(ctx context.Context, nodeID string) (string, e
 		resp, err := c.TransferLeadership(ctx, &ordinalv1.TransferLeadershipRequest{NodeId: nodeID})
 		return resp.GetNodeId(), err
 	}
-	f := n.raft.LeadershipTransfer()
-	if nodeID != "" {
+	var f raft.Future
+	if nodeID == "" {
+		f = n.raft.LeadershipTransfer()
+	} else {
 		cfg, err := n.configuration()
 		if err != nil {
 			return "", err

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -79,7 +80,10 @@ func Start(cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 	}
 	if cfg.Cluster.GRPCAdvertise == "" {
-		cfg.Cluster.GRPCAdvertise = lis.Addr().String()
+		cfg.Cluster.GRPCAdvertise = advertisable(lis.Addr().String())
+	}
+	if cfg.Cluster.RaftAdvertise == "" {
+		cfg.Cluster.RaftAdvertise = advertisable(cfg.Cluster.RaftAddr)
 	}
 	cfg.Cluster.Logger = cfg.Logger
 	node, err := cluster.New(cfg.Cluster)
@@ -109,6 +113,28 @@ func Start(cfg Config) (*Daemon, error) {
 	ctx, d.stopStart = context.WithCancel(context.Background())
 	go func() { d.startErr <- node.Start(ctx) }()
 	return d, nil
+}
+
+// advertisable turns a listen address into one other nodes can dial: an
+// unspecified host (0.0.0.0, ::, empty) becomes this machine's hostname,
+// which is what resolves between containers. Port 0 gives "": the
+// listener's own address is advertised once it has bound.
+func advertisable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	switch {
+	case err != nil:
+		return addr
+	case port == "0":
+		return "" // the transport advertises the port it bound
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return addr
+	}
+	name, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return net.JoinHostPort(name, port)
 }
 
 // WaitReady blocks until the node has joined a cluster with a leader, then

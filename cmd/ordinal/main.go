@@ -44,6 +44,14 @@ func run(args []string) error {
 		return runNext(args[1:])
 	case "demo":
 		return runDemo(args[1:])
+	case "members":
+		return runMembers(args[1:])
+	case "remove":
+		return runRemove(args[1:])
+	case "leader":
+		return runLeader(args[1:])
+	case "health":
+		return runHealth(args[1:])
 	case "version", "--version":
 		return runVersion(args[1:])
 	case "help":
@@ -66,6 +74,11 @@ Usage:
   ordinal serve [flags]      run a node
   ordinal next [flags] KEY   take the next ID (or --count IDs) of KEY from a node
   ordinal demo [flags]       run Layotto's sequencer quick-start demo against a node
+  ordinal members [flags]    list the cluster's members and how far each is behind
+  ordinal remove NODE_ID     take a node out of the cluster (it may be down)
+  ordinal leader [transfer [NODE_ID]]
+                             show the leader, or move leadership
+  ordinal health [flags]     exit 0 if the node serves calls (for healthchecks)
   ordinal version            print the version
   ordinal <command> --help   help for a command
 

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/daemon"
+)
+
+// adminFlags are the flags every cluster command shares.
+type adminFlags struct {
+	addr    string
+	timeout time.Duration
+}
+
+func (f *adminFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.addr, "addr", daemon.DefaultGRPCAddr, "gRPC address of any ordinal node; calls reach the leader through it")
+	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the cluster")
+}
+
+// dial returns a connection to the node and a context bounded by timeout.
+func (f *adminFlags) dial() (*grpc.ClientConn, context.Context, context.CancelFunc, error) {
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+	return conn, ctx, func() { cancel(); conn.Close() }, nil
+}
+
+func runMembers(args []string) error {
+	var f adminFlags
+	fs := newFlagSet("members", "ordinal members [--addr HOST:PORT]")
+	f.register(fs)
+	if err := noArgs("members", fs, args); err != nil {
+		return err
+	}
+	conn, ctx, done, err := f.dial()
+	if err != nil {
+		return fmt.Errorf("members: %w", err)
+	}
+	defer done()
+	resp, err := ordinalv1.NewClusterClient(conn).Members(ctx, &ordinalv1.MembersRequest{})
+	if err != nil {
+		return &rpcError{cmd: "members", addr: f.addr, err: err}
+	}
+	printMembers(resp)
+	return nil
+}
+
+func printMembers(resp *ordinalv1.MembersResponse) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NODE\tRAFT ADDRESS\tGRPC ADDRESS\tSUFFRAGE\tLEADER\tBEHIND")
+	for _, m := range resp.GetMembers() {
+		suffrage, leader, behind := "non-voter", "", "unreachable"
+		if m.GetVoter() {
+			suffrage = "voter"
+		}
+		if m.GetLeader() {
+			leader = "*"
+		}
+		if m.GetReachable() {
+			behind = fmt.Sprintf("%d entries", m.GetLag())
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", m.GetNodeId(), m.GetRaftAddr(), m.GetGrpcAddr(), suffrage, leader, behind)
+	}
+	w.Flush()
+	fmt.Printf("cluster %s, commit index %d\n", resp.GetClusterId(), resp.GetCommitIndex())
+}
+
+func runRemove(args []string) error {
+	var f adminFlags
+	fs := newFlagSet("remove", "ordinal remove [--addr HOST:PORT] NODE_ID")
+	f.register(fs)
+	positional, err := parseCommandFlags("remove", fs, args)
+	if err != nil {
+		return err
+	}
+	if len(positional) != 1 {
+		return usageErrorf("remove: expected one NODE_ID, got %d arguments", len(positional))
+	}
+	conn, ctx, done, err := f.dial()
+	if err != nil {
+		return fmt.Errorf("remove: %w", err)
+	}
+	defer done()
+	if _, err := ordinalv1.NewClusterClient(conn).Remove(ctx, &ordinalv1.RemoveRequest{NodeId: positional[0]}); err != nil {
+		return &rpcError{cmd: "remove", addr: f.addr, err: err}
+	}
+	fmt.Printf("removed %s\n", positional[0])
+	return nil
+}
+
+func runLeader(args []string) error {
+	if len(args) > 0 && args[0] == "transfer" {
+		return runLeaderTransfer(args[1:])
+	}
+	var f adminFlags
+	fs := newFlagSet("leader", "ordinal leader [--addr HOST:PORT]\n       ordinal leader transfer [--addr HOST:PORT] [NODE_ID]")
+	f.register(fs)
+	if err := noArgs("leader", fs, args); err != nil {
+		return err
+	}
+	conn, ctx, done, err := f.dial()
+	if err != nil {
+		return fmt.Errorf("leader: %w", err)
+	}
+	defer done()
+	resp, err := ordinalv1.NewClusterClient(conn).Leader(ctx, &ordinalv1.LeaderRequest{})
+	if err != nil {
+		return &rpcError{cmd: "leader", addr: f.addr, err: err}
+	}
+	fmt.Printf("%s raft=%s grpc=%s term=%d\n", resp.GetNodeId(), resp.GetRaftAddr(), resp.GetGrpcAddr(), resp.GetTerm())
+	return nil
+}
+
+func runLeaderTransfer(args []string) error {
+	var f adminFlags
+	fs := newFlagSet("leader transfer", "ordinal leader transfer [--addr HOST:PORT] [NODE_ID]")
+	f.register(fs)
+	positional, err := parseCommandFlags("leader transfer", fs, args)
+	if err != nil {
+		return err
+	}
+	if len(positional) > 1 {
+		return usageErrorf("leader transfer: expected at most one NODE_ID, got %d arguments", len(positional))
+	}
+	target := ""
+	if len(positional) == 1 {
+		target = positional[0]
+	}
+	conn, ctx, done, err := f.dial()
+	if err != nil {
+		return fmt.Errorf("leader transfer: %w", err)
+	}
+	defer done()
+	resp, err := ordinalv1.NewClusterClient(conn).TransferLeadership(ctx, &ordinalv1.TransferLeadershipRequest{NodeId: target})
+	if err != nil {
+		return &rpcError{cmd: "leader transfer", addr: f.addr, err: err}
+	}
+	fmt.Printf("leader is now %s\n", resp.GetNodeId())
+	return nil
+}
+
+// runHealth exits 0 when the node serves calls: container healthchecks use
+// it, so images need no other tool.
+func runHealth(args []string) error {
+	var f adminFlags
+	fs := newFlagSet("health", "ordinal health [--addr HOST:PORT]")
+	f.register(fs)
+	if err := noArgs("health", fs, args); err != nil {
+		return err
+	}
+	conn, ctx, done, err := f.dial()
+	if err != nil {
+		return fmt.Errorf("health: %w", err)
+	}
+	defer done()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return &rpcError{cmd: "health", addr: f.addr, err: err}
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("health: node at %s is %s", f.addr, resp.GetStatus())
+	}
+	fmt.Println("SERVING")
+	return nil
+}
+
+// noArgs parses a command that takes flags only.
+func noArgs(cmd string, fs *flag.FlagSet, args []string) error {
+	positional, err := parseCommandFlags(cmd, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(positional) > 0 {
+		return usageErrorf("%s: unexpected argument %q: the command takes only flags", cmd, positional[0])
+	}
+	return nil
+}
