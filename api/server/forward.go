@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -58,20 +59,46 @@ func (f *forwarder) client(ctx context.Context) (ordinalv1.SequencerClient, cont
 	if f.leader == nil {
 		return nil, nil, status.Error(codes.Unavailable, "this node is not the leader and forwarding is off: retry")
 	}
-	id, addr := f.leader()
-	switch {
-	case id == "":
-		return nil, nil, status.Error(codes.Unavailable, "no leader is elected (election in progress or quorum lost): retry")
-	case addr == "":
-		return nil, nil, status.Errorf(codes.Unavailable, "leader %s has not published its gRPC address yet: retry", id)
-	case addr == f.self:
-		return nil, nil, status.Error(codes.Unavailable, "leadership is changing: retry")
+	addr, err := f.awaitLeader(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
 	conn, err := f.conn(addr)
 	if err != nil {
-		return nil, nil, status.Errorf(codes.Unavailable, "connect to leader %s at %s: %v", id, addr, err)
+		return nil, nil, status.Errorf(codes.Unavailable, "connect to leader at %s: %v", addr, err)
 	}
 	return ordinalv1.NewSequencerClient(conn), metadata.AppendToOutgoingContext(ctx, forwardedHeader, "1"), nil
+}
+
+// leaderPollInterval is how often a call waiting for an election checks
+// whether a leader is known.
+const leaderPollInterval = 10 * time.Millisecond
+
+// awaitLeader returns the gRPC address of a leader other than this node,
+// waiting while an election runs, but answering Unavailable before the
+// caller's deadline rather than letting it expire.
+func (f *forwarder) awaitLeader(ctx context.Context) (string, error) {
+	ctx, cancel := withMargin(ctx)
+	defer cancel()
+	for {
+		id, addr := f.leader()
+		var why string
+		switch {
+		case id == "":
+			why = "no leader is elected (election in progress or quorum lost): retry"
+		case addr == "":
+			why = fmt.Sprintf("leader %s has not published its gRPC address yet: retry", id)
+		case addr == f.self:
+			why = "leadership is changing: retry"
+		default:
+			return addr, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", status.Error(codes.Unavailable, why)
+		case <-time.After(leaderPollInterval):
+		}
+	}
 }
 
 func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {

@@ -1,0 +1,308 @@
+// Package proccluster runs ordinal nodes as real processes of the ordinal
+// binary, so tests can do to them what happens in production: kill -9,
+// SIGSTOP and SIGCONT, restart on the same data directory.
+package proccluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+)
+
+// ReadyTimeout bounds how long a node may take to serve after it starts.
+const ReadyTimeout = 30 * time.Second
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds cmd/ordinal once per test process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ordinal-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "ordinal")
+		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		cmd := exec.Command(goBin, "build", "-o", binPath, "github.com/ordinal-dev/ordinal/cmd/ordinal")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build ordinal: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// Node is one ordinal process.
+type Node struct {
+	ID       string
+	Dir      string
+	GRPCAddr string
+	RaftAddr string
+	Args     []string // extra serve flags
+
+	c    *Cluster
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{}
+	conn *grpc.ClientConn
+}
+
+// Cluster is a set of node processes.
+type Cluster struct {
+	t     testing.TB
+	bin   string
+	root  string
+	Nodes []*Node
+}
+
+// Start launches n nodes that form one cluster with --bootstrap-expect and
+// waits until each serves.
+func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, bin: Binary(t), root: t.TempDir()}
+	t.Cleanup(c.Close)
+	for i := 1; i <= n; i++ {
+		id := fmt.Sprintf("n%d", i)
+		c.Nodes = append(c.Nodes, &Node{ID: id, Dir: filepath.Join(c.root, id), GRPCAddr: freeAddr(t), RaftAddr: freeAddr(t), c: c})
+	}
+	var join []string
+	for _, nd := range c.Nodes {
+		join = append(join, nd.GRPCAddr)
+	}
+	for _, nd := range c.Nodes {
+		if n > 1 {
+			nd.Args = []string{"--bootstrap-expect", fmt.Sprint(n), "--join", strings.Join(join, ",")}
+		}
+		nd.Start()
+	}
+	for _, nd := range c.Nodes {
+		nd.WaitReady()
+	}
+	return c
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Start launches the node's process without waiting for it to serve.
+func (nd *Node) Start() {
+	t := nd.c.t
+	t.Helper()
+	args := append([]string{"serve", "--node-id", nd.ID, "--data-dir", nd.Dir,
+		"--grpc-addr", nd.GRPCAddr, "--raft-addr", nd.RaftAddr, "--log-level", "info"}, nd.Args...)
+	nd.log = &syncBuffer{}
+	nd.cmd = exec.Command(nd.c.bin, args...)
+	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
+	if err := nd.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", nd.ID, err)
+	}
+	nd.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		_ = cmd.Wait()
+		close(done)
+	}(nd.cmd, nd.done)
+	if nd.conn == nil {
+		// One connection for the node's lifetime, so callers may keep
+		// using it across restarts; it reconnects quickly.
+		conn, err := grpc.NewClient(nd.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), fastReconnect)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.conn = conn
+	}
+}
+
+var fastReconnect = grpc.WithConnectParams(grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 200 * time.Millisecond},
+	MinConnectTimeout: time.Second,
+})
+
+// WaitReady waits until the node's health service reports SERVING.
+func (nd *Node) WaitReady() {
+	nd.c.t.Helper()
+	deadline := time.Now().Add(ReadyTimeout)
+	h := healthpb.NewHealthClient(nd.conn)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		resp, err := h.Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		if time.Now().After(deadline) {
+			nd.c.t.Fatalf("%s not serving after %v (last: %v); log:\n%s", nd.ID, ReadyTimeout, err, nd.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to end.
+func (nd *Node) Kill() { nd.signalAndWait(syscall.SIGKILL) }
+
+// Stop sends SIGTERM and waits for the process to end.
+func (nd *Node) Stop() { nd.signalAndWait(syscall.SIGTERM) }
+
+// Pause freezes the process with SIGSTOP, as a long GC pause or a VM
+// migration would.
+func (nd *Node) Pause() { nd.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused process with SIGCONT.
+func (nd *Node) Resume() { nd.signal(syscall.SIGCONT) }
+
+// Restart kills nothing: it starts a stopped node and waits until it serves.
+func (nd *Node) Restart() {
+	nd.c.t.Helper()
+	nd.Start()
+	nd.WaitReady()
+}
+
+func (nd *Node) signal(sig syscall.Signal) {
+	if nd.cmd == nil || nd.cmd.Process == nil {
+		return
+	}
+	if err := nd.cmd.Process.Signal(sig); err != nil {
+		nd.c.t.Logf("signal %v to %s: %v", sig, nd.ID, err)
+	}
+}
+
+func (nd *Node) signalAndWait(sig syscall.Signal) {
+	nd.c.t.Helper()
+	if !nd.Running() {
+		return
+	}
+	nd.signal(syscall.SIGCONT) // a paused process cannot handle SIGTERM
+	nd.signal(sig)
+	select {
+	case <-nd.done:
+	case <-time.After(15 * time.Second):
+		nd.c.t.Fatalf("%s did not exit after %v", nd.ID, sig)
+	}
+}
+
+// Running reports whether the process is alive.
+func (nd *Node) Running() bool {
+	if nd.done == nil {
+		return false
+	}
+	select {
+	case <-nd.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// ExitCode returns the exit code of an ended process.
+func (nd *Node) ExitCode() int { return nd.cmd.ProcessState.ExitCode() }
+
+// Log returns what the process printed.
+func (nd *Node) Log() string { return nd.log.String() }
+
+// Sequencer returns a client of the node's Sequencer service.
+func (nd *Node) Sequencer() ordinalv1.SequencerClient { return ordinalv1.NewSequencerClient(nd.conn) }
+
+// Cluster returns a client of the node's Cluster service.
+func (nd *Node) Cluster() ordinalv1.ClusterClient { return ordinalv1.NewClusterClient(nd.conn) }
+
+// Status asks the node for its status.
+func (nd *Node) Status(ctx context.Context) (*ordinalv1.StatusResponse, error) {
+	return nd.Cluster().Status(ctx, &ordinalv1.StatusRequest{})
+}
+
+// Leader polls the running nodes until one of them says it leads (its own
+// status, not hearsay) and returns it; exclude lists nodes to ignore, such
+// as a paused former leader.
+func (c *Cluster) Leader(exclude ...*Node) *Node {
+	c.t.Helper()
+	deadline := time.Now().Add(ReadyTimeout)
+	for time.Now().Before(deadline) {
+		for _, nd := range c.Nodes {
+			if !nd.Running() || contains(exclude, nd) {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			st, err := nd.Status(ctx)
+			cancel()
+			if err == nil && st.GetState() == "Leader" {
+				return nd
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatal("no leader elected")
+	return nil
+}
+
+func contains(list []*Node, nd *Node) bool {
+	for _, x := range list {
+		if x == nd {
+			return true
+		}
+	}
+	return false
+}
+
+// Close kills every node, dumping logs when the test failed.
+func (c *Cluster) Close() {
+	for _, nd := range c.Nodes {
+		nd.Kill()
+		if nd.conn != nil {
+			nd.conn.Close()
+		}
+		if c.t.Failed() && nd.log != nil {
+			c.t.Logf("---- log of %s ----\n%s", nd.ID, nd.Log())
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's writes and a test's
+// reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
