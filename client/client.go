@@ -73,6 +73,7 @@ type Client struct {
 	seq   ordinalv1.SequencerClient
 	retry retryPolicy
 	def   *Store
+	strm  *streamer // nil unless WithStreaming
 }
 
 // New returns a Client for the node at addr (host:port). It does not
@@ -98,6 +99,9 @@ func New(addr string, opts ...Option) (*Client, error) {
 		retry: retryPolicy{attempts: o.attempts, backoff: o.backoff},
 	}
 	c.def = c.Store(o.store)
+	if o.stream {
+		c.strm = newStreamer(c.seq)
+	}
 	return c, nil
 }
 
@@ -134,6 +138,9 @@ func (c *Client) SetFloor(ctx context.Context, key string, floor int64) (int64, 
 
 // Close closes the connection. Calls in flight fail with Canceled.
 func (c *Client) Close() error {
+	if c.strm != nil {
+		c.strm.close()
+	}
 	return c.conn.Close()
 }
 
@@ -151,6 +158,9 @@ func (s *Store) Name() string { return s.name }
 // NextID returns one ID for key. WEAK IDs are unique and increase per node;
 // STRONG IDs increase strictly across the cluster.
 func (s *Store) NextID(ctx context.Context, key string, mode Mode) (int64, error) {
+	if s.c.strm != nil {
+		return s.streamed(ctx, key, mode, 1)
+	}
 	req := &ordinalv1.GetNextIdRequest{StoreName: s.name, Key: key, Options: sequencerOptions(mode)}
 	resp, err := call(ctx, s.c.retry, func(ctx context.Context) (*ordinalv1.GetNextIdResponse, error) {
 		return s.c.seq.GetNextId(ctx, req)
@@ -162,6 +172,9 @@ func (s *Store) NextID(ctx context.Context, key string, mode Mode) (int64, error
 // caller owns first, first+1, ..., first+count-1. One call costs the same
 // as NextID, so it is the way to take many IDs at once.
 func (s *Store) NextIDs(ctx context.Context, key string, mode Mode, count int64) (int64, error) {
+	if s.c.strm != nil {
+		return s.streamed(ctx, key, mode, count)
+	}
 	req := &ordinalv1.GetNextIdsRequest{StoreName: s.name, Key: key, Options: sequencerOptions(mode), Count: count}
 	resp, err := call(ctx, s.c.retry, func(ctx context.Context) (*ordinalv1.GetNextIdsResponse, error) {
 		return s.c.seq.GetNextIds(ctx, req)
@@ -194,4 +207,17 @@ func (s *Store) SetFloor(ctx context.Context, key string, floor int64) (int64, e
 
 func sequencerOptions(mode Mode) *ordinalv1.SequencerOptions {
 	return &ordinalv1.SequencerOptions{Increment: mode.increment()}
+}
+
+// streamed takes IDs through the Client's stream, retrying as unary calls
+// do.
+func (s *Store) streamed(ctx context.Context, key string, mode Mode, count int64) (int64, error) {
+	k := batchKey{store: s.name, key: key, mode: mode}
+	var first int64
+	_, err := call(ctx, s.c.retry, func(ctx context.Context) (struct{}, error) {
+		var err error
+		first, err = s.c.strm.nextIDs(ctx, k, count)
+		return struct{}{}, err
+	})
+	return first, err
 }

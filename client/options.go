@@ -25,6 +25,7 @@ type options struct {
 	store    string
 	attempts int
 	backoff  time.Duration
+	stream   bool
 	err      error // the first invalid option, reported by New
 }
 
@@ -67,4 +68,15 @@ func WithRetry(attempts int, backoff time.Duration) Option {
 		}
 		opts.attempts, opts.backoff = attempts, backoff
 	}
+}
+
+// WithStreaming sends NextID and NextIDs over one bidirectional stream and
+// coalesces concurrent callers of the same key and mode into one request:
+// with thousands of goroutines taking IDs, a batch costs one message and one
+// leadership proof on the server instead of one per caller. Each caller's
+// IDs are still allocated after its call started, so STRONG stays
+// linearizable; the price is that a caller may wait for the batch before
+// its own to come back. Use it for many concurrent callers in one process.
+func WithStreaming() Option {
+	return func(opts *options) { opts.stream = true }
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
@@ -184,6 +185,12 @@ func TestRemoveFollowerThenLeader(t *testing.T) {
 	if _, err := leader.Cluster().Remove(callCtx(t), &ordinalv1.RemoveRequest{NodeId: follower.ID}); err != nil {
 		t.Fatal(err)
 	}
+	// The removed node stops reporting itself healthy, so load balancers
+	// and container orchestrators stop sending it traffic.
+	testcluster.WaitFor(t, 10*time.Second, "removed node reports NOT_SERVING", func() bool {
+		resp, err := healthpb.NewHealthClient(follower.Conn()).Check(callCtx(t), &healthpb.HealthCheckRequest{})
+		return err == nil && resp.Status == healthpb.HealthCheckResponse_NOT_SERVING
+	})
 	follower.Stop()
 	if v := voterIDs(members(t, leader)); len(v) != 2 {
 		t.Fatalf("after removing %s voters are %v", follower.ID, v)

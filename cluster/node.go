@@ -231,6 +231,20 @@ func (n *Node) ready() bool {
 	}
 }
 
+// Healthy reports whether the node knows a leader and is a member of the
+// cluster's configuration. A removed node, or one cut off from a quorum for
+// longer than an election, is not healthy.
+func (n *Node) Healthy() bool {
+	if !n.isStarted() {
+		return false
+	}
+	if id, _ := n.Leader(); id == "" {
+		return false
+	}
+	cfg, err := n.configuration()
+	return err == nil && hasServer(cfg, raft.ServerID(n.cfg.NodeID))
+}
+
 // Close shuts Raft down and closes the data directory. Unused IDs of
 // reserved ranges are abandoned.
 func (n *Node) Close() error {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -64,6 +65,10 @@ type Daemon struct {
 
 	stopStart context.CancelFunc // ends a Start still looking for peers
 	startErr  chan error         // Start's result
+
+	healthOnce sync.Once
+	closing    chan struct{}
+	wg         sync.WaitGroup
 }
 
 // Start opens the node and starts serving gRPC. Calls answer Unavailable
@@ -91,7 +96,7 @@ func Start(cfg Config) (*Daemon, error) {
 		lis.Close()
 		return nil, err
 	}
-	d := &Daemon{logger: cfg.Logger, node: node, lis: lis, served: make(chan error, 1), startErr: make(chan error, 1)}
+	d := &Daemon{logger: cfg.Logger, node: node, lis: lis, served: make(chan error, 1), startErr: make(chan error, 1), closing: make(chan struct{})}
 	cfg.Alloc.Logger = cfg.Logger.Named("alloc")
 	d.alloc = alloc.New(node, cfg.Alloc)
 	node.FSM().SetFloorHook(d.alloc.RaiseFloor)
@@ -153,7 +158,31 @@ func (d *Daemon) WaitReady(ctx context.Context) error {
 		return err
 	}
 	d.api.SetReady(true)
+	d.healthOnce.Do(func() {
+		d.wg.Add(1)
+		go d.watchHealth()
+	})
 	return nil
+}
+
+// healthInterval is how often the health service is brought up to date.
+const healthInterval = 500 * time.Millisecond
+
+// watchHealth keeps the health service saying whether the node is a
+// healthy member, so that a removed or partitioned node stops attracting
+// traffic from load balancers and container orchestrators.
+func (d *Daemon) watchHealth() {
+	defer d.wg.Done()
+	t := time.NewTicker(healthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.closing:
+			return
+		case <-t.C:
+			d.api.SetHealth(d.node.Healthy())
+		}
+	}
 }
 
 // GRPCAddr returns the address the gRPC server listens on.
@@ -169,6 +198,8 @@ func (d *Daemon) Node() *cluster.Node { return d.node }
 // node down.
 func (d *Daemon) Close() error {
 	d.stopStart()
+	close(d.closing)
+	d.wg.Wait()
 	d.api.SetReady(false)
 	stopped := make(chan struct{})
 	go func() {

@@ -574,6 +574,162 @@ func (x *SetFloorResponse) GetHighWater() int64 {
 	return 0
 }
 
+type NextIdStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// seq is chosen by the client and echoed in the answer.
+	Seq       uint64            `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	StoreName string            `protobuf:"bytes,2,opt,name=store_name,json=storeName,proto3" json:"store_name,omitempty"`
+	Key       string            `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Options   *SequencerOptions `protobuf:"bytes,4,opt,name=options,proto3" json:"options,omitempty"`
+	// count as in GetNextIdsRequest.
+	Count         int64 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NextIdStreamRequest) Reset() {
+	*x = NextIdStreamRequest{}
+	mi := &file_ordinal_v1_sequencer_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NextIdStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NextIdStreamRequest) ProtoMessage() {}
+
+func (x *NextIdStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ordinal_v1_sequencer_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NextIdStreamRequest.ProtoReflect.Descriptor instead.
+func (*NextIdStreamRequest) Descriptor() ([]byte, []int) {
+	return file_ordinal_v1_sequencer_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NextIdStreamRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *NextIdStreamRequest) GetStoreName() string {
+	if x != nil {
+		return x.StoreName
+	}
+	return ""
+}
+
+func (x *NextIdStreamRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *NextIdStreamRequest) GetOptions() *SequencerOptions {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+func (x *NextIdStreamRequest) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type NextIdStreamResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Seq     uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	FirstId int64                  `protobuf:"varint,2,opt,name=first_id,json=firstId,proto3" json:"first_id,omitempty"`
+	Count   int64                  `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	// code and message are the gRPC status of this request (0 = OK); a
+	// failed request does not end the stream.
+	Code          int32  `protobuf:"varint,4,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NextIdStreamResponse) Reset() {
+	*x = NextIdStreamResponse{}
+	mi := &file_ordinal_v1_sequencer_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NextIdStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NextIdStreamResponse) ProtoMessage() {}
+
+func (x *NextIdStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ordinal_v1_sequencer_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NextIdStreamResponse.ProtoReflect.Descriptor instead.
+func (*NextIdStreamResponse) Descriptor() ([]byte, []int) {
+	return file_ordinal_v1_sequencer_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *NextIdStreamResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *NextIdStreamResponse) GetFirstId() int64 {
+	if x != nil {
+		return x.FirstId
+	}
+	return 0
+}
+
+func (x *NextIdStreamResponse) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *NextIdStreamResponse) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *NextIdStreamResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_ordinal_v1_sequencer_proto protoreflect.FileDescriptor
 
 const file_ordinal_v1_sequencer_proto_rawDesc = "" +
@@ -624,13 +780,27 @@ const file_ordinal_v1_sequencer_proto_rawDesc = "" +
 	"\x05floor\x18\x03 \x01(\x03R\x05floor\"1\n" +
 	"\x10SetFloorResponse\x12\x1d\n" +
 	"\n" +
-	"high_water\x18\x01 \x01(\x03R\thighWater2\xbc\x02\n" +
+	"high_water\x18\x01 \x01(\x03R\thighWater\"\xa6\x01\n" +
+	"\x13NextIdStreamRequest\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1d\n" +
+	"\n" +
+	"store_name\x18\x02 \x01(\tR\tstoreName\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\x126\n" +
+	"\aoptions\x18\x04 \x01(\v2\x1c.ordinal.v1.SequencerOptionsR\aoptions\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\x03R\x05count\"\x87\x01\n" +
+	"\x14NextIdStreamResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x19\n" +
+	"\bfirst_id\x18\x02 \x01(\x03R\afirstId\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count\x12\x12\n" +
+	"\x04code\x18\x04 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage2\x93\x03\n" +
 	"\tSequencer\x12H\n" +
 	"\tGetNextId\x12\x1c.ordinal.v1.GetNextIdRequest\x1a\x1d.ordinal.v1.GetNextIdResponse\x12K\n" +
 	"\n" +
 	"GetNextIds\x12\x1d.ordinal.v1.GetNextIdsRequest\x1a\x1e.ordinal.v1.GetNextIdsResponse\x12Q\n" +
 	"\fGetHighWater\x12\x1f.ordinal.v1.GetHighWaterRequest\x1a .ordinal.v1.GetHighWaterResponse\x12E\n" +
-	"\bSetFloor\x12\x1b.ordinal.v1.SetFloorRequest\x1a\x1c.ordinal.v1.SetFloorResponseB8Z6github.com/ordinal-dev/ordinal/api/ordinalv1;ordinalv1b\x06proto3"
+	"\bSetFloor\x12\x1b.ordinal.v1.SetFloorRequest\x1a\x1c.ordinal.v1.SetFloorResponse\x12U\n" +
+	"\fNextIdStream\x12\x1f.ordinal.v1.NextIdStreamRequest\x1a .ordinal.v1.NextIdStreamResponse(\x010\x01B8Z6github.com/ordinal-dev/ordinal/api/ordinalv1;ordinalv1b\x06proto3"
 
 var (
 	file_ordinal_v1_sequencer_proto_rawDescOnce sync.Once
@@ -645,7 +815,7 @@ func file_ordinal_v1_sequencer_proto_rawDescGZIP() []byte {
 }
 
 var file_ordinal_v1_sequencer_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ordinal_v1_sequencer_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_ordinal_v1_sequencer_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_ordinal_v1_sequencer_proto_goTypes = []any{
 	(SequencerOptions_AutoIncrement)(0), // 0: ordinal.v1.SequencerOptions.AutoIncrement
 	(*SequencerOptions)(nil),            // 1: ordinal.v1.SequencerOptions
@@ -657,28 +827,33 @@ var file_ordinal_v1_sequencer_proto_goTypes = []any{
 	(*GetHighWaterResponse)(nil),        // 7: ordinal.v1.GetHighWaterResponse
 	(*SetFloorRequest)(nil),             // 8: ordinal.v1.SetFloorRequest
 	(*SetFloorResponse)(nil),            // 9: ordinal.v1.SetFloorResponse
-	nil,                                 // 10: ordinal.v1.GetNextIdRequest.MetadataEntry
-	nil,                                 // 11: ordinal.v1.GetNextIdsRequest.MetadataEntry
+	(*NextIdStreamRequest)(nil),         // 10: ordinal.v1.NextIdStreamRequest
+	(*NextIdStreamResponse)(nil),        // 11: ordinal.v1.NextIdStreamResponse
+	nil,                                 // 12: ordinal.v1.GetNextIdRequest.MetadataEntry
+	nil,                                 // 13: ordinal.v1.GetNextIdsRequest.MetadataEntry
 }
 var file_ordinal_v1_sequencer_proto_depIdxs = []int32{
 	0,  // 0: ordinal.v1.SequencerOptions.increment:type_name -> ordinal.v1.SequencerOptions.AutoIncrement
 	1,  // 1: ordinal.v1.GetNextIdRequest.options:type_name -> ordinal.v1.SequencerOptions
-	10, // 2: ordinal.v1.GetNextIdRequest.metadata:type_name -> ordinal.v1.GetNextIdRequest.MetadataEntry
+	12, // 2: ordinal.v1.GetNextIdRequest.metadata:type_name -> ordinal.v1.GetNextIdRequest.MetadataEntry
 	1,  // 3: ordinal.v1.GetNextIdsRequest.options:type_name -> ordinal.v1.SequencerOptions
-	11, // 4: ordinal.v1.GetNextIdsRequest.metadata:type_name -> ordinal.v1.GetNextIdsRequest.MetadataEntry
-	2,  // 5: ordinal.v1.Sequencer.GetNextId:input_type -> ordinal.v1.GetNextIdRequest
-	4,  // 6: ordinal.v1.Sequencer.GetNextIds:input_type -> ordinal.v1.GetNextIdsRequest
-	6,  // 7: ordinal.v1.Sequencer.GetHighWater:input_type -> ordinal.v1.GetHighWaterRequest
-	8,  // 8: ordinal.v1.Sequencer.SetFloor:input_type -> ordinal.v1.SetFloorRequest
-	3,  // 9: ordinal.v1.Sequencer.GetNextId:output_type -> ordinal.v1.GetNextIdResponse
-	5,  // 10: ordinal.v1.Sequencer.GetNextIds:output_type -> ordinal.v1.GetNextIdsResponse
-	7,  // 11: ordinal.v1.Sequencer.GetHighWater:output_type -> ordinal.v1.GetHighWaterResponse
-	9,  // 12: ordinal.v1.Sequencer.SetFloor:output_type -> ordinal.v1.SetFloorResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	13, // 4: ordinal.v1.GetNextIdsRequest.metadata:type_name -> ordinal.v1.GetNextIdsRequest.MetadataEntry
+	1,  // 5: ordinal.v1.NextIdStreamRequest.options:type_name -> ordinal.v1.SequencerOptions
+	2,  // 6: ordinal.v1.Sequencer.GetNextId:input_type -> ordinal.v1.GetNextIdRequest
+	4,  // 7: ordinal.v1.Sequencer.GetNextIds:input_type -> ordinal.v1.GetNextIdsRequest
+	6,  // 8: ordinal.v1.Sequencer.GetHighWater:input_type -> ordinal.v1.GetHighWaterRequest
+	8,  // 9: ordinal.v1.Sequencer.SetFloor:input_type -> ordinal.v1.SetFloorRequest
+	10, // 10: ordinal.v1.Sequencer.NextIdStream:input_type -> ordinal.v1.NextIdStreamRequest
+	3,  // 11: ordinal.v1.Sequencer.GetNextId:output_type -> ordinal.v1.GetNextIdResponse
+	5,  // 12: ordinal.v1.Sequencer.GetNextIds:output_type -> ordinal.v1.GetNextIdsResponse
+	7,  // 13: ordinal.v1.Sequencer.GetHighWater:output_type -> ordinal.v1.GetHighWaterResponse
+	9,  // 14: ordinal.v1.Sequencer.SetFloor:output_type -> ordinal.v1.SetFloorResponse
+	11, // 15: ordinal.v1.Sequencer.NextIdStream:output_type -> ordinal.v1.NextIdStreamResponse
+	11, // [11:16] is the sub-list for method output_type
+	6,  // [6:11] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_ordinal_v1_sequencer_proto_init() }
@@ -692,7 +867,7 @@ func file_ordinal_v1_sequencer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ordinal_v1_sequencer_proto_rawDesc), len(file_ordinal_v1_sequencer_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ const (
 	Sequencer_GetNextIds_FullMethodName   = "/ordinal.v1.Sequencer/GetNextIds"
 	Sequencer_GetHighWater_FullMethodName = "/ordinal.v1.Sequencer/GetHighWater"
 	Sequencer_SetFloor_FullMethodName     = "/ordinal.v1.Sequencer/SetFloor"
+	Sequencer_NextIdStream_FullMethodName = "/ordinal.v1.Sequencer/NextIdStream"
 )
 
 // SequencerClient is the client API for Sequencer service.
@@ -51,6 +52,12 @@ type SequencerClient interface {
 	// call returns is greater than floor (Layotto's "biggerThan"). It never
 	// lowers a counter.
 	SetFloor(ctx context.Context, in *SetFloorRequest, opts ...grpc.CallOption) (*SetFloorResponse, error)
+	// NextIdStream carries many GetNextIds calls over one stream. Requests
+	// are served concurrently and may be answered out of order; seq pairs
+	// each answer with its request. The Go client coalesces concurrent
+	// callers of a key into one request, so that thousands of callers cost
+	// one message and one leadership proof per batch.
+	NextIdStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[NextIdStreamRequest, NextIdStreamResponse], error)
 }
 
 type sequencerClient struct {
@@ -101,6 +108,19 @@ func (c *sequencerClient) SetFloor(ctx context.Context, in *SetFloorRequest, opt
 	return out, nil
 }
 
+func (c *sequencerClient) NextIdStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[NextIdStreamRequest, NextIdStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Sequencer_ServiceDesc.Streams[0], Sequencer_NextIdStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[NextIdStreamRequest, NextIdStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sequencer_NextIdStreamClient = grpc.BidiStreamingClient[NextIdStreamRequest, NextIdStreamResponse]
+
 // SequencerServer is the server API for Sequencer service.
 // All implementations must embed UnimplementedSequencerServer
 // for forward compatibility.
@@ -121,6 +141,12 @@ type SequencerServer interface {
 	// call returns is greater than floor (Layotto's "biggerThan"). It never
 	// lowers a counter.
 	SetFloor(context.Context, *SetFloorRequest) (*SetFloorResponse, error)
+	// NextIdStream carries many GetNextIds calls over one stream. Requests
+	// are served concurrently and may be answered out of order; seq pairs
+	// each answer with its request. The Go client coalesces concurrent
+	// callers of a key into one request, so that thousands of callers cost
+	// one message and one leadership proof per batch.
+	NextIdStream(grpc.BidiStreamingServer[NextIdStreamRequest, NextIdStreamResponse]) error
 	mustEmbedUnimplementedSequencerServer()
 }
 
@@ -142,6 +168,9 @@ func (UnimplementedSequencerServer) GetHighWater(context.Context, *GetHighWaterR
 }
 func (UnimplementedSequencerServer) SetFloor(context.Context, *SetFloorRequest) (*SetFloorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetFloor not implemented")
+}
+func (UnimplementedSequencerServer) NextIdStream(grpc.BidiStreamingServer[NextIdStreamRequest, NextIdStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method NextIdStream not implemented")
 }
 func (UnimplementedSequencerServer) mustEmbedUnimplementedSequencerServer() {}
 func (UnimplementedSequencerServer) testEmbeddedByValue()                   {}
@@ -236,6 +265,13 @@ func _Sequencer_SetFloor_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Sequencer_NextIdStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(SequencerServer).NextIdStream(&grpc.GenericServerStream[NextIdStreamRequest, NextIdStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sequencer_NextIdStreamServer = grpc.BidiStreamingServer[NextIdStreamRequest, NextIdStreamResponse]
+
 // Sequencer_ServiceDesc is the grpc.ServiceDesc for Sequencer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -260,6 +296,13 @@ var Sequencer_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Sequencer_SetFloor_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "NextIdStream",
+			Handler:       _Sequencer_NextIdStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "ordinal/v1/sequencer.proto",
 }

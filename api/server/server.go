@@ -107,8 +107,16 @@ func (s *Server) Register(g *grpc.Server) {
 // health service.
 func (s *Server) SetReady(ready bool) {
 	s.ready.Store(ready)
+	s.SetHealth(ready)
+}
+
+// SetHealth reports through the health service whether the node is a
+// healthy member (it knows a leader and is in the configuration) without
+// closing it for calls: a node cut off from the leader still serves WEAK
+// IDs from the ranges it holds, but load balancers should prefer others.
+func (s *Server) SetHealth(serving bool) {
 	st := healthpb.HealthCheckResponse_NOT_SERVING
-	if ready {
+	if serving {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
 	for _, svc := range []string{"", ordinalv1.Sequencer_ServiceDesc.ServiceName, runtimev1.Runtime_ServiceDesc.ServiceName} {

@@ -183,6 +183,9 @@ func (nd *Node) Sequencer() ordinalv1.SequencerClient { return ordinalv1.NewSequ
 // Cluster returns a client of the node's Cluster service.
 func (nd *Node) Cluster() ordinalv1.ClusterClient { return ordinalv1.NewClusterClient(nd.conn) }
 
+// Conn returns the node's client connection.
+func (nd *Node) Conn() *grpc.ClientConn { return nd.conn }
+
 // Daemon returns the running daemon, nil while stopped.
 func (nd *Node) Daemon() *daemon.Daemon { return nd.d }
 
