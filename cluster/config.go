@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
+	"net"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -50,6 +52,12 @@ type Config struct {
 	// PeerDialOptions are used for gRPC connections to other nodes.
 	// Default: plain TCP.
 	PeerDialOptions []grpc.DialOption
+
+	// RaftDial, when set, opens the node's outgoing Raft connections in
+	// place of a plain TCP dial. Fault-injection tests use it (with a
+	// grpc.WithContextDialer in PeerDialOptions) to cut, delay or drop the
+	// traffic between chosen pairs of nodes.
+	RaftDial func(ctx context.Context, address string) (net.Conn, error)
 
 	// HeartbeatTimeout and ElectionTimeout bound how long followers wait
 	// for the leader before starting an election. Lower values fail over

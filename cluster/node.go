@@ -114,6 +114,7 @@ func (n *Node) open() error {
 	stream, err := transport.Listen(n.cfg.RaftAddr, n.cfg.RaftAdvertise, transport.Config{
 		ServerTLS: n.cfg.ServerTLS,
 		ClientTLS: n.cfg.ClientTLS,
+		Dial:      n.cfg.RaftDial,
 	})
 	if err != nil {
 		return fmt.Errorf("listen for raft on %s: %w", n.cfg.RaftAddr, err)
