@@ -168,7 +168,7 @@ func (a *Allocator) HighWater(ctx context.Context, key fsm.Key) (uint64, error) 
 	if _, err := a.fence.wait(ctx); err != nil {
 		return 0, err
 	}
-	return a.backend.HighWater(key), nil
+	return a.backend.HighWater(ctx, key)
 }
 
 // SetFloor raises key's counter so that every ID handed out by this node

@@ -301,7 +301,7 @@ func TestOverflowHandsOutNothing(t *testing.T) {
 			if _, err := a.Next(testCtx(t), testKey, mode, 10); !errors.Is(err, fsm.ErrOverflow) {
 				t.Fatalf("10 ids with 5 left: got %v, want ErrOverflow", err)
 			}
-			if hw := b.HighWater(testKey); hw != fsm.MaxID-5 {
+			if hw, _ := b.HighWater(testCtx(t), testKey); hw != fsm.MaxID-5 {
 				t.Fatalf("high water moved to %d on overflow", hw)
 			}
 			first := mustNext(t, a, mode, 5)

@@ -52,8 +52,8 @@ type Backend interface {
 	// returns the mark after the change.
 	Floor(ctx context.Context, key fsm.Key, value uint64) (uint64, error)
 
-	// HighWater returns key's high-water mark as applied locally. After a
-	// successful Confirm on the leader it reflects every reservation that
-	// committed before Confirm was called.
-	HighWater(key fsm.Key) uint64
+	// HighWater returns key's high-water mark. After a successful Confirm
+	// it reflects every reservation that committed before Confirm was
+	// called.
+	HighWater(ctx context.Context, key fsm.Key) (uint64, error)
 }

@@ -85,7 +85,9 @@ func (b *memBackend) Floor(_ context.Context, key fsm.Key, value uint64) (uint64
 	return res.Results[0].HighWater, nil
 }
 
-func (b *memBackend) HighWater(key fsm.Key) uint64 { return b.fsm.HighWater(key) }
+func (b *memBackend) HighWater(_ context.Context, key fsm.Key) (uint64, error) {
+	return b.fsm.HighWater(key), nil
+}
 
 // setLeader changes leadership: a new tenure gets a new epoch.
 func (b *memBackend) setLeader(leader bool) {

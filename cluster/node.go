@@ -232,6 +232,12 @@ func (n *Node) ready() bool {
 	}
 }
 
+// SetFloorHook registers fn to be called for every floor applied from the
+// log, on every node. Call it before Start.
+func (n *Node) SetFloorHook(fn func(key fsm.Key, floor uint64)) {
+	n.fsm.SetFloorHook(fn)
+}
+
 // Healthy reports whether the node knows a leader and is a member of the
 // cluster's configuration. A removed node, or one cut off from a quorum for
 // longer than an election, is not healthy.

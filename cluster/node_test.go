@@ -106,7 +106,7 @@ func TestRestartKeepsEveryReservation(t *testing.T) {
 			if r.First != last+1 {
 				t.Fatalf("after restart the next range starts at %d, want %d", r.First, last+1)
 			}
-			if hw := n.HighWater(fsm.Key{Store: "s", Name: "floored"}); hw != 1_000_000 {
+			if hw, _ := n.HighWater(ctx(t), fsm.Key{Store: "s", Name: "floored"}); hw != 1_000_000 {
 				t.Fatalf("floor lost across restart: high water %d", hw)
 			}
 			if got := n.FSM().ClusterID(); got != clusterID {
@@ -143,7 +143,7 @@ func TestOverflowLeavesCounterUnchanged(t *testing.T) {
 	if _, _, err := n.Reserve(ctx(t), testKey, 2, 2); !errors.Is(err, fsm.ErrOverflow) {
 		t.Fatalf("got %v, want ErrOverflow", err)
 	}
-	if hw := n.HighWater(testKey); hw != fsm.MaxID-1 {
+	if hw, _ := n.HighWater(ctx(t), testKey); hw != fsm.MaxID-1 {
 		t.Fatalf("high water %d after a failed reservation", hw)
 	}
 }

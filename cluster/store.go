@@ -53,8 +53,8 @@ func (n *Node) Floor(ctx context.Context, key fsm.Key, value uint64) (uint64, er
 }
 
 // HighWater returns key's high-water mark as applied on this node.
-func (n *Node) HighWater(key fsm.Key) uint64 {
-	return n.fsm.HighWater(key)
+func (n *Node) HighWater(_ context.Context, key fsm.Key) (uint64, error) {
+	return n.fsm.HighWater(key), nil
 }
 
 // apply commits cmd and returns the state machine's response.

@@ -20,6 +20,7 @@ import (
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/api/server"
 	"github.com/ordinal-dev/ordinal/cluster"
+	"github.com/ordinal-dev/ordinal/fsm"
 )
 
 // DefaultGRPCAddr is Layotto's default gRPC port, so Layotto clients work
@@ -42,6 +43,12 @@ type Config struct {
 	// free port. Default DefaultGRPCAddr.
 	GRPCAddr string
 
+	// NewStore, when set, opens the store the node keeps its counters in,
+	// instead of a Raft node configured by Cluster; the etcd-backed
+	// deployment sets it. grpcAdvertise is this node's advertised gRPC
+	// address, which the store publishes for forwarding.
+	NewStore func(grpcAdvertise string, logger hclog.Logger) (Store, error)
+
 	// Alloc tunes the ID allocator.
 	Alloc alloc.Config
 
@@ -53,10 +60,39 @@ type Config struct {
 	Logger hclog.Logger
 }
 
+// Store is where a node keeps its counters: a Raft cluster
+// (*cluster.Node) or etcd. The allocator and the gRPC handlers see only this.
+type Store interface {
+	alloc.Backend
+
+	// Start brings the store up: resumes, forms or joins a cluster, or
+	// connects. It blocks until the store runs or ctx ends.
+	Start(ctx context.Context) error
+
+	// WaitReady blocks until the store can serve calls.
+	WaitReady(ctx context.Context) error
+
+	// Leader returns the node ID and gRPC address of the node that serves
+	// STRONG calls, or empty strings when none is known.
+	Leader() (id, grpcAddr string)
+
+	// Healthy reports whether the node should receive traffic.
+	Healthy() bool
+
+	// SetFloorHook registers fn to be called for every floor any node
+	// sets, so this node drops IDs below it from the ranges it holds.
+	SetFloorHook(fn func(key fsm.Key, floor uint64))
+
+	// Close releases the store.
+	Close() error
+}
+
+var _ Store = (*cluster.Node)(nil)
+
 // Daemon is a running node.
 type Daemon struct {
 	logger hclog.Logger
-	node   *cluster.Node
+	store  Store
 	alloc  *alloc.Allocator
 	api    *server.Server
 	grpc   *grpc.Server
@@ -90,34 +126,43 @@ func Start(cfg Config) (*Daemon, error) {
 	if cfg.Cluster.RaftAdvertise == "" {
 		cfg.Cluster.RaftAdvertise = advertisable(cfg.Cluster.RaftAddr)
 	}
-	cfg.Cluster.Logger = cfg.Logger
-	node, err := cluster.New(cfg.Cluster)
+	store, err := openStore(cfg)
 	if err != nil {
 		lis.Close()
 		return nil, err
 	}
-	d := &Daemon{logger: cfg.Logger, node: node, lis: lis, served: make(chan error, 1), startErr: make(chan error, 1), closing: make(chan struct{})}
+	d := &Daemon{logger: cfg.Logger, store: store, lis: lis, served: make(chan error, 1), startErr: make(chan error, 1), closing: make(chan struct{})}
 	cfg.Alloc.Logger = cfg.Logger.Named("alloc")
-	d.alloc = alloc.New(node, cfg.Alloc)
-	node.FSM().SetFloorHook(d.alloc.RaiseFloor)
+	d.alloc = alloc.New(store, cfg.Alloc)
+	store.SetFloorHook(d.alloc.RaiseFloor)
 	d.api = server.New(server.Config{
 		Sequencer: d.alloc,
-		Leader:    node.Leader,
+		Leader:    store.Leader,
 		SelfAddr:  cfg.Cluster.GRPCAdvertise,
 		MaxCount:  cfg.MaxCount,
 		Logger:    cfg.Logger.Named("api"),
 	})
 	d.grpc = grpc.NewServer()
 	d.api.Register(d.grpc)
-	ordinalv1.RegisterClusterServer(d.grpc, server.NewClusterServer(node))
+	if node, ok := store.(*cluster.Node); ok {
+		ordinalv1.RegisterClusterServer(d.grpc, server.NewClusterServer(node))
+	}
 	go func() { d.served <- d.grpc.Serve(lis) }()
 
 	// Peers must be able to ask this node's status while it looks for them,
 	// so the gRPC server runs before the node joins or forms a cluster.
 	var ctx context.Context
 	ctx, d.stopStart = context.WithCancel(context.Background())
-	go func() { d.startErr <- node.Start(ctx) }()
+	go func() { d.startErr <- store.Start(ctx) }()
 	return d, nil
+}
+
+func openStore(cfg Config) (Store, error) {
+	if cfg.NewStore != nil {
+		return cfg.NewStore(cfg.Cluster.GRPCAdvertise, cfg.Logger)
+	}
+	cfg.Cluster.Logger = cfg.Logger
+	return cluster.New(cfg.Cluster)
 }
 
 // advertisable turns a listen address into one other nodes can dial: an
@@ -154,7 +199,7 @@ func (d *Daemon) WaitReady(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", cluster.ErrNotReady, ctx.Err())
 	}
-	if err := d.node.WaitReady(ctx); err != nil {
+	if err := d.store.WaitReady(ctx); err != nil {
 		return err
 	}
 	d.api.SetReady(true)
@@ -180,7 +225,7 @@ func (d *Daemon) watchHealth() {
 		case <-d.closing:
 			return
 		case <-t.C:
-			d.api.SetHealth(d.node.Healthy())
+			d.api.SetHealth(d.store.Healthy())
 		}
 	}
 }
@@ -188,11 +233,20 @@ func (d *Daemon) watchHealth() {
 // GRPCAddr returns the address the gRPC server listens on.
 func (d *Daemon) GRPCAddr() string { return d.lis.Addr().String() }
 
-// RaftAddr returns the Raft address of the node.
-func (d *Daemon) RaftAddr() string { return d.node.RaftAddr() }
+// RaftAddr returns the Raft address of the node, or "" for a node whose
+// store is not Raft.
+func (d *Daemon) RaftAddr() string {
+	if n := d.Node(); n != nil {
+		return n.RaftAddr()
+	}
+	return ""
+}
 
-// Node returns the Raft node.
-func (d *Daemon) Node() *cluster.Node { return d.node }
+// Node returns the Raft node, or nil when the store is not Raft.
+func (d *Daemon) Node() *cluster.Node {
+	n, _ := d.store.(*cluster.Node)
+	return n
+}
 
 // Close stops serving, waiting briefly for calls in flight, then shuts the
 // node down.
@@ -216,5 +270,5 @@ func (d *Daemon) Close() error {
 		serveErr = nil
 	}
 	d.alloc.Close()
-	return errors.Join(serveErr, d.api.Close(), d.node.Close())
+	return errors.Join(serveErr, d.api.Close(), d.store.Close())
 }
