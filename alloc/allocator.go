@@ -61,6 +61,12 @@ type Config struct {
 	// FenceTimeout bounds one leadership proof. Default 2s.
 	FenceTimeout time.Duration
 
+	// IdleTimeout drops the in-memory state of a key that was not used
+	// for between one and two IdleTimeouts, so that a node that touched
+	// millions of keys once does not keep a range for each. The rest of a
+	// dropped key's ranges is never handed out (a gap). Default 5m.
+	IdleTimeout time.Duration
+
 	// Logger receives debug logs about failed reservations. Nil means none.
 	Logger hclog.Logger
 }
@@ -84,6 +90,7 @@ func (c Config) withDefaults() Config {
 	defDur(&c.ShrinkAfter, time.Minute)
 	defDur(&c.ReserveTimeout, 5*time.Second)
 	defDur(&c.FenceTimeout, 2*time.Second)
+	defDur(&c.IdleTimeout, 5*time.Minute)
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -116,7 +123,7 @@ type Allocator struct {
 func New(backend Backend, cfg Config) *Allocator {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Allocator{
+	a := &Allocator{
 		backend: backend,
 		cfg:     cfg,
 		logger:  cfg.Logger,
@@ -125,6 +132,44 @@ func New(backend Backend, cfg Config) *Allocator {
 		cancel:  cancel,
 		strong:  make(map[fsm.Key]*pool),
 		weak:    make(map[fsm.Key]*pool),
+	}
+	a.wg.Add(1)
+	go a.sweepIdle()
+	return a
+}
+
+// sweepIdle evicts idle pools every IdleTimeout.
+func (a *Allocator) sweepIdle() {
+	defer a.wg.Done()
+	t := time.NewTicker(a.cfg.IdleTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-t.C:
+			a.evictIdle()
+		}
+	}
+}
+
+func (a *Allocator) evictIdle() {
+	for _, pools := range []map[fsm.Key]*pool{a.strong, a.weak} {
+		a.mu.RLock()
+		var idle []*pool
+		for _, p := range pools {
+			if p.evictIfIdle() {
+				idle = append(idle, p)
+			}
+		}
+		a.mu.RUnlock()
+		a.mu.Lock()
+		for _, p := range idle {
+			if pools[p.key] == p {
+				delete(pools, p.key)
+			}
+		}
+		a.mu.Unlock()
 	}
 }
 
@@ -143,7 +188,12 @@ func (a *Allocator) Next(ctx context.Context, key fsm.Key, mode Mode, count uint
 		return 0, ErrClosed
 	}
 	if mode == Weak {
-		return a.pool(key, false).take(ctx, count, 0)
+		for {
+			first, err := a.pool(key, false).take(ctx, count, 0)
+			if !errors.Is(err, errEvicted) {
+				return first, err
+			}
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		epoch, err := a.fence.wait(ctx)
@@ -151,6 +201,10 @@ func (a *Allocator) Next(ctx context.Context, key fsm.Key, mode Mode, count uint
 			return 0, err
 		}
 		first, err := a.pool(key, true).take(ctx, count, epoch)
+		if errors.Is(err, errEvicted) {
+			attempt--
+			continue
+		}
 		if errors.Is(err, errStaleFence) && attempt < staleFenceRetries {
 			continue
 		}

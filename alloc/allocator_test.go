@@ -372,3 +372,40 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestIdleKeysAreEvictedAndComeBackHigher(t *testing.T) {
+	for _, mode := range []Mode{Weak, Strong} {
+		t.Run(mode.String(), func(t *testing.T) {
+			a := newTestAllocator(t, newMemBackend(), Config{IdleTimeout: time.Hour})
+			first := mustNext(t, a, mode, 1)
+			a.evictIdle() // used since the last sweep: kept
+			if got := mustNext(t, a, mode, 1); got != first+1 {
+				t.Fatalf("after a sweep of a busy key: %d, want %d", got, first+1)
+			}
+			a.evictIdle()
+			a.evictIdle() // idle for a whole interval: evicted
+			a.mu.RLock()
+			n := len(a.weak) + len(a.strong)
+			a.mu.RUnlock()
+			if n != 0 {
+				t.Fatalf("%d pools left after two idle sweeps", n)
+			}
+			if got := mustNext(t, a, mode, 1); got <= first+1 {
+				t.Fatalf("after eviction: %d, not above %d", got, first+1)
+			}
+		})
+	}
+}
+
+// A caller holding a pool that gets evicted must not serve from it next to
+// its replacement.
+func TestEvictedPoolServesNothing(t *testing.T) {
+	a := newTestAllocator(t, newMemBackend(), Config{IdleTimeout: time.Hour})
+	mustNext(t, a, Strong, 1)
+	p := a.pool(testKey, true)
+	a.evictIdle()
+	a.evictIdle()
+	if _, err := p.take(testCtx(t), 1, 1); !errors.Is(err, errEvicted) {
+		t.Fatalf("take from an evicted pool: %v, want errEvicted", err)
+	}
+}

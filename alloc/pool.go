@@ -9,6 +9,11 @@ import (
 	"github.com/ordinal-dev/ordinal/fsm"
 )
 
+// errEvicted means the pool was dropped for idleness after the caller
+// looked it up; the caller looks the key up again. Serving from an evicted
+// pool next to its replacement would break per-node order.
+var errEvicted = errors.New("alloc: pool evicted")
+
 // errStaleFence means a range reserved in a newer epoch than the caller's
 // leadership proof turned up: the proof is stale and must be taken again.
 var errStaleFence = errors.New("alloc: leadership proof older than the range")
@@ -34,6 +39,8 @@ type pool struct {
 	size      uint64 // IDs asked for by the next reservation
 	lastStart time.Time
 	inflight  *refill
+	used      bool // taken from since the last sweep
+	evicted   bool // dropped from the allocator; serves nothing more
 }
 
 // refill is one reservation in flight; done is closed when it has landed.
@@ -76,7 +83,12 @@ func newPool(a *Allocator, key fsm.Key, strong bool) *pool {
 // tenures are discarded, never served.
 func (p *pool) take(ctx context.Context, count uint64, epoch Epoch) (uint64, error) {
 	p.mu.Lock()
+	p.used = true
 	for {
+		if p.evicted {
+			p.mu.Unlock()
+			return 0, errEvicted
+		}
 		if err := p.discardStale(epoch); err != nil {
 			p.mu.Unlock()
 			return 0, err
@@ -208,4 +220,18 @@ func clip(r Range, floor uint64) Range {
 		r.First = floor + 1
 	}
 	return r
+}
+
+// evictIfIdle marks the pool evicted when nobody took from it since the
+// last sweep and no reservation is in flight, and reports whether it did.
+// The unused rest of its ranges is abandoned: a gap.
+func (p *pool) evictIfIdle() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.used || p.inflight != nil {
+		p.used = false
+		return false
+	}
+	p.evicted = true
+	return true
 }

@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -21,6 +24,7 @@ type serveFlags struct {
 	join                                string
 	bootstrapExpect                     int
 	logLevel, logFormat                 string
+	pprofAddr                           string
 }
 
 func runServe(args []string) error {
@@ -34,6 +38,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.advertiseRaft, "advertise-raft", "", "Raft address other nodes reach this node on; default: --raft-addr")
 	fs.StringVar(&f.join, "join", "", "comma-separated gRPC addresses of other nodes: join their cluster, or form one with --bootstrap-expect")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many nodes (this one included) find each other through --join")
+	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty; never expose it publicly)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	if _, err := parseCommandFlags("serve", fs, args); err != nil {
@@ -42,6 +47,11 @@ func runServe(args []string) error {
 	logger, err := newLogger(f.logLevel, f.logFormat)
 	if err != nil {
 		return err
+	}
+	if f.pprofAddr != "" {
+		if err := servePprof(f.pprofAddr, logger); err != nil {
+			return err
+		}
 	}
 	nodeID, err := resolveNodeID(f.nodeID, f.dataDir)
 	if err != nil {
@@ -86,6 +96,24 @@ func serve(logger hclog.Logger, cfg daemon.Config) error {
 		return fmt.Errorf("shut down: %w", err)
 	}
 	logger.Info("stopped")
+	return nil
+}
+
+// servePprof serves the runtime profiles on their own listener, so that
+// profiling never shares a port with the API.
+func servePprof(addr string, logger hclog.Logger) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for pprof on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	logger.Info("serving pprof", "addr", lis.Addr().String())
+	go func() { _ = http.Serve(lis, mux) }()
 	return nil
 }
 
