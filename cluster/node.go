@@ -128,6 +128,11 @@ func (n *Node) open() error {
 func (n *Node) startRaft(bootstrap *raft.Configuration) error {
 	n.startMu.Lock()
 	defer n.startMu.Unlock()
+	select {
+	case <-n.closeCh:
+		return ErrShutdown // Close won the race with a late Start
+	default:
+	}
 	if n.raft != nil {
 		return nil
 	}
