@@ -96,3 +96,11 @@ compose-up: image
 ## compose-down: stop and remove the cluster; VOLUMES=1 deletes its data too.
 compose-down:
 	$(COMPOSE_CMD) down --remove-orphans $(if $(VOLUMES),-v)
+
+## bench: on this machine (loopback only), start a 3-node cluster, the no-op
+## ceiling server and etcd, run every benchmark interleaved, measure
+## failover, and write the results into BENCHMARKS.md (about 8 minutes;
+## needs etcd-server). Knobs: see bench/run.sh.
+.PHONY: bench
+bench:
+	bash bench/run.sh

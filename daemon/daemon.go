@@ -62,6 +62,8 @@ type Config struct {
 
 // Store is where a node keeps its counters: a Raft cluster
 // (*cluster.Node) or etcd. The allocator and the gRPC handlers see only this.
+// A Store that also implements server.Sequencer serves the gRPC calls
+// itself, in place of the allocator.
 type Store interface {
 	alloc.Backend
 
@@ -135,12 +137,21 @@ func Start(cfg Config) (*Daemon, error) {
 	cfg.Alloc.Logger = cfg.Logger.Named("alloc")
 	d.alloc = alloc.New(store, cfg.Alloc)
 	store.SetFloorHook(d.alloc.RaiseFloor)
+	// A store that hands out IDs itself, with no ranges to allocate from
+	// (etcd's Layotto layout: one Put per ID), serves the calls directly.
+	var seq server.Sequencer = d.alloc
+	if direct, ok := store.(server.Sequencer); ok {
+		seq = direct
+	}
 	d.api = server.New(server.Config{
-		Sequencer: d.alloc,
+		Sequencer: seq,
 		Leader:    store.Leader,
 		SelfAddr:  cfg.Cluster.GRPCAdvertise,
-		MaxCount:  cfg.MaxCount,
-		Logger:    cfg.Logger.Named("api"),
+		// Forwarded calls go to other nodes' gRPC ports, like the
+		// cluster's own peer calls: same credentials, same dialer.
+		DialOptions: cfg.Cluster.PeerDialOptions,
+		MaxCount:    cfg.MaxCount,
+		Logger:      cfg.Logger.Named("api"),
 	})
 	d.grpc = grpc.NewServer()
 	d.api.Register(d.grpc)

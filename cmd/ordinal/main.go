@@ -52,6 +52,8 @@ func run(args []string) error {
 		return runLeader(args[1:])
 	case "health":
 		return runHealth(args[1:])
+	case "bench":
+		return runBench(args[1:])
 	case "version", "--version":
 		return runVersion(args[1:])
 	case "help":
@@ -79,6 +81,7 @@ Usage:
   ordinal leader [transfer [NODE_ID]]
                              show the leader, or move leadership
   ordinal health [flags]     exit 0 if the node serves calls (for healthchecks)
+  ordinal bench [flags]      load-test nodes and verify every ID; see ordinal bench --help
   ordinal version            print the version
   ordinal <command> --help   help for a command
 

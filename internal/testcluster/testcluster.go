@@ -22,6 +22,7 @@ import (
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/daemon"
+	"github.com/ordinal-dev/ordinal/internal/faultnet"
 )
 
 // StartTimeout bounds how long a node may take to become ready.
@@ -46,16 +47,45 @@ type Cluster struct {
 	t      testing.TB
 	root   string
 	logger hclog.Logger
+	opts   Options
 
 	mu    sync.Mutex
 	nodes map[string]*Node
+}
+
+// Options configure a cluster started by NewWithOptions.
+type Options struct {
+	// Net, when set, carries every connection between nodes: Raft, the
+	// nodes' gRPC calls to each other and the client calls they forward
+	// to the leader. Each node is registered in it under its ID with its
+	// gRPC and Raft addresses, so tests cut, delay and drop traffic by
+	// node ID. Connections of test clients (Node.Conn) do not go through
+	// it.
+	Net *faultnet.Net
+
+	// Configure, when set, adjusts a node's configuration before every
+	// start of it, restarts included.
+	Configure func(nodeID string, cfg *daemon.Config)
 }
 
 // New starts n nodes that form one cluster through --bootstrap-expect and
 // waits until all are ready.
 func New(t testing.TB, n int) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, root: t.TempDir(), nodes: map[string]*Node{}, logger: testLogger(t)}
+	return NewWithOptions(t, n, Options{})
+}
+
+// NewWithNet is New with every connection between nodes going through
+// fnet.
+func NewWithNet(t testing.TB, n int, fnet *faultnet.Net) *Cluster {
+	t.Helper()
+	return NewWithOptions(t, n, Options{Net: fnet})
+}
+
+// NewWithOptions is New with options.
+func NewWithOptions(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, root: t.TempDir(), nodes: map[string]*Node{}, logger: testLogger(t), opts: opts}
 	t.Cleanup(c.Close)
 	var nodes []*Node
 	for i := 1; i <= n; i++ {
@@ -111,6 +141,9 @@ func testLogger(t testing.TB) hclog.Logger {
 
 func (c *Cluster) newNode(id string) *Node {
 	nd := &Node{ID: id, Dir: filepath.Join(c.root, id), GRPCAddr: freeAddr(c.t), RaftAddr: freeAddr(c.t), c: c}
+	if c.opts.Net != nil {
+		c.opts.Net.Register(id, nd.GRPCAddr, nd.RaftAddr)
+	}
 	c.mu.Lock()
 	c.nodes[id] = nd
 	c.mu.Unlock()
@@ -132,21 +165,32 @@ func freeAddr(t testing.TB) string {
 func (nd *Node) start() {
 	t := nd.c.t
 	t.Helper()
+	cfg := daemon.Config{
+		Cluster: cluster.Config{
+			NodeID:          nd.ID,
+			DataDir:         nd.Dir,
+			RaftAddr:        nd.RaftAddr,
+			Join:            nd.join,
+			BootstrapExpect: nd.expect,
+			Bootstrap:       len(nd.join) == 0 && nd.expect == 0,
+			Logger:          nd.c.logger.Named(nd.ID),
+		},
+		GRPCAddr: nd.GRPCAddr,
+		Logger:   nd.c.logger.Named(nd.ID),
+	}
+	if fnet := nd.c.opts.Net; fnet != nil {
+		dialer := fnet.Dialer(nd.ID)
+		cfg.Cluster.RaftDial = dialer.Dial
+		cfg.Cluster.PeerDialOptions = []grpc.DialOption{
+			grpc.WithTransportCredentials(insecure.NewCredentials()), dialer.DialOption(),
+		}
+	}
+	if nd.c.opts.Configure != nil {
+		nd.c.opts.Configure(nd.ID, &cfg)
+	}
 	var err error
 	for attempt := 0; attempt < 50; attempt++ {
-		nd.d, err = daemon.Start(daemon.Config{
-			Cluster: cluster.Config{
-				NodeID:          nd.ID,
-				DataDir:         nd.Dir,
-				RaftAddr:        nd.RaftAddr,
-				Join:            nd.join,
-				BootstrapExpect: nd.expect,
-				Bootstrap:       len(nd.join) == 0 && nd.expect == 0,
-				Logger:          nd.c.logger.Named(nd.ID),
-			},
-			GRPCAddr: nd.GRPCAddr,
-			Logger:   nd.c.logger.Named(nd.ID),
-		})
+		nd.d, err = daemon.Start(cfg)
 		if err == nil {
 			break
 		}
@@ -278,6 +322,10 @@ func (c *Cluster) Nodes() []*Node {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
+
+// Net returns the fault-injecting network the nodes talk through, nil
+// when they talk directly.
+func (c *Cluster) Net() *faultnet.Net { return c.opts.Net }
 
 // Node returns the node with id.
 func (c *Cluster) Node(id string) *Node {
