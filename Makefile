@@ -99,8 +99,66 @@ compose-down:
 
 ## bench: on this machine (loopback only), start a 3-node cluster, the no-op
 ## ceiling server and etcd, run every benchmark interleaved, measure
-## failover, and write the results into BENCHMARKS.md (about 8 minutes;
+## failover, and write the results into BENCHMARKS.md (about 6 minutes;
 ## needs etcd-server). Knobs: see bench/run.sh.
 .PHONY: bench
 bench:
 	bash bench/run.sh
+
+## torture: the network-fault scenarios of e2e/ run long, with random fault
+## schedules, over several seeds (ORDINAL_TORTURE_DURATION per seed, default
+## 30s; ORDINAL_TORTURE_SEEDS, default 3; ORDINAL_SEED=n replays one seed;
+## failures leave porcupine's visualisation and the history in
+## ORDINAL_ARTIFACTS), then the other e2e tests (process clusters under
+## kill -9 and SIGSTOP). TORTURE_RUN narrows the scenarios, TORTURE_FLAGS
+## adds go test flags (e.g. -v).
+TORTURE_RUN   ?= Torture|Partition
+TORTURE_FLAGS ?=
+.PHONY: torture
+torture:
+	ORDINAL_TORTURE=1 ORDINAL_TEST_LOG=$${ORDINAL_TEST_LOG:-error} \
+		$(GO) test -race -count=1 -timeout 30m $(TORTURE_FLAGS) -run '$(TORTURE_RUN)' ./e2e/
+	ORDINAL_TORTURE=1 $(GO) test -race -count=1 -timeout 30m $(TORTURE_FLAGS) -skip 'Torture|Partition' ./e2e/
+
+## etcd-image: package Debian's etcd (ETCD_BIN, default /usr/bin/etcd from
+## etcd-server) and the shared libraries it links against into the
+## FROM-scratch image ETCD_LOCAL_IMAGE (default ordinal-etcd:local), for
+## machines that cannot pull the official image; see deploy/Dockerfile.etcd.
+## compose-etcd-up / compose-etcd-down: the etcd-backed deployment of
+## deploy/docker-compose.etcd.yml (etcd plus three stateless nodes), with the
+## etcd image ETCD_IMAGE (default: the official one; ETCD_IMAGE=ordinal-etcd:local
+## after make etcd-image).
+ETCD_BIN             ?= /usr/bin/etcd
+ETCD_LOCAL_IMAGE     ?= ordinal-etcd:local
+COMPOSE_ETCD_PROJECT ?= ordinal-etcd
+COMPOSE_ETCD_CMD      = ORDINAL_IMAGE='$(IMAGE)' $(if $(ETCD_IMAGE),ETCD_IMAGE='$(ETCD_IMAGE)') $(COMPOSE) -f deploy/docker-compose.etcd.yml -p $(COMPOSE_ETCD_PROJECT)
+
+.PHONY: etcd-image compose-etcd-up compose-etcd-down
+
+etcd-image:
+	@test -x '$(ETCD_BIN)' || { echo "$(ETCD_BIN) missing: apt-get install -y etcd-server, or set ETCD_BIN"; exit 1; }
+	@ctx=$$(mktemp -d) && trap 'rm -rf "$$ctx"' EXIT && \
+	mkdir -p "$$ctx/rootfs/usr/local/bin" "$$ctx/etcd-data" && \
+	cp '$(ETCD_BIN)' "$$ctx/rootfs/usr/local/bin/etcd" && \
+	libs=$$(ldd '$(ETCD_BIN)' 2>/dev/null | grep -o '/[^ ]*' || true) && \
+	for lib in $$libs; do mkdir -p "$$ctx/rootfs$$(dirname "$$lib")" && cp -L "$$lib" "$$ctx/rootfs$$lib" || exit 1; done && \
+	echo "docker build -f deploy/Dockerfile.etcd -t $(ETCD_LOCAL_IMAGE) (context: $(ETCD_BIN) and $${libs:-no libraries, static})" && \
+	docker build -q -f deploy/Dockerfile.etcd -t '$(ETCD_LOCAL_IMAGE)' "$$ctx"
+
+compose-etcd-up: image
+	$(COMPOSE_ETCD_CMD) up -d
+	@deadline=$$(( $$(date +%s) + $(COMPOSE_WAIT) )); \
+	ids=$$($(COMPOSE_ETCD_CMD) ps -q node1 node2 node3); \
+	[ -n "$$ids" ] || { echo "no ordinal containers in project $(COMPOSE_ETCD_PROJECT)"; exit 1; }; \
+	printf 'waiting for the nodes to be healthy'; \
+	while :; do \
+		states=$$(docker inspect -f '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' $$ids) || exit 1; \
+		if ! echo "$$states" | grep -qv ' running healthy$$'; then echo; echo "$$states"; break; fi; \
+		if echo "$$states" | grep -qE ' (exited|dead) ' || [ $$(date +%s) -ge $$deadline ]; then \
+			echo; echo "$$states"; echo "not healthy within $(COMPOSE_WAIT)s; see: $(COMPOSE_ETCD_CMD) logs"; exit 1; \
+		fi; \
+		printf .; sleep 1; \
+	done
+
+compose-etcd-down:
+	$(COMPOSE_ETCD_CMD) down --remove-orphans $(if $(VOLUMES),-v)

@@ -48,6 +48,11 @@ type refill struct {
 	done  chan struct{}
 	epoch Epoch
 	err   error
+	// The pool's size and lastStart before this reservation adapted them;
+	// a failed reservation puts them back, so retries during an outage
+	// do not grow the next reservation.
+	prevSize  uint64
+	prevStart time.Time
 }
 
 // result tells a caller that waited for r whether to look at the pool again.
@@ -153,9 +158,9 @@ func (p *pool) prefetch() {
 // startRefill starts a reservation of at least need IDs. The caller holds
 // p.mu.
 func (p *pool) startRefill(need uint64) *refill {
+	r := &refill{done: make(chan struct{}), prevSize: p.size, prevStart: p.lastStart}
 	p.adaptSize(time.Now())
 	want := max(p.size, need)
-	r := &refill{done: make(chan struct{})}
 	p.inflight = r
 	p.alloc.wg.Add(1)
 	go p.runRefill(r, want, need)
@@ -189,6 +194,7 @@ func (p *pool) runRefill(r *refill, want, need uint64) {
 	if err == nil {
 		p.install(rng, epoch)
 	} else {
+		p.size, p.lastStart = r.prevSize, r.prevStart
 		p.alloc.logger.Debug("reservation failed", "store", p.key.Store, "key", p.key.Name, "error", err)
 	}
 	r.epoch, r.err = epoch, err

@@ -53,7 +53,7 @@ func (n *Node) ensureMetadata(ctx context.Context) error {
 	if n.fsm.ClusterID() == "" {
 		ops = append(ops, fsm.Op{Kind: fsm.OpInit, ClusterID: newClusterID()})
 	}
-	if n.cfg.GRPCAdvertise != "" && n.fsm.Nodes()[n.cfg.NodeID] != n.cfg.GRPCAdvertise {
+	if n.cfg.GRPCAdvertise != "" && n.fsm.NodeAddr(n.cfg.NodeID) != n.cfg.GRPCAdvertise {
 		ops = append(ops, fsm.Op{Kind: fsm.OpSetNode, NodeID: n.cfg.NodeID, Addr: n.cfg.GRPCAdvertise})
 	}
 	if len(ops) == 0 {
@@ -71,7 +71,7 @@ func (n *Node) publishSelf() {
 	if n.cfg.GRPCAdvertise == "" {
 		return
 	}
-	for wait := minRetryWait; n.fsm.Nodes()[n.cfg.NodeID] != n.cfg.GRPCAdvertise; wait = nextWait(wait) {
+	for wait := minRetryWait; n.fsm.NodeAddr(n.cfg.NodeID) != n.cfg.GRPCAdvertise; wait = nextWait(wait) {
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 		err := n.publishOnce(ctx)
 		cancel()
@@ -207,7 +207,7 @@ type termAnswer struct {
 
 // askTerm asks voter id for its current term.
 func (n *Node) askTerm(ctx context.Context, id string, term uint64) termAnswer {
-	addr := n.fsm.Nodes()[id]
+	addr := n.fsm.NodeAddr(id)
 	if addr == "" {
 		return termAnswer{id: id, err: fmt.Errorf("no gRPC address known for node %s", id)}
 	}

@@ -180,7 +180,7 @@ func (n *Node) Leader() (id, grpcAddr string) {
 	if sid == "" {
 		return "", ""
 	}
-	return string(sid), n.fsm.Nodes()[string(sid)]
+	return string(sid), n.fsm.NodeAddr(string(sid))
 }
 
 // IsLeader reports whether this node currently believes it leads. Use

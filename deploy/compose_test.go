@@ -190,6 +190,8 @@ func requireDocker(t *testing.T) []string {
 type cluster struct {
 	t       *testing.T
 	compose []string // "docker compose" or "docker-compose"
+	file    string   // the Compose file
+	svcs    []string // its services
 	project string
 	image   string
 	node4   string            // name of the extra container
@@ -204,6 +206,8 @@ func newCluster(t *testing.T, compose []string) *cluster {
 	c := &cluster{
 		t:       t,
 		compose: compose,
+		file:    "docker-compose.yml",
+		svcs:    services,
 		project: "ordinal-e2e-" + suffix,
 		image:   "ordinal-e2e:" + suffix,
 		node4:   "ordinal-e2e-" + suffix + "-node4",
@@ -264,7 +268,7 @@ func goBuild(t *testing.T, out, goos, goarch string) {
 func (c *cluster) up() {
 	c.t.Cleanup(c.down)
 	c.composeRun(composeTimeout, "up", "--detach")
-	for _, svc := range services {
+	for _, svc := range c.svcs {
 		// Compose v2's ps lists running containers only: ask while they
 		// all run.
 		id := strings.TrimSpace(c.composeRun(commandTimeout, "ps", "--quiet", svc))
@@ -317,7 +321,7 @@ func (c *cluster) composeRun(timeout time.Duration, args ...string) string {
 }
 
 func (c *cluster) composeArgs(timeout time.Duration, args ...string) (string, string, error) {
-	argv := append(append(append([]string{}, c.compose[1:]...), "--file", "docker-compose.yml", "--project-name", c.project), args...)
+	argv := append(append(append([]string{}, c.compose[1:]...), "--file", c.file, "--project-name", c.project), args...)
 	return run(timeout, c.env, c.compose[0], argv...)
 }
 

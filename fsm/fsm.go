@@ -237,6 +237,14 @@ func (f *FSM) Nodes() map[string]string {
 	return maps.Clone(f.nodes)
 }
 
+// NodeAddr returns the address recorded for nodeID, or "" if none is. It
+// spares hot paths the copy Nodes makes.
+func (f *FSM) NodeAddr(nodeID string) string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.nodes[nodeID]
+}
+
 // ClusterID returns the cluster ID set by the first OpInit, or "" if the
 // cluster has not been initialised.
 func (f *FSM) ClusterID() string {

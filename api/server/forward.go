@@ -116,36 +116,46 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 }
 
 func (f *forwarder) next(ctx context.Context, key fsm.Key, count uint64) (int64, error) {
-	c, fctx, err := f.client(ctx)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := c.GetNextIds(fctx, &ordinalv1.GetNextIdsRequest{
-		StoreName: key.Store,
-		Key:       key.Name,
-		Options:   &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG},
-		Count:     int64(count),
+	return forward(ctx, f, func(c ordinalv1.SequencerClient, fctx context.Context) (int64, error) {
+		resp, err := c.GetNextIds(fctx, &ordinalv1.GetNextIdsRequest{
+			StoreName: key.Store,
+			Key:       key.Name,
+			Options:   &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG},
+			Count:     int64(count),
+		})
+		return resp.GetFirstId(), err
 	})
-	if err != nil {
-		return 0, err
-	}
-	return resp.GetFirstId(), nil
 }
 
 func (f *forwarder) highWater(ctx context.Context, key fsm.Key) (*ordinalv1.GetHighWaterResponse, error) {
-	c, fctx, err := f.client(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return c.GetHighWater(fctx, &ordinalv1.GetHighWaterRequest{StoreName: key.Store, Key: key.Name})
+	return forward(ctx, f, func(c ordinalv1.SequencerClient, fctx context.Context) (*ordinalv1.GetHighWaterResponse, error) {
+		return c.GetHighWater(fctx, &ordinalv1.GetHighWaterRequest{StoreName: key.Store, Key: key.Name})
+	})
 }
 
 func (f *forwarder) setFloor(ctx context.Context, key fsm.Key, floor int64) (*ordinalv1.SetFloorResponse, error) {
+	return forward(ctx, f, func(c ordinalv1.SequencerClient, fctx context.Context) (*ordinalv1.SetFloorResponse, error) {
+		return c.SetFloor(fctx, &ordinalv1.SetFloorRequest{StoreName: key.Store, Key: key.Name, Floor: floor})
+	})
+}
+
+// forward makes one call to the leader with part of the caller's deadline
+// kept back: a leader that is unreachable but still believed in (a
+// partition the follower has not noticed yet) answers Unavailable, which
+// says retry, before the caller's deadline expires.
+func forward[T any](ctx context.Context, f *forwarder, call func(ordinalv1.SequencerClient, context.Context) (T, error)) (T, error) {
+	var zero T
 	c, fctx, err := f.client(ctx)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	return c.SetFloor(fctx, &ordinalv1.SetFloorRequest{StoreName: key.Store, Key: key.Name, Floor: floor})
+	fctx, cancel := withMargin(fctx)
+	defer cancel()
+	resp, err := call(c, fctx)
+	if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil {
+		return zero, status.Errorf(codes.Unavailable, "the leader did not answer in time, retry: %v", err)
+	}
+	return resp, err
 }
 
 func (f *forwarder) close() error {

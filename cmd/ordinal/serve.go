@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,11 +11,13 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/daemon"
+	"github.com/ordinal-dev/ordinal/etcdcompat"
 	"github.com/ordinal-dev/ordinal/internal/version"
 )
 
@@ -25,6 +28,48 @@ type serveFlags struct {
 	bootstrapExpect                     int
 	logLevel, logFormat                 string
 	pprofAddr                           string
+	store                               string
+	etcd                                etcdFlags
+}
+
+// etcdFlags configure --store etcd.
+type etcdFlags struct {
+	endpoints, username, password string
+	caFile, certFile, keyFile     string
+	prefix, layout, appID         string
+	dialTimeout, sessionTTL       time.Duration
+}
+
+// addEtcdFlags registers the --etcd-* flags.
+func addEtcdFlags(fs *flag.FlagSet, f *etcdFlags) {
+	fs.StringVar(&f.endpoints, "etcd-endpoints", "", "with --store etcd: comma-separated etcd client endpoints (host:port or http(s):// URLs)")
+	fs.DurationVar(&f.dialTimeout, "etcd-dial-timeout", etcdcompat.DefaultDialTimeout, "bound on connecting to etcd and on each probe while waiting for it")
+	fs.StringVar(&f.username, "etcd-username", "", "etcd user, when etcd has authentication enabled")
+	fs.StringVar(&f.password, "etcd-password", "", "password of --etcd-username; prefer the environment variable, which ps does not show")
+	fs.StringVar(&f.caFile, "etcd-ca-file", "", "CA certificate (PEM) that signed etcd's server certificates: turns on TLS")
+	fs.StringVar(&f.certFile, "etcd-cert-file", "", "client certificate (PEM) for etcd's --client-cert-auth; needs --etcd-key-file")
+	fs.StringVar(&f.keyFile, "etcd-key-file", "", "key (PEM) of --etcd-cert-file")
+	fs.StringVar(&f.prefix, "etcd-prefix", "", "prefix of every key ordinal uses in etcd; default /ordinal/, or /layotto/ with --etcd-layout layotto")
+	fs.StringVar(&f.layout, "etcd-layout", string(etcdcompat.LayoutNative), "native (ids reserved in ranges: no etcd write per id) or layotto (the keys of Layotto's etcd sequencer: one etcd write per id, served next to Layotto sidecars)")
+	fs.StringVar(&f.appID, "etcd-app-id", "", "with --etcd-layout layotto: the app ID Layotto puts in its keys (sequencer|||<app-id>||<key>); empty: sequencer|||<key>")
+	fs.DurationVar(&f.sessionTTL, "etcd-session-ttl", etcdcompat.DefaultSessionTTL, "lease TTL behind this node's STRONG leadership: how long a crashed or cut-off leader holds it")
+}
+
+// etcdConfig returns the store configuration the --etcd-* flags describe.
+func (f etcdFlags) config() etcdcompat.Config {
+	return etcdcompat.Config{
+		Endpoints:   splitList(f.endpoints),
+		DialTimeout: f.dialTimeout,
+		Username:    f.username,
+		Password:    f.password,
+		CAFile:      f.caFile,
+		CertFile:    f.certFile,
+		KeyFile:     f.keyFile,
+		Layout:      etcdcompat.Layout(f.layout),
+		Prefix:      f.prefix,
+		AppID:       f.appID,
+		SessionTTL:  f.sessionTTL,
+	}
 }
 
 func runServe(args []string) error {
@@ -41,7 +86,12 @@ func runServe(args []string) error {
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty; never expose it publicly)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&f.store, "store", "raft", "where the counters live: raft (this cluster's own Raft log) or etcd (an existing etcd cluster, see --etcd-*; the nodes then hold no state)")
+	addEtcdFlags(fs, &f.etcd)
 	if _, err := parseCommandFlags("serve", fs, args); err != nil {
+		return err
+	}
+	if err := checkStoreFlags(fs, f); err != nil {
 		return err
 	}
 	logger, err := newLogger(f.logLevel, f.logFormat)
@@ -52,6 +102,18 @@ func runServe(args []string) error {
 		if err := servePprof(f.pprofAddr, logger); err != nil {
 			return err
 		}
+	}
+	if f.store == "etcd" {
+		cfg := f.etcd.config()
+		if err := cfg.Validate(); err != nil {
+			return &usageError{err: fmt.Errorf("serve: %w", err)}
+		}
+		return serve(logger, daemon.Config{
+			Cluster:  cluster.Config{GRPCAdvertise: f.advertiseGRPC},
+			GRPCAddr: f.grpcAddr,
+			NewStore: cfg.NewStore(),
+			Logger:   logger,
+		})
 	}
 	nodeID, err := resolveNodeID(f.nodeID, f.dataDir)
 	if err != nil {
@@ -88,14 +150,49 @@ func serve(logger hclog.Logger, cfg daemon.Config) error {
 		_ = d.Close()
 		return fmt.Errorf("node did not become ready: %w", err)
 	}
-	logger.Info("ordinal ready", "version", version.Version, "node_id", cfg.Cluster.NodeID,
-		"grpc_addr", d.GRPCAddr(), "raft_addr", d.RaftAddr(), "data_dir", cfg.Cluster.DataDir)
+	if cfg.NewStore != nil {
+		logger.Info("ordinal ready", "version", version.Version, "store", "etcd", "grpc_addr", d.GRPCAddr())
+	} else {
+		logger.Info("ordinal ready", "version", version.Version, "node_id", cfg.Cluster.NodeID,
+			"grpc_addr", d.GRPCAddr(), "raft_addr", d.RaftAddr(), "data_dir", cfg.Cluster.DataDir)
+	}
 	<-ctx.Done()
 	logger.Info("shutting down")
 	if err := d.Close(); err != nil {
 		return fmt.Errorf("shut down: %w", err)
 	}
 	logger.Info("stopped")
+	return nil
+}
+
+// checkStoreFlags rejects flags that do not apply to the chosen store.
+// Raft's address and data directory flags are ignored with --store etcd
+// (the image's default command sets them), but --join and
+// --bootstrap-expect would suggest a cluster that etcd replaces.
+func checkStoreFlags(fs *flag.FlagSet, f serveFlags) error {
+	switch f.store {
+	case "raft":
+		var etcdSet []string
+		fs.Visit(func(fl *flag.Flag) {
+			if strings.HasPrefix(fl.Name, "etcd-") {
+				etcdSet = append(etcdSet, "--"+fl.Name)
+			}
+		})
+		if len(etcdSet) > 0 {
+			return usageErrorf("serve: %s: the --etcd-* flags need --store etcd", strings.Join(etcdSet, ", "))
+		}
+	case "etcd":
+		for _, name := range []string{"join", "bootstrap-expect"} {
+			if explicitlySet(fs, name) {
+				return usageErrorf("serve: --%s only applies to --store raft; with --store etcd, nodes share etcd and need no cluster of their own", name)
+			}
+		}
+		if f.etcd.endpoints == "" {
+			return usageErrorf("serve: --store etcd needs --etcd-endpoints host:2379[,...]")
+		}
+	default:
+		return usageErrorf("serve: unknown --store %q: use raft or etcd", f.store)
+	}
 	return nil
 }
 

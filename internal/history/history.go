@@ -216,7 +216,10 @@ func CheckStrong(ops []Op, timeout time.Duration, vizPath string) error {
 			strong = append(strong, op)
 		}
 	}
-	exact := errors.Join(CheckUnique(strong), checkRealTimeOrder(succeeded(strong)))
+	exact := CheckUnique(strong)
+	for _, ops := range byKey(succeeded(strong)) {
+		exact = errors.Join(exact, checkRealTimeOrder(ops))
+	}
 	result, info := porcupine.CheckOperationsVerbose(strongModel, porcupineHistory(strong), timeout)
 	switch {
 	case result == porcupine.Illegal:
@@ -225,6 +228,15 @@ func CheckStrong(ops []Op, timeout time.Duration, vizPath string) error {
 		return fmt.Errorf("%w: %w", ErrNotLinearizable, exact)
 	}
 	return nil
+}
+
+// byKey groups ops by key: each key is an independent counter.
+func byKey(ops []Op) map[string][]Op {
+	out := map[string][]Op{}
+	for _, op := range ops {
+		out[op.Key] = append(out[op.Key], op)
+	}
+	return out
 }
 
 func succeeded(ops []Op) []Op {

@@ -25,6 +25,7 @@ func TestCheckers(t *testing.T) {
 		{"duplicate across modes", []Op{op(0, true, 0, 1, 5, 1), op(1, false, 2, 3, 5, 1)}, false, true, true},
 		{"overlapping blocks", []Op{op(0, true, 0, 1, 1, 10), op(1, true, 2, 3, 10, 1)}, false, true, false},
 		{"weak regression on one node", []Op{op(0, false, 0, 1, 5, 1), op(0, false, 2, 3, 4, 1)}, true, false, true},
+		{"keys are independent counters", []Op{op(0, true, 0, 1, 5, 1), {Client: 1, Node: "n1", Key: "other", Strong: true, Call: 2, Return: 3, First: 1, Count: 1}}, true, true, true},
 		{"indeterminate call", []Op{op(0, true, 0, 1, 1, 1), failed, op(0, true, 7, 8, 2, 1)}, true, true, true},
 	}
 	for _, tc := range tests {

@@ -1,0 +1,448 @@
+// Package bench is ordinal's load generator and verifier. It drives a
+// bounded load against ordinal nodes, the no-op ceiling server (package
+// noop) or etcd used the way Layotto's etcd sequencer uses it, measures
+// throughput and latency, and checks every ID it received: no ID twice,
+// STRONG IDs in real-time order across all targets, WEAK IDs in order per
+// target. `ordinal bench` is its command line.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ordinal-dev/ordinal/client"
+)
+
+// Mode is what the callers ask for.
+type Mode string
+
+const (
+	// ModeStrong: one STRONG ID per unary GetNextId call.
+	ModeStrong Mode = "strong"
+	// ModeWeak: one WEAK ID per unary GetNextId call.
+	ModeWeak Mode = "weak"
+	// ModeBatch: Count STRONG IDs per unary GetNextIds call.
+	ModeBatch Mode = "batch"
+	// ModeStream: STRONG IDs (Count per call) through one client per
+	// target made with client.WithStreaming and shared by every caller,
+	// which coalesces concurrent callers over the NextIdStream stream.
+	ModeStream Mode = "stream"
+)
+
+// Backend is the kind of server the targets are.
+type Backend string
+
+const (
+	// BackendOrdinal speaks ordinal.v1.Sequencer: ordinal nodes and the
+	// no-op server.
+	BackendOrdinal Backend = "ordinal"
+	// BackendEtcd is etcd used as Layotto's etcd sequencer uses it.
+	BackendEtcd Backend = "etcd"
+)
+
+// Defaults of Config.
+const (
+	DefaultConcurrency = 64
+	DefaultDuration    = 10 * time.Second
+	DefaultWarmup      = time.Second
+	DefaultBatchCount  = 1000
+	DefaultKey         = "bench"
+	DefaultTimeout     = 5 * time.Second
+)
+
+// Config describes one run.
+type Config struct {
+	Mode    Mode
+	Backend Backend // default BackendOrdinal
+	// Targets are host:port addresses; caller i sends to Targets[i%len].
+	Targets []string
+	// Concurrency is the number of callers, each making one call at a
+	// time. Default DefaultConcurrency.
+	Concurrency int
+	// Duration is how long calls are measured, after Warmup. Calls made
+	// during Warmup are verified but not measured. Defaults
+	// DefaultDuration and DefaultWarmup; a negative Warmup means none.
+	Duration, Warmup time.Duration
+	// Count is the IDs per call: default DefaultBatchCount in ModeBatch,
+	// 1 otherwise.
+	Count int64
+	// Key is the key, or with Keys > 1 the prefix of Keys keys
+	// "<Key>-0".."<Key>-<Keys-1>" that each caller cycles through.
+	Key  string
+	Keys int
+	// Store is the store of the keys (ordinal only; etcd keys follow
+	// Layotto's naming, which has no store).
+	Store string
+	// Timeout is how long calls still in flight when the run ends may take
+	// before they are abandoned (and counted as DeadlineExceeded). Calls
+	// share one deadline rather than each making its own: a per-call
+	// context.WithTimeout costs the load generator a fifth of its CPU in
+	// the stream mode. Default DefaultTimeout.
+	Timeout time.Duration
+	// Conns is the number of clients (gRPC connections) per target the
+	// callers share. Default 1.
+	Conns int
+	// Label names the run in its RESULT line.
+	Label string
+}
+
+// UsageError is returned by Run for a Config that cannot run.
+type UsageError struct{ msg string }
+
+func (e *UsageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &UsageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// WithDefaults fills in zero fields and checks the result.
+func (c Config) WithDefaults() (Config, error) {
+	if c.Backend == "" {
+		c.Backend = BackendOrdinal
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Duration == 0 {
+		c.Duration = DefaultDuration
+	}
+	switch {
+	case c.Warmup == 0:
+		c.Warmup = DefaultWarmup
+	case c.Warmup < 0:
+		c.Warmup = 0
+	}
+	if c.Count == 0 {
+		c.Count = 1
+		if c.Mode == ModeBatch {
+			c.Count = DefaultBatchCount
+		}
+	}
+	if c.Key == "" {
+		c.Key = DefaultKey
+	}
+	if c.Keys == 0 {
+		c.Keys = 1
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.Conns == 0 {
+		c.Conns = 1
+	}
+	switch {
+	case c.Mode != ModeStrong && c.Mode != ModeWeak && c.Mode != ModeBatch && c.Mode != ModeStream:
+		return c, usagef("unknown mode %q: use strong, weak, batch or stream", c.Mode)
+	case c.Backend != BackendOrdinal && c.Backend != BackendEtcd:
+		return c, usagef("unknown backend %q: use ordinal or etcd", c.Backend)
+	case c.Backend == BackendEtcd && (c.Mode == ModeBatch || c.Mode == ModeStream || c.Count != 1):
+		return c, usagef("backend etcd takes one ID per call (Layotto's etcd sequencer): use mode strong or weak without --count")
+	case len(c.Targets) == 0:
+		return c, usagef("no targets given")
+	case len(c.Targets) > math.MaxUint16:
+		return c, usagef("%d targets; at most %d", len(c.Targets), math.MaxUint16)
+	case c.Concurrency < 1:
+		return c, usagef("concurrency is %d; it must be at least 1", c.Concurrency)
+	case c.Duration < 0:
+		return c, usagef("duration is %v; it must be positive", c.Duration)
+	case c.Count < 1 || c.Count > math.MaxInt32:
+		return c, usagef("count is %d; it must be between 1 and %d", c.Count, math.MaxInt32)
+	case c.Keys < 1 || c.Keys > math.MaxUint16:
+		return c, usagef("keys is %d; it must be between 1 and %d", c.Keys, math.MaxUint16)
+	case c.Timeout < 0:
+		return c, usagef("timeout is %v; it must be positive", c.Timeout)
+	case c.Conns < 1:
+		return c, usagef("conns is %d; it must be at least 1", c.Conns)
+	}
+	for _, t := range c.Targets {
+		if t == "" {
+			return c, usagef("empty target address")
+		}
+	}
+	return c, nil
+}
+
+// strong reports whether the run's IDs must be in real-time order across
+// all targets. etcd is linearizable whatever mode Layotto is asked for.
+func (c Config) strong() bool { return c.Mode != ModeWeak || c.Backend == BackendEtcd }
+
+func (c Config) keyNames() []string {
+	if c.Keys == 1 {
+		return []string{c.Key}
+	}
+	names := make([]string, c.Keys)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s-%d", c.Key, i)
+	}
+	return names
+}
+
+// Result is what a run measured and found.
+type Result struct {
+	Config Config
+
+	// Calls and IDs count the successful calls sent after the warm-up, and
+	// the IDs they returned, over Elapsed: from the end of the warm-up to
+	// the return of the last call.
+	Calls, IDs int64
+	Elapsed    time.Duration
+	// P50, P99, P999 and Max are latencies of those calls.
+	P50, P99, P999, Max time.Duration
+
+	// Errors counts failed calls by gRPC code, warm-up included.
+	Errors map[codes.Code]int64
+
+	// AllCalls counts every call made, warm-up and failures included, and
+	// LoadCPU is the CPU time this process (the load generator) spent
+	// while making them; zero where the OS does not say.
+	AllCalls int64
+	LoadCPU  time.Duration
+
+	// Verified is the number of successful calls checked, warm-up
+	// included; VerifyErr is what the check found, nil if all is well.
+	Verified  int
+	Order     Order
+	VerifyErr error
+}
+
+// CallsPerSec is the measured rate of successful calls.
+func (r *Result) CallsPerSec() float64 { return perSec(r.Calls, r.Elapsed) }
+
+// IDsPerSec is the measured rate of IDs handed out.
+func (r *Result) IDsPerSec() float64 { return perSec(r.IDs, r.Elapsed) }
+
+func perSec(n int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// ErrorCount is the number of failed calls.
+func (r *Result) ErrorCount() int64 {
+	var n int64
+	for _, v := range r.Errors {
+		n += v
+	}
+	return n
+}
+
+// ErrNoCalls is returned by Run when no call succeeded.
+var ErrNoCalls = errors.New("bench: no call succeeded")
+
+// worker is one caller's private record, merged when the run ends.
+type worker struct {
+	records []Record
+	errors  map[codes.Code]int64
+}
+
+// Run runs the load described by cfg and verifies what it got. It returns
+// an error when the load could not run at all (a bad Config is a
+// *UsageError, no successful call is ErrNoCalls); a verification failure
+// is reported in Result.VerifyErr.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	cfg, err := cfg.WithDefaults()
+	if err != nil {
+		return nil, err
+	}
+	callers, err := dial(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, cs := range callers {
+			for _, c := range cs {
+				_ = c.close()
+			}
+		}
+	}()
+	keys := cfg.keyNames()
+	workers := make([]worker, cfg.Concurrency)
+	warmEnd := int64(cfg.Warmup)
+	stopAt := int64(cfg.Warmup + cfg.Duration)
+	cpuBefore := selfCPU()
+	base := time.Now()
+	callCtx, cancel := context.WithDeadline(ctx, base.Add(time.Duration(stopAt)+cfg.Timeout))
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range workers {
+		w := &workers[i]
+		w.errors = map[codes.Code]int64{}
+		target := i % len(cfg.Targets)
+		c := callers[target][(i/len(cfg.Targets))%cfg.Conns]
+		wg.Go(func() {
+			k := i % len(keys)
+			for ctx.Err() == nil {
+				start := int64(time.Since(base))
+				if start >= stopAt {
+					return
+				}
+				first, err := c.next(callCtx, keys[k], cfg.Count)
+				end := int64(time.Since(base))
+				if err != nil {
+					if ctx.Err() != nil {
+						return // the run was cancelled; not the target's failure
+					}
+					w.errors[status.Code(err)]++
+					// A target that fails at once (refused connection, no
+					// leader) would otherwise be hammered in a tight loop.
+					time.Sleep(time.Millisecond)
+				} else {
+					w.records = append(w.records, Record{Start: start, End: end, First: first,
+						Count: int32(cfg.Count), Target: uint16(target), Key: uint16(k)})
+				}
+				if k++; k == len(keys) {
+					k = 0
+				}
+			}
+		})
+	}
+	wg.Wait()
+	loadCPU := selfCPU() - cpuBefore
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	res := &Result{Config: cfg, Errors: map[codes.Code]int64{}, LoadCPU: loadCPU}
+	total := 0
+	for _, w := range workers {
+		total += len(w.records)
+		for code, n := range w.errors {
+			res.Errors[code] += n
+		}
+	}
+	res.AllCalls = int64(total) + res.ErrorCount()
+	records := make([]Record, 0, total)
+	for i := range workers {
+		records = append(records, workers[i].records...)
+		workers[i].records = nil
+	}
+	if len(records) == 0 {
+		return res, fmt.Errorf("%w: %s", ErrNoCalls, res.errorSummary())
+	}
+	res.measure(records, warmEnd, stopAt)
+	res.Order = OrderPerTarget
+	if cfg.strong() {
+		res.Order = OrderStrong
+	}
+	res.Verified = len(records)
+	res.VerifyErr = verify(records, res.Order, keys, cfg.Targets)
+	return res, nil
+}
+
+// dial makes Conns callers per target.
+func dial(cfg Config) ([][]caller, error) {
+	mode := client.Strong
+	if cfg.Mode == ModeWeak {
+		mode = client.Weak
+	}
+	out := make([][]caller, len(cfg.Targets))
+	for t, addr := range cfg.Targets {
+		for range cfg.Conns {
+			var c caller
+			var err error
+			if cfg.Backend == BackendEtcd {
+				c, err = newEtcdCaller(addr)
+			} else {
+				c, err = newOrdinalCaller(addr, cfg.Store, mode, cfg.Mode == ModeStream)
+			}
+			if err != nil {
+				for _, cs := range out {
+					for _, c := range cs {
+						_ = c.close()
+					}
+				}
+				return nil, err
+			}
+			out[t] = append(out[t], c)
+		}
+	}
+	return out, nil
+}
+
+// measure computes rates and latencies of the calls sent after the
+// warm-up.
+func (r *Result) measure(records []Record, warmEnd, stopAt int64) {
+	lat := make([]int64, 0, len(records))
+	lastEnd := stopAt
+	for _, rec := range records {
+		if rec.Start < warmEnd {
+			continue
+		}
+		lat = append(lat, rec.End-rec.Start)
+		r.Calls++
+		r.IDs += int64(rec.Count)
+		lastEnd = max(lastEnd, rec.End)
+	}
+	r.Elapsed = time.Duration(lastEnd - warmEnd)
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	pct := func(q float64) time.Duration {
+		i := int(math.Ceil(q*float64(len(lat)))) - 1
+		return time.Duration(lat[max(0, min(i, len(lat)-1))])
+	}
+	r.P50, r.P99, r.P999, r.Max = pct(0.50), pct(0.99), pct(0.999), time.Duration(lat[len(lat)-1])
+}
+
+func (r *Result) errorSummary() string { return codeCounts(r.Errors) }
+
+// Summary is the one-line, machine-readable result: space-separated
+// key=value pairs after "RESULT".
+func (r *Result) Summary() string {
+	c := r.Config
+	verified := "ok"
+	if r.VerifyErr != nil {
+		verified = "FAILED"
+	}
+	label := c.Label
+	if label == "" {
+		label = "-"
+	}
+	errs := r.errorSummary()
+	return fmt.Sprintf("RESULT label=%s backend=%s mode=%s targets=%s conc=%d count=%d keys=%d duration_s=%g "+
+		"calls=%d calls_per_s=%.0f ids_per_s=%.0f p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f "+
+		"errors=%d error_codes=%s verified_calls=%d verified=%s",
+		label, c.Backend, c.Mode, strings.Join(c.Targets, ","), c.Concurrency, c.Count, c.Keys, r.Elapsed.Seconds(),
+		r.Calls, r.CallsPerSec(), r.IDsPerSec(), us(r.P50), us(r.P99), us(r.P999), us(r.Max),
+		r.ErrorCount(), errs, r.Verified, verified)
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// Print writes the human-readable report followed by the RESULT line.
+func (r *Result) Print(w io.Writer) {
+	c := r.Config
+	fmt.Fprintf(w, "ordinal bench: backend %s, mode %s, %d callers over %s, %v measured after %v warm-up, %d id(s) per call, %d key(s)\n",
+		c.Backend, c.Mode, c.Concurrency, strings.Join(c.Targets, ","), c.Duration, c.Warmup, c.Count, c.Keys)
+	fmt.Fprintf(w, "  ids/s      %.0f\n", r.IDsPerSec())
+	fmt.Fprintf(w, "  calls/s    %.0f (%d calls in %.2fs)\n", r.CallsPerSec(), r.Calls, r.Elapsed.Seconds())
+	fmt.Fprintf(w, "  latency    p50 %v  p99 %v  p99.9 %v  max %v\n", round(r.P50), round(r.P99), round(r.P999), round(r.Max))
+	fmt.Fprintf(w, "  errors     %d (%s)\n", r.ErrorCount(), r.errorSummary())
+	if r.VerifyErr != nil {
+		fmt.Fprintf(w, "  verified   FAILED over %d calls: %v\n", r.Verified, r.VerifyErr)
+	} else {
+		fmt.Fprintf(w, "  verified   %d calls: no ID twice, %s\n", r.Verified, r.Order)
+	}
+	fmt.Fprintln(w, r.Summary())
+}
+
+func round(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	case d >= time.Microsecond:
+		return d.Round(100 * time.Nanosecond)
+	}
+	return d
+}

@@ -1,0 +1,525 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+)
+
+// Role says which server a scenario sends its calls to.
+type Role string
+
+const (
+	RoleNoop     Role = "noop"     // the no-op ceiling server
+	RoleLeader   Role = "leader"   // the ordinal leader
+	RoleFollower Role = "follower" // an ordinal follower
+	RoleEtcd     Role = "etcd"     // etcd, Layotto's way
+)
+
+// Scenario is one row of the comparison.
+type Scenario struct {
+	Name  string // short identifier, also the RESULT label
+	Title string // what the row measures
+	Role  Role
+	Mode  Mode
+	Conc  int
+	Count int64
+	Key   string
+	// Ref names the no-op scenario of the same shape; the row's ratio is
+	// its ids/s over Ref's, taken in the same round.
+	Ref string
+	// Goal is the target in words; Check says whether the medians meet
+	// it. Both empty for reference rows.
+	Goal  string
+	Check func(s *ScenarioStats, all map[string]*ScenarioStats) (bool, string)
+}
+
+// Scenarios is the comparison `make bench` runs, in the order each round
+// runs them.
+var Scenarios = []Scenario{
+	{Name: "noop-unary-64", Title: "no-op ceiling, unary, 64 callers", Role: RoleNoop, Mode: ModeStrong, Conc: 64, Key: "bench-unary"},
+	{Name: "strong-leader-64", Title: "STRONG unary, 64 callers → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
+		Ref: "noop-unary-64", Goal: "≥ 0.8× no-op and above etcd", Check: strongGoal},
+	{Name: "strong-follower-64", Title: "STRONG unary, 64 callers → follower (forwarded)", Role: RoleFollower, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
+		Ref: "noop-unary-64", Goal: "≥ 0.8× no-op and above etcd", Check: strongGoal},
+	{Name: "etcd-64", Title: "etcd, Layotto's Txn per id, 64 callers", Role: RoleEtcd, Mode: ModeStrong, Conc: 64, Key: "bench-etcd",
+		Ref: "noop-unary-64", Goal: "baseline"},
+	{Name: "weak-follower-64", Title: "WEAK unary, 64 callers → follower", Role: RoleFollower, Mode: ModeWeak, Conc: 64, Key: "bench-weak",
+		Ref: "noop-unary-64", Goal: "≥ 0.9× no-op", Check: ratioGoal(0.9)},
+	{Name: "weak-leader-64", Title: "WEAK unary, 64 callers → leader", Role: RoleLeader, Mode: ModeWeak, Conc: 64, Key: "bench-weak",
+		Ref: "noop-unary-64", Goal: "≥ 0.9× no-op", Check: ratioGoal(0.9)},
+	{Name: "noop-unary-1", Title: "no-op ceiling, unary, 1 caller", Role: RoleNoop, Mode: ModeStrong, Conc: 1, Key: "bench-unary"},
+	{Name: "strong-leader-1", Title: "STRONG unary, 1 caller → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 1, Key: "bench-strong",
+		Ref: "noop-unary-1", Goal: "p99 ≤ 0.5 ms", Check: p99Goal(500 * time.Microsecond)},
+	{Name: "etcd-1", Title: "etcd, Layotto's Txn per id, 1 caller", Role: RoleEtcd, Mode: ModeStrong, Conc: 1, Key: "bench-etcd",
+		Ref: "noop-unary-1", Goal: "baseline"},
+	{Name: "noop-batch-64", Title: "no-op ceiling, GetNextIds ×1000, 64 callers", Role: RoleNoop, Mode: ModeBatch, Conc: 64, Count: 1000, Key: "bench-batch"},
+	{Name: "batch-leader-64", Title: "STRONG GetNextIds ×1000, 64 callers → leader", Role: RoleLeader, Mode: ModeBatch, Conc: 64, Count: 1000, Key: "bench-batch",
+		Ref: "noop-batch-64", Goal: "≥ 10M ids/s", Check: rateGoal(10e6)},
+	{Name: "noop-stream-512", Title: "no-op ceiling, WithStreaming, 512 goroutines", Role: RoleNoop, Mode: ModeStream, Conc: 512, Key: "bench-stream"},
+	{Name: "stream-leader-512", Title: "STRONG via WithStreaming, 512 goroutines → leader", Role: RoleLeader, Mode: ModeStream, Conc: 512, Key: "bench-stream",
+		Ref: "noop-stream-512", Goal: "≥ 1M ids/s", Check: rateGoal(1e6)},
+	// More callers make bigger batches: the same proof and message carry
+	// more IDs, so this pair shows how far the stream path scales when
+	// per-caller costs, not ordinal, are the limit.
+	{Name: "noop-stream-4096", Title: "no-op ceiling, WithStreaming, 4096 goroutines", Role: RoleNoop, Mode: ModeStream, Conc: 4096, Key: "bench-stream"},
+	{Name: "stream-leader-4096", Title: "STRONG via WithStreaming, 4096 goroutines → leader", Role: RoleLeader, Mode: ModeStream, Conc: 4096, Key: "bench-stream",
+		Ref: "noop-stream-4096", Goal: "≥ 1M ids/s", Check: rateGoal(1e6)},
+}
+
+func ratioGoal(min float64) func(s *ScenarioStats, _ map[string]*ScenarioStats) (bool, string) {
+	return func(s *ScenarioStats, _ map[string]*ScenarioStats) (bool, string) {
+		if s.Ratio >= min {
+			return true, fmt.Sprintf("%.2f× ≥ %.2f×", s.Ratio, min)
+		}
+		return false, fmt.Sprintf("%.2f×, %.1f%% short of %.2f×", s.Ratio, 100*(1-s.Ratio/min), min)
+	}
+}
+
+func strongGoal(s *ScenarioStats, all map[string]*ScenarioStats) (bool, string) {
+	met, detail := ratioGoal(0.8)(s, all)
+	if etcd := all["etcd-64"]; etcd != nil && etcd.IDsPerSec > 0 {
+		above := s.IDsPerSec > etcd.IDsPerSec
+		met = met && above
+		detail += fmt.Sprintf("; %.1f× etcd", s.IDsPerSec/etcd.IDsPerSec)
+	}
+	return met, detail
+}
+
+func p99Goal(limit time.Duration) func(s *ScenarioStats, _ map[string]*ScenarioStats) (bool, string) {
+	return func(s *ScenarioStats, _ map[string]*ScenarioStats) (bool, string) {
+		if s.P99 <= limit {
+			return true, fmt.Sprintf("p99 %v ≤ %v", round(s.P99), limit)
+		}
+		return false, fmt.Sprintf("p99 %v, %.1f× the %v limit", round(s.P99), float64(s.P99)/float64(limit), limit)
+	}
+}
+
+func rateGoal(min float64) func(s *ScenarioStats, _ map[string]*ScenarioStats) (bool, string) {
+	return func(s *ScenarioStats, _ map[string]*ScenarioStats) (bool, string) {
+		if s.IDsPerSec >= min {
+			return true, fmt.Sprintf("%s ≥ %s ids/s", human(s.IDsPerSec), human(min))
+		}
+		return false, fmt.Sprintf("%s ids/s, %.1f%% short of %s", human(s.IDsPerSec), 100*(1-s.IDsPerSec/min), human(min))
+	}
+}
+
+// CompareConfig describes a comparison run.
+type CompareConfig struct {
+	// Cluster are the gRPC addresses of the ordinal nodes; the leader is
+	// looked up before every round.
+	Cluster []string
+	// Noop is the no-op server's address; Etcd etcd's client address
+	// (empty skips the etcd rows).
+	Noop, Etcd string
+	// Rounds is how many times every scenario runs, interleaved. Default 3.
+	Rounds int
+	// Duration and Warmup are per scenario run; defaults 5s and 1s.
+	Duration, Warmup time.Duration
+	// Only, when not empty, restricts the run to the named scenarios.
+	Only []string
+	// Log receives each run's report as it finishes.
+	Log io.Writer
+	// Machine describes the machine for the report.
+	Machine string
+	// Command is the command line that ran the comparison, for the
+	// report.
+	Command string
+	// PIDs maps server addresses (the cluster's, Noop, Etcd) to their
+	// process IDs. When given (on Linux), every run also measures the CPU
+	// time each server and the load generator spent per call.
+	PIDs map[string]int
+}
+
+// ScenarioStats are a scenario's results over the rounds.
+type ScenarioStats struct {
+	Scenario Scenario
+	Runs     []*Result
+	// Ratios are ids/s over Ref's ids/s in the same round, for the rounds
+	// where both ran; RoundRatios has one per round, NaN where one failed.
+	Ratios, RoundRatios []float64
+	// Medians over the rounds.
+	IDsPerSec, CallsPerSec float64
+	P50, P99, P999         time.Duration
+	Ratio                  float64
+	Errors                 int64
+	// Commands are the standalone `ordinal bench` commands equivalent to
+	// each round's run.
+	Commands []string
+	// CPU per call, in µs, per round where measured (see
+	// CompareConfig.PIDs): of the server the calls were sent to, of the
+	// other ordinal nodes together (ordinal rows only), and of the load
+	// generator; and their medians.
+	TargetCPU, OthersCPU, LoadCPU []float64
+	TargetCPUMed, OthersCPUMed    float64
+	LoadCPUMed                    float64
+}
+
+// Comparison is the outcome of Compare.
+type Comparison struct {
+	Config   CompareConfig
+	Started  time.Time
+	Stats    []*ScenarioStats
+	byName   map[string]*ScenarioStats
+	Failures []error // verification failures and runs that failed
+}
+
+// Compare runs the scenarios in rounds, each round running every scenario
+// once in order, so that a slow phase of a noisy machine hurts all of them
+// alike, and reports medians over the rounds.
+func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
+	if cfg.Rounds <= 0 {
+		cfg.Rounds = 3
+	}
+	if cfg.Duration <= 0 {
+		cfg.Duration = 5 * time.Second
+	}
+	if cfg.Warmup == 0 {
+		cfg.Warmup = time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	if len(cfg.Cluster) == 0 || cfg.Noop == "" {
+		return nil, usagef("compare needs the cluster's addresses and the no-op server's")
+	}
+	var scenarios []Scenario
+	for _, s := range Scenarios {
+		if s.Role == RoleEtcd && cfg.Etcd == "" || len(cfg.Only) > 0 && !slices.Contains(cfg.Only, s.Name) {
+			continue
+		}
+		scenarios = append(scenarios, s)
+	}
+	if len(scenarios) == 0 {
+		return nil, usagef("no scenario selected")
+	}
+	cmp := &Comparison{Config: cfg, Started: time.Now(), byName: map[string]*ScenarioStats{}}
+	for _, s := range scenarios {
+		st := &ScenarioStats{Scenario: s}
+		cmp.Stats = append(cmp.Stats, st)
+		cmp.byName[s.Name] = st
+	}
+	for round := 1; round <= cfg.Rounds; round++ {
+		leader, follower, err := findRoles(ctx, cfg.Cluster)
+		if err != nil {
+			return cmp, fmt.Errorf("round %d: %w", round, err)
+		}
+		fmt.Fprintf(cfg.Log, "== round %d of %d: leader %s, follower %s\n", round, cfg.Rounds, leader, follower)
+		for _, st := range cmp.Stats {
+			s := st.Scenario
+			target := map[Role]string{RoleNoop: cfg.Noop, RoleLeader: leader, RoleFollower: follower, RoleEtcd: cfg.Etcd}[s.Role]
+			rc := Config{Mode: s.Mode, Targets: []string{target}, Concurrency: s.Conc, Duration: cfg.Duration,
+				Warmup: cfg.Warmup, Count: s.Count, Key: s.Key, Label: s.Name}
+			if s.Role == RoleEtcd {
+				rc.Backend = BackendEtcd
+			}
+			// A clean heap for every run: the previous run's records must
+			// not cost this one a collection.
+			runtime.GC()
+			before := processCPUs(cfg.PIDs)
+			res, err := Run(ctx, rc)
+			after := processCPUs(cfg.PIDs)
+			if err != nil {
+				cmp.Failures = append(cmp.Failures, fmt.Errorf("round %d, %s: %w", round, s.Name, err))
+				fmt.Fprintf(cfg.Log, "%s: %v\n", s.Name, err)
+				if ctx.Err() != nil {
+					return cmp, ctx.Err()
+				}
+				st.Runs = append(st.Runs, nil)
+				continue
+			}
+			res.Print(cfg.Log)
+			if res.VerifyErr != nil {
+				cmp.Failures = append(cmp.Failures, fmt.Errorf("round %d, %s: verification failed: %w", round, s.Name, res.VerifyErr))
+			}
+			st.Runs = append(st.Runs, res)
+			st.Commands = append(st.Commands, commandFor(res.Config, cfg))
+			st.addCPU(res, target, cfg, before, after)
+		}
+	}
+	cmp.summarise()
+	return cmp, nil
+}
+
+// processCPUs reads the CPU time of every process in pids, by address;
+// processes it cannot read are left out.
+func processCPUs(pids map[string]int) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for addr, pid := range pids {
+		if d, err := ProcessCPU(pid); err == nil {
+			out[addr] = d
+		}
+	}
+	return out
+}
+
+// addCPU records the CPU per call of one run: the target's, the other
+// cluster nodes' (for runs against ordinal), the load generator's.
+func (st *ScenarioStats) addCPU(res *Result, target string, cfg CompareConfig, before, after map[string]time.Duration) {
+	if res.AllCalls == 0 {
+		return
+	}
+	perCall := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(res.AllCalls) }
+	if res.LoadCPU > 0 {
+		st.LoadCPU = append(st.LoadCPU, perCall(res.LoadCPU))
+	}
+	b, okb := before[target]
+	a, oka := after[target]
+	if !okb || !oka {
+		return
+	}
+	st.TargetCPU = append(st.TargetCPU, perCall(a-b))
+	if st.Scenario.Role != RoleLeader && st.Scenario.Role != RoleFollower {
+		return
+	}
+	var others time.Duration
+	for _, addr := range cfg.Cluster {
+		b, okb := before[addr]
+		a, oka := after[addr]
+		if addr == target || !okb || !oka {
+			continue
+		}
+		others += a - b
+	}
+	st.OthersCPU = append(st.OthersCPU, perCall(others))
+}
+
+// commandFor is the standalone command that makes the same run.
+func commandFor(c Config, cc CompareConfig) string {
+	var b strings.Builder
+	b.WriteString("ordinal bench")
+	if c.Backend == BackendEtcd {
+		b.WriteString(" --backend etcd")
+	}
+	fmt.Fprintf(&b, " --mode %s --targets %s --concurrency %d", c.Mode, strings.Join(c.Targets, ","), c.Concurrency)
+	if c.Mode == ModeBatch {
+		fmt.Fprintf(&b, " --count %d", c.Count)
+	}
+	fmt.Fprintf(&b, " --duration %v --warmup %v --key %s", cc.Duration, max(cc.Warmup, 0), c.Key)
+	return b.String()
+}
+
+// summarise computes the medians and same-round ratios.
+func (c *Comparison) summarise() {
+	for _, st := range c.Stats {
+		ref := c.byName[st.Scenario.Ref]
+		for round := range c.Config.Rounds {
+			ratio := math.NaN()
+			if ref != nil && round < len(st.Runs) && round < len(ref.Runs) && st.Runs[round] != nil && ref.Runs[round] != nil {
+				if r := ref.Runs[round].IDsPerSec(); r > 0 {
+					ratio = st.Runs[round].IDsPerSec() / r
+					st.Ratios = append(st.Ratios, ratio)
+				}
+			}
+			st.RoundRatios = append(st.RoundRatios, ratio)
+		}
+	}
+	for _, st := range c.Stats {
+		var ids, calls, p50, p99, p999 []float64
+		for _, r := range st.Runs {
+			if r == nil {
+				continue
+			}
+			ids = append(ids, r.IDsPerSec())
+			calls = append(calls, r.CallsPerSec())
+			p50 = append(p50, float64(r.P50))
+			p99 = append(p99, float64(r.P99))
+			p999 = append(p999, float64(r.P999))
+			st.Errors += r.ErrorCount()
+		}
+		st.IDsPerSec, st.CallsPerSec = median(ids), median(calls)
+		st.P50, st.P99, st.P999 = time.Duration(median(p50)), time.Duration(median(p99)), time.Duration(median(p999))
+		st.Ratio = median(st.Ratios)
+		st.TargetCPUMed, st.OthersCPUMed, st.LoadCPUMed = median(st.TargetCPU), median(st.OthersCPU), median(st.LoadCPU)
+	}
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(v))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// findRoles asks the cluster who leads and picks a follower.
+func findRoles(ctx context.Context, cluster []string) (leader, follower string, err error) {
+	var errs []error
+	for _, addr := range cluster {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := ordinalv1.NewClusterClient(conn).Leader(cctx, &ordinalv1.LeaderRequest{})
+		cancel()
+		conn.Close()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		}
+		leader = resp.GetGrpcAddr()
+		break
+	}
+	if leader == "" {
+		return "", "", fmt.Errorf("no node named the leader: %w", errors.Join(errs...))
+	}
+	for _, addr := range cluster {
+		if addr != leader {
+			return leader, addr, nil
+		}
+	}
+	return "", "", fmt.Errorf("the leader %s is the only node given: no follower", leader)
+}
+
+// human writes a rate with a k/M suffix.
+func human(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%.0fk", v/1e3)
+	case v >= 1e3:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// Markdown writes the comparison as the tables of BENCHMARKS.md.
+func (c *Comparison) Markdown(w io.Writer) {
+	cfg := c.Config
+	fmt.Fprintf(w, "Run %s on %s.\n\n", c.Started.UTC().Format("2006-01-02 15:04 MST"), cfg.Machine)
+	fmt.Fprintf(w, "Produced by `%s`: %d rounds, each running every scenario once in the order below "+
+		"(%v measured after %v of warm-up per run). Numbers are medians over the rounds; "+
+		"**vs no-op** is the median over rounds of the row's ids/s divided by its no-op ceiling's ids/s *in the same round*.\n\n",
+		cfg.Command, cfg.Rounds, cfg.Duration, cfg.Warmup)
+	fmt.Fprintln(w, "| scenario | ids/s | calls/s | p50 | p99 | p99.9 | vs no-op | errors | target | met? |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+	for _, st := range c.Stats {
+		s := st.Scenario
+		ratio := "—"
+		if s.Ref != "" && len(st.Ratios) > 0 {
+			ratio = fmt.Sprintf("%.2f×", st.Ratio)
+		}
+		goal, verdict := s.Goal, ""
+		if goal == "" {
+			goal = "ceiling"
+		}
+		if s.Check != nil && len(st.Ratios)+len(st.Runs) > 0 {
+			met, detail := s.Check(st, c.byName)
+			verdict = "**missed**: " + detail
+			if met {
+				verdict = "met: " + detail
+			}
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %d | %s | %s |\n", s.Title, human(st.IDsPerSec), human(st.CallsPerSec),
+			fmtLatency(st.P50), fmtLatency(st.P99), fmtLatency(st.P999), ratio, st.Errors, goal, verdict)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Every run verified every ID it received (no ID twice; real-time order for STRONG and etcd, per-node order for WEAK):")
+	if len(c.Failures) == 0 {
+		fmt.Fprintln(w, "all passed.")
+	} else {
+		for _, f := range c.Failures {
+			fmt.Fprintf(w, "- **FAILED** %v\n", f)
+		}
+	}
+	fmt.Fprintln(w)
+	c.cpuTable(w)
+	fmt.Fprintln(w, "Per round (ids/s; ratio to the same round's no-op ceiling in parentheses):")
+	fmt.Fprintln(w)
+	fmt.Fprint(w, "| scenario |")
+	for r := range cfg.Rounds {
+		fmt.Fprintf(w, " round %d |", r+1)
+	}
+	fmt.Fprint(w, "\n|---|")
+	for range cfg.Rounds {
+		fmt.Fprint(w, "---:|")
+	}
+	fmt.Fprintln(w)
+	for _, st := range c.Stats {
+		fmt.Fprintf(w, "| %s |", st.Scenario.Name)
+		for r := range cfg.Rounds {
+			if r >= len(st.Runs) || st.Runs[r] == nil {
+				fmt.Fprint(w, " failed |")
+				continue
+			}
+			cell := human(st.Runs[r].IDsPerSec())
+			if r < len(st.RoundRatios) && !math.IsNaN(st.RoundRatios[r]) {
+				cell += fmt.Sprintf(" (%.2f×)", st.RoundRatios[r])
+			}
+			fmt.Fprintf(w, " %s |", cell)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "The standalone command for each row (addresses as in round 1; the leader is looked up before every round):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "```")
+	for _, st := range c.Stats {
+		if len(st.Commands) > 0 {
+			fmt.Fprintf(w, "%-20s %s\n", st.Scenario.Name, st.Commands[0])
+		}
+	}
+	fmt.Fprintln(w, "```")
+}
+
+// cpuTable writes where the CPU went, when it was measured.
+func (c *Comparison) cpuTable(w io.Writer) {
+	measured := false
+	for _, st := range c.Stats {
+		measured = measured || len(st.TargetCPU) > 0
+	}
+	if !measured {
+		return
+	}
+	fmt.Fprintln(w, "CPU time per call, in µs (medians over rounds; user + system time from /proc/PID/stat over each whole run, "+
+		"warm-up included, divided by the calls made; the load generator's from getrusage while it made calls). "+
+		"The machine has 2 cores for all of these processes, so a scenario's throughput is bounded by about "+
+		"2 s of CPU per second divided by the total:")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| scenario | server called | other ordinal nodes | load generator | total |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+	cell := func(v []float64, med float64) string {
+		if len(v) == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.1f", med)
+	}
+	for _, st := range c.Stats {
+		if len(st.TargetCPU) == 0 {
+			continue
+		}
+		total := st.TargetCPUMed + st.OthersCPUMed + st.LoadCPUMed
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %.1f |\n", st.Scenario.Name, cell(st.TargetCPU, st.TargetCPUMed),
+			cell(st.OthersCPU, st.OthersCPUMed), cell(st.LoadCPU, st.LoadCPUMed), total)
+	}
+	fmt.Fprintln(w)
+}
+
+func fmtLatency(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "—"
+	case d >= 10*time.Millisecond:
+		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.2f ms", float64(d)/1e6)
+	}
+	return fmt.Sprintf("%.0f µs", float64(d)/1e3)
+}

@@ -1,0 +1,328 @@
+#!/usr/bin/env bash
+# bench/run.sh — what `make bench` runs. On this machine, on loopback only:
+#
+#   1. builds bin/ordinal (make build);
+#   2. runs the fsm micro-benchmarks while nothing else runs;
+#   3. starts a 3-node ordinal cluster (--bootstrap-expect 3, temp data
+#      dirs), the no-op ceiling server and a single etcd (Debian's
+#      etcd-server), and waits until all serve;
+#   4. runs `ordinal bench compare`: every scenario, interleaved in rounds;
+#   5. takes CPU profiles (Go pprof, through --pprof-addr) of the leader
+#      during one more STRONG and one more WEAK run, and of the no-op server
+#      under the same load (BENCH_PROFILE=0 skips them);
+#   6. measures failover: kill -9 of the leader, time until STRONG calls
+#      through the survivors succeed again, restart, BENCH_FAILOVER_TRIALS
+#      times;
+#   7. writes the generated section of BENCHMARKS.md.
+#
+# Every process it starts is stopped on exit, whatever happens.
+#
+# Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (5s), BENCH_WARMUP
+# (1s), BENCH_FAILOVER_TRIALS (10), BENCH_PORT_BASE (47100), BENCH_OUT
+# (BENCHMARKS.md), BENCH_PROFILE (1), ETCD (/usr/bin/etcd).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=$ROOT/bin/ordinal
+ETCD=${ETCD:-/usr/bin/etcd}
+ROUNDS=${BENCH_ROUNDS:-3}
+DURATION=${BENCH_DURATION:-5s}
+WARMUP=${BENCH_WARMUP:-1s}
+TRIALS=${BENCH_FAILOVER_TRIALS:-10}
+BASE=${BENCH_PORT_BASE:-47100}
+OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
+PROFILE=${BENCH_PROFILE:-1}
+
+log() { printf '\n### %s %s\n' "$(date +%T)" "$*" >&2; }
+
+if [ ! -x "$ETCD" ]; then
+	echo "etcd missing ($ETCD): apt-get install -y etcd-server" >&2
+	exit 1
+fi
+
+GRPC=() RAFT=() PPROF=() NODE_PID=()
+for i in 1 2 3; do
+	GRPC[i]=127.0.0.1:$((BASE + i))
+	RAFT[i]=127.0.0.1:$((BASE + 10 + i))
+	PPROF[i]=127.0.0.1:$((BASE + 30 + i))
+done
+NOOP=127.0.0.1:$((BASE + 20))
+NOOP_PPROF=127.0.0.1:$((BASE + 40))
+ETCD_CLIENT=127.0.0.1:$((BASE + 79))
+ETCD_PEER=127.0.0.1:$((BASE + 80))
+JOIN=${GRPC[1]},${GRPC[2]},${GRPC[3]}
+ports_in_use=$(ss -Htln | awk '{print $4}')
+for addr in "${GRPC[@]}" "${RAFT[@]}" "${PPROF[@]}" "$NOOP" "$NOOP_PPROF" "$ETCD_CLIENT" "$ETCD_PEER"; do
+	if grep -qx "$addr" <<<"$ports_in_use"; then
+		echo "port $addr is in use: set BENCH_PORT_BASE to a free range" >&2
+		exit 1
+	fi
+done
+
+WORK=$(mktemp -d /tmp/ordinal-bench.XXXXXX)
+NOOP_PID="" ETCD_PID="" PROF_PID=""
+
+# stop ends a process started here: SIGTERM, then SIGKILL after 5s.
+stop() {
+	local pid=$1
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 50); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	stop "$PROF_PID"
+	for i in 1 2 3; do stop "${NODE_PID[i]:-}"; done
+	stop "$NOOP_PID"
+	stop "$ETCD_PID"
+	if [ "$rc" -ne 0 ]; then
+		echo "make bench failed (exit $rc); logs kept in $WORK" >&2
+	else
+		rm -rf "$WORK"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+START=$(date +%s)
+
+log "build"
+make --no-print-directory build
+VERSION=$("$BIN" version)
+GITREV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain 2>/dev/null | head -1)" ]; then GITREV="$GITREV + uncommitted changes"; fi
+CPU=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
+MACHINE="$(nproc) cores ($CPU), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), shared with other work and noisy: compare ratios from the same run, not absolute numbers across runs"
+
+log "fsm micro-benchmarks (nothing else running)"
+FSM_BENCH_CMD="go test -run '^\$' -bench 'Snapshot1M|Restore1M' -benchmem -count=1 ./fsm/"
+FSM_MEM_CMD="go test -run 'TestMemoryPerKey' -v -count=1 ./fsm/"
+go test -run '^$' -bench 'Snapshot1M|Restore1M' -benchmem -count=1 ./fsm/ | tee "$WORK/fsm-bench.txt"
+go test -run 'TestMemoryPerKey' -v -count=1 ./fsm/ | tee "$WORK/fsm-mem.txt"
+
+log "start etcd, the no-op server and 3 ordinal nodes"
+"$ETCD" --name bench --data-dir "$WORK/etcd" \
+	--listen-client-urls "http://$ETCD_CLIENT" --advertise-client-urls "http://$ETCD_CLIENT" \
+	--listen-peer-urls "http://$ETCD_PEER" --initial-advertise-peer-urls "http://$ETCD_PEER" \
+	--initial-cluster "bench=http://$ETCD_PEER" >"$WORK/etcd.log" 2>&1 &
+ETCD_PID=$!
+"$BIN" bench serve-noop --addr "$NOOP" --pprof-addr "$NOOP_PPROF" >"$WORK/noop.log" 2>&1 &
+NOOP_PID=$!
+
+NODE_ARGS=()
+start_node() {
+	local i=$1
+	"$BIN" serve --node-id "n$i" --data-dir "$WORK/n$i" --grpc-addr "${GRPC[i]}" --raft-addr "${RAFT[i]}" \
+		--bootstrap-expect 3 --join "$JOIN" --pprof-addr "${PPROF[i]}" --log-level warn >>"$WORK/n$i.log" 2>&1 &
+	NODE_PID[i]=$!
+	NODE_ARGS[i]="ordinal serve --node-id n$i --data-dir DIR/n$i --grpc-addr ${GRPC[i]} --raft-addr ${RAFT[i]} --bootstrap-expect 3 --join $JOIN --pprof-addr ${PPROF[i]}"
+}
+for i in 1 2 3; do start_node "$i"; done
+
+# wait_for DESCRIPTION SECONDS COMMAND...: retry COMMAND until it succeeds.
+wait_for() {
+	local what=$1 secs=$2
+	shift 2
+	local deadline=$(($(date +%s) + secs))
+	until "$@" >/dev/null 2>&1; do
+		if [ "$(date +%s)" -ge "$deadline" ]; then
+			echo "$what not ready after ${secs}s" >&2
+			return 1
+		fi
+		sleep 0.2
+	done
+}
+# cluster_healthy: asked through any node, every node is a reachable voter
+# and one leads.
+cluster_healthy() {
+	local m addr
+	for addr in "${GRPC[@]}"; do
+		m=$("$BIN" members --addr "$addr" --timeout 2s 2>/dev/null) || continue
+		[ "$(grep -c ' voter ' <<<"$m")" -eq 3 ] && ! grep -q unreachable <<<"$m" && grep -q '\*' <<<"$m"
+		return
+	done
+	return 1
+}
+for i in 1 2 3; do wait_for "node n$i" 60 "$BIN" health --addr "${GRPC[i]}" --timeout 1s; done
+wait_for "cluster" 60 cluster_healthy
+wait_for "no-op server" 30 "$BIN" health --addr "$NOOP" --timeout 1s
+wait_for "etcd" 60 "$BIN" bench --backend etcd --targets "$ETCD_CLIENT" --concurrency 1 --duration 100ms --warmup 0
+"$BIN" members --addr "${GRPC[1]}"
+
+log "compare: $ROUNDS rounds of every scenario, $DURATION each after $WARMUP warm-up"
+COMPARE_CMD="ordinal bench compare --cluster $JOIN --noop $NOOP --etcd $ETCD_CLIENT --rounds $ROUNDS --duration $DURATION --warmup $WARMUP --pids <ADDR=PID of each server>"
+COMPARE_RC=0
+"$BIN" bench compare --cluster "$JOIN" --noop "$NOOP" --etcd "$ETCD_CLIENT" --rounds "$ROUNDS" \
+	--duration "$DURATION" --warmup "$WARMUP" --out "$WORK/compare.md" \
+	--machine "$MACHINE" --command "$COMPARE_CMD" \
+	--pids "${GRPC[1]}=${NODE_PID[1]},${GRPC[2]}=${NODE_PID[2]},${GRPC[3]}=${NODE_PID[3]},$NOOP=$NOOP_PID,$ETCD_CLIENT=$ETCD_PID" |
+	tee "$WORK/compare.log" || COMPARE_RC=$?
+[ -s "$WORK/compare.md" ] || { echo "compare wrote no report" >&2; exit 1; }
+
+leader_index() {
+	local line id
+	for addr in "${GRPC[@]}"; do
+		if line=$("$BIN" leader --addr "$addr" --timeout 2s 2>/dev/null); then
+			id=${line%% *}
+			echo "${id#n}"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# profile NAME PPROF-ADDR BENCH-ARGS...: a 6s CPU profile (Go pprof) of the
+# process serving /debug/pprof at PPROF-ADDR while `ordinal bench
+# BENCH-ARGS` runs; writes $WORK/prof-NAME.{txt,pb.gz,top,cum}.
+PROFILES=()
+profile() {
+	local name=$1 addr=$2
+	shift 2
+	log "CPU profile of $name during: ordinal bench $*"
+	go tool pprof -seconds 6 -proto -output "$WORK/prof-$name.pb.gz" "http://$addr/debug/pprof/profile" \
+		>"$WORK/prof-$name.log" 2>&1 &
+	PROF_PID=$!
+	sleep 0.2 # the profile starts with the warm-up
+	{
+		echo "go tool pprof -seconds 6 -proto -output prof-$name.pb.gz http://$addr/debug/pprof/profile & ordinal bench $*"
+		"$BIN" bench "$@" --label "profiled-$name"
+	} | tee "$WORK/prof-$name.txt"
+	wait "$PROF_PID" || { cat "$WORK/prof-$name.log" >&2; PROF_PID=""; return 0; }
+	PROF_PID=""
+	go tool pprof -top -nodecount=25 "$WORK/prof-$name.pb.gz" 2>/dev/null | sed 's/[[:space:]]*$//' >"$WORK/prof-$name.top" || true
+	go tool pprof -top -cum -nodecount=45 "$WORK/prof-$name.pb.gz" 2>/dev/null | sed 's/[[:space:]]*$//' >"$WORK/prof-$name.cum" || true
+	PROFILES+=("$name")
+}
+if [ "$PROFILE" = 1 ]; then
+	L=$(leader_index)
+	profile leader-strong "${PPROF[L]}" --mode strong --targets "${GRPC[L]}" --concurrency 64 --duration 5s --warmup 1s --key bench-strong
+	profile leader-weak "${PPROF[L]}" --mode weak --targets "${GRPC[L]}" --concurrency 64 --duration 5s --warmup 1s --key bench-weak
+	profile noop "$NOOP_PPROF" --mode strong --targets "$NOOP" --concurrency 64 --duration 5s --warmup 1s --key bench-unary
+fi
+
+log "failover: $TRIALS trials of kill -9 of the leader"
+: >"$WORK/failover.txt"
+FAILOVER_RC=0
+for t in $(seq "$TRIALS"); do
+	wait_for "cluster before failover trial $t" 60 cluster_healthy
+	L=$(leader_index)
+	SURVIVORS=()
+	for i in 1 2 3; do [ "$i" = "$L" ] || SURVIVORS+=("${GRPC[i]}"); done
+	echo "trial $t: leader n$L (pid ${NODE_PID[L]}), survivors ${SURVIVORS[*]}" >&2
+	if ! "$BIN" bench failover --kill-pid "${NODE_PID[L]}" --targets "$(IFS=,; echo "${SURVIVORS[*]}")" --key failover \
+		>"$WORK/failover-$t.txt" 2>&1; then
+		FAILOVER_RC=1
+		echo "FAILED trial $t: $(tail -1 "$WORK/failover-$t.txt")" >>"$WORK/failover-failed.txt"
+	fi
+	cat "$WORK/failover-$t.txt" | tee -a "$WORK/failover.txt"
+	{ wait "${NODE_PID[L]}"; } 2>/dev/null || true # quiet: bash reports the SIGKILL
+	start_node "$L"
+	wait_for "restarted n$L" 60 "$BIN" health --addr "${GRPC[L]}" --timeout 1s
+done
+wait_for "cluster after failover" 60 cluster_healthy
+
+log "write $OUT"
+ELAPSED=$(($(date +%s) - START))
+GEN=$WORK/generated.md
+{
+	echo "<!-- BEGIN GENERATED by make bench (bench/run.sh): edits between these markers are overwritten -->"
+	echo
+	echo "## Results of the last \`make bench\`"
+	echo
+	echo "- when: $(date -u '+%Y-%m-%d %H:%M UTC'), took ${ELAPSED}s in all"
+	echo "- code: $VERSION, commit $GITREV"
+	echo "- machine: $MACHINE"
+	echo "- servers, all on loopback on the same machine as the load generator: 3 ordinal nodes"
+	echo "  (\`${NODE_ARGS[1]}\`, likewise n2 and n3, log level warn), the no-op server"
+	echo "  (\`ordinal bench serve-noop --addr $NOOP\`), and etcd $("$ETCD" --version | awk '/etcd Version/{print $3}')"
+	echo "  (\`etcd --data-dir DIR/etcd\`, single member, defaults otherwise)"
+	echo
+	echo "### Throughput and latency"
+	echo
+	cat "$WORK/compare.md"
+	echo
+	echo "### State machine: snapshot, restore, memory (1M keys)"
+	echo
+	echo "Commands: \`$FSM_BENCH_CMD\` and \`$FSM_MEM_CMD\`, run before any server was started."
+	echo
+	echo "| measurement | result | target | met? |"
+	echo "|---|---:|---|---|"
+	awk '/^BenchmarkSnapshot1M/ {s=$3/1e9; printf "| Snapshot + Persist of 1M keys | %.2f s/op (%.0f MB allocated/op) | ≤ 2 s | %s |\n", s, $5/1e6, (s<=2?"met":"**missed**")}
+	     /^BenchmarkRestore1M/  {s=$3/1e9; printf "| Restore of 1M keys | %.2f s/op (%s MB/s, %.0f MB allocated/op) | ≤ 2 s | %s |\n", s, $5, $7/1e6, (s<=2?"met":"**missed**")}' "$WORK/fsm-bench.txt"
+	grep -o '[0-9]* keys: [0-9.]* bytes of heap per key' "$WORK/fsm-mem.txt" | head -1 |
+		awk '{printf "| heap per key (200k keys via Apply) | %s B | < 100 B (DESIGN: ~51) | %s |\n", $3, ($3<100?"met":"**missed**")}'
+	grep -o '[0-9]* restored keys: [0-9.]* bytes of heap per key' "$WORK/fsm-mem.txt" | head -1 |
+		awk '{printf "| heap per key (200k keys via Restore) | %s B | < 100 B | %s |\n", $4, ($4<100?"met":"**missed**")}'
+	echo
+	echo '```'
+	grep -E '^(Benchmark|cpu:)' "$WORK/fsm-bench.txt"
+	echo '```'
+	echo
+	echo "### Failover after kill -9 of the leader"
+	echo
+	echo "Command per trial: \`ordinal bench failover --kill-pid <leader pid> --targets <the two survivors> --key failover\`"
+	echo "(leader found with \`ordinal leader\`; after each trial the killed node is restarted with its flags and data"
+	echo "and the next trial waits until all three are reachable voters again). The clock starts at the SIGKILL; a STRONG"
+	echo "call goes to a survivor every 10 ms, alternating, each with a 1 s deadline and no client retry."
+	echo
+	echo "| trial | first STRONG success | success through both survivors | attempts | errors while failing over |"
+	echo "|---:|---:|---:|---:|---|"
+	awk '/^RESULT label=failover/ {n++; for(i=1;i<=NF;i++){split($i,kv,"="); v[kv[1]]=substr($i,length(kv[1])+2)}
+	     printf "| %d | %d ms | %d ms | %s | %s |\n", n, v["first_ok_ms"], v["all_ok_ms"], v["attempts"], v["errors"]}' "$WORK/failover.txt"
+	echo
+	if [ -s "$WORK/failover-failed.txt" ]; then
+		sed 's/^/- **/; s/$/**/' "$WORK/failover-failed.txt"
+		echo
+	fi
+	awk '/^RESULT label=failover/ {for(i=1;i<=NF;i++){split($i,kv,"="); if(kv[1]=="first_ok_ms"&&kv[2]+0>w)w=kv[2]+0; if(kv[1]=="all_ok_ms"&&kv[2]+0>a)a=kv[2]+0}; n++}
+	     END {printf "Worst of %d trials: **%d ms** until STRONG calls succeed again (target ≤ 2000 ms: %s); %d ms until they succeed through both survivors.\n", n, w, (w<=2000?"met":"**missed** by " (w-2000) " ms"), a}' "$WORK/failover.txt"
+	for name in "${PROFILES[@]}"; do
+		echo
+		echo "### CPU profile: $name (Go pprof)"
+		echo
+		echo "Command: \`$(head -1 "$WORK/prof-$name.txt")\`, then \`go tool pprof -top\` and \`-top -cum\`; the run it profiled:"
+		echo
+		echo '```'
+		grep -E '^  (ids/s|latency)' "$WORK/prof-$name.txt" || true
+		echo '```'
+		echo
+		echo "<details><summary>go tool pprof -top (flat) and -top -cum</summary>"
+		echo
+		echo '```'
+		cat "$WORK/prof-$name.top"
+		echo
+		cat "$WORK/prof-$name.cum"
+		echo '```'
+		echo
+		echo "</details>"
+	done
+	echo "<!-- END GENERATED -->"
+} >"$GEN"
+
+if [ -f "$OUT" ] && grep -q '^<!-- BEGIN GENERATED' "$OUT" && grep -q '^<!-- END GENERATED' "$OUT"; then
+	awk -v gen="$GEN" '
+		/^<!-- BEGIN GENERATED/ { while ((getline line < gen) > 0) print line; skip = 1; next }
+		/^<!-- END GENERATED/   { skip = 0; next }
+		!skip { print }' "$OUT" >"$WORK/out.md"
+	cp "$WORK/out.md" "$OUT"
+else
+	{
+		[ -f "$OUT" ] && cat "$OUT" && echo
+		cat "$GEN"
+	} >"$WORK/out.md"
+	cp "$WORK/out.md" "$OUT"
+fi
+echo "wrote $OUT (make bench took ${ELAPSED}s)" >&2
+if [ "$COMPARE_RC" -ne 0 ] || [ "$FAILOVER_RC" -ne 0 ]; then
+	echo "a run or a verification FAILED (compare exit $COMPARE_RC, failover $FAILOVER_RC): see $OUT" >&2
+	exit 1
+fi

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/ordinal-dev/ordinal/bench"
+	"github.com/ordinal-dev/ordinal/bench/noop"
+	"github.com/ordinal-dev/ordinal/daemon"
+)
+
+const benchUsage = `ordinal bench [--mode strong|weak|batch|stream] [--backend ordinal|etcd] [--targets HOST:PORT,...]
+           [--concurrency N] [--duration D] [--warmup D] [--count N] [--key K] [--keys N] [--store S]
+       ordinal bench serve-noop [--addr HOST:PORT]
+       ordinal bench failover --kill-pid PID --targets SURVIVOR,...
+       ordinal bench compare --cluster A,B,C --noop HOST:PORT [--etcd HOST:PORT] [--out FILE]
+
+Runs a bounded load and verifies every ID received: no ID twice, STRONG IDs
+in real-time order across targets, WEAK IDs in order per target. Exits 1 if
+the verification fails. Callers are spread round-robin over the targets.
+serve-noop runs the no-op ceiling server (an atomic counter behind the same
+gRPC stack); --backend etcd takes one ID per call from etcd exactly as
+Layotto's etcd sequencer does; failover kills the leader's process and
+measures until STRONG calls succeed again; compare runs every scenario of
+BENCHMARKS.md in interleaved rounds and writes its tables`
+
+func runBench(args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "serve-noop":
+			return runBenchServeNoop(args[1:])
+		case "failover":
+			return runBenchFailover(args[1:])
+		case "compare":
+			return runBenchCompare(args[1:])
+		}
+	}
+	var (
+		cfg              bench.Config
+		mode, backend    string
+		targets          string
+		concurrency, nks int
+	)
+	fs := newFlagSet("bench", benchUsage)
+	fs.StringVar(&mode, "mode", "strong", "strong or weak (one ID per GetNextId call), batch (--count IDs per GetNextIds call, STRONG) or stream (STRONG through client.WithStreaming, one client per target shared by all callers)")
+	fs.StringVar(&backend, "backend", "ordinal", "ordinal (ordinal nodes or the no-op server) or etcd (Layotto's etcd sequencer: one transaction per ID)")
+	fs.StringVar(&targets, "targets", "", "comma-separated addresses to send calls to, round-robin over callers; default "+daemon.DefaultGRPCAddr+", or 127.0.0.1:2379 for etcd")
+	fs.IntVar(&concurrency, "concurrency", bench.DefaultConcurrency, "callers, each making one call at a time")
+	fs.DurationVar(&cfg.Duration, "duration", bench.DefaultDuration, "how long calls are measured, after the warm-up")
+	fs.DurationVar(&cfg.Warmup, "warmup", bench.DefaultWarmup, "calls made before measuring starts (verified, not measured); 0 for none")
+	fs.Int64Var(&cfg.Count, "count", 0, fmt.Sprintf("IDs per call; default %d in batch mode, else 1", bench.DefaultBatchCount))
+	fs.StringVar(&cfg.Key, "key", bench.DefaultKey, "the key, or with --keys N the prefix of keys KEY-0..KEY-(N-1)")
+	fs.IntVar(&nks, "keys", 1, "how many keys each caller cycles through")
+	fs.StringVar(&cfg.Store, "store", "", "store of the keys (ordinal only)")
+	fs.DurationVar(&cfg.Timeout, "timeout", bench.DefaultTimeout, "how long calls in flight when the run ends may take before they are abandoned")
+	fs.IntVar(&cfg.Conns, "conns", 1, "clients (gRPC connections) per target, shared by the callers")
+	fs.StringVar(&cfg.Label, "label", "", "name of the run in the RESULT line")
+	var cpuProfile string
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator to this file")
+	positional, err := parseCommandFlags("bench", fs, args)
+	if err != nil {
+		return err
+	}
+	if len(positional) > 0 {
+		return usageErrorf("bench: unexpected argument %q; subcommands are serve-noop, failover and compare", positional[0])
+	}
+	cfg.Mode, cfg.Backend = bench.Mode(strings.ToLower(mode)), bench.Backend(strings.ToLower(backend))
+	cfg.Concurrency, cfg.Keys = concurrency, nks
+	if cfg.Warmup == 0 {
+		cfg.Warmup = -1 // none; bench.Config's zero value means the default
+	}
+	cfg.Targets = splitList(targets)
+	if len(cfg.Targets) == 0 {
+		cfg.Targets = []string{daemon.DefaultGRPCAddr}
+		if cfg.Backend == bench.BackendEtcd {
+			cfg.Targets = []string{"127.0.0.1:2379"}
+		}
+	}
+	if concurrency < 1 || cfg.Duration <= 0 || nks < 1 {
+		return usageErrorf("bench: --concurrency, --duration and --keys must be positive")
+	}
+	if _, err := cfg.WithDefaults(); err != nil {
+		return usageErrorf("bench: %v", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res, err := bench.Run(ctx, cfg)
+	if err != nil {
+		var u *bench.UsageError
+		if errors.As(err, &u) {
+			return usageErrorf("bench: %v", err)
+		}
+		return fmt.Errorf("bench: %w", err)
+	}
+	res.Print(os.Stdout)
+	if res.VerifyErr != nil {
+		return fmt.Errorf("bench: VERIFICATION FAILED: %w", res.VerifyErr)
+	}
+	return nil
+}
+
+func runBenchServeNoop(args []string) error {
+	var addr string
+	fs := newFlagSet("bench serve-noop", "ordinal bench serve-noop [--addr HOST:PORT]\n\n"+
+		"Serves ordinal.v1.Sequencer GetNextId, GetNextIds and NextIdStream from one\n"+
+		"atomic counter, with no consensus: the ceiling for ordinal's benchmarks.")
+	fs.StringVar(&addr, "addr", "127.0.0.1:34906", "address to listen on; port 0 picks a free one")
+	var pprofAddr string
+	fs.StringVar(&pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address, as ordinal serve does (off when empty)")
+	if err := noArgs("bench serve-noop", fs, args); err != nil {
+		return err
+	}
+	if pprofAddr != "" {
+		if err := servePprof(pprofAddr, hclog.NewNullLogger()); err != nil {
+			return fmt.Errorf("bench serve-noop: %w", err)
+		}
+	}
+	l, err := noop.Listen(addr)
+	if err != nil {
+		return fmt.Errorf("bench serve-noop: %w", err)
+	}
+	defer l.Close()
+	fmt.Printf("no-op sequencer listening on %s\n", l.Addr())
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-l.Done():
+		return fmt.Errorf("bench serve-noop: %w", err)
+	}
+}
+
+func runBenchFailover(args []string) error {
+	var (
+		cfg     bench.FailoverConfig
+		targets string
+	)
+	fs := newFlagSet("bench failover", "ordinal bench failover --kill-pid PID --targets SURVIVOR,...\n\n"+
+		"Takes a STRONG ID through every target, kills PID (the leader) with SIGKILL,\n"+
+		"then sends a STRONG call every --interval, in turn to each target, and reports\n"+
+		"how long after the kill the first call, and a call through every target,\n"+
+		"succeeded. Fails if IDs after the kill are not above those before it.")
+	fs.IntVar(&cfg.KillPID, "kill-pid", 0, "process ID of the leader to kill")
+	fs.StringVar(&targets, "targets", "", "comma-separated gRPC addresses of the surviving nodes")
+	fs.StringVar(&cfg.Key, "key", "failover", "key of the STRONG calls")
+	fs.StringVar(&cfg.Store, "store", "", "store of the key")
+	fs.DurationVar(&cfg.Interval, "interval", 10*time.Millisecond, "time between calls after the kill")
+	fs.DurationVar(&cfg.CallTimeout, "call-timeout", time.Second, "how long calls in flight when the run ends may take before they are abandoned")
+	fs.DurationVar(&cfg.Timeout, "timeout", 15*time.Second, "give up this long after the kill")
+	if err := noArgs("bench failover", fs, args); err != nil {
+		return err
+	}
+	cfg.Targets = splitList(targets)
+	if cfg.KillPID <= 0 || len(cfg.Targets) == 0 {
+		return usageErrorf("bench failover: --kill-pid and --targets are required")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := bench.Failover(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("bench failover: %w", err)
+	}
+	res.Print(os.Stdout)
+	return nil
+}
+
+func runBenchCompare(args []string) error {
+	var (
+		cfg                  bench.CompareConfig
+		cluster, only, out   string
+		rounds               int
+		duration, warmup     time.Duration
+		machine, commandLine string
+	)
+	fs := newFlagSet("bench compare", "ordinal bench compare --cluster A,B,C --noop HOST:PORT [--etcd HOST:PORT] [--out FILE]\n\n"+
+		"Runs every benchmark scenario against the cluster's leader and a follower, the\n"+
+		"no-op server and etcd, interleaved in rounds, and writes the markdown tables\n"+
+		"of BENCHMARKS.md (medians over rounds, ratios to the same round's no-op run).")
+	fs.StringVar(&cluster, "cluster", "", "comma-separated gRPC addresses of the ordinal nodes")
+	fs.StringVar(&cfg.Noop, "noop", "", "address of `ordinal bench serve-noop`")
+	fs.StringVar(&cfg.Etcd, "etcd", "", "etcd client address; empty skips the etcd rows")
+	fs.IntVar(&rounds, "rounds", 3, "how many times every scenario runs")
+	fs.DurationVar(&duration, "duration", 5*time.Second, "measured time of each run")
+	fs.DurationVar(&warmup, "warmup", time.Second, "warm-up of each run")
+	fs.StringVar(&only, "only", "", "comma-separated scenario names to run; default all")
+	fs.StringVar(&out, "out", "-", "file for the markdown; - for stdout")
+	fs.StringVar(&machine, "machine", "this machine", "description of the machine, for the report")
+	fs.StringVar(&commandLine, "command", "", "the command to name as the source of the numbers; default this one")
+	var pids string
+	fs.StringVar(&pids, "pids", "", "comma-separated ADDR=PID of the servers, to measure their CPU time per call (Linux)")
+	if err := noArgs("bench compare", fs, args); err != nil {
+		return err
+	}
+	cfg.Cluster, cfg.Only = splitList(cluster), splitList(only)
+	cfg.Rounds, cfg.Duration, cfg.Warmup, cfg.Machine = rounds, duration, warmup, machine
+	if len(cfg.Cluster) < 2 || cfg.Noop == "" || rounds < 1 || duration <= 0 || warmup < 0 {
+		return usageErrorf("bench compare: --cluster (two nodes or more) and --noop are required; --rounds and --duration must be positive")
+	}
+	if warmup == 0 {
+		cfg.Warmup = -1
+	}
+	if pids != "" {
+		cfg.PIDs = map[string]int{}
+		for _, kv := range splitList(pids) {
+			addr, pid, ok := strings.Cut(kv, "=")
+			n, err := strconv.Atoi(pid)
+			if !ok || err != nil || n <= 0 {
+				return usageErrorf("bench compare: --pids wants ADDR=PID pairs, got %q", kv)
+			}
+			cfg.PIDs[addr] = n
+		}
+	}
+	cfg.Command = commandLine
+	if cfg.Command == "" {
+		cfg.Command = "ordinal bench compare " + strings.Join(args, " ")
+	}
+	cfg.Log = os.Stdout
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	cmp, err := bench.Compare(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("bench compare: %w", err)
+	}
+	if out == "-" {
+		cmp.Markdown(os.Stdout)
+	} else {
+		f, err := os.Create(out)
+		if err != nil {
+			return fmt.Errorf("bench compare: %w", err)
+		}
+		cmp.Markdown(f)
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("bench compare: %w", err)
+		}
+	}
+	if len(cmp.Failures) > 0 {
+		return fmt.Errorf("bench compare: %d run(s) failed; first: %w", len(cmp.Failures), cmp.Failures[0])
+	}
+	return nil
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startNoopProc runs `ordinal bench serve-noop` on a free port and returns
+// its address once it says it listens.
+func startNoopProc(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, ordinalBin, "bench", "serve-noop", "--addr", "127.0.0.1:0")
+	cmd.Env = testEnv()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+	})
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(stdout).ReadString('\n')
+		line <- s
+	}()
+	select {
+	case s := <-line:
+		const prefix = "no-op sequencer listening on "
+		if !strings.HasPrefix(s, prefix) {
+			t.Fatalf("serve-noop printed %q, want %q...", s, prefix)
+		}
+		return strings.TrimSpace(strings.TrimPrefix(s, prefix))
+	case <-time.After(startTimeout):
+		t.Fatal("serve-noop did not say where it listens")
+		return ""
+	}
+}
+
+func TestBenchAgainstNoop(t *testing.T) {
+	t.Parallel()
+	addr := startNoopProc(t)
+	for _, mode := range []string{"strong", "weak", "batch", "stream"} {
+		out := mustRun(t, nil, "bench", "--mode", mode, "--targets", addr, "--duration", "500ms", "--warmup", "100ms",
+			"--concurrency", "4", "--label", "t-"+mode)
+		var result string
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "RESULT ") {
+				result = line
+			}
+		}
+		for _, want := range []string{"label=t-" + mode, "mode=" + mode, "targets=" + addr, "conc=4", "errors=0", "verified=ok", "ids_per_s=", "p999_us="} {
+			if !strings.Contains(result, want) {
+				t.Errorf("mode %s: RESULT line %q lacks %q\noutput:\n%s", mode, result, want, out)
+			}
+		}
+	}
+}
+
+func TestBenchErrors(t *testing.T) {
+	t.Parallel()
+	unused := freeAddr(t)
+	tests := []struct {
+		args     []string
+		wantCode int
+		want     string
+	}{
+		{[]string{"bench", "--mode", "fast"}, 2, `bench: unknown mode "fast"`},
+		{[]string{"bench", "--backend", "etcd", "--mode", "stream"}, 2, "bench: backend etcd takes one ID per call"},
+		{[]string{"bench", "--concurrency", "0"}, 2, "must be positive"},
+		{[]string{"bench", "extra"}, 2, `bench: unexpected argument "extra"`},
+		{[]string{"bench", "failover"}, 2, "--kill-pid and --targets are required"},
+		{[]string{"bench", "compare", "--noop", unused}, 2, "--cluster"},
+		{[]string{"bench", "--targets", unused, "--duration", "200ms", "--warmup", "0"}, 1, "bench: no call succeeded: Unavailable="},
+	}
+	for _, tt := range tests {
+		r := runOrdinal(t, nil, tt.args...)
+		if r.code != tt.wantCode || !strings.HasPrefix(r.stderr, "ordinal: ") || !strings.Contains(r.stderr, tt.want) ||
+			strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("ordinal %s: exit %d, stderr %q; want exit %d and one line containing %q",
+				strings.Join(tt.args, " "), r.code, r.stderr, tt.wantCode, tt.want)
+		}
+	}
+	r := runOrdinal(t, nil, "bench", "--help")
+	if r.code != 0 || !strings.Contains(r.stderr, "Usage: ordinal bench") || !strings.Contains(r.stderr, "ORDINAL_TARGETS") {
+		t.Errorf("bench --help: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+}

@@ -1,0 +1,279 @@
+// Package etcdcompat keeps a node's counters in etcd instead of ordinal's
+// own Raft cluster, for teams that already run etcd. Its stores implement
+// daemon.Store, so the allocator and the gRPC layer work unchanged:
+//
+//   - The native layout (LayoutNative) keeps one high-water mark per key
+//     and reserves ranges of IDs with compare-and-swap transactions, so no
+//     ID costs an etcd write. STRONG calls are served by one ordinal node
+//     at a time, elected through etcd and fenced by a linearizable read of
+//     its election key per batch of calls. See DESIGN.md.
+//   - The Layotto layout (LayoutLayotto) reads and writes the keys of
+//     Layotto's etcd sequencer component exactly as that component does:
+//     an ID is the etcd version of the key after one Put. Ordinal nodes and
+//     Layotto sidecars can then serve the same keys at once. It costs one
+//     etcd write per ID.
+//
+// ordinal nodes hold no state of their own in either layout: any number of
+// them can serve the same keys.
+package etcdcompat
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+
+	"github.com/ordinal-dev/ordinal/daemon"
+)
+
+// Layout says which keys and values a store reads and writes in etcd.
+type Layout string
+
+const (
+	// LayoutNative is ordinal's own layout: one high-water mark per key,
+	// IDs reserved in ranges. The default.
+	LayoutNative Layout = "native"
+	// LayoutLayotto is the layout of Layotto's etcd sequencer component:
+	// one Put per ID, the ID being the key's etcd version.
+	LayoutLayotto Layout = "layotto"
+)
+
+// Defaults of Config.
+const (
+	DefaultNativePrefix  = "/ordinal/"
+	DefaultLayottoPrefix = "/layotto/"
+	DefaultDialTimeout   = 5 * time.Second
+	DefaultSessionTTL    = 10 * time.Second
+)
+
+// layottoSeparator may not appear in a key or an app ID in the Layotto
+// layout; Layotto rejects such keys too.
+const layottoSeparator = "|||"
+
+// Config configures a store.
+type Config struct {
+	// Endpoints are etcd client URLs or host:port pairs. Required.
+	Endpoints []string
+
+	// DialTimeout bounds connecting to etcd and each probe while waiting
+	// for it. Default DefaultDialTimeout.
+	DialTimeout time.Duration
+
+	// Username and Password authenticate to etcd when Username is set.
+	Username, Password string
+
+	// CAFile, CertFile and KeyFile configure TLS to etcd: CAFile alone
+	// verifies the servers, CertFile and KeyFile add a client certificate.
+	// TLS, when set, is used instead.
+	CAFile, CertFile, KeyFile string
+	TLS                       *tls.Config
+
+	// Layout is LayoutNative (the default) or LayoutLayotto.
+	Layout Layout
+
+	// Prefix is prepended to every key this store uses. Like Layotto's
+	// keyPrefixPath it is given a leading and a trailing slash. Default
+	// DefaultNativePrefix, or DefaultLayottoPrefix in the Layotto layout.
+	Prefix string
+
+	// AppID, in the Layotto layout, is the app ID Layotto's default
+	// keyPrefix strategy puts into every key: sequencer|||<AppID>||<key>.
+	// Empty means sequencer|||<key>, as Layotto does with no app ID.
+	AppID string
+
+	// SessionTTL is the TTL of the etcd lease behind this node's election
+	// key (native layout). A node that stops renewing it, because it
+	// crashed or lost etcd, loses STRONG leadership this long after; a
+	// node that shuts down cleanly hands it over at once. etcd rounds it
+	// up to whole seconds and to at least its own minimum (about 2s).
+	// Default DefaultSessionTTL.
+	SessionTTL time.Duration
+
+	// GRPCAdvertise is this node's gRPC address as other ordinal nodes
+	// reach it; the native layout publishes it as the election value so
+	// that nodes forward STRONG calls to the leader. daemon.Start fills it
+	// in through NewStore.
+	GRPCAdvertise string
+
+	// Logger receives the store's logs. Nil means none.
+	Logger hclog.Logger
+}
+
+// withDefaults validates cfg and fills in its defaults.
+func (cfg Config) withDefaults() (Config, error) {
+	var eps []string
+	for _, ep := range cfg.Endpoints {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			eps = append(eps, ep)
+		}
+	}
+	if len(eps) == 0 {
+		return cfg, errors.New("etcdcompat: no etcd endpoints given (--etcd-endpoints host:2379[,...])")
+	}
+	cfg.Endpoints = eps
+	switch cfg.Layout {
+	case "":
+		cfg.Layout = LayoutNative
+	case LayoutNative, LayoutLayotto:
+	default:
+		return cfg, fmt.Errorf("etcdcompat: unknown etcd layout %q: use %q or %q", cfg.Layout, LayoutNative, LayoutLayotto)
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultNativePrefix
+		if cfg.Layout == LayoutLayotto {
+			cfg.Prefix = DefaultLayottoPrefix
+		}
+	}
+	cfg.Prefix = addPathSeparator(cfg.Prefix)
+	if cfg.AppID != "" && cfg.Layout != LayoutLayotto {
+		return cfg, errors.New("etcdcompat: an app ID only applies to the Layotto layout (--etcd-layout layotto)")
+	}
+	if strings.Contains(cfg.AppID, layottoSeparator) {
+		return cfg, fmt.Errorf("etcdcompat: app ID %q must not contain %q", cfg.AppID, layottoSeparator)
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = DefaultSessionTTL
+	}
+	if cfg.Password != "" && cfg.Username == "" {
+		return cfg, errors.New("etcdcompat: an etcd password needs a username")
+	}
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		return cfg, errors.New("etcdcompat: give both --etcd-cert-file and --etcd-key-file, or neither")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	return cfg, nil
+}
+
+// Validate reports what is wrong with cfg, TLS files included, without
+// connecting to etcd. GRPCAdvertise is not checked: daemon.Start fills it
+// in.
+func (cfg Config) Validate() error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	_, err = cfg.clientConfig()
+	return err
+}
+
+// addPathSeparator gives p a leading and a trailing slash, as Layotto does
+// with its keyPrefixPath.
+func addPathSeparator(p string) string {
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	if !strings.HasSuffix(p, "/") {
+		p += "/"
+	}
+	return p
+}
+
+// tlsConfig builds the TLS configuration from the files, or returns nil
+// when none is configured.
+func (cfg Config) tlsConfig() (*tls.Config, error) {
+	if cfg.TLS != nil {
+		return cfg.TLS, nil
+	}
+	if cfg.CAFile == "" && cfg.CertFile == "" {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcdcompat: read etcd CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("etcdcompat: etcd CA file %s holds no PEM certificate", cfg.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcdcompat: load etcd client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// clientConfig returns the etcd client configuration.
+func (cfg Config) clientConfig() (clientv3.Config, error) {
+	tc, err := cfg.tlsConfig()
+	if err != nil {
+		return clientv3.Config{}, err
+	}
+	return clientv3.Config{
+		Endpoints:   cfg.Endpoints,
+		DialTimeout: cfg.DialTimeout,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
+		TLS:         tc,
+		// Notice a dead connection (a host gone without a reset) within
+		// seconds; etcd refuses pings more often than every 5s.
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		DialOptions: []grpc.DialOption{
+			// Reconnect within a couple of seconds once etcd is back;
+			// gRPC's default backoff grows to two minutes.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+				MinConnectTimeout: cfg.DialTimeout,
+			}),
+		},
+		// The client's own logs repeat every retry; the store logs what
+		// matters through its hclog logger.
+		Logger: zap.NewNop(),
+	}, nil
+}
+
+// Open returns the store cfg describes, not yet connected: daemon.Start
+// calls its Start, which waits for etcd.
+func Open(cfg Config) (daemon.Store, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c, err := newConn(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Layout == LayoutLayotto {
+		return newLayottoStore(c), nil
+	}
+	if cfg.GRPCAdvertise == "" {
+		return nil, errors.New("etcdcompat: the native layout needs this node's advertised gRPC address, for forwarding STRONG calls to the leader")
+	}
+	return newStore(c), nil
+}
+
+// NewStore returns a function for daemon.Config.NewStore that opens the
+// store cfg describes, with the node's advertised gRPC address and logger.
+func (cfg Config) NewStore() func(grpcAdvertise string, logger hclog.Logger) (daemon.Store, error) {
+	return func(grpcAdvertise string, logger hclog.Logger) (daemon.Store, error) {
+		c := cfg
+		if c.GRPCAdvertise == "" {
+			c.GRPCAdvertise = grpcAdvertise
+		}
+		if c.Logger == nil && logger != nil {
+			c.Logger = logger.Named("etcd")
+		}
+		return Open(c)
+	}
+}

@@ -1,0 +1,261 @@
+package etcdcompat_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ordinal-dev/ordinal/etcdcompat"
+	"github.com/ordinal-dev/ordinal/internal/etcdtest"
+	"github.com/ordinal-dev/ordinal/internal/history"
+)
+
+// staleCalls is how many STRONG calls are sent to a deposed leader that
+// does not know it yet.
+const staleCalls = 32
+
+// TestStaleLeaderNeverServesStrongIDs deposes the STRONG leader while its
+// link to etcd is frozen (to etcd it looks paused, like a process under
+// SIGSTOP or a long GC pause), lets the new leader hand out IDs, then sends
+// STRONG calls to the old leader and unfreezes it. Those calls started
+// after the new leader's IDs were returned, so each must get a higher ID or
+// fail. The old leader holds a STRONG range and, while frozen, still
+// believes it leads: only the fence (a linearizable read of its election
+// key per batch) stops it from serving from that range.
+//
+// It is deposed twice: by revoking its lease from another client (at
+// once, and it cannot notice), and by letting its lease expire. Meanwhile
+// background clients call every node, and the whole history must be
+// unique, WEAK-monotonic per node and STRONG-linearizable (porcupine).
+func TestStaleLeaderNeverServesStrongIDs(t *testing.T) {
+	e := etcdtest.Shared(t)
+	c := etcdtest.NewCluster(t, e, etcdtest.Options{Nodes: 3, Store: etcdcompat.Config{SessionTTL: 3 * time.Second}})
+	admin := e.Client(t)
+	rec := history.NewRecorder()
+	stopLoad := backgroundLoad(c, rec, 100)
+	defer stopLoad()
+
+	client := 0
+	for cycle, how := range []string{"lease revoked", "lease expired"} {
+		old := c.Leader()
+		client++
+		for range 20 { // the leader holds a STRONG range now
+			mustCall(t, rec, client, old, "k", true)
+		}
+		key, _, ok := old.Store().(*etcdcompat.Store).Tenure()
+		if !ok {
+			t.Fatalf("cycle %d: %s lost leadership by itself", cycle, old.Name)
+		}
+		old.Proxy.Pause()
+		if how == "lease revoked" {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			resp, err := admin.Get(ctx, key)
+			if err == nil && len(resp.Kvs) == 1 {
+				_, err = admin.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease))
+			}
+			cancel()
+			if err != nil {
+				t.Fatalf("revoke %s's lease: %v", old.Name, err)
+			}
+		}
+		newLeader := c.Leader(old)
+		stillBelieves := old.IsLeader()
+		client++
+		var newest int64
+		for range 20 {
+			newest = mustCall(t, rec, client, newLeader, "k", true)
+		}
+		results := make(chan history.Op, staleCalls)
+		for range staleCalls {
+			client++
+			go func(client int) { results <- call(rec, client, old, "k", true, 1, 10*time.Second) }(client)
+		}
+		// Let the calls reach the old leader before its link thaws.
+		time.Sleep(200 * time.Millisecond)
+		old.Proxy.Resume()
+		served := 0
+		for range staleCalls {
+			op := <-results
+			if op.Err != nil {
+				continue
+			}
+			served++
+			if op.First <= newest {
+				t.Errorf("cycle %d (%s): the old leader %s handed out %d after the new leader %s returned %d",
+					cycle, how, old.Name, op.First, newLeader.Name, newest)
+			}
+		}
+		t.Logf("cycle %d (%s): old leader still believed it led: %v; %d of %d calls sent to it succeeded, all above %d",
+			cycle, how, stillBelieves, served, staleCalls, newest)
+		// It competes again by itself once its link is back.
+		if err := etcdtest.Eventually(15*time.Second, old.Store().Healthy); err != nil {
+			t.Fatalf("cycle %d: %s not healthy again after its link came back", cycle, old.Name)
+		}
+	}
+	stopLoad()
+	ops := rec.Ops()
+	t.Logf("%d calls, %d succeeded", len(ops), history.Succeeded(ops))
+	checkHistory(t, ops)
+}
+
+// backgroundLoad keeps clients calling random nodes until the returned
+// function is called. Each client sends a call every interval ms or so.
+func backgroundLoad(c *etcdtest.Cluster, rec *history.Recorder, interval int) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	const clients = 4
+	for i := range clients {
+		wg.Add(1)
+		go func(client int) {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(client), 1))
+			nodes := c.Nodes()
+			for {
+				select {
+				case <-done:
+					return
+				case <-time.After(time.Duration(r.IntN(interval)) * time.Millisecond):
+				}
+				nd := nodes[r.IntN(len(nodes))]
+				strong := r.IntN(2) == 0
+				key := "bg-weak"
+				if strong {
+					key = "bg-strong"
+				}
+				call(rec, 1000+client, nd, key, strong, int64(1+r.IntN(2)), time.Second)
+			}
+		}(i)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+		})
+	}
+}
+
+// TestCutOffFromEtcd partitions nodes from etcd: a follower, the leader,
+// then every node. A cut-off node keeps serving WEAK IDs from the blocks it
+// holds and STRONG calls through the leader, answers Unavailable naming
+// etcd when it needs etcd, and comes back by itself when the link does.
+func TestCutOffFromEtcd(t *testing.T) {
+	e := etcdtest.Shared(t)
+	c := etcdtest.NewCluster(t, e, etcdtest.Options{Nodes: 3})
+	rec := history.NewRecorder()
+	leader := c.Leader()
+	var follower *etcdtest.Node
+	for _, nd := range c.Nodes() {
+		if nd != leader {
+			follower = nd
+			break
+		}
+	}
+
+	// A follower cut off.
+	for range 3 {
+		mustCall(t, rec, 1, follower, "weak", false)
+	}
+	follower.Proxy.Cut()
+	for range 5 {
+		mustCall(t, rec, 1, follower, "weak", false) // from the block it holds
+	}
+	mustCall(t, rec, 2, follower, "strong", true) // forwarded to the leader
+	awaitUnavailableNamingEtcd(t, rec, follower, "fresh-1")
+	if err := etcdtest.Eventually(10*time.Second, func() bool { return !follower.Store().Healthy() }); err != nil {
+		t.Fatalf("%s, cut off from etcd, still reports healthy", follower.Name)
+	}
+	follower.Proxy.Heal()
+	retryCall(t, rec, 3, follower, "fresh-1", false, 15*time.Second)
+	if err := etcdtest.Eventually(15*time.Second, follower.Store().Healthy); err != nil {
+		t.Fatalf("%s not healthy again after its link came back", follower.Name)
+	}
+	t.Logf("follower %s: served from its block and through the leader while cut off, resumed after", follower.Name)
+
+	// The leader cut off: another node takes over once its lease expires.
+	leader.Proxy.Cut()
+	others := []*etcdtest.Node{}
+	for _, nd := range c.Nodes() {
+		if nd != leader {
+			others = append(others, nd)
+		}
+	}
+	for i, nd := range others {
+		retryCall(t, rec, 4+i, nd, "strong", true, 20*time.Second)
+	}
+	newLeader := c.Leader(leader)
+	op := call(rec, 10, leader, "strong", true, 1, 2*time.Second)
+	if op.Err == nil {
+		t.Fatalf("the old leader, cut off from etcd, served STRONG id %d", op.First)
+	}
+	leader.Proxy.Heal()
+	retryCall(t, rec, 11, leader, "strong", true, 20*time.Second) // now forwarded to the new leader
+	t.Logf("leader %s cut off: %s took over; %s serves again", leader.Name, newLeader.Name, leader.Name)
+
+	// etcd unreachable for every node.
+	for _, nd := range c.Nodes() {
+		nd.Proxy.Cut()
+	}
+	for _, nd := range c.Nodes() {
+		awaitUnavailableNamingEtcd(t, rec, nd, "fresh-2")
+	}
+	for _, nd := range c.Nodes() {
+		nd.Proxy.Heal()
+	}
+	for i, nd := range c.Nodes() {
+		retryCall(t, rec, 20+i, nd, "strong", true, 20*time.Second)
+		retryCall(t, rec, 20+i, nd, "fresh-2", false, 20*time.Second)
+	}
+	t.Log("etcd unreachable from every node: Unavailable naming etcd; all resumed when it came back")
+	checkHistory(t, rec.Ops())
+}
+
+// awaitUnavailableNamingEtcd calls WEAK on key, which nd holds no block of,
+// until it answers Unavailable with a message that names etcd. The first
+// calls after a link breaks may instead time out waiting for it.
+func awaitUnavailableNamingEtcd(t *testing.T, rec *history.Recorder, nd *etcdtest.Node, key string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		op := call(rec, 99, nd, key, false, 1, 2*time.Second)
+		if op.Err == nil {
+			t.Fatalf("%s served %s id %d with no etcd", nd.Name, key, op.First)
+		}
+		if unavailableNamingEtcd(op.Err) {
+			t.Logf("%s without etcd: %v", nd.Name, op.Err)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s without etcd: %v, want Unavailable naming etcd", nd.Name, op.Err)
+		}
+	}
+}
+
+// TestStartWaitsForEtcd starts a node while etcd is unreachable: it
+// answers Unavailable until etcd is back, then serves without a restart.
+func TestStartWaitsForEtcd(t *testing.T) {
+	e := etcdtest.Shared(t)
+	c := etcdtest.NewCluster(t, e, etcdtest.Options{Nodes: 1})
+	nd := c.Nodes()[0]
+	nd.Stop()
+	nd.Proxy.Cut()
+	nd.Start()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := nd.Ready(ctx); err == nil {
+		t.Fatal("ready with etcd unreachable")
+	}
+	rec := history.NewRecorder()
+	if op := call(rec, 1, nd, "k", true, 1, time.Second); op.Err == nil {
+		t.Fatalf("served id %d with etcd unreachable", op.First)
+	}
+	nd.Proxy.Heal()
+	nd.WaitReady()
+	if id := retryCall(t, rec, 1, nd, "k", true, 10*time.Second); id != 1 {
+		t.Fatalf("first id %d, want 1", id)
+	}
+}

@@ -1,0 +1,334 @@
+package etcdcompat
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ordinal-dev/ordinal/alloc"
+	"github.com/ordinal-dev/ordinal/daemon"
+	"github.com/ordinal-dev/ordinal/fsm"
+)
+
+// Store keeps counters in etcd in the native layout. It implements
+// daemon.Store: the allocator reserves ranges through Reserve and fences
+// STRONG calls with Confirm, exactly as it does over Raft. See DESIGN.md.
+type Store struct {
+	*conn
+	self string // this node's advertised gRPC address
+
+	countersDir string
+	floorsDir   string
+	electionPfx string // concurrency.NewElection adds the trailing "/"
+
+	// tenure is this node's current leadership, nil while it does not
+	// lead. Confirm checks it against etcd on every batch of STRONG calls.
+	tenure atomic.Pointer[tenure]
+
+	// leader is the election key with the lowest create revision, as last
+	// observed: the node that serves STRONG calls. Nil when none is known.
+	leader atomic.Pointer[leaderInfo]
+
+	sessionLive atomic.Bool // this node holds a live etcd session
+	floorHook   atomic.Pointer[func(fsm.Key, uint64)]
+
+	// counters caches the last known state of counter keys, so that a
+	// reservation is usually one transaction. A stale entry only costs a
+	// failed compare, which returns the current state.
+	mu       sync.Mutex
+	counters map[string]counter
+}
+
+// tenure is one leadership of this node: its election key and that key's
+// create revision, which is the epoch of every range reserved under it.
+type tenure struct {
+	key      string
+	rev      int64
+	lost     chan struct{}
+	lostOnce sync.Once
+}
+
+// end marks the tenure as lost so that the campaign loop starts over.
+func (t *tenure) end() { t.lostOnce.Do(func() { close(t.lost) }) }
+
+type leaderInfo struct {
+	addr string
+	rev  int64
+}
+
+var _ daemon.Store = (*Store)(nil)
+
+// maxCachedCounters bounds the counter cache; past it the cache starts
+// over, which costs one extra read per key.
+const maxCachedCounters = 1 << 16
+
+func newStore(c *conn) *Store {
+	p := c.cfg.Prefix
+	return &Store{
+		conn:        c,
+		self:        c.cfg.GRPCAdvertise,
+		countersDir: p + countersDir,
+		floorsDir:   p + floorsDir,
+		electionPfx: p + electionDir,
+		counters:    map[string]counter{},
+	}
+}
+
+// Start waits until etcd answers, then starts campaigning for STRONG
+// leadership, following who leads and watching for floors.
+func (s *Store) Start(ctx context.Context) error {
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
+	s.goLoop(s.campaignLoop)
+	s.goLoop(s.observeLoop)
+	s.goLoop(s.floorLoop)
+	return nil
+}
+
+// WaitReady blocks until a leader is known, so that STRONG calls can be
+// served or forwarded. WEAK calls need no leader.
+func (s *Store) WaitReady(ctx context.Context) error {
+	if err := s.waitConnected(ctx); err != nil {
+		return err
+	}
+	for s.leader.Load() == nil {
+		if !sleep(ctx, 10*time.Millisecond) {
+			return fmt.Errorf("%w: no ordinal node has won the election in etcd yet: %w", alloc.ErrUnavailable, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// Leader returns the gRPC address of the node that leads, as both its ID
+// and its address.
+func (s *Store) Leader() (id, grpcAddr string) {
+	if l := s.leader.Load(); l != nil {
+		return l.addr, l.addr
+	}
+	return "", ""
+}
+
+// IsLeader reports whether this node currently believes it leads. Only a
+// Confirm proves it.
+func (s *Store) IsLeader() bool { return s.tenure.Load() != nil }
+
+// Tenure returns this node's election key and the epoch (the key's create
+// revision) of its current leadership, with ok false when it does not
+// believe it leads.
+func (s *Store) Tenure() (electionKey string, epoch int64, ok bool) {
+	if t := s.tenure.Load(); t != nil {
+		return t.key, t.rev, true
+	}
+	return "", 0, false
+}
+
+// Healthy reports whether the node reaches etcd, holds a live session and
+// knows a leader.
+func (s *Store) Healthy() bool {
+	return s.reachable() && s.sessionLive.Load() && s.leader.Load() != nil
+}
+
+// SetFloorHook registers fn to be called for every floor any node sets.
+func (s *Store) SetFloorHook(fn func(key fsm.Key, floor uint64)) {
+	s.floorHook.Store(&fn)
+}
+
+// Close resigns leadership, so that another node takes over at once
+// rather than when the lease expires, and closes the client.
+func (s *Store) Close() error {
+	return s.close(nil)
+}
+
+// notLeader explains that this node cannot serve STRONG calls.
+func (s *Store) notLeader() error {
+	if l := s.leader.Load(); l != nil && l.addr != s.self {
+		return fmt.Errorf("%w: the leader is %s", alloc.ErrNotLeader, l.addr)
+	}
+	return fmt.Errorf("%w: no ordinal node leads in etcd right now (election in progress)", alloc.ErrNotLeader)
+}
+
+// Reserve implements alloc.Backend with one compare-and-swap transaction
+// on the key's counter. While this node leads, the same transaction reads
+// its election key: the range is tagged with the tenure only if that key
+// still existed, with the tenure's create revision, at the transaction's
+// revision, so only ranges reserved while this node led serve STRONG
+// calls.
+func (s *Store) Reserve(ctx context.Context, key fsm.Key, want, need uint64) (alloc.Range, alloc.Epoch, error) {
+	cli, err := s.cliForCall()
+	if err != nil {
+		return alloc.Range{}, 0, err
+	}
+	ck := keyIn(s.countersDir, key)
+	cur, known := s.cached(ck)
+	for {
+		if !known {
+			resp, err := cli.Get(ctx, ck)
+			if err != nil {
+				return alloc.Range{}, 0, s.unavailable("read counter", err)
+			}
+			if cur, err = counterOf(resp.Kvs); err != nil {
+				return alloc.Range{}, 0, err
+			}
+		}
+		avail := fsm.MaxID - cur.value
+		if avail < need {
+			return alloc.Range{}, 0, fmt.Errorf("reserve %d ids of %s/%s at %d: %w", need, key.Store, key.Name, cur.value, fsm.ErrOverflow)
+		}
+		last := cur.value + min(want, avail)
+		then := []clientv3.Op{clientv3.OpPut(ck, encode(last))}
+		t := s.tenure.Load()
+		if t != nil {
+			then = append(then, clientv3.OpGet(t.key))
+		}
+		resp, err := cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(ck), "=", cur.modRev)).
+			Then(then...).
+			Else(clientv3.OpGet(ck)).
+			Commit()
+		if err != nil {
+			// The transaction may have committed: the cached state is
+			// then stale, and the next compare fails and refreshes it.
+			// The range, if it was granted, is a gap.
+			return alloc.Range{}, 0, s.unavailable("reserve ids", err)
+		}
+		if !resp.Succeeded {
+			if cur, err = counterOf(resp.Responses[0].GetResponseRange().GetKvs()); err != nil {
+				return alloc.Range{}, 0, err
+			}
+			known = true
+			s.cache(ck, cur)
+			continue
+		}
+		s.cache(ck, counter{value: last, modRev: resp.Header.Revision})
+		var epoch alloc.Epoch
+		if t != nil {
+			if kvs := resp.Responses[1].GetResponseRange().GetKvs(); len(kvs) == 1 && kvs[0].CreateRevision == t.rev {
+				epoch = alloc.Epoch(t.rev)
+			} else {
+				t.end()
+			}
+		}
+		return alloc.Range{First: cur.value + 1, Last: last}, epoch, nil
+	}
+}
+
+// Confirm implements alloc.Backend: a linearizable read, issued after the
+// call, that finds this node's election key with the create revision of
+// its tenure. See DESIGN.md for why that proves leadership.
+func (s *Store) Confirm(ctx context.Context) (alloc.Epoch, error) {
+	t := s.tenure.Load()
+	if t == nil {
+		return 0, s.notLeader()
+	}
+	cli, err := s.cliForCall()
+	if err != nil {
+		return 0, err
+	}
+	resp, err := cli.Get(ctx, t.key)
+	if err != nil {
+		return 0, s.unavailable("confirm leadership", err)
+	}
+	if len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != t.rev {
+		t.end()
+		return 0, fmt.Errorf("%w: this node's election key is gone (its etcd lease expired or was revoked)", alloc.ErrNotLeader)
+	}
+	return alloc.Epoch(t.rev), nil
+}
+
+// Floor implements alloc.Backend. Only the leader sets floors, in a
+// transaction fenced by its election key, so that the leader of the moment
+// drops IDs below the floor before the call returns; other nodes forward
+// the call to it. The floor is also recorded under floors/, which every
+// node watches to drop WEAK IDs below it.
+func (s *Store) Floor(ctx context.Context, key fsm.Key, value uint64) (uint64, error) {
+	t := s.tenure.Load()
+	if t == nil {
+		return 0, s.notLeader()
+	}
+	cli, err := s.cliForCall()
+	if err != nil {
+		return 0, err
+	}
+	ck, fk := keyIn(s.countersDir, key), keyIn(s.floorsDir, key)
+	for {
+		read, err := cli.Txn(ctx).Then(clientv3.OpGet(ck), clientv3.OpGet(fk)).Commit()
+		if err != nil {
+			return 0, s.unavailable("read counter", err)
+		}
+		cur, err := counterOf(read.Responses[0].GetResponseRange().GetKvs())
+		if err != nil {
+			return 0, err
+		}
+		floor, err := counterOf(read.Responses[1].GetResponseRange().GetKvs())
+		if err != nil {
+			return 0, err
+		}
+		var ops []clientv3.Op
+		hw := max(cur.value, value)
+		if hw != cur.value {
+			ops = append(ops, clientv3.OpPut(ck, encode(hw)))
+		}
+		if value > floor.value {
+			ops = append(ops, clientv3.OpPut(fk, encode(value)))
+		}
+		resp, err := cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev),
+				clientv3.Compare(clientv3.ModRevision(ck), "=", cur.modRev),
+				clientv3.Compare(clientv3.ModRevision(fk), "=", floor.modRev)).
+			Then(ops...).
+			Else(clientv3.OpGet(t.key)).
+			Commit()
+		if err != nil {
+			return 0, s.unavailable("set floor", err)
+		}
+		if resp.Succeeded {
+			if hw != cur.value {
+				s.cache(ck, counter{value: hw, modRev: resp.Header.Revision})
+			}
+			return hw, nil
+		}
+		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) != 1 || kvs[0].CreateRevision != t.rev {
+			t.end()
+			return 0, fmt.Errorf("%w: lost leadership while setting a floor", alloc.ErrNotLeader)
+		}
+		// The counter or the floor moved in between: read again.
+	}
+}
+
+// HighWater implements alloc.Backend with a linearizable read.
+func (s *Store) HighWater(ctx context.Context, key fsm.Key) (uint64, error) {
+	cli, err := s.cliForCall()
+	if err != nil {
+		return 0, err
+	}
+	resp, err := cli.Get(ctx, keyIn(s.countersDir, key))
+	if err != nil {
+		return 0, s.unavailable("read counter", err)
+	}
+	c, err := counterOf(resp.Kvs)
+	return c.value, err
+}
+
+func (s *Store) cached(k string) (counter, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.counters[k]
+	return c, ok
+}
+
+func (s *Store) cache(k string, c counter) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.counters[k]; ok && old.modRev > c.modRev {
+		return // a newer state is already known
+	}
+	if len(s.counters) >= maxCachedCounters {
+		clear(s.counters)
+	}
+	s.counters[k] = c
+}
