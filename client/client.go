@@ -22,6 +22,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 )
@@ -89,6 +90,9 @@ func New(addr string, opts ...Option) (*Client, error) {
 		return nil, o.err
 	}
 	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, o.dial...)
+	if len(o.metadata) > 0 {
+		dial = append(dial, withMetadata(o.metadata)...)
+	}
 	conn, err := grpc.NewClient(addr, dial...)
 	if err != nil {
 		return nil, fmt.Errorf("client: connect to %q: %w", addr, err)
@@ -220,4 +224,16 @@ func (s *Store) streamed(ctx context.Context, key string, mode Mode, count int64
 		return struct{}{}, err
 	})
 	return first, err
+}
+
+// withMetadata returns dial options that add kv to every call's outgoing
+// metadata, unary and streaming alike.
+func withMetadata(kv []string) []grpc.DialOption {
+	unary := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		return invoker(metadata.AppendToOutgoingContext(ctx, kv...), method, req, reply, cc, opts...)
+	}
+	stream := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		return streamer(metadata.AppendToOutgoingContext(ctx, kv...), desc, cc, method, opts...)
+	}
+	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(unary), grpc.WithChainStreamInterceptor(stream)}
 }

@@ -26,7 +26,8 @@ type options struct {
 	attempts int
 	backoff  time.Duration
 	stream   bool
-	err      error // the first invalid option, reported by New
+	metadata []string // key, value pairs sent with every call
+	err      error    // the first invalid option, reported by New
 }
 
 func defaultOptions() options {
@@ -79,4 +80,17 @@ func WithRetry(attempts int, backoff time.Duration) Option {
 // its own to come back. Use it for many concurrent callers in one process.
 func WithStreaming() Option {
 	return func(opts *options) { opts.stream = true }
+}
+
+// WithMetadata sends the given key, value pairs as gRPC metadata with every
+// call and stream of the Client. An odd number of arguments is an invalid
+// option.
+func WithMetadata(kv ...string) Option {
+	return func(opts *options) {
+		if len(kv)%2 != 0 {
+			opts.err = fmt.Errorf("%w: WithMetadata needs key, value pairs, got %d strings", ErrInvalidOption, len(kv))
+			return
+		}
+		opts.metadata = append(opts.metadata, kv...)
+	}
 }

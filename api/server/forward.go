@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/client"
 	"github.com/ordinal-dev/ordinal/fsm"
 )
 
@@ -42,32 +43,46 @@ type forwarder struct {
 	self     string
 	dialOpts []grpc.DialOption
 
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	mu      sync.Mutex
+	clients map[string]*client.Client // by leader address
 }
 
 func newForwarder(leader LeaderFunc, self string, dialOpts []grpc.DialOption) *forwarder {
 	if len(dialOpts) == 0 {
 		dialOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	return &forwarder{leader: leader, self: self, dialOpts: dialOpts, conns: map[string]*grpc.ClientConn{}}
+	return &forwarder{leader: leader, self: self, dialOpts: dialOpts, clients: map[string]*client.Client{}}
 }
 
-// client returns a Sequencer client connected to the leader and a context
-// that marks the call as forwarded.
-func (f *forwarder) client(ctx context.Context) (ordinalv1.SequencerClient, context.Context, error) {
+// client returns a client of the leader. It streams and coalesces: the
+// STRONG calls a follower forwards concurrently for one key travel to the
+// leader as one request, whose block is split among them in arrival order.
+// Every call joined a batch not yet sent, so its IDs are allocated after it
+// started, as linearizability requires. It marks its calls as forwarded and
+// does not retry: the caller's own client decides that.
+func (f *forwarder) client(ctx context.Context) (*client.Client, error) {
 	if f.leader == nil {
-		return nil, nil, status.Error(codes.Unavailable, "this node is not the leader and forwarding is off: retry")
+		return nil, status.Error(codes.Unavailable, "this node is not the leader and forwarding is off: retry")
 	}
 	addr, err := f.awaitLeader(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	conn, err := f.conn(addr)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c := f.clients[addr]; c != nil {
+		return c, nil
+	}
+	c, err := client.New(addr,
+		client.WithDialOptions(append([]grpc.DialOption{leaderBackoff}, f.dialOpts...)...),
+		client.WithStreaming(),
+		client.WithRetry(1, 0),
+		client.WithMetadata(forwardedHeader, "1"))
 	if err != nil {
-		return nil, nil, status.Errorf(codes.Unavailable, "connect to leader at %s: %v", addr, err)
+		return nil, status.Errorf(codes.Unavailable, "connect to leader at %s: %v", addr, err)
 	}
-	return ordinalv1.NewSequencerClient(conn), metadata.AppendToOutgoingContext(ctx, forwardedHeader, "1"), nil
+	f.clients[addr] = c
+	return c, nil
 }
 
 // leaderPollInterval is how often a call waiting for an election checks
@@ -101,41 +116,23 @@ func (f *forwarder) awaitLeader(ctx context.Context) (string, error) {
 	}
 }
 
-func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if c := f.conns[addr]; c != nil {
-		return c, nil
-	}
-	c, err := grpc.NewClient(addr, append([]grpc.DialOption{leaderBackoff}, f.dialOpts...)...)
-	if err != nil {
-		return nil, err
-	}
-	f.conns[addr] = c
-	return c, nil
-}
-
 func (f *forwarder) next(ctx context.Context, key fsm.Key, count uint64) (int64, error) {
-	return forward(ctx, f, func(c ordinalv1.SequencerClient, fctx context.Context) (int64, error) {
-		resp, err := c.GetNextIds(fctx, &ordinalv1.GetNextIdsRequest{
-			StoreName: key.Store,
-			Key:       key.Name,
-			Options:   &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG},
-			Count:     int64(count),
-		})
-		return resp.GetFirstId(), err
+	return forward(ctx, f, func(c *client.Client, fctx context.Context) (int64, error) {
+		return c.Store(key.Store).NextIDs(fctx, key.Name, client.Strong, int64(count))
 	})
 }
 
 func (f *forwarder) highWater(ctx context.Context, key fsm.Key) (*ordinalv1.GetHighWaterResponse, error) {
-	return forward(ctx, f, func(c ordinalv1.SequencerClient, fctx context.Context) (*ordinalv1.GetHighWaterResponse, error) {
-		return c.GetHighWater(fctx, &ordinalv1.GetHighWaterRequest{StoreName: key.Store, Key: key.Name})
+	return forward(ctx, f, func(c *client.Client, fctx context.Context) (*ordinalv1.GetHighWaterResponse, error) {
+		hw, err := c.Store(key.Store).HighWater(fctx, key.Name)
+		return &ordinalv1.GetHighWaterResponse{HighWater: hw}, err
 	})
 }
 
 func (f *forwarder) setFloor(ctx context.Context, key fsm.Key, floor int64) (*ordinalv1.SetFloorResponse, error) {
-	return forward(ctx, f, func(c ordinalv1.SequencerClient, fctx context.Context) (*ordinalv1.SetFloorResponse, error) {
-		return c.SetFloor(fctx, &ordinalv1.SetFloorRequest{StoreName: key.Store, Key: key.Name, Floor: floor})
+	return forward(ctx, f, func(c *client.Client, fctx context.Context) (*ordinalv1.SetFloorResponse, error) {
+		hw, err := c.Store(key.Store).SetFloor(fctx, key.Name, floor)
+		return &ordinalv1.SetFloorResponse{HighWater: hw}, err
 	})
 }
 
@@ -143,28 +140,31 @@ func (f *forwarder) setFloor(ctx context.Context, key fsm.Key, floor int64) (*or
 // kept back: a leader that is unreachable but still believed in (a
 // partition the follower has not noticed yet) answers Unavailable, which
 // says retry, before the caller's deadline expires.
-func forward[T any](ctx context.Context, f *forwarder, call func(ordinalv1.SequencerClient, context.Context) (T, error)) (T, error) {
+func forward[T any](ctx context.Context, f *forwarder, call func(*client.Client, context.Context) (T, error)) (T, error) {
 	var zero T
-	c, fctx, err := f.client(ctx)
+	c, err := f.client(ctx)
 	if err != nil {
 		return zero, err
 	}
-	fctx, cancel := withMargin(fctx)
+	fctx, cancel := withMargin(ctx)
 	defer cancel()
 	resp, err := call(c, fctx)
-	if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil {
-		return zero, status.Errorf(codes.Unavailable, "the leader did not answer in time, retry: %v", err)
+	if err != nil {
+		if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil {
+			return zero, status.Errorf(codes.Unavailable, "the leader did not answer in time, retry: %v", err)
+		}
+		return zero, err
 	}
-	return resp, err
+	return resp, nil
 }
 
 func (f *forwarder) close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var errs []error
-	for addr, c := range f.conns {
+	for addr, c := range f.clients {
 		errs = append(errs, c.Close())
-		delete(f.conns, addr)
+		delete(f.clients, addr)
 	}
 	return errors.Join(errs...)
 }
