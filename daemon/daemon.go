@@ -105,6 +105,8 @@ type Daemon struct {
 	startErr  chan error         // Start's result
 
 	healthOnce sync.Once
+	closeOnce  sync.Once
+	closeErr   error
 	closing    chan struct{}
 	wg         sync.WaitGroup
 }
@@ -260,12 +262,18 @@ func (d *Daemon) Node() *cluster.Node {
 }
 
 // Close stops serving, waiting briefly for calls in flight, then shuts the
-// node down.
+// node down. Later calls return the first call's result.
 func (d *Daemon) Close() error {
+	d.closeOnce.Do(func() { d.closeErr = d.close() })
+	return d.closeErr
+}
+
+func (d *Daemon) close() error {
 	d.stopStart()
 	close(d.closing)
 	d.wg.Wait()
 	d.api.SetReady(false)
+	d.api.Drain()
 	stopped := make(chan struct{})
 	go func() {
 		d.grpc.GracefulStop()

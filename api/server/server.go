@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -74,6 +75,8 @@ type Server struct {
 	fwd      *forwarder
 	health   *health.Server
 	ready    atomic.Bool
+	draining chan struct{} // closed by Drain
+	drain    sync.Once
 }
 
 // New returns a Server that answers Unavailable until SetReady(true).
@@ -90,6 +93,7 @@ func New(cfg Config) *Server {
 		logger:   cfg.Logger,
 		fwd:      newForwarder(cfg.Leader, cfg.SelfAddr, cfg.DialOptions),
 		health:   health.NewServer(),
+		draining: make(chan struct{}),
 	}
 	s.SetReady(false)
 	return s
@@ -122,6 +126,12 @@ func (s *Server) SetHealth(serving bool) {
 	for _, svc := range []string{"", ordinalv1.Sequencer_ServiceDesc.ServiceName, runtimev1.Runtime_ServiceDesc.ServiceName} {
 		s.health.SetServingStatus(svc, st)
 	}
+}
+
+// Drain ends every NextIdStream once its requests in flight are answered,
+// so that a graceful stop does not wait for clients that keep streams open.
+func (s *Server) Drain() {
+	s.drain.Do(func() { close(s.draining) })
 }
 
 // Close releases connections to other nodes and reports NOT_SERVING.

@@ -194,3 +194,26 @@ func FuzzRequests(f *testing.F) {
 		}
 	})
 }
+
+// A client keeping a NextIdStream open must not hold up a node's shutdown
+// until the graceful-stop timeout.
+func TestOpenStreamDoesNotDelayShutdown(t *testing.T) {
+	d, c, _ := startDaemon(t, true)
+	stream, err := c.NextIdStream(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&ordinalv1.NextIdStreamRequest{Seq: 1, Key: "k", Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := stream.Recv(); err != nil || resp.FirstId != 1 {
+		t.Fatalf("stream answer: %v, %v", resp, err)
+	}
+	start := time.Now()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("Close took %v with a stream open", took)
+	}
+}

@@ -29,13 +29,21 @@ func (s *Server) NextIdStream(stream ordinalv1.Sequencer_NextIdStreamServer) err
 	)
 	slots := make(chan struct{}, maxStreamInFlight)
 	defer wg.Wait()
+	reqs, recvErr := receiveAll(stream)
 	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
+		var req *ordinalv1.NextIdStreamRequest
+		select {
+		case req = <-reqs:
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
 			return err
+		case <-s.draining:
+			// Ending the stream lets the server stop without waiting for
+			// clients that would keep it open for ever; their calls in
+			// flight are still answered, and new ones go elsewhere.
+			return nil
 		}
 		slots <- struct{}{}
 		wg.Add(1)
@@ -49,6 +57,29 @@ func (s *Server) NextIdStream(stream ordinalv1.Sequencer_NextIdStreamServer) err
 			}
 		}()
 	}
+}
+
+// receiveAll reads the stream's requests in its own goroutine, so that the
+// handler can also watch for the server draining. The goroutine ends when
+// the stream does, which happens once the handler returns.
+func receiveAll(stream ordinalv1.Sequencer_NextIdStreamServer) (<-chan *ordinalv1.NextIdStreamRequest, <-chan error) {
+	reqs := make(chan *ordinalv1.NextIdStreamRequest)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-stream.Context().Done():
+				return
+			}
+		}
+	}()
+	return reqs, errc
 }
 
 func (s *Server) serveStreamRequest(ctx context.Context, req *ordinalv1.NextIdStreamRequest) *ordinalv1.NextIdStreamResponse {
