@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"os/exec"
 	"strings"
 	"testing"
@@ -67,7 +68,7 @@ func TestBenchAgainstNoop(t *testing.T) {
 
 func TestBenchErrors(t *testing.T) {
 	t.Parallel()
-	unused := freeAddr(t)
+	unused := testutil.FreeAddr(t)
 	tests := []struct {
 		args     []string
 		wantCode int

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -32,8 +33,8 @@ var blockLine = regexp.MustCompile(`^(\d+)\.\.(\d+) \((\d+) ids\)\n$`)
 // running node, as a user would.
 func TestNextAndDemo(t *testing.T) {
 	t.Parallel()
-	grpcAddr := freeAddr(t)
-	startServe(t, grpcAddr, nil, "--node-id", "n1", "--data-dir", t.TempDir(), "--grpc-addr", grpcAddr, "--raft-addr", freeAddr(t))
+	grpcAddr := testutil.FreeAddr(t)
+	startServe(t, grpcAddr, nil, "--node-id", "n1", "--data-dir", t.TempDir(), "--grpc-addr", grpcAddr, "--raft-addr", testutil.FreeAddr(t))
 
 	t.Run("next prints ids in order", func(t *testing.T) {
 		for _, want := range []string{"1\n", "2\n"} {
@@ -94,12 +95,12 @@ func TestNextAndDemo(t *testing.T) {
 // variables.
 func TestServeFromEnv(t *testing.T) {
 	t.Parallel()
-	dataDir, grpcAddr := t.TempDir(), freeAddr(t)
+	dataDir, grpcAddr := t.TempDir(), testutil.FreeAddr(t)
 	p := startServe(t, grpcAddr, []string{
 		"ORDINAL_NODE_ID=n1",
 		"ORDINAL_DATA_DIR=" + dataDir,
 		"ORDINAL_GRPC_ADDR=" + grpcAddr,
-		"ORDINAL_RAFT_ADDR=" + freeAddr(t),
+		"ORDINAL_RAFT_ADDR=" + testutil.FreeAddr(t),
 	})
 	if got := mustRun(t, []string{"ORDINAL_ADDR=" + grpcAddr}, "next", "k"); got != "1\n" {
 		t.Fatalf("next against the env-configured node printed %q, want \"1\\n\"", got)
@@ -118,7 +119,7 @@ func TestServeFromEnv(t *testing.T) {
 // 1 when the work failed.
 func TestErrorOutput(t *testing.T) {
 	t.Parallel()
-	unused := freeAddr(t)
+	unused := testutil.FreeAddr(t)
 	tests := []struct {
 		name     string
 		args     []string

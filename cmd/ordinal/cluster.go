@@ -61,7 +61,9 @@ func printMembers(resp *ordinalv1.MembersResponse) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NODE\tRAFT ADDRESS\tGRPC ADDRESS\tSUFFRAGE\tLEADER\tBEHIND")
 	for _, m := range resp.GetMembers() {
-		suffrage, leader, behind := "non-voter", "", "unreachable"
+		// "-" keeps every column filled, so scripts can split rows on
+		// white space: a node that just joined has no gRPC address yet.
+		suffrage, leader, behind := "non-voter", "-", "unreachable"
 		if m.GetVoter() {
 			suffrage = "voter"
 		}
@@ -71,7 +73,7 @@ func printMembers(resp *ordinalv1.MembersResponse) {
 		if m.GetReachable() {
 			behind = fmt.Sprintf("%d entries", m.GetLag())
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", m.GetNodeId(), m.GetRaftAddr(), m.GetGrpcAddr(), suffrage, leader, behind)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", m.GetNodeId(), orDash(m.GetRaftAddr()), orDash(m.GetGrpcAddr()), suffrage, leader, behind)
 	}
 	w.Flush()
 	fmt.Printf("cluster %s, commit index %d\n", resp.GetClusterId(), resp.GetCommitIndex())
@@ -186,4 +188,11 @@ func noArgs(cmd string, fs *flag.FlagSet, args []string) error {
 		return usageErrorf("%s: unexpected argument %q: the command takes only flags", cmd, positional[0])
 	}
 	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

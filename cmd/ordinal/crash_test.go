@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"slices"
 	"strings"
 	"syscall"
@@ -21,8 +22,8 @@ const crashKey = "crash_key"
 // before, in both modes.
 func TestServeRestartNeverRepeatsIDs(t *testing.T) {
 	t.Parallel()
-	grpcAddr := freeAddr(t)
-	args := []string{"--node-id", "n1", "--data-dir", t.TempDir(), "--grpc-addr", grpcAddr, "--raft-addr", freeAddr(t)}
+	grpcAddr := testutil.FreeAddr(t)
+	args := []string{"--node-id", "n1", "--data-dir", t.TempDir(), "--grpc-addr", grpcAddr, "--raft-addr", testutil.FreeAddr(t)}
 
 	p := startServe(t, grpcAddr, nil, args...)
 	seen := takeCrashIDs(t, grpcAddr)

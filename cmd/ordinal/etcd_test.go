@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ import (
 func TestServeOnEtcd(t *testing.T) {
 	t.Parallel()
 	e := etcdtest.Start(t)
-	a, b := freeAddr(t), freeAddr(t)
+	a, b := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	startServe(t, a, nil, "--store", "etcd", "--etcd-endpoints", e.Endpoint, "--grpc-addr", a, "--etcd-session-ttl", "2s")
 	startServe(t, b, nil, "--store", "etcd", "--etcd-endpoints", e.Endpoint, "--grpc-addr", b, "--etcd-session-ttl", "2s")
 	if got := mustRun(t, nil, "next", "--addr", a, "k"); got != "1\n" {
@@ -26,7 +27,7 @@ func TestServeOnEtcd(t *testing.T) {
 		t.Fatalf("STRONG ids via b then a: %d then %d (%v, %v), want increasing and above the WEAK id", first, second, err1, err2)
 	}
 
-	l := freeAddr(t)
+	l := testutil.FreeAddr(t)
 	startServe(t, l, []string{
 		"ORDINAL_STORE=etcd", "ORDINAL_ETCD_ENDPOINTS=" + e.Endpoint, "ORDINAL_GRPC_ADDR=" + l,
 		"ORDINAL_ETCD_LAYOUT=layotto", "ORDINAL_ETCD_APP_ID=app1",

@@ -5,13 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -120,47 +119,12 @@ func mustRun(t *testing.T, env []string, args ...string) string {
 	return r.stdout
 }
 
-// freeAddr returns a loopback address with a port nothing listens on now.
-// Another process could take the port before the test uses it; on this
-// loopback-only, per-test use that has not been seen to matter.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatalf("close listener: %v", err)
-	}
-	return addr
-}
-
-// syncBuffer is a bytes.Buffer safe for the goroutine exec copies a
-// process's output with and the test reading it at the same time.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // serveProc is an `ordinal serve` process.
 type serveProc struct {
 	grpcAddr string
 	workDir  string // the process's working directory, empty at start
 	cmd      *exec.Cmd
-	stderr   *syncBuffer
+	stderr   *testutil.SyncBuffer
 	exited   chan struct{} // closed once the process has been waited for
 }
 
@@ -174,7 +138,7 @@ func startServe(t *testing.T, grpcAddr string, env []string, args ...string) *se
 		grpcAddr: grpcAddr,
 		workDir:  t.TempDir(),
 		cmd:      exec.Command(ordinalBin, append([]string{"serve"}, args...)...),
-		stderr:   &syncBuffer{},
+		stderr:   &testutil.SyncBuffer{},
 		exited:   make(chan struct{}),
 	}
 	// A working directory of its own keeps a node that ignored its data

@@ -4,10 +4,9 @@
 package proccluster
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
+	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,7 +67,7 @@ type Node struct {
 
 	c    *Cluster
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *testutil.SyncBuffer
 	done chan struct{}
 	conn *grpc.ClientConn
 }
@@ -89,7 +88,7 @@ func Start(t testing.TB, n int) *Cluster {
 	t.Cleanup(c.Close)
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("n%d", i)
-		c.Nodes = append(c.Nodes, &Node{ID: id, Dir: filepath.Join(c.root, id), GRPCAddr: freeAddr(t), RaftAddr: freeAddr(t), c: c})
+		c.Nodes = append(c.Nodes, &Node{ID: id, Dir: filepath.Join(c.root, id), GRPCAddr: testutil.FreeAddr(t), RaftAddr: testutil.FreeAddr(t), c: c})
 	}
 	var join []string
 	for _, nd := range c.Nodes {
@@ -107,23 +106,13 @@ func Start(t testing.TB, n int) *Cluster {
 	return c
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // Start launches the node's process without waiting for it to serve.
 func (nd *Node) Start() {
 	t := nd.c.t
 	t.Helper()
 	args := append([]string{"serve", "--node-id", nd.ID, "--data-dir", nd.Dir,
 		"--grpc-addr", nd.GRPCAddr, "--raft-addr", nd.RaftAddr, "--log-level", "info"}, nd.Args...)
-	nd.log = &syncBuffer{}
+	nd.log = &testutil.SyncBuffer{}
 	nd.cmd = exec.Command(nd.c.bin, args...)
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
 	if err := nd.cmd.Start(); err != nil {
@@ -286,23 +275,4 @@ func (c *Cluster) Close() {
 			c.t.Logf("---- log of %s ----\n%s", nd.ID, nd.Log())
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's writes and a test's
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -7,7 +7,7 @@ package testcluster
 import (
 	"context"
 	"fmt"
-	"net"
+	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"os"
 	"path/filepath"
 	"sort"
@@ -140,7 +140,7 @@ func testLogger(t testing.TB) hclog.Logger {
 }
 
 func (c *Cluster) newNode(id string) *Node {
-	nd := &Node{ID: id, Dir: filepath.Join(c.root, id), GRPCAddr: freeAddr(c.t), RaftAddr: freeAddr(c.t), c: c}
+	nd := &Node{ID: id, Dir: filepath.Join(c.root, id), GRPCAddr: testutil.FreeAddr(c.t), RaftAddr: testutil.FreeAddr(c.t), c: c}
 	if c.opts.Net != nil {
 		c.opts.Net.Register(id, nd.GRPCAddr, nd.RaftAddr)
 	}
@@ -148,18 +148,6 @@ func (c *Cluster) newNode(id string) *Node {
 	c.nodes[id] = nd
 	c.mu.Unlock()
 	return nd
-}
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago; nodes keep their address across restarts, which port 0 cannot give.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func (nd *Node) start() {
@@ -374,14 +362,6 @@ func (c *Cluster) Close() {
 	}
 }
 
-// WaitFor polls cond until it holds or timeout passes.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// WaitFor polls cond until it holds or timeout passes; see
+// testutil.WaitFor.
+var WaitFor = testutil.WaitFor
