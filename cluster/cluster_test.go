@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/internal/apisuite"
 	"github.com/ordinal-dev/ordinal/internal/testcluster"
 )
 
@@ -128,6 +129,17 @@ func TestThreeNodesFormOneClusterAndKeepItAcrossRestarts(t *testing.T) {
 	for _, nd := range c.Nodes() {
 		got.strong(t, nd, "k")
 	}
+}
+
+// TestAPISuiteOverThreeNodes runs the store-agnostic API suite through
+// every node of a Raft cluster, followers forwarding to the leader.
+func TestAPISuiteOverThreeNodes(t *testing.T) {
+	c := testcluster.New(t, 3)
+	var targets []apisuite.Target
+	for _, nd := range c.Nodes() {
+		targets = append(targets, apisuite.Target{Name: nd.ID, Conn: nd.Conn()})
+	}
+	apisuite.Run(t, targets)
 }
 
 func TestAnyNodeServesStrongAndWeak(t *testing.T) {

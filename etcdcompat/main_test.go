@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/internal/apisuite"
 	"github.com/ordinal-dev/ordinal/internal/etcdtest"
 	"github.com/ordinal-dev/ordinal/internal/history"
 )
@@ -20,8 +21,8 @@ import (
 func TestMain(m *testing.M) { os.Exit(etcdtest.Main(m)) }
 
 var (
-	strongOpts = etcdtest.Strong
-	weakOpts   = etcdtest.Weak
+	strongOpts = apisuite.Strong
+	weakOpts   = apisuite.Weak
 )
 
 // call takes count ids of key through nd, recording the call in rec.

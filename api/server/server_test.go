@@ -15,9 +15,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
-	"github.com/ordinal-dev/ordinal/api/server"
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/daemon"
+	"github.com/ordinal-dev/ordinal/internal/apisuite"
 )
 
 func startDaemon(tb testing.TB, ready bool) (*daemon.Daemon, ordinalv1.SequencerClient, *grpc.ClientConn) {
@@ -55,73 +55,12 @@ func strong() *ordinalv1.SequencerOptions {
 	return &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG}
 }
 
-func TestBadInputIsRejected(t *testing.T) {
-	_, c, _ := startDaemon(t, true)
-	long := func(n int) string { return strings.Repeat("k", n) }
-	tests := []struct {
-		name string
-		req  *ordinalv1.GetNextIdsRequest
-		want codes.Code
-	}{
-		{"empty key", &ordinalv1.GetNextIdsRequest{Count: 1}, codes.InvalidArgument},
-		{"key over 1 KiB", &ordinalv1.GetNextIdsRequest{Key: long(1025), Count: 1}, codes.InvalidArgument},
-		{"key of exactly 1 KiB", &ordinalv1.GetNextIdsRequest{Key: long(1024), Count: 1}, codes.OK},
-		{"store over 256 bytes", &ordinalv1.GetNextIdsRequest{StoreName: long(257), Key: "k", Count: 1}, codes.InvalidArgument},
-		{"store of exactly 256 bytes", &ordinalv1.GetNextIdsRequest{StoreName: long(256), Key: "k", Count: 1}, codes.OK},
-		{"unknown increment", &ordinalv1.GetNextIdsRequest{Key: "k", Count: 1, Options: &ordinalv1.SequencerOptions{Increment: 7}}, codes.InvalidArgument},
-		{"zero count", &ordinalv1.GetNextIdsRequest{Key: "k", Count: 0}, codes.InvalidArgument},
-		{"negative count", &ordinalv1.GetNextIdsRequest{Key: "k", Count: -5}, codes.InvalidArgument},
-		{"count above the maximum", &ordinalv1.GetNextIdsRequest{Key: "k", Count: server.DefaultMaxCount + 1}, codes.InvalidArgument},
-		{"count at the maximum", &ordinalv1.GetNextIdsRequest{Key: "k", Count: server.DefaultMaxCount, Options: strong()}, codes.OK},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := c.GetNextIds(callCtx(t), tc.req)
-			if got := status.Code(err); got != tc.want {
-				t.Fatalf("got %v (%v), want %v", got, err, tc.want)
-			}
-			if tc.want != codes.OK && status.Convert(err).Message() == "" {
-				t.Fatal("error without a message")
-			}
-		})
-	}
-	if _, err := c.GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{}); status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("GetNextId with empty key: %v", err)
-	}
-	if _, err := c.SetFloor(callCtx(t), &ordinalv1.SetFloorRequest{Key: "k", Floor: -1}); status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("negative floor: %v", err)
-	}
-	if _, err := c.GetHighWater(callCtx(t), &ordinalv1.GetHighWaterRequest{}); status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("GetHighWater with empty key: %v", err)
-	}
-}
-
-func TestOverflowIsOutOfRangeAndChangesNothing(t *testing.T) {
-	_, c, _ := startDaemon(t, true)
-	for _, opts := range []*ordinalv1.SequencerOptions{nil, strong()} {
-		key := "full-" + opts.GetIncrement().String()
-		if _, err := c.SetFloor(callCtx(t), &ordinalv1.SetFloorRequest{Key: key, Floor: math.MaxInt64 - 3}); err != nil {
-			t.Fatal(err)
-		}
-		_, err := c.GetNextIds(callCtx(t), &ordinalv1.GetNextIdsRequest{Key: key, Count: 4, Options: opts})
-		if status.Code(err) != codes.OutOfRange {
-			t.Fatalf("%s: 4 ids with 3 left: %v, want OutOfRange", key, err)
-		}
-		hw, err := c.GetHighWater(callCtx(t), &ordinalv1.GetHighWaterRequest{Key: key})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if hw.HighWater != math.MaxInt64-3 {
-			t.Fatalf("%s: counter moved to %d on overflow", key, hw.HighWater)
-		}
-		resp, err := c.GetNextIds(callCtx(t), &ordinalv1.GetNextIdsRequest{Key: key, Count: 3, Options: opts})
-		if err != nil || resp.FirstId != math.MaxInt64-2 {
-			t.Fatalf("%s: the last 3 ids: %v, %v", key, resp, err)
-		}
-		if _, err := c.GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: key, Options: opts}); status.Code(err) != codes.OutOfRange {
-			t.Fatalf("%s: past the maximum: %v, want OutOfRange", key, err)
-		}
-	}
+// TestAPISuiteOverRaft runs the store-agnostic API suite (bad input,
+// overflow, floors, namespaces, Layotto's call, concurrency) over one Raft
+// node; cluster tests run it over three, etcdtest over etcd.
+func TestAPISuiteOverRaft(t *testing.T) {
+	_, _, conn := startDaemon(t, true)
+	apisuite.Run(t, []apisuite.Target{{Name: "n1", Conn: conn}})
 }
 
 func TestNotReadyIsUnavailable(t *testing.T) {
@@ -142,23 +81,6 @@ func TestNotReadyIsUnavailable(t *testing.T) {
 	}
 	if resp, err := h.Check(callCtx(t), &healthpb.HealthCheckRequest{Service: "ordinal.v1.Sequencer"}); err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health after ready: %v %v", resp, err)
-	}
-}
-
-func TestStoresAreNamespacesAndEmptyMeansDefault(t *testing.T) {
-	_, c, _ := startDaemon(t, true)
-	next := func(store string) int64 {
-		resp, err := c.GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{StoreName: store, Key: "k", Options: strong()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.NextId
-	}
-	if a, b := next(""), next("default"); a != 1 || b != 2 {
-		t.Fatalf(`"" and "default" should share a counter: got %d then %d`, a, b)
-	}
-	if got := next("other"); got != 1 {
-		t.Fatalf("another store starts at %d, want 1", got)
 	}
 }
 

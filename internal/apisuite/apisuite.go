@@ -1,4 +1,7 @@
-package etcdtest
+// Package apisuite checks ordinal's public gRPC API against running nodes,
+// whatever store keeps their counters, so the Raft and etcd deployments are
+// held to one definition of correct behaviour.
+package apisuite
 
 import (
 	"context"
@@ -33,14 +36,14 @@ const callTimeout = 10 * time.Second
 // SetFloor may keep serving WEAK IDs below the floor.
 const floorApplyWithin = 3 * time.Second
 
-// APISuite checks the public API of a running deployment, whatever store
+// Run checks the public API of a running deployment, whatever store
 // keeps its counters: it runs over a Raft cluster and over ordinal on etcd
 // (native layout) alike. Every check uses its own keys, so the suite can
 // run against nodes that served other calls before.
-func APISuite(t *testing.T, nodes []Target) {
+func Run(t *testing.T, nodes []Target) {
 	t.Helper()
 	if len(nodes) == 0 {
-		t.Fatal("APISuite needs at least one node")
+		t.Fatal("apisuite.Run needs at least one node")
 	}
 	s := &suite{nodes: nodes}
 	checks := []struct {
@@ -304,6 +307,9 @@ func (s *suite) badInput(t *testing.T) {
 	}
 	if _, err := c.GetHighWater(callCtx(t), &ordinalv1.GetHighWaterRequest{}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("GetHighWater with empty key: %v", err)
+	}
+	if _, err := c.SetFloor(callCtx(t), &ordinalv1.SetFloorRequest{Key: "k", Floor: -1}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("negative floor: %v", err)
 	}
 }
 
