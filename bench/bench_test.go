@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/ordinal-dev/ordinal/internal/testcluster"
 	"net"
 	"os"
 	"strings"
@@ -16,8 +17,6 @@ import (
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/bench/noop"
-	"github.com/ordinal-dev/ordinal/cluster"
-	"github.com/ordinal-dev/ordinal/daemon"
 )
 
 // Each run lasts about a second: the tests run under the race detector in
@@ -35,28 +34,6 @@ func startNoop(t *testing.T) string {
 	}
 	t.Cleanup(l.Close)
 	return l.Addr()
-}
-
-func startNode(t *testing.T) string {
-	t.Helper()
-	d, err := daemon.Start(daemon.Config{
-		GRPCAddr: "127.0.0.1:0",
-		Cluster:  cluster.Config{NodeID: "n1", DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", Bootstrap: true},
-	})
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := d.Close(); err != nil {
-			t.Errorf("close node: %v", err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := d.WaitReady(ctx); err != nil {
-		t.Fatalf("node not ready: %v", err)
-	}
-	return d.GRPCAddr()
 }
 
 func testConfig(mode Mode, targets ...string) Config {
@@ -108,7 +85,7 @@ func TestRunAgainstNoop(t *testing.T) {
 
 func TestRunAgainstNode(t *testing.T) {
 	t.Parallel()
-	addr := startNode(t)
+	addr := testcluster.Single(t).GRPCAddr
 	for _, mode := range []Mode{ModeStrong, ModeWeak, ModeBatch, ModeStream} {
 		t.Run(string(mode), func(t *testing.T) {
 			res := runAndCheck(t, testConfig(mode, addr))
@@ -223,7 +200,7 @@ func TestConfigErrors(t *testing.T) {
 
 func TestFailoverWithoutKill(t *testing.T) {
 	t.Parallel()
-	addr := startNode(t)
+	addr := testcluster.Single(t).GRPCAddr
 	killed := 0
 	res, err := Failover(context.Background(), FailoverConfig{KillPID: 12345, Targets: []string{addr, addr},
 		Kill: func(pid int) error { killed = pid; return nil }})
@@ -242,7 +219,7 @@ func TestFailoverWithoutKill(t *testing.T) {
 
 func TestCompareAndMarkdown(t *testing.T) {
 	t.Parallel()
-	node, noopAddr := startNode(t), startNoop(t)
+	node, noopAddr := testcluster.Single(t).GRPCAddr, startNoop(t)
 	var log bytes.Buffer
 	cmp, err := Compare(context.Background(), CompareConfig{
 		// The no-op server stands in for a follower: findRoles takes any

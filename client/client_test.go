@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"github.com/ordinal-dev/ordinal/internal/testcluster"
 	"net"
 	"testing"
 	"time"
@@ -11,42 +12,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/client"
-	"github.com/ordinal-dev/ordinal/cluster"
-	"github.com/ordinal-dev/ordinal/daemon"
 )
 
 // testTimeout bounds every call a test makes, so a hung node fails the test
 // instead of the whole run.
 const testTimeout = 10 * time.Second
-
-// startNode starts a single-node cluster on ephemeral ports and returns its
-// gRPC address once it serves calls.
-func startNode(t *testing.T) string {
-	t.Helper()
-	d, err := daemon.Start(daemon.Config{
-		GRPCAddr: "127.0.0.1:0",
-		Cluster: cluster.Config{
-			NodeID:    "n1",
-			DataDir:   t.TempDir(),
-			RaftAddr:  "127.0.0.1:0",
-			Bootstrap: true,
-		},
-	})
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := d.Close(); err != nil {
-			t.Errorf("close node: %v", err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	if err := d.WaitReady(ctx); err != nil {
-		t.Fatalf("node not ready: %v", err)
-	}
-	return d.GRPCAddr()
-}
 
 // newClient returns a Client for addr that is closed when the test ends.
 func newClient(t *testing.T, addr string, opts ...client.Option) *client.Client {
@@ -106,7 +76,7 @@ func requireStrictlyIncreasing(t *testing.T, ids []int64) {
 var modes = []client.Mode{client.Weak, client.Strong}
 
 func TestClient(t *testing.T) {
-	addr := startNode(t)
+	addr := testcluster.Single(t).GRPCAddr
 	c := newClient(t, addr)
 
 	t.Run("weak ids on a fresh key are 1, 2, 3", func(t *testing.T) {
@@ -215,7 +185,7 @@ func TestClient(t *testing.T) {
 }
 
 func TestClientErrorCodes(t *testing.T) {
-	addr := startNode(t)
+	addr := testcluster.Single(t).GRPCAddr
 	c := newClient(t, addr)
 	ctx := testContext(t)
 
@@ -244,7 +214,7 @@ func TestClientErrorCodes(t *testing.T) {
 }
 
 func TestClientClosed(t *testing.T) {
-	c, err := client.New(startNode(t))
+	c, err := client.New(testcluster.Single(t).GRPCAddr)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"github.com/ordinal-dev/ordinal/internal/testcluster"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 // Many goroutines share one streaming client: their calls are coalesced
 // into batches, and the record must still be unique and linearizable.
 func TestStreamingCoalescesAndStaysLinearizable(t *testing.T) {
-	c, err := client.New(startNode(t), client.WithStreaming())
+	c, err := client.New(testcluster.Single(t).GRPCAddr, client.WithStreaming())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func TestStreamingCoalescesAndStaysLinearizable(t *testing.T) {
 }
 
 func TestStreamingReportsErrorsPerCall(t *testing.T) {
-	c, err := client.New(startNode(t), client.WithStreaming())
+	c, err := client.New(testcluster.Single(t).GRPCAddr, client.WithStreaming())
 	if err != nil {
 		t.Fatal(err)
 	}

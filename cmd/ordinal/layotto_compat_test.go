@@ -3,19 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/ordinal-dev/ordinal/internal/testcluster"
 	"slices"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
-
-	"github.com/ordinal-dev/ordinal/cluster"
-	"github.com/ordinal-dev/ordinal/daemon"
 )
 
 // The Layotto wire contract, written down from Layotto's
@@ -146,35 +143,6 @@ func invokeRaw(ctx context.Context, conn *grpc.ClientConn, method string, req []
 	return reply, err
 }
 
-// startInProcessNode starts a single-node cluster in this process on
-// ephemeral ports and returns a connection to it.
-func startInProcessNode(t *testing.T) *grpc.ClientConn {
-	t.Helper()
-	d, err := daemon.Start(daemon.Config{
-		GRPCAddr: "127.0.0.1:0",
-		Cluster:  cluster.Config{NodeID: "n1", DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", Bootstrap: true},
-	})
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := d.Close(); err != nil {
-			t.Errorf("close node: %v", err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	if err := d.WaitReady(ctx); err != nil {
-		t.Fatalf("node not ready: %v", err)
-	}
-	conn, err := grpc.NewClient(d.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return conn
-}
-
 func ptr[T any](v T) *T { return &v }
 
 // TestLayottoWireCompat checks that ordinal answers Layotto's
@@ -182,7 +150,7 @@ func ptr[T any](v T) *T { return &v }
 // numbers alone.
 func TestLayottoWireCompat(t *testing.T) {
 	t.Parallel()
-	conn := startInProcessNode(t)
+	conn := testcluster.Single(t).Conn()
 
 	tests := []struct {
 		name string
@@ -237,7 +205,7 @@ func TestLayottoWireCompat(t *testing.T) {
 // what ordinal does not serve.
 func TestLayottoWireErrors(t *testing.T) {
 	t.Parallel()
-	conn := startInProcessNode(t)
+	conn := testcluster.Single(t).Conn()
 	tests := []struct {
 		name   string
 		method string

@@ -131,6 +131,13 @@ func (c *Cluster) WaitVoters(n int) {
 	})
 }
 
+// Single starts a single-node cluster and returns its node once it serves
+// calls: the usual fixture for tests of the API, the client and the tools.
+func Single(t testing.TB) *Node {
+	t.Helper()
+	return New(t, 1).Node("n1")
+}
+
 func testLogger(t testing.TB) hclog.Logger {
 	level := hclog.Warn
 	if os.Getenv("ORDINAL_TEST_LOG") != "" {
