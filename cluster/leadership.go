@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/grpc"
 
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
@@ -159,69 +158,18 @@ func (n *Node) Confirm(ctx context.Context) (alloc.Epoch, error) {
 	return alloc.Epoch(term), nil
 }
 
-// confirmQuorum asks the other voters whether they are still in term; a
-// majority of voters, this node included, must say yes.
+// confirmQuorum proves, with a quorum round trip that starts now, that a
+// majority of voters is not past term.
 func (n *Node) confirmQuorum(ctx context.Context, term uint64) error {
 	voters, err := n.voters()
 	if err != nil {
 		return err
 	}
-	need := len(voters)/2 + 1
-	acks := 0
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	answers := make(chan termAnswer, len(voters))
-	asked := 0
-	for _, v := range voters {
-		if v.ID == raft.ServerID(n.cfg.NodeID) {
-			acks++
-			continue
-		}
-		asked++
-		go func() { answers <- n.askTerm(ctx, string(v.ID), term) }()
+	ids := make([]string, len(voters))
+	for i, v := range voters {
+		ids[i] = string(v.ID)
 	}
-	for ; acks < need && asked > 0; asked-- {
-		select {
-		case a := <-answers:
-			if a.term > term {
-				return fmt.Errorf("%w: node %s is in term %d, after ours (%d)", alloc.ErrNotLeader, a.id, a.term, term)
-			}
-			if a.err == nil {
-				acks++
-			}
-		case <-ctx.Done():
-			return fmt.Errorf("%w: waiting for a quorum to confirm the leader: %w", ErrNoQuorum, ctx.Err())
-		}
-	}
-	if acks < need {
-		return fmt.Errorf("%w: %d of %d voters confirmed term %d, %d needed", ErrNoQuorum, acks, len(voters), term, need)
-	}
-	return nil
-}
-
-type termAnswer struct {
-	id   string
-	term uint64
-	err  error
-}
-
-// askTerm asks voter id for its current term.
-func (n *Node) askTerm(ctx context.Context, id string, term uint64) termAnswer {
-	addr := n.fsm.NodeAddr(id)
-	if addr == "" {
-		return termAnswer{id: id, err: fmt.Errorf("no gRPC address known for node %s", id)}
-	}
-	c, err := n.peers.client(addr)
-	if err != nil {
-		return termAnswer{id: id, err: err}
-	}
-	// Waiting for a connection that is being re-established is bounded by
-	// ctx, and the round ends as soon as a majority answered.
-	resp, err := c.ConfirmTerm(ctx, &ordinalv1.ConfirmTermRequest{Term: term, LeaderId: n.cfg.NodeID}, grpc.WaitForReady(true))
-	if err != nil {
-		return termAnswer{id: id, err: err}
-	}
-	return termAnswer{id: id, term: resp.GetTerm()}
+	return n.prover.prove(ctx, term, ids)
 }
 
 // CurrentTerm returns this node's Raft term, 0 before Raft started. Other

@@ -42,6 +42,7 @@ type Node struct {
 	snapshots raft.SnapshotStore
 	transport *raft.NetworkTransport
 	peers     *peers
+	prover    *prover
 	hasState  bool // the data directory held Raft state when the node opened
 
 	// raft is set once by startRaft and closes started; read it only after
@@ -83,6 +84,7 @@ func New(cfg Config) (*Node, error) {
 		closeCh:  make(chan struct{}),
 		started:  make(chan struct{}),
 	}
+	n.prover = newProver(cfg.NodeID, n.fsm.NodeAddr, n.peers, cfg.Logger.Named("prover"))
 	if err := n.open(); err != nil {
 		n.closeStores()
 		return nil, err
@@ -276,6 +278,7 @@ func (n *Node) Close() error {
 	close(n.closeCh)
 	n.startMu.Unlock()
 	n.wg.Wait()
+	n.prover.close()
 	return errors.Join(err, n.peers.close(), n.closeStores())
 }
 

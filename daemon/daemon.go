@@ -97,9 +97,11 @@ type Daemon struct {
 	store  Store
 	alloc  *alloc.Allocator
 	api    *server.Server
-	grpc   *grpc.Server
-	lis    net.Listener
-	served chan error
+	// clusterAPI serves ordinal.v1.Cluster; nil for stores without one.
+	clusterAPI *server.ClusterServer
+	grpc       *grpc.Server
+	lis        net.Listener
+	served     chan error
 
 	stopStart context.CancelFunc // ends a Start still looking for peers
 	startErr  chan error         // Start's result
@@ -158,7 +160,8 @@ func Start(cfg Config) (*Daemon, error) {
 	d.grpc = grpc.NewServer()
 	d.api.Register(d.grpc)
 	if node, ok := store.(*cluster.Node); ok {
-		ordinalv1.RegisterClusterServer(d.grpc, server.NewClusterServer(node))
+		d.clusterAPI = server.NewClusterServer(node)
+		ordinalv1.RegisterClusterServer(d.grpc, d.clusterAPI)
 	}
 	go func() { d.served <- d.grpc.Serve(lis) }()
 
@@ -274,6 +277,9 @@ func (d *Daemon) close() error {
 	d.wg.Wait()
 	d.api.SetReady(false)
 	d.api.Drain()
+	if d.clusterAPI != nil {
+		d.clusterAPI.Drain()
+	}
 	stopped := make(chan struct{})
 	go func() {
 		d.grpc.GracefulStop()

@@ -820,9 +820,11 @@ func (x *StatusResponse) GetServers() []*Member {
 }
 
 type ConfirmTermRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Term          uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
-	LeaderId      string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Term     uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
+	LeaderId string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	// seq numbers the requests of one ConfirmTermStream; the reply echoes it.
+	Seq           uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -871,9 +873,18 @@ func (x *ConfirmTermRequest) GetLeaderId() string {
 	return ""
 }
 
+func (x *ConfirmTermRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 type ConfirmTermResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Term          uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Term  uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
+	// seq is the seq of the request this reply answers.
+	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -911,6 +922,13 @@ func (*ConfirmTermResponse) Descriptor() ([]byte, []int) {
 func (x *ConfirmTermResponse) GetTerm() uint64 {
 	if x != nil {
 		return x.Term
+	}
+	return 0
+}
+
+func (x *ConfirmTermResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
 	}
 	return 0
 }
@@ -1098,12 +1116,14 @@ const file_ordinal_v1_cluster_proto_rawDesc = "" +
 	"\x10bootstrap_expect\x18\f \x01(\x05R\x0fbootstrapExpect\x12\x1d\n" +
 	"\n" +
 	"last_index\x18\r \x01(\x04R\tlastIndex\x12,\n" +
-	"\aservers\x18\x0e \x03(\v2\x12.ordinal.v1.MemberR\aservers\"E\n" +
+	"\aservers\x18\x0e \x03(\v2\x12.ordinal.v1.MemberR\aservers\"W\n" +
 	"\x12ConfirmTermRequest\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x1b\n" +
-	"\tleader_id\x18\x02 \x01(\tR\bleaderId\")\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\";\n" +
 	"\x13ConfirmTermResponse\x12\x12\n" +
-	"\x04term\x18\x01 \x01(\x04R\x04term\"i\n" +
+	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"i\n" +
 	"\x0eReserveRequest\x12\x1d\n" +
 	"\n" +
 	"store_name\x18\x01 \x01(\tR\tstoreName\x12\x10\n" +
@@ -1112,7 +1132,7 @@ const file_ordinal_v1_cluster_proto_rawDesc = "" +
 	"\x04need\x18\x04 \x01(\x04R\x04need\";\n" +
 	"\x0fReserveResponse\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\x04R\x05first\x12\x12\n" +
-	"\x04last\x18\x02 \x01(\x04R\x04last2\xc4\x04\n" +
+	"\x04last\x18\x02 \x01(\x04R\x04last2\x9e\x05\n" +
 	"\aCluster\x129\n" +
 	"\x04Join\x12\x17.ordinal.v1.JoinRequest\x1a\x18.ordinal.v1.JoinResponse\x12?\n" +
 	"\x06Remove\x12\x19.ordinal.v1.RemoveRequest\x1a\x1a.ordinal.v1.RemoveResponse\x12B\n" +
@@ -1120,7 +1140,8 @@ const file_ordinal_v1_cluster_proto_rawDesc = "" +
 	"\x06Leader\x12\x19.ordinal.v1.LeaderRequest\x1a\x1a.ordinal.v1.LeaderResponse\x12c\n" +
 	"\x12TransferLeadership\x12%.ordinal.v1.TransferLeadershipRequest\x1a&.ordinal.v1.TransferLeadershipResponse\x12?\n" +
 	"\x06Status\x12\x19.ordinal.v1.StatusRequest\x1a\x1a.ordinal.v1.StatusResponse\x12N\n" +
-	"\vConfirmTerm\x12\x1e.ordinal.v1.ConfirmTermRequest\x1a\x1f.ordinal.v1.ConfirmTermResponse\x12B\n" +
+	"\vConfirmTerm\x12\x1e.ordinal.v1.ConfirmTermRequest\x1a\x1f.ordinal.v1.ConfirmTermResponse\x12X\n" +
+	"\x11ConfirmTermStream\x12\x1e.ordinal.v1.ConfirmTermRequest\x1a\x1f.ordinal.v1.ConfirmTermResponse(\x010\x01\x12B\n" +
 	"\aReserve\x12\x1a.ordinal.v1.ReserveRequest\x1a\x1b.ordinal.v1.ReserveResponseB8Z6github.com/ordinal-dev/ordinal/api/ordinalv1;ordinalv1b\x06proto3"
 
 var (
@@ -1165,17 +1186,19 @@ var file_ordinal_v1_cluster_proto_depIdxs = []int32{
 	9,  // 6: ordinal.v1.Cluster.TransferLeadership:input_type -> ordinal.v1.TransferLeadershipRequest
 	11, // 7: ordinal.v1.Cluster.Status:input_type -> ordinal.v1.StatusRequest
 	13, // 8: ordinal.v1.Cluster.ConfirmTerm:input_type -> ordinal.v1.ConfirmTermRequest
-	15, // 9: ordinal.v1.Cluster.Reserve:input_type -> ordinal.v1.ReserveRequest
-	1,  // 10: ordinal.v1.Cluster.Join:output_type -> ordinal.v1.JoinResponse
-	3,  // 11: ordinal.v1.Cluster.Remove:output_type -> ordinal.v1.RemoveResponse
-	6,  // 12: ordinal.v1.Cluster.Members:output_type -> ordinal.v1.MembersResponse
-	8,  // 13: ordinal.v1.Cluster.Leader:output_type -> ordinal.v1.LeaderResponse
-	10, // 14: ordinal.v1.Cluster.TransferLeadership:output_type -> ordinal.v1.TransferLeadershipResponse
-	12, // 15: ordinal.v1.Cluster.Status:output_type -> ordinal.v1.StatusResponse
-	14, // 16: ordinal.v1.Cluster.ConfirmTerm:output_type -> ordinal.v1.ConfirmTermResponse
-	16, // 17: ordinal.v1.Cluster.Reserve:output_type -> ordinal.v1.ReserveResponse
-	10, // [10:18] is the sub-list for method output_type
-	2,  // [2:10] is the sub-list for method input_type
+	13, // 9: ordinal.v1.Cluster.ConfirmTermStream:input_type -> ordinal.v1.ConfirmTermRequest
+	15, // 10: ordinal.v1.Cluster.Reserve:input_type -> ordinal.v1.ReserveRequest
+	1,  // 11: ordinal.v1.Cluster.Join:output_type -> ordinal.v1.JoinResponse
+	3,  // 12: ordinal.v1.Cluster.Remove:output_type -> ordinal.v1.RemoveResponse
+	6,  // 13: ordinal.v1.Cluster.Members:output_type -> ordinal.v1.MembersResponse
+	8,  // 14: ordinal.v1.Cluster.Leader:output_type -> ordinal.v1.LeaderResponse
+	10, // 15: ordinal.v1.Cluster.TransferLeadership:output_type -> ordinal.v1.TransferLeadershipResponse
+	12, // 16: ordinal.v1.Cluster.Status:output_type -> ordinal.v1.StatusResponse
+	14, // 17: ordinal.v1.Cluster.ConfirmTerm:output_type -> ordinal.v1.ConfirmTermResponse
+	14, // 18: ordinal.v1.Cluster.ConfirmTermStream:output_type -> ordinal.v1.ConfirmTermResponse
+	16, // 19: ordinal.v1.Cluster.Reserve:output_type -> ordinal.v1.ReserveResponse
+	11, // [11:20] is the sub-list for method output_type
+	2,  // [2:11] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
 	2,  // [2:2] is the sub-list for extension extendee
 	0,  // [0:2] is the sub-list for field type_name

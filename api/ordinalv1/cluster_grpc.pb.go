@@ -30,6 +30,7 @@ const (
 	Cluster_TransferLeadership_FullMethodName = "/ordinal.v1.Cluster/TransferLeadership"
 	Cluster_Status_FullMethodName             = "/ordinal.v1.Cluster/Status"
 	Cluster_ConfirmTerm_FullMethodName        = "/ordinal.v1.Cluster/ConfirmTerm"
+	Cluster_ConfirmTermStream_FullMethodName  = "/ordinal.v1.Cluster/ConfirmTermStream"
 	Cluster_Reserve_FullMethodName            = "/ordinal.v1.Cluster/Reserve"
 )
 
@@ -58,6 +59,12 @@ type ClusterClient interface {
 	// ConfirmTerm returns the answering node's current Raft term. The leader
 	// calls it on the voters to prove it still leads (the STRONG fence).
 	ConfirmTerm(ctx context.Context, in *ConfirmTermRequest, opts ...grpc.CallOption) (*ConfirmTermResponse, error)
+	// ConfirmTermStream is ConfirmTerm over one long-lived stream: the
+	// answering node replies to every request, in order, with its current
+	// term read after the request arrived, echoing the request's seq. The
+	// leader keeps one per voter so that a proof costs one small message each
+	// way instead of a new RPC.
+	ConfirmTermStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConfirmTermRequest, ConfirmTermResponse], error)
 	// Reserve reserves a range of IDs through the leader's log, for a node
 	// that serves WEAK IDs from its own ranges.
 	Reserve(ctx context.Context, in *ReserveRequest, opts ...grpc.CallOption) (*ReserveResponse, error)
@@ -141,6 +148,19 @@ func (c *clusterClient) ConfirmTerm(ctx context.Context, in *ConfirmTermRequest,
 	return out, nil
 }
 
+func (c *clusterClient) ConfirmTermStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConfirmTermRequest, ConfirmTermResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_ConfirmTermStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ConfirmTermRequest, ConfirmTermResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_ConfirmTermStreamClient = grpc.BidiStreamingClient[ConfirmTermRequest, ConfirmTermResponse]
+
 func (c *clusterClient) Reserve(ctx context.Context, in *ReserveRequest, opts ...grpc.CallOption) (*ReserveResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReserveResponse)
@@ -176,6 +196,12 @@ type ClusterServer interface {
 	// ConfirmTerm returns the answering node's current Raft term. The leader
 	// calls it on the voters to prove it still leads (the STRONG fence).
 	ConfirmTerm(context.Context, *ConfirmTermRequest) (*ConfirmTermResponse, error)
+	// ConfirmTermStream is ConfirmTerm over one long-lived stream: the
+	// answering node replies to every request, in order, with its current
+	// term read after the request arrived, echoing the request's seq. The
+	// leader keeps one per voter so that a proof costs one small message each
+	// way instead of a new RPC.
+	ConfirmTermStream(grpc.BidiStreamingServer[ConfirmTermRequest, ConfirmTermResponse]) error
 	// Reserve reserves a range of IDs through the leader's log, for a node
 	// that serves WEAK IDs from its own ranges.
 	Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error)
@@ -209,6 +235,9 @@ func (UnimplementedClusterServer) Status(context.Context, *StatusRequest) (*Stat
 }
 func (UnimplementedClusterServer) ConfirmTerm(context.Context, *ConfirmTermRequest) (*ConfirmTermResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ConfirmTerm not implemented")
+}
+func (UnimplementedClusterServer) ConfirmTermStream(grpc.BidiStreamingServer[ConfirmTermRequest, ConfirmTermResponse]) error {
+	return status.Error(codes.Unimplemented, "method ConfirmTermStream not implemented")
 }
 func (UnimplementedClusterServer) Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Reserve not implemented")
@@ -360,6 +389,13 @@ func _Cluster_ConfirmTerm_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_ConfirmTermStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ClusterServer).ConfirmTermStream(&grpc.GenericServerStream[ConfirmTermRequest, ConfirmTermResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_ConfirmTermStreamServer = grpc.BidiStreamingServer[ConfirmTermRequest, ConfirmTermResponse]
+
 func _Cluster_Reserve_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReserveRequest)
 	if err := dec(in); err != nil {
@@ -418,6 +454,13 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Cluster_Reserve_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ConfirmTermStream",
+			Handler:       _Cluster_ConfirmTermStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "ordinal/v1/cluster.proto",
 }

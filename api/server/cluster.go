@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -16,12 +18,14 @@ import (
 // ClusterServer implements ordinal.v1.Cluster over a cluster.Node.
 type ClusterServer struct {
 	ordinalv1.UnimplementedClusterServer
-	node *cluster.Node
+	node     *cluster.Node
+	draining chan struct{} // closed by Drain
+	drain    sync.Once
 }
 
 // NewClusterServer returns the Cluster service of node.
 func NewClusterServer(node *cluster.Node) *ClusterServer {
-	return &ClusterServer{node: node}
+	return &ClusterServer{node: node, draining: make(chan struct{})}
 }
 
 // Join implements ordinal.v1.Cluster.
@@ -85,6 +89,41 @@ func (c *ClusterServer) ConfirmTerm(context.Context, *ordinalv1.ConfirmTermReque
 		return nil, status.Error(codes.Unavailable, "raft is not running on this node yet")
 	}
 	return &ordinalv1.ConfirmTermResponse{Term: term}, nil
+}
+
+// ConfirmTermStream implements ordinal.v1.Cluster: ConfirmTerm for every
+// request on the stream, each answer read after its request arrived. The
+// stream ends when the server drains, so that a leader's open proof stream
+// does not hold this node's shutdown; the leader asks with unary calls
+// until it reconnects.
+func (c *ClusterServer) ConfirmTermStream(stream ordinalv1.Cluster_ConfirmTermStreamServer) error {
+	reqs, recvErr := receiveAll(stream)
+	for {
+		var req *ordinalv1.ConfirmTermRequest
+		select {
+		case req = <-reqs:
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case <-c.draining:
+			return status.Error(codes.Unavailable, "node is shutting down")
+		}
+		term := c.node.CurrentTerm()
+		if term == 0 {
+			return status.Error(codes.Unavailable, "raft is not running on this node yet")
+		}
+		if err := stream.Send(&ordinalv1.ConfirmTermResponse{Term: term, Seq: req.GetSeq()}); err != nil {
+			return err
+		}
+	}
+}
+
+// Drain ends every ConfirmTermStream; the daemon calls it before stopping
+// the gRPC server.
+func (c *ClusterServer) Drain() {
+	c.drain.Do(func() { close(c.draining) })
 }
 
 // Reserve implements ordinal.v1.Cluster. It is never forwarded: a node

@@ -232,15 +232,6 @@ const (
 	maxDeadlineMargin = 250 * time.Millisecond
 )
 
-func withMargin(ctx context.Context) (context.Context, context.CancelFunc) {
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		return context.WithCancel(ctx)
-	}
-	margin := min(time.Until(deadline)*deadlineMargin/100, maxDeadlineMargin)
-	return context.WithDeadline(ctx, deadline.Add(-margin))
-}
-
 // marginError reports running out of the inner deadline, while the caller
 // still has time, as the store being unavailable.
 func marginError(caller context.Context, err error) error {

@@ -62,8 +62,11 @@ func (s *Server) NextIdStream(stream ordinalv1.Sequencer_NextIdStreamServer) err
 // receiveAll reads the stream's requests in its own goroutine, so that the
 // handler can also watch for the server draining. The goroutine ends when
 // the stream does, which happens once the handler returns.
-func receiveAll(stream ordinalv1.Sequencer_NextIdStreamServer) (<-chan *ordinalv1.NextIdStreamRequest, <-chan error) {
-	reqs := make(chan *ordinalv1.NextIdStreamRequest)
+func receiveAll[Req any](stream interface {
+	Recv() (*Req, error)
+	Context() context.Context
+}) (<-chan *Req, <-chan error) {
+	reqs := make(chan *Req)
 	errc := make(chan error, 1)
 	go func() {
 		for {

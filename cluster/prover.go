@@ -1,0 +1,392 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ordinal-dev/ordinal/alloc"
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+)
+
+// Reconnection pacing for proof streams. A voter that does not implement
+// ConfirmTermStream (an older ordinal during a rolling upgrade) is asked
+// again only rarely; meanwhile proofs use the unary ConfirmTerm.
+const (
+	linkMinBackoff           = 50 * time.Millisecond
+	linkMaxBackoff           = time.Second
+	linkUnimplementedBackoff = 30 * time.Second
+	// linkIdleTimeout ends the reconnection attempts of a link no proof has
+	// used for this long, such as one to a node that left the cluster.
+	linkIdleTimeout = time.Minute
+	// linkReaskTimeout bounds the unary call that replaces the answer a
+	// broken stream owed; proofs give up on their own deadline anyway.
+	linkReaskTimeout = 5 * time.Second
+)
+
+// prover proves that this node still leads: a proof for term T holds when,
+// after the proof started, a majority of voters (this node included)
+// reported a term no newer than T. See alloc/DESIGN.md for why that fences
+// a deposed leader and why raft.VerifyLeader does not.
+//
+// Each other voter is asked over one long-lived ConfirmTermStream (a
+// voterLink), so that a proof costs one small message each way rather than a
+// new RPC. Every proof takes a fresh sequence number; a link sends the
+// highest one asked for and the voter echoes it with its term, read after the
+// request arrived. An answer echoing seq s therefore answers every proof
+// numbered s or lower, all of which started before the request for s was
+// sent. Until a link's stream is up, proofs ask that voter with the unary
+// ConfirmTerm instead.
+type prover struct {
+	nodeID string
+	addrOf func(id string) string
+	peers  *peers
+	logger hclog.Logger
+
+	ctx    context.Context // ends when the node closes
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	seq    atomic.Uint64
+
+	mu      sync.Mutex
+	links   map[string]*voterLink
+	changed chan struct{} // closed and replaced whenever an answer arrives
+	closed  bool
+}
+
+// voterLink is the proof stream to one voter. Fields after mu are guarded by
+// the prover's mu.
+type voterLink struct {
+	id       string
+	kick     chan struct{} // wakes the sender; capacity 1
+	want     atomic.Uint64 // highest seq a proof asked this voter about
+	wantTerm atomic.Uint64 // the term of that proof, for the voter's logs
+	lastUsed atomic.Int64  // unix nanoseconds of the last proof that used it
+
+	ready   bool   // the stream is up and its sender runs
+	ackSeq  uint64 // highest seq answered
+	ackTerm uint64 // the voter's term in that answer
+	failSeq uint64 // proofs up to this seq will get no answer from this link
+	failErr error
+}
+
+func newProver(nodeID string, addrOf func(string) string, p *peers, logger hclog.Logger) *prover {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &prover{
+		nodeID:  nodeID,
+		addrOf:  addrOf,
+		peers:   p,
+		logger:  logger,
+		ctx:     ctx,
+		cancel:  cancel,
+		links:   map[string]*voterLink{},
+		changed: make(chan struct{}),
+	}
+}
+
+// close ends every link and waits for their goroutines.
+func (p *prover) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.cancel()
+	p.wg.Wait()
+}
+
+// prove returns nil once a majority of voters, this node counted as one if
+// it is a voter, answered with a term no newer than term after prove was
+// called. It fails with alloc.ErrNotLeader when a voter reports a newer term
+// and with ErrNoQuorum when a majority cannot answer before ctx ends.
+func (p *prover) prove(ctx context.Context, term uint64, voters []string) error {
+	seq := p.seq.Add(1)
+	need := len(voters)/2 + 1
+	self := 0
+	links := make([]*voterLink, 0, len(voters))
+	for _, id := range voters {
+		if id == p.nodeID {
+			self = 1
+			continue
+		}
+		l, err := p.link(id)
+		if err != nil {
+			return err
+		}
+		links = append(links, l)
+	}
+	for _, l := range links {
+		p.ask(ctx, l, seq, term)
+	}
+	return p.await(ctx, seq, term, self, need, links)
+}
+
+// ask sends the proof seq to l's voter: over its stream when that is up,
+// otherwise with a unary ConfirmTerm.
+func (p *prover) ask(ctx context.Context, l *voterLink, seq, term uint64) {
+	l.lastUsed.Store(time.Now().UnixNano())
+	for cur := l.want.Load(); cur < seq && !l.want.CompareAndSwap(cur, seq); cur = l.want.Load() {
+	}
+	l.wantTerm.Store(term)
+	// A link that breaks after this check fails every seq up to want, ours
+	// included, so the proof does not wait on it in vain.
+	p.mu.Lock()
+	ready := l.ready
+	p.mu.Unlock()
+	if ready {
+		select {
+		case l.kick <- struct{}{}:
+		default: // the sender is already due to send the latest want
+		}
+		return
+	}
+	go p.askUnary(ctx, l, seq, term)
+}
+
+func (p *prover) askUnary(ctx context.Context, l *voterLink, seq, term uint64) {
+	got, err := p.confirmTerm(ctx, l.id, term)
+	if err != nil {
+		p.fail(l, seq, err)
+		return
+	}
+	p.answer(l, seq, got)
+}
+
+// confirmTerm asks voter id for its term with one unary RPC.
+func (p *prover) confirmTerm(ctx context.Context, id string, term uint64) (uint64, error) {
+	c, err := p.client(id)
+	if err != nil {
+		return 0, err
+	}
+	// Waiting for a connection that is being re-established is bounded by
+	// ctx, and the proof ends as soon as a majority answered.
+	resp, err := c.ConfirmTerm(ctx, &ordinalv1.ConfirmTermRequest{Term: term, LeaderId: p.nodeID}, grpc.WaitForReady(true))
+	if err != nil {
+		return 0, err
+	}
+	return resp.GetTerm(), nil
+}
+
+func (p *prover) client(id string) (ordinalv1.ClusterClient, error) {
+	addr := p.addrOf(id)
+	if addr == "" {
+		return nil, fmt.Errorf("no gRPC address known for node %s", id)
+	}
+	return p.peers.client(addr)
+}
+
+// await waits until the answers to seq decide the proof.
+func (p *prover) await(ctx context.Context, seq, term uint64, self, need int, links []*voterLink) error {
+	for {
+		p.mu.Lock()
+		acks, open := self, 0
+		var newer *voterLink
+		var lastErr error
+		for _, l := range links {
+			switch {
+			case l.ackSeq >= seq && l.ackTerm > term:
+				newer = l
+			case l.ackSeq >= seq:
+				acks++
+			case l.failSeq >= seq:
+				lastErr = l.failErr
+			default:
+				open++
+			}
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		switch {
+		case newer != nil:
+			return fmt.Errorf("%w: node %s is in term %d, after ours (%d)", alloc.ErrNotLeader, newer.id, newer.ackTerm, term)
+		case acks >= need:
+			return nil
+		case acks+open < need:
+			err := fmt.Errorf("%w: %d of %d voters confirmed term %d, %d needed", ErrNoQuorum, acks, len(links)+self, term, need)
+			if lastErr != nil {
+				err = fmt.Errorf("%w; last error: %w", err, lastErr)
+			}
+			return err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: waiting for a quorum to confirm the leader: %w", ErrNoQuorum, ctx.Err())
+		}
+	}
+}
+
+// answer records that l's voter was in term after receiving request seq.
+func (p *prover) answer(l *voterLink, seq, term uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if seq <= l.ackSeq {
+		return
+	}
+	l.ackSeq, l.ackTerm = seq, term
+	p.broadcastLocked()
+}
+
+// fail records that proofs up to seq get no answer from l.
+func (p *prover) fail(l *voterLink, seq uint64, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if seq <= l.failSeq {
+		return
+	}
+	l.failSeq, l.failErr = seq, err
+	p.broadcastLocked()
+}
+
+func (p *prover) broadcastLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// link returns the link to voter id, starting it on first use.
+func (p *prover) link(id string) (*voterLink, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, ErrShutdown
+	}
+	l := p.links[id]
+	if l == nil {
+		l = &voterLink{id: id, kick: make(chan struct{}, 1)}
+		l.lastUsed.Store(time.Now().UnixNano())
+		p.links[id] = l
+		p.wg.Add(1)
+		go p.run(l)
+	}
+	return l, nil
+}
+
+// run keeps l's stream up until the node closes or the link idles out.
+func (p *prover) run(l *voterLink) {
+	defer p.wg.Done()
+	backoff := linkMinBackoff
+	for p.ctx.Err() == nil {
+		answered, err := p.serve(l)
+		if p.ctx.Err() != nil {
+			return
+		}
+		switch {
+		case status.Code(err) == codes.Unimplemented:
+			backoff = linkUnimplementedBackoff
+		case answered:
+			backoff = linkMinBackoff
+		}
+		p.logger.Debug("leadership proof stream ended, proofs use unary calls until it is back",
+			"voter", l.id, "error", err, "retry_in", backoff)
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		if backoff < linkMaxBackoff {
+			backoff = min(2*backoff, linkMaxBackoff)
+		}
+		if p.idle(l) {
+			return
+		}
+	}
+}
+
+// idle removes l when no proof used it for linkIdleTimeout.
+func (p *prover) idle(l *voterLink) bool {
+	if time.Since(time.Unix(0, l.lastUsed.Load())) < linkIdleTimeout {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.links, l.id)
+	return true
+}
+
+// serve runs one stream to l's voter until it breaks: a sender goroutine
+// sends the latest seq asked for whenever kicked, and serve records the
+// answers. It reports whether any answer arrived.
+func (p *prover) serve(l *voterLink) (answered bool, err error) {
+	c, err := p.client(l.id)
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithCancel(p.ctx)
+	defer cancel()
+	stream, err := c.ConfirmTermStream(ctx)
+	if err != nil {
+		return false, err
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- p.send(ctx, l, stream) }()
+	p.setReady(l, true)
+	var recvErr error
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			recvErr = err
+			break
+		}
+		answered = true
+		p.answer(l, resp.GetSeq(), resp.GetTerm())
+	}
+	p.setReady(l, false)
+	p.reaskUnary(l)
+	cancel()
+	return answered, errors.Join(recvErr, <-sent)
+}
+
+// reaskUnary asks l's voter with a unary call about the latest seq its
+// broken stream may have left unanswered, so that the proofs waiting for it
+// are not stranded until their deadline.
+func (p *prover) reaskUnary(l *voterLink) {
+	seq := l.want.Load()
+	p.mu.Lock()
+	pending := seq > l.ackSeq
+	p.mu.Unlock()
+	if !pending {
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		ctx, cancel := context.WithTimeout(p.ctx, linkReaskTimeout)
+		defer cancel()
+		p.askUnary(ctx, l, seq, l.wantTerm.Load())
+	}()
+}
+
+// send sends the latest seq asked for each time the link is kicked. Kicks
+// that arrive while a send is under way collapse into one, so a slow voter
+// gets fewer, newer requests rather than a queue.
+func (p *prover) send(ctx context.Context, l *voterLink, stream ordinalv1.Cluster_ConfirmTermStreamClient) error {
+	var sent uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-l.kick:
+		}
+		seq := l.want.Load()
+		if seq <= sent {
+			continue
+		}
+		req := &ordinalv1.ConfirmTermRequest{Seq: seq, Term: l.wantTerm.Load(), LeaderId: p.nodeID}
+		if err := stream.Send(req); err != nil {
+			return err
+		}
+		sent = seq
+	}
+}
+
+func (p *prover) setReady(l *voterLink, ready bool) {
+	p.mu.Lock()
+	l.ready = ready
+	p.mu.Unlock()
+}

@@ -1,0 +1,290 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ordinal-dev/ordinal/alloc"
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/internal/testutil"
+)
+
+// voterStub is a real gRPC server standing in for another voter, so that a
+// test decides when and what it answers. Unary ConfirmTerm answers at once
+// with term; stream requests are answered at once too unless hold is set,
+// in which case they queue on held for the test to answer.
+type voterStub struct {
+	ordinalv1.UnimplementedClusterServer
+	term      atomic.Uint64
+	hold      atomic.Bool
+	noStreams bool
+	unary     atomic.Int64 // unary ConfirmTerm calls served
+	held      chan heldRequest
+}
+
+type heldRequest struct {
+	seq    uint64
+	answer func(term uint64) error
+	// breakStream ends the stream the request came on with an error.
+	breakStream func()
+}
+
+func (v *voterStub) ConfirmTerm(context.Context, *ordinalv1.ConfirmTermRequest) (*ordinalv1.ConfirmTermResponse, error) {
+	v.unary.Add(1)
+	return &ordinalv1.ConfirmTermResponse{Term: v.term.Load()}, nil
+}
+
+func (v *voterStub) ConfirmTermStream(stream ordinalv1.Cluster_ConfirmTermStreamServer) error {
+	if v.noStreams {
+		return status.Error(codes.Unimplemented, "this voter predates proof streams")
+	}
+	var sendMu sync.Mutex
+	send := func(seq, term uint64) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(&ordinalv1.ConfirmTermResponse{Seq: seq, Term: term})
+	}
+	broken := make(chan struct{})
+	var breakOnce sync.Once
+	for {
+		type recvd struct {
+			req *ordinalv1.ConfirmTermRequest
+			err error
+		}
+		got := make(chan recvd, 1)
+		go func() {
+			req, err := stream.Recv()
+			got <- recvd{req, err}
+		}()
+		var r recvd
+		select {
+		case r = <-got:
+		case <-broken:
+			return status.Error(codes.Unavailable, "stream broken by the test")
+		}
+		if r.err != nil {
+			return r.err
+		}
+		seq := r.req.GetSeq()
+		if !v.hold.Load() {
+			if err := send(seq, v.term.Load()); err != nil {
+				return err
+			}
+			continue
+		}
+		v.held <- heldRequest{
+			seq:         seq,
+			answer:      func(term uint64) error { return send(seq, term) },
+			breakStream: func() { breakOnce.Do(func() { close(broken) }) },
+		}
+	}
+}
+
+// startVoterStub serves v on a loopback port and returns its address.
+func startVoterStub(t *testing.T, v *voterStub) string {
+	t.Helper()
+	v.held = make(chan heldRequest, 16)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	ordinalv1.RegisterClusterServer(srv, v)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+// newTestProver returns a prover for node "self" whose only other voter is
+// "v", served at addr.
+func newTestProver(t *testing.T, addr string) *prover {
+	t.Helper()
+	ps := newPeers(nil)
+	p := newProver("self", func(id string) string {
+		if id == "v" {
+			return addr
+		}
+		return ""
+	}, ps, hclog.NewNullLogger())
+	t.Cleanup(func() {
+		p.close()
+		_ = ps.close()
+	})
+	return p
+}
+
+var twoVoters = []string{"self", "v"}
+
+// proveAsync starts a proof and returns where its result will arrive.
+func proveAsync(p *prover, term uint64) <-chan error {
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res <- p.prove(ctx, term, twoVoters)
+	}()
+	return res
+}
+
+func awaitStreamReady(t *testing.T, p *prover, id string) {
+	t.Helper()
+	testutil.WaitFor(t, 5*time.Second, "proof stream to "+id+" is up", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		l := p.links[id]
+		return l != nil && l.ready
+	})
+}
+
+func nextHeld(t *testing.T, v *voterStub) heldRequest {
+	t.Helper()
+	select {
+	case r := <-v.held:
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatal("the voter received no proof request")
+		return heldRequest{}
+	}
+}
+
+func resultOf(t *testing.T, res <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-res:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proof did not finish")
+		return nil
+	}
+}
+
+// The flaw of raft.VerifyLeader that the prover exists to avoid: an answer
+// to a request sent before a proof started must not count for that proof,
+// even when it arrives after the proof started and says "your term".
+func TestProverIgnoresAnswersToRequestsSentBeforeItStarted(t *testing.T) {
+	v := &voterStub{}
+	v.term.Store(5)
+	p := newTestProver(t, startVoterStub(t, v))
+	if err := p.prove(context.Background(), 5, twoVoters); err != nil {
+		t.Fatalf("first proof (unary, the stream is not up yet): %v", err)
+	}
+	awaitStreamReady(t, p, "v")
+
+	v.hold.Store(true)
+	first := proveAsync(p, 5)
+	old := nextHeld(t, v) // in flight, like a heartbeat sent before the pause
+	second := proveAsync(p, 5)
+	fresh := nextHeld(t, v)
+	if fresh.seq <= old.seq {
+		t.Fatalf("second proof sent seq %d, not after the first's %d", fresh.seq, old.seq)
+	}
+	// The voter moved to a newer term between the two requests: its answer
+	// to the old request says 5, to the new one 6.
+	if err := old.answer(5); err != nil {
+		t.Fatal(err)
+	}
+	if err := resultOf(t, first); err != nil {
+		t.Fatalf("the first proof, answered in its own term: %v", err)
+	}
+	if err := fresh.answer(6); err != nil {
+		t.Fatal(err)
+	}
+	if err := resultOf(t, second); !errors.Is(err, alloc.ErrNotLeader) {
+		t.Fatalf("second proof = %v, want ErrNotLeader: the stale answer must not have proved it", err)
+	}
+}
+
+// An answer to request s answers every proof numbered s or lower: all of
+// them started before request s was sent.
+func TestProverAnswerToALaterRequestProvesEarlierProofs(t *testing.T) {
+	v := &voterStub{}
+	v.term.Store(3)
+	p := newTestProver(t, startVoterStub(t, v))
+	if err := p.prove(context.Background(), 3, twoVoters); err != nil {
+		t.Fatal(err)
+	}
+	awaitStreamReady(t, p, "v")
+	v.hold.Store(true)
+	var proofs []<-chan error
+	for range 5 {
+		proofs = append(proofs, proveAsync(p, 3))
+	}
+	testutil.WaitFor(t, 5*time.Second, "all proofs asked", func() bool { return p.seq.Load() >= 6 })
+	for {
+		r := nextHeld(t, v)
+		if r.seq < 6 {
+			continue // left unanswered
+		}
+		if err := r.answer(3); err != nil {
+			t.Fatal(err)
+		}
+		break
+	}
+	for i, res := range proofs {
+		if err := resultOf(t, res); err != nil {
+			t.Fatalf("proof %d: %v", i, err)
+		}
+	}
+}
+
+func TestProverFallsBackToUnaryWhenTheStreamBreaks(t *testing.T) {
+	v := &voterStub{}
+	v.term.Store(7)
+	p := newTestProver(t, startVoterStub(t, v))
+	if err := p.prove(context.Background(), 7, twoVoters); err != nil {
+		t.Fatal(err)
+	}
+	awaitStreamReady(t, p, "v")
+	v.hold.Store(true)
+	unaryBefore := v.unary.Load()
+	res := proveAsync(p, 7)
+	nextHeld(t, v).breakStream()
+	if err := resultOf(t, res); err != nil {
+		t.Fatalf("a proof whose stream broke under it: %v", err)
+	}
+	if v.unary.Load() == unaryBefore {
+		t.Fatal("the proof succeeded without the unary call that should replace the lost answer")
+	}
+}
+
+func TestProverWorksWithVotersWithoutStreams(t *testing.T) {
+	v := &voterStub{noStreams: true}
+	v.term.Store(2)
+	p := newTestProver(t, startVoterStub(t, v))
+	for i := range 20 {
+		if err := p.prove(context.Background(), 2, twoVoters); err != nil {
+			t.Fatalf("proof %d against a voter without streams: %v", i, err)
+		}
+	}
+	if err := p.prove(context.Background(), 1, twoVoters); !errors.Is(err, alloc.ErrNotLeader) {
+		t.Fatalf("proof for an older term = %v, want ErrNotLeader", err)
+	}
+}
+
+func TestProverWithoutQuorumFailsByItsDeadline(t *testing.T) {
+	p := newTestProver(t, testutil.FreeAddr(t)) // nothing listens there
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := p.prove(ctx, 1, twoVoters)
+	if !errors.Is(err, ErrNoQuorum) {
+		t.Fatalf("proof with the only other voter down = %v, want ErrNoQuorum", err)
+	}
+	if ctx.Err() == nil {
+		// Allowed only if it failed fast for a reason it can tell.
+		t.Logf("failed before its deadline: %v", err)
+	}
+	single := []string{"self"}
+	if err := p.prove(context.Background(), 1, single); err != nil {
+		t.Fatalf("a single voter proves its own leadership: %v", err)
+	}
+}
