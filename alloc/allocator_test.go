@@ -217,6 +217,61 @@ func TestFenceRoundsAreShared(t *testing.T) {
 	}
 }
 
+// A caller waiting for a shared round hears back by its own deadline even
+// though it arms no timer: the round is bounded by its callers' earliest
+// deadline. A caller with more time left then takes the next round instead
+// of failing with the impatient caller's error.
+func TestSharedRoundEndsAtTheEarliestDeadline(t *testing.T) {
+	b := newMemBackend()
+	a := newTestAllocator(t, b, Config{FenceTimeout: time.Minute})
+	mustNext(t, a, Strong, 1) // warm up: range reserved
+	gate := make(chan struct{})
+	b.mu.Lock()
+	b.confirmGate = gate
+	b.mu.Unlock()
+	before := b.confirmCount()
+
+	first := make(chan error, 1)
+	go func() { _, err := a.Next(context.Background(), testKey, Strong, 1); first <- err }()
+	waitFor(t, "first round in flight", func() bool { return b.confirmCount() == before+1 })
+
+	shortCtx, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	short := make(chan error, 1)
+	go func() { _, err := a.Next(shortCtx, testKey, Strong, 1); short <- err }()
+	patient := make(chan error, 1)
+	go func() { _, err := a.Next(testCtx(t), testKey, Strong, 1); patient <- err }()
+	waitFor(t, "both callers queued", func() bool {
+		a.fence.mu.Lock()
+		defer a.fence.mu.Unlock()
+		return a.fence.waiting != nil && !a.fence.waiting.deadline.IsZero()
+	})
+	gate <- struct{}{} // round one ends; round two starts with both callers
+
+	select {
+	case err := <-short:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("short caller got %v, want DeadlineExceeded", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the short caller was not answered by its deadline: the round ignored it")
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-patient:
+		t.Fatalf("the patient caller returned (%v) with the short caller's round", err)
+	default:
+	}
+	// Round three, started after round two ran out, serves the patient one.
+	waitFor(t, "a round for the patient caller", func() bool { return b.confirmCount() >= before+3 })
+	gate <- struct{}{}
+	if err := <-patient; err != nil {
+		t.Fatalf("patient caller: %v", err)
+	}
+}
+
 func TestPrefetchReservesBeforeTheRangeRunsOut(t *testing.T) {
 	b := newMemBackend()
 	a := newTestAllocator(t, b, Config{InitialReservation: 64, GrowWithin: time.Nanosecond})
