@@ -46,7 +46,9 @@ type Scenario struct {
 }
 
 // Scenarios is the comparison `make bench` runs, in the order each round
-// runs them.
+// runs them. The etcdstore- rows measure ordinal on etcd (`ordinal serve
+// --store etcd`, CompareConfig.EtcdCluster) against the same no-op ceiling
+// and, for STRONG, the same etcd baseline as the Raft rows.
 var Scenarios = []Scenario{
 	{Name: "noop-unary-64", Title: "no-op ceiling, unary, 64 callers", Role: RoleNoop, Mode: ModeStrong, Conc: 64, Key: "bench-unary"},
 	{Name: "strong-leader-64", Title: "STRONG unary, 64 callers → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
@@ -55,10 +57,14 @@ var Scenarios = []Scenario{
 		Ref: "noop-unary-64", Goal: "≥ 0.8× no-op and above etcd", Check: strongGoal},
 	{Name: "etcd-64", Title: "etcd, Layotto's Txn per id, 64 callers", Role: RoleEtcd, Mode: ModeStrong, Conc: 64, Key: "bench-etcd",
 		Ref: "noop-unary-64", Goal: "baseline"},
+	{Name: "etcdstore-strong-64", Title: "ordinal on etcd: STRONG unary, 64 callers → elected node", Role: RoleEtcdStoreElected, Mode: ModeStrong, Conc: 64, Key: "bench-etcdstore-strong",
+		Ref: "noop-unary-64", Goal: "≥ 0.8× no-op and above etcd", Check: strongGoal},
 	{Name: "weak-follower-64", Title: "WEAK unary, 64 callers → follower", Role: RoleFollower, Mode: ModeWeak, Conc: 64, Key: "bench-weak",
 		Ref: "noop-unary-64", Goal: "≥ 0.9× no-op", Check: ratioGoal(0.9)},
 	{Name: "weak-leader-64", Title: "WEAK unary, 64 callers → leader", Role: RoleLeader, Mode: ModeWeak, Conc: 64, Key: "bench-weak",
 		Ref: "noop-unary-64", Goal: "≥ 0.9× no-op", Check: ratioGoal(0.9)},
+	{Name: "etcdstore-weak-64", Title: "ordinal on etcd: WEAK unary, 64 callers → a node not elected", Role: RoleEtcdStoreOther, Mode: ModeWeak, Conc: 64, Key: "bench-etcdstore-weak",
+		Ref: "noop-unary-64", Goal: "none set"},
 	{Name: "noop-unary-1", Title: "no-op ceiling, unary, 1 caller", Role: RoleNoop, Mode: ModeStrong, Conc: 1, Key: "bench-unary"},
 	{Name: "strong-leader-1", Title: "STRONG unary, 1 caller → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 1, Key: "bench-strong",
 		Ref: "noop-unary-1", Goal: "p99 ≤ 0.5 ms", Check: p99Goal(500 * time.Microsecond)},
@@ -66,6 +72,8 @@ var Scenarios = []Scenario{
 		Ref: "noop-unary-1", Goal: "baseline"},
 	{Name: "noop-batch-64", Title: "no-op ceiling, GetNextIds ×1000, 64 callers", Role: RoleNoop, Mode: ModeBatch, Conc: 64, Count: 1000, Key: "bench-batch"},
 	{Name: "batch-leader-64", Title: "STRONG GetNextIds ×1000, 64 callers → leader", Role: RoleLeader, Mode: ModeBatch, Conc: 64, Count: 1000, Key: "bench-batch",
+		Ref: "noop-batch-64", Goal: "≥ 10M ids/s", Check: rateGoal(10e6)},
+	{Name: "etcdstore-batch-64", Title: "ordinal on etcd: STRONG GetNextIds ×1000, 64 callers → elected node", Role: RoleEtcdStoreElected, Mode: ModeBatch, Conc: 64, Count: 1000, Key: "bench-etcdstore-batch",
 		Ref: "noop-batch-64", Goal: "≥ 10M ids/s", Check: rateGoal(10e6)},
 	{Name: "noop-stream-512", Title: "no-op ceiling, WithStreaming, 512 goroutines", Role: RoleNoop, Mode: ModeStream, Conc: 512, Key: "bench-stream"},
 	{Name: "stream-leader-512", Title: "STRONG via WithStreaming, 512 goroutines → leader", Role: RoleLeader, Mode: ModeStream, Conc: 512, Key: "bench-stream",
@@ -123,6 +131,13 @@ type CompareConfig struct {
 	// Noop is the no-op server's address; Etcd etcd's client address
 	// (empty skips the etcd rows).
 	Noop, Etcd string
+	// EtcdCluster are the gRPC addresses of ordinal nodes serving with
+	// --store etcd (native layout) on Etcd; empty skips the etcdstore-
+	// rows. The elected node is read from Etcd before every round.
+	EtcdCluster []string
+	// EtcdClusterPrefix is those nodes' --etcd-prefix; empty means
+	// etcdcompat's default.
+	EtcdClusterPrefix string
 	// Rounds is how many times every scenario runs, interleaved. Default 3.
 	Rounds int
 	// Duration and Warmup are per scenario run; defaults 5s and 1s.
@@ -136,9 +151,10 @@ type CompareConfig struct {
 	// Command is the command line that ran the comparison, for the
 	// report.
 	Command string
-	// PIDs maps server addresses (the cluster's, Noop, Etcd) to their
-	// process IDs. When given (on Linux), every run also measures the CPU
-	// time each server and the load generator spent per call.
+	// PIDs maps server addresses (the cluster's, Noop, Etcd,
+	// EtcdCluster's) to their process IDs. When given (on Linux), every
+	// run also measures the CPU time each server and the load generator
+	// spent per call.
 	PIDs map[string]int
 }
 
@@ -159,11 +175,13 @@ type ScenarioStats struct {
 	Commands []string
 	// CPU per call, in µs, per round where measured (see
 	// CompareConfig.PIDs): of the server the calls were sent to, of the
-	// other ordinal nodes together (ordinal rows only), and of the load
+	// other ordinal nodes together (ordinal rows only: the other Raft
+	// nodes, or the other ordinal-on-etcd nodes), of etcd under the
+	// ordinal-on-etcd nodes (etcdstore- rows only), and of the load
 	// generator; and their medians.
-	TargetCPU, OthersCPU, LoadCPU []float64
-	TargetCPUMed, OthersCPUMed    float64
-	LoadCPUMed                    float64
+	TargetCPU, OthersCPU, StoreCPU, LoadCPU []float64
+	TargetCPUMed, OthersCPUMed, StoreCPUMed float64
+	LoadCPUMed                              float64
 }
 
 // Comparison is the outcome of Compare.
@@ -194,9 +212,13 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 	if len(cfg.Cluster) == 0 || cfg.Noop == "" {
 		return nil, usagef("compare needs the cluster's addresses and the no-op server's")
 	}
+	if len(cfg.EtcdCluster) > 0 && cfg.Etcd == "" {
+		return nil, usagef("compare needs etcd's address to find which ordinal-on-etcd node is elected")
+	}
 	var scenarios []Scenario
 	for _, s := range Scenarios {
-		if s.Role == RoleEtcd && cfg.Etcd == "" || len(cfg.Only) > 0 && !slices.Contains(cfg.Only, s.Name) {
+		if s.Role == RoleEtcd && cfg.Etcd == "" || s.Role.isEtcdStore() && len(cfg.EtcdCluster) == 0 ||
+			len(cfg.Only) > 0 && !slices.Contains(cfg.Only, s.Name) {
 			continue
 		}
 		scenarios = append(scenarios, s)
@@ -216,9 +238,24 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 			return cmp, fmt.Errorf("round %d: %w", round, err)
 		}
 		fmt.Fprintf(cfg.Log, "== round %d of %d: leader %s, follower %s\n", round, cfg.Rounds, leader, follower)
+		var elected, other string
+		var electedErr error
+		if len(cfg.EtcdCluster) > 0 {
+			if elected, other, electedErr = findElected(ctx, cfg.Etcd, cfg.EtcdClusterPrefix, cfg.EtcdCluster); electedErr != nil {
+				fmt.Fprintf(cfg.Log, "== round %d: ordinal on etcd: %v\n", round, electedErr)
+			} else {
+				fmt.Fprintf(cfg.Log, "== round %d: ordinal on etcd: elected %s, not elected %s\n", round, elected, other)
+			}
+		}
 		for _, st := range cmp.Stats {
 			s := st.Scenario
-			target := map[Role]string{RoleNoop: cfg.Noop, RoleLeader: leader, RoleFollower: follower, RoleEtcd: cfg.Etcd}[s.Role]
+			if s.Role.isEtcdStore() && electedErr != nil {
+				cmp.Failures = append(cmp.Failures, fmt.Errorf("round %d, %s: %w", round, s.Name, electedErr))
+				st.Runs = append(st.Runs, nil)
+				continue
+			}
+			target := map[Role]string{RoleNoop: cfg.Noop, RoleLeader: leader, RoleFollower: follower, RoleEtcd: cfg.Etcd,
+				RoleEtcdStoreElected: elected, RoleEtcdStoreOther: other}[s.Role]
 			rc := Config{Mode: s.Mode, Targets: []string{target}, Concurrency: s.Conc, Duration: cfg.Duration,
 				Warmup: cfg.Warmup, Count: s.Count, Key: s.Key, Label: s.Name}
 			if s.Role == RoleEtcd {
@@ -265,7 +302,8 @@ func processCPUs(pids map[string]int) map[string]time.Duration {
 }
 
 // addCPU records the CPU per call of one run: the target's, the other
-// cluster nodes' (for runs against ordinal), the load generator's.
+// cluster nodes' (for runs against ordinal), etcd's (for runs against
+// ordinal on etcd), the load generator's.
 func (st *ScenarioStats) addCPU(res *Result, target string, cfg CompareConfig, before, after map[string]time.Duration) {
 	if res.AllCalls == 0 {
 		return
@@ -280,11 +318,20 @@ func (st *ScenarioStats) addCPU(res *Result, target string, cfg CompareConfig, b
 		return
 	}
 	st.TargetCPU = append(st.TargetCPU, perCall(a-b))
-	if st.Scenario.Role != RoleLeader && st.Scenario.Role != RoleFollower {
+	nodes := cfg.Cluster
+	switch {
+	case st.Scenario.Role.isEtcdStore():
+		nodes = cfg.EtcdCluster
+		b, okb := before[cfg.Etcd]
+		a, oka := after[cfg.Etcd]
+		if okb && oka {
+			st.StoreCPU = append(st.StoreCPU, perCall(a-b))
+		}
+	case st.Scenario.Role != RoleLeader && st.Scenario.Role != RoleFollower:
 		return
 	}
 	var others time.Duration
-	for _, addr := range cfg.Cluster {
+	for _, addr := range nodes {
 		b, okb := before[addr]
 		a, oka := after[addr]
 		if addr == target || !okb || !oka {
@@ -342,6 +389,7 @@ func (c *Comparison) summarise() {
 		st.P50, st.P99, st.P999 = time.Duration(median(p50)), time.Duration(median(p99)), time.Duration(median(p999))
 		st.Ratio = median(st.Ratios)
 		st.TargetCPUMed, st.OthersCPUMed, st.LoadCPUMed = median(st.TargetCPU), median(st.OthersCPU), median(st.LoadCPU)
+		st.StoreCPUMed = median(st.StoreCPU)
 	}
 }
 
@@ -407,7 +455,7 @@ func (c *Comparison) Markdown(w io.Writer) {
 	fmt.Fprintf(w, "Produced by `%s`: %d rounds, each running every scenario once in the order below "+
 		"(%v measured after %v of warm-up per run). Numbers are medians over the rounds; "+
 		"**vs no-op** is the median over rounds of the row's ids/s divided by its no-op ceiling's ids/s *in the same round*.\n\n",
-		cfg.Command, cfg.Rounds, cfg.Duration, cfg.Warmup)
+		cfg.Command, cfg.Rounds, cfg.Duration, max(cfg.Warmup, 0))
 	fmt.Fprintln(w, "| scenario | ids/s | calls/s | p50 | p99 | p99.9 | vs no-op | errors | target | met? |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
 	for _, st := range c.Stats {
@@ -468,6 +516,14 @@ func (c *Comparison) Markdown(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w)
+	if len(cfg.EtcdCluster) > 0 {
+		fmt.Fprintf(w, "The etcdstore- rows run against %s, ordinal nodes serving with `--store etcd` on the etcd above; "+
+			"before every round the elected node, the one that serves STRONG calls, is read from etcd: "+
+			"the key with the lowest create revision under `%s` holds its address, as the nodes themselves read it "+
+			"(ordinal's Leader RPC is not served with `--store etcd`).\n",
+			strings.Join(cfg.EtcdCluster, ", "), electionPrefix(cfg.EtcdClusterPrefix))
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintln(w, "The standalone command for each row (addresses as in round 1; the leader is looked up before every round):")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "```")
@@ -481,33 +537,46 @@ func (c *Comparison) Markdown(w io.Writer) {
 
 // cpuTable writes where the CPU went, when it was measured.
 func (c *Comparison) cpuTable(w io.Writer) {
-	measured := false
+	measured, store := false, false
 	for _, st := range c.Stats {
 		measured = measured || len(st.TargetCPU) > 0
+		store = store || len(st.StoreCPU) > 0
 	}
 	if !measured {
 		return
 	}
-	fmt.Fprintln(w, "CPU time per call, in µs (medians over rounds; user + system time from /proc/PID/stat over each whole run, "+
-		"warm-up included, divided by the calls made; the load generator's from getrusage while it made calls). "+
-		"The machine has 2 cores for all of these processes, so a scenario's throughput is bounded by about "+
+	fmt.Fprint(w, "CPU time per call, in µs (medians over rounds; user + system time from /proc/PID/stat over each whole run, "+
+		"warm-up included, divided by the calls made; the load generator's from getrusage while it made calls). ")
+	if store {
+		fmt.Fprint(w, "For the etcdstore- rows, \"other ordinal nodes\" are the other ordinal-on-etcd nodes "+
+			"and \"etcd (store)\" is the etcd they keep their counters in. ")
+	}
+	fmt.Fprintln(w, "The machine has 2 cores for all of these processes, so a scenario's throughput is bounded by about "+
 		"2 s of CPU per second divided by the total:")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| scenario | server called | other ordinal nodes | load generator | total |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
 	cell := func(v []float64, med float64) string {
 		if len(v) == 0 {
 			return "—"
 		}
 		return fmt.Sprintf("%.1f", med)
 	}
+	if store {
+		fmt.Fprintln(w, "| scenario | server called | other ordinal nodes | etcd (store) | load generator | total |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
+	} else {
+		fmt.Fprintln(w, "| scenario | server called | other ordinal nodes | load generator | total |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+	}
 	for _, st := range c.Stats {
 		if len(st.TargetCPU) == 0 {
 			continue
 		}
-		total := st.TargetCPUMed + st.OthersCPUMed + st.LoadCPUMed
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %.1f |\n", st.Scenario.Name, cell(st.TargetCPU, st.TargetCPUMed),
-			cell(st.OthersCPU, st.OthersCPUMed), cell(st.LoadCPU, st.LoadCPUMed), total)
+		total := st.TargetCPUMed + st.OthersCPUMed + st.StoreCPUMed + st.LoadCPUMed
+		fmt.Fprintf(w, "| %s | %s | %s |", st.Scenario.Name, cell(st.TargetCPU, st.TargetCPUMed), cell(st.OthersCPU, st.OthersCPUMed))
+		if store {
+			fmt.Fprintf(w, " %s |", cell(st.StoreCPU, st.StoreCPUMed))
+		}
+		fmt.Fprintf(w, " %s | %.1f |\n", cell(st.LoadCPU, st.LoadCPUMed), total)
 	}
 	fmt.Fprintln(w)
 }

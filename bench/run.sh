@@ -4,9 +4,11 @@
 #   1. builds bin/ordinal (make build);
 #   2. runs the fsm micro-benchmarks while nothing else runs;
 #   3. starts a 3-node ordinal cluster (--bootstrap-expect 3, temp data
-#      dirs), the no-op ceiling server and a single etcd (Debian's
-#      etcd-server), and waits until all serve;
-#   4. runs `ordinal bench compare`: every scenario, interleaved in rounds;
+#      dirs), the no-op ceiling server, a single etcd (Debian's
+#      etcd-server) and 3 ordinal nodes on that etcd (--store etcd, their
+#      own key prefix), and waits until all serve;
+#   4. runs `ordinal bench compare`: every scenario, interleaved in rounds,
+#      the ordinal-on-etcd ones (etcdstore-*) included;
 #   5. takes CPU profiles (Go pprof, through --pprof-addr) of the leader
 #      during one more STRONG and one more WEAK run, and of the no-op server
 #      under the same load (BENCH_PROFILE=0 skips them);
@@ -18,8 +20,9 @@
 # Every process it starts is stopped on exit, whatever happens.
 #
 # Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (5s), BENCH_WARMUP
-# (1s), BENCH_FAILOVER_TRIALS (10), BENCH_PORT_BASE (47100), BENCH_OUT
-# (BENCHMARKS.md), BENCH_PROFILE (1), ETCD (/usr/bin/etcd).
+# (1s), BENCH_FAILOVER_TRIALS (10), BENCH_PORT_BASE (47100; the servers take
+# base+1 to base+80), BENCH_OUT (BENCHMARKS.md), BENCH_PROFILE (1), ETCD
+# (/usr/bin/etcd).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -41,19 +44,24 @@ if [ ! -x "$ETCD" ]; then
 	exit 1
 fi
 
-GRPC=() RAFT=() PPROF=() NODE_PID=()
+GRPC=() RAFT=() PPROF=() NODE_PID=() EGRPC=() ENODE_PID=()
 for i in 1 2 3; do
 	GRPC[i]=127.0.0.1:$((BASE + i))
 	RAFT[i]=127.0.0.1:$((BASE + 10 + i))
 	PPROF[i]=127.0.0.1:$((BASE + 30 + i))
+	EGRPC[i]=127.0.0.1:$((BASE + 50 + i)) # ordinal on etcd
 done
 NOOP=127.0.0.1:$((BASE + 20))
 NOOP_PPROF=127.0.0.1:$((BASE + 40))
 ETCD_CLIENT=127.0.0.1:$((BASE + 79))
 ETCD_PEER=127.0.0.1:$((BASE + 80))
 JOIN=${GRPC[1]},${GRPC[2]},${GRPC[3]}
+ECLUSTER=${EGRPC[1]},${EGRPC[2]},${EGRPC[3]}
+# The ordinal-on-etcd nodes' keys, apart from the etcd baseline's
+# (/layotto/sequencer|||...) and from ordinal's default prefix.
+ESTORE_PREFIX=/bench-ordinal-on-etcd/
 ports_in_use=$(ss -Htln | awk '{print $4}')
-for addr in "${GRPC[@]}" "${RAFT[@]}" "${PPROF[@]}" "$NOOP" "$NOOP_PPROF" "$ETCD_CLIENT" "$ETCD_PEER"; do
+for addr in "${GRPC[@]}" "${RAFT[@]}" "${PPROF[@]}" "${EGRPC[@]}" "$NOOP" "$NOOP_PPROF" "$ETCD_CLIENT" "$ETCD_PEER"; do
 	if grep -qx "$addr" <<<"$ports_in_use"; then
 		echo "port $addr is in use: set BENCH_PORT_BASE to a free range" >&2
 		exit 1
@@ -80,6 +88,7 @@ cleanup() {
 	trap - EXIT INT TERM
 	stop "$PROF_PID"
 	for i in 1 2 3; do stop "${NODE_PID[i]:-}"; done
+	for i in 1 2 3; do stop "${ENODE_PID[i]:-}"; done
 	stop "$NOOP_PID"
 	stop "$ETCD_PID"
 	if [ "$rc" -ne 0 ]; then
@@ -158,13 +167,28 @@ wait_for "no-op server" 30 "$BIN" health --addr "$NOOP" --timeout 1s
 wait_for "etcd" 60 "$BIN" bench --backend etcd --targets "$ETCD_CLIENT" --concurrency 1 --duration 100ms --warmup 0
 "$BIN" members --addr "${GRPC[1]}"
 
+# Started once etcd serves, so that they campaign at once. They keep no
+# state of their own: no data directory.
+log "start 3 ordinal nodes on etcd (--store etcd)"
+ENODE_ARGS=()
+for i in 1 2 3; do
+	"$BIN" serve --store etcd --etcd-endpoints "$ETCD_CLIENT" --etcd-prefix "$ESTORE_PREFIX" --grpc-addr "${EGRPC[i]}" \
+		--log-level warn >>"$WORK/e$i.log" 2>&1 &
+	ENODE_PID[i]=$!
+	ENODE_ARGS[i]="ordinal serve --store etcd --etcd-endpoints $ETCD_CLIENT --etcd-prefix $ESTORE_PREFIX --grpc-addr ${EGRPC[i]}"
+done
+# health is SERVING once a node reaches etcd, holds its session and knows
+# the elected node.
+for i in 1 2 3; do wait_for "ordinal-on-etcd node e$i" 60 "$BIN" health --addr "${EGRPC[i]}" --timeout 1s; done
+
 log "compare: $ROUNDS rounds of every scenario, $DURATION each after $WARMUP warm-up"
-COMPARE_CMD="ordinal bench compare --cluster $JOIN --noop $NOOP --etcd $ETCD_CLIENT --rounds $ROUNDS --duration $DURATION --warmup $WARMUP --pids <ADDR=PID of each server>"
+COMPARE_CMD="ordinal bench compare --cluster $JOIN --noop $NOOP --etcd $ETCD_CLIENT --etcd-cluster $ECLUSTER --etcd-cluster-prefix $ESTORE_PREFIX --rounds $ROUNDS --duration $DURATION --warmup $WARMUP --pids <ADDR=PID of each server>"
 COMPARE_RC=0
-"$BIN" bench compare --cluster "$JOIN" --noop "$NOOP" --etcd "$ETCD_CLIENT" --rounds "$ROUNDS" \
+"$BIN" bench compare --cluster "$JOIN" --noop "$NOOP" --etcd "$ETCD_CLIENT" \
+	--etcd-cluster "$ECLUSTER" --etcd-cluster-prefix "$ESTORE_PREFIX" --rounds "$ROUNDS" \
 	--duration "$DURATION" --warmup "$WARMUP" --out "$WORK/compare.md" \
 	--machine "$MACHINE" --command "$COMPARE_CMD" \
-	--pids "${GRPC[1]}=${NODE_PID[1]},${GRPC[2]}=${NODE_PID[2]},${GRPC[3]}=${NODE_PID[3]},$NOOP=$NOOP_PID,$ETCD_CLIENT=$ETCD_PID" |
+	--pids "${GRPC[1]}=${NODE_PID[1]},${GRPC[2]}=${NODE_PID[2]},${GRPC[3]}=${NODE_PID[3]},$NOOP=$NOOP_PID,$ETCD_CLIENT=$ETCD_PID,${EGRPC[1]}=${ENODE_PID[1]},${EGRPC[2]}=${ENODE_PID[2]},${EGRPC[3]}=${ENODE_PID[3]}" |
 	tee "$WORK/compare.log" || COMPARE_RC=$?
 [ -s "$WORK/compare.md" ] || { echo "compare wrote no report" >&2; exit 1; }
 
@@ -243,8 +267,9 @@ GEN=$WORK/generated.md
 	echo "- machine: $MACHINE"
 	echo "- servers, all on loopback on the same machine as the load generator: 3 ordinal nodes"
 	echo "  (\`${NODE_ARGS[1]}\`, likewise n2 and n3, log level warn), the no-op server"
-	echo "  (\`ordinal bench serve-noop --addr $NOOP\`), and etcd $("$ETCD" --version | awk '/etcd Version/{print $3}')"
-	echo "  (\`etcd --data-dir DIR/etcd\`, single member, defaults otherwise)"
+	echo "  (\`ordinal bench serve-noop --addr $NOOP\`), etcd $("$ETCD" --version | awk '/etcd Version/{print $3}')"
+	echo "  (\`etcd --data-dir DIR/etcd\`, single member, defaults otherwise), and 3 ordinal nodes on that etcd for the"
+	echo "  etcdstore- rows (\`${ENODE_ARGS[1]}\`, likewise ${EGRPC[2]} and ${EGRPC[3]}, log level warn)"
 	echo
 	echo "### Throughput and latency"
 	echo

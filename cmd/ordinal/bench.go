@@ -23,7 +23,7 @@ const benchUsage = `ordinal bench [--mode strong|weak|batch|stream] [--backend o
            [--concurrency N] [--duration D] [--warmup D] [--count N] [--key K] [--keys N] [--store S]
        ordinal bench serve-noop [--addr HOST:PORT]
        ordinal bench failover --kill-pid PID --targets SURVIVOR,...
-       ordinal bench compare --cluster A,B,C --noop HOST:PORT [--etcd HOST:PORT] [--out FILE]
+       ordinal bench compare --cluster A,B,C --noop HOST:PORT [--etcd HOST:PORT] [--etcd-cluster D,E,F] [--out FILE]
 
 Runs a bounded load and verifies every ID received: no ID twice, STRONG IDs
 in real-time order across targets, WEAK IDs in order per target. Exits 1 if
@@ -194,13 +194,17 @@ func runBenchCompare(args []string) error {
 		duration, warmup     time.Duration
 		machine, commandLine string
 	)
-	fs := newFlagSet("bench compare", "ordinal bench compare --cluster A,B,C --noop HOST:PORT [--etcd HOST:PORT] [--out FILE]\n\n"+
+	fs := newFlagSet("bench compare", "ordinal bench compare --cluster A,B,C --noop HOST:PORT [--etcd HOST:PORT] [--etcd-cluster D,E,F] [--out FILE]\n\n"+
 		"Runs every benchmark scenario against the cluster's leader and a follower, the\n"+
-		"no-op server and etcd, interleaved in rounds, and writes the markdown tables\n"+
-		"of BENCHMARKS.md (medians over rounds, ratios to the same round's no-op run).")
+		"no-op server, etcd and ordinal nodes on etcd (--etcd-cluster), interleaved in\n"+
+		"rounds, and writes the markdown tables of BENCHMARKS.md (medians over rounds,\n"+
+		"ratios to the same round's no-op run).")
 	fs.StringVar(&cluster, "cluster", "", "comma-separated gRPC addresses of the ordinal nodes")
 	fs.StringVar(&cfg.Noop, "noop", "", "address of `ordinal bench serve-noop`")
 	fs.StringVar(&cfg.Etcd, "etcd", "", "etcd client address; empty skips the etcd rows")
+	var etcdCluster string
+	fs.StringVar(&etcdCluster, "etcd-cluster", "", "comma-separated gRPC addresses of ordinal nodes serving with --store etcd (native layout) on --etcd; empty skips the etcdstore- rows")
+	fs.StringVar(&cfg.EtcdClusterPrefix, "etcd-cluster-prefix", "", "the --etcd-prefix of the --etcd-cluster nodes, to find the elected one in etcd; default ordinal's default prefix")
 	fs.IntVar(&rounds, "rounds", 3, "how many times every scenario runs")
 	fs.DurationVar(&duration, "duration", 5*time.Second, "measured time of each run")
 	fs.DurationVar(&warmup, "warmup", time.Second, "warm-up of each run")
@@ -213,10 +217,13 @@ func runBenchCompare(args []string) error {
 	if err := noArgs("bench compare", fs, args); err != nil {
 		return err
 	}
-	cfg.Cluster, cfg.Only = splitList(cluster), splitList(only)
+	cfg.Cluster, cfg.Only, cfg.EtcdCluster = splitList(cluster), splitList(only), splitList(etcdCluster)
 	cfg.Rounds, cfg.Duration, cfg.Warmup, cfg.Machine = rounds, duration, warmup, machine
 	if len(cfg.Cluster) < 2 || cfg.Noop == "" || rounds < 1 || duration <= 0 || warmup < 0 {
 		return usageErrorf("bench compare: --cluster (two nodes or more) and --noop are required; --rounds and --duration must be positive")
+	}
+	if len(cfg.EtcdCluster) > 0 && cfg.Etcd == "" {
+		return usageErrorf("bench compare: --etcd-cluster needs --etcd, the etcd those nodes use (the elected node is read from it)")
 	}
 	if warmup == 0 {
 		cfg.Warmup = -1
