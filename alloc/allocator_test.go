@@ -464,3 +464,42 @@ func TestEvictedPoolServesNothing(t *testing.T) {
 		t.Fatalf("take from an evicted pool: %v, want errEvicted", err)
 	}
 }
+
+func TestFenceRoundsInFlightAreBounded(t *testing.T) {
+	for _, rounds := range []int{1, 2, 3} {
+		b := newMemBackend()
+		a := newTestAllocator(t, b, Config{FenceRounds: rounds})
+		mustNext(t, a, Strong, 1) // warm up: range reserved
+		gate := make(chan struct{})
+		b.mu.Lock()
+		b.confirmGate = gate
+		b.mu.Unlock()
+		before := b.confirmCount()
+
+		const callers = 10
+		errs := make(chan error, callers)
+		for range callers {
+			go func() { _, err := a.Next(testCtx(t), testKey, Strong, 1); errs <- err }()
+		}
+		waitFor(t, "rounds in flight", func() bool { return b.confirmCount() == before+rounds })
+		waitFor(t, "the other callers queued", func() bool {
+			a.fence.mu.Lock()
+			defer a.fence.mu.Unlock()
+			return a.fence.waiting != nil
+		})
+		if got := b.confirmCount() - before; got != rounds {
+			t.Fatalf("FenceRounds=%d: %d rounds in flight", rounds, got)
+		}
+		done := 0
+		for done < callers {
+			select {
+			case gate <- struct{}{}:
+			case err := <-errs:
+				if err != nil {
+					t.Fatal(err)
+				}
+				done++
+			}
+		}
+	}
+}

@@ -19,12 +19,13 @@ import (
 // second. A caller whose round ran out at someone else's earlier deadline
 // joins the next round.
 type fenceGroup struct {
-	confirm func(context.Context) (Epoch, error)
-	timeout time.Duration
+	confirm   func(context.Context) (Epoch, error)
+	timeout   time.Duration
+	maxRounds int // rounds in flight at once
 
-	mu      sync.Mutex
-	waiting *fenceRound // the round that starts when the current one ends
-	running bool        // a round is in flight
+	mu       sync.Mutex
+	waiting  *fenceRound // the round that starts when a round in flight ends
+	inFlight int
 }
 
 type fenceRound struct {
@@ -39,8 +40,8 @@ type fenceRound struct {
 	cutShort bool
 }
 
-func newFenceGroup(confirm func(context.Context) (Epoch, error), timeout time.Duration) *fenceGroup {
-	return &fenceGroup{confirm: confirm, timeout: timeout}
+func newFenceGroup(confirm func(context.Context) (Epoch, error), timeout time.Duration, maxRounds int) *fenceGroup {
+	return &fenceGroup{confirm: confirm, timeout: timeout, maxRounds: max(maxRounds, 1)}
 }
 
 // wait returns the epoch proven by a round that started after wait was
@@ -68,18 +69,20 @@ func (g *fenceGroup) wait(ctx context.Context) (Epoch, error) {
 	}
 }
 
-// join returns the round ctx's caller takes part in. When the group is idle
-// the caller runs that round itself, inline, sparing a goroutine hand-off on
-// the latency-critical single-caller path, and join returns it finished.
+// join returns the round ctx's caller takes part in. When fewer than
+// maxRounds rounds are in flight the caller starts a round of its own and
+// runs it inline, sparing a goroutine hand-off on the latency-critical
+// lightly loaded path, and join returns it finished. Otherwise the caller
+// joins the round queued to start when one in flight ends.
 func (g *fenceGroup) join(ctx context.Context) *fenceRound {
 	deadline, hasDeadline := ctx.Deadline()
 	g.mu.Lock()
-	if !g.running {
-		g.running = true
+	if g.waiting == nil && g.inFlight < g.maxRounds {
+		g.inFlight++
 		g.mu.Unlock()
 		r := &fenceRound{done: make(chan struct{}), deadline: deadline}
 		g.runRound(r)
-		g.handOff()
+		g.finished()
 		return r
 	}
 	r := g.waiting
@@ -94,32 +97,22 @@ func (g *fenceGroup) join(ctx context.Context) *fenceRound {
 	return r
 }
 
-// handOff is called when a round ends: it starts the next round in the
-// background if callers queued up meanwhile, or marks the group idle.
-func (g *fenceGroup) handOff() {
+// finished is called when a round ends: its slot passes to the queued
+// round, started in the background, or is freed.
+func (g *fenceGroup) finished() {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.waiting == nil {
-		g.running = false
+	r := g.waiting
+	if r == nil {
+		g.inFlight--
+		g.mu.Unlock()
 		return
 	}
-	go g.drain()
-}
-
-// drain runs queued rounds until none is waiting.
-func (g *fenceGroup) drain() {
-	for {
-		g.mu.Lock()
-		r := g.waiting
-		if r == nil {
-			g.running = false
-			g.mu.Unlock()
-			return
-		}
-		g.waiting = nil
-		g.mu.Unlock()
+	g.waiting = nil
+	g.mu.Unlock()
+	go func() {
 		g.runRound(r)
-	}
+		g.finished()
+	}()
 }
 
 func (g *fenceGroup) runRound(r *fenceRound) {
