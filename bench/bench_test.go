@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/bench/noop"
@@ -269,5 +270,45 @@ func TestProcessCPU(t *testing.T) {
 	}
 	if selfCPU() <= 0 {
 		t.Error("selfCPU() is not positive")
+	}
+}
+
+// A worker's compact record expands to the same Records a caller making
+// those calls would have written out in full, across chunk boundaries and
+// failures.
+func TestWorkerRecords(t *testing.T) {
+	const nkeys, count, target = 3, 5, 2
+	var w worker
+	var want []Record
+	now, key := int64(100), 1
+	w.restart(now, key)
+	for i := range 5000 {
+		start := now
+		now += int64(1 + i%7)
+		callKey := key
+		if key++; key == nkeys {
+			key = 0
+		}
+		if i%997 == 500 { // a failure, then a pause before the next call
+			w.fail(status.Error(codes.Unavailable, "down"))
+			now += 1000
+			w.restart(now, key)
+			continue
+		}
+		first := int64(10 * (i + 1))
+		w.record(now, first)
+		want = append(want, Record{Start: start, End: now, First: first, Count: count, Target: target, Key: uint16(callKey)})
+	}
+	if w.n != len(want) || w.errors[codes.Unavailable] != 5 {
+		t.Fatalf("worker counted %d calls and errors %v; want %d calls, 5 Unavailable", w.n, w.errors, len(want))
+	}
+	got := w.appendTo([]Record{{First: -1}}, count, target, nkeys)
+	if len(got) != len(want)+1 || got[0].First != -1 {
+		t.Fatalf("appendTo returned %d records; want the 1 given plus %d", len(got), len(want))
+	}
+	for i, r := range got[1:] {
+		if r != want[i] {
+			t.Fatalf("record %d is %+v; want %+v", i, r, want[i])
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -13,7 +14,9 @@ import (
 
 // maxBatchesInFlight is how many batches of one key and mode may travel at
 // once. One would make a batch wait for the previous answer; a few keep the
-// stream busy while batches still grow with the load.
+// stream busy while batches still grow with the load. It bounds batching,
+// not correctness: any number of batches in flight would stay linearizable
+// (see streamer).
 const maxBatchesInFlight = 2
 
 // maxBatchCount caps the IDs one batch asks for; it matches the server's
@@ -22,19 +25,36 @@ const maxBatchCount = 1_000_000
 
 // streamer carries NextID and NextIDs calls over one bidirectional stream
 // and coalesces concurrent callers of the same key and mode into one
-// request. A caller joins a batch that has not been sent yet, so the IDs it
-// gets are allocated by the server after the call started: coalescing keeps
-// STRONG calls linearizable.
+// request.
+//
+// Linearizability: a caller only ever joins a batch that has not been sent
+// yet, and the batch's request is sent after it joined, so the block the
+// server allocates for the batch — and the caller's share of it — is
+// allocated after the call started. A caller's share is fixed when it
+// joins (its offset in the batch, in arrival order), so nothing that
+// happens after the answer arrives can reorder callers.
+//
+// Cost per caller: a caller allocates nothing and takes one lock (its
+// key's); it then sleeps on its batch's done channel, which the receive
+// loop closes once for all the batch's callers, and computes its IDs from
+// the batch's first ID and its own offset.
 type streamer struct {
 	seqClient ordinalv1.SequencerClient
 
-	mu       sync.Mutex
-	stream   ordinalv1.Sequencer_NextIdStreamClient
-	cancel   context.CancelFunc
-	next     uint64
-	pending  map[uint64]*batch
+	// bmu guards batchers, kept apart from mu so that looking up a key does
+	// not wait for the stream's bookkeeping.
+	bmu      sync.Mutex
 	batchers map[batchKey]*batcher
-	closed   bool
+	// last is the batcher looked up last: a process taking IDs of one key
+	// finds it without a lock.
+	last atomic.Pointer[batcher]
+
+	mu      sync.Mutex
+	stream  ordinalv1.Sequencer_NextIdStreamClient
+	cancel  context.CancelFunc
+	next    uint64
+	pending map[uint64]*batch
+	closed  bool
 
 	sendMu sync.Mutex // serialises stream.Send
 }
@@ -44,44 +64,40 @@ type batchKey struct {
 	mode       Mode
 }
 
-// batcher queues the callers of one key and mode.
+// batcher queues the batches of one key and mode.
 type batcher struct {
-	key      batchKey
-	mu       sync.Mutex
-	waiting  []*waiter
-	queued   int64 // IDs the waiting callers want
+	key batchKey
+
+	mu sync.Mutex
+	// queue holds the batches not sent yet, oldest first. Callers join
+	// the last one; the others are full (maxBatchCount).
+	queue    []*batch
 	inFlight int
 }
 
-type waiter struct {
-	count int64
-	done  chan result // buffered: the answer never blocks on a gone caller
-}
-
-type result struct {
+// batch is one request's worth of callers. count grows while the batch is
+// queued and is fixed once it is sent; first and err are written once,
+// before done is closed, and read only after.
+type batch struct {
+	b     *batcher
+	count int64 // IDs the callers who joined asked for
+	done  chan struct{}
 	first int64
 	err   error
-}
-
-type batch struct {
-	b       *batcher
-	waiters []*waiter
 }
 
 func newStreamer(c ordinalv1.SequencerClient) *streamer {
 	return &streamer{seqClient: c, pending: map[uint64]*batch{}, batchers: map[batchKey]*batcher{}}
 }
 
-// next hands out count IDs of the key through the stream.
+// nextIDs hands out count IDs of the key through the stream.
 func (s *streamer) nextIDs(ctx context.Context, k batchKey, count int64) (int64, error) {
 	if count <= 0 || count > maxBatchCount {
 		return 0, status.Errorf(codes.InvalidArgument, "count is %d; it must be between 1 and %d", count, maxBatchCount)
 	}
 	b := s.batcher(k)
-	w := &waiter{count: count, done: make(chan result, 1)}
 	b.mu.Lock()
-	b.waiting = append(b.waiting, w)
-	b.queued += count
+	bt, off := b.join(count)
 	var out *batch
 	if b.inFlight < maxBatchesInFlight {
 		out = b.take()
@@ -90,50 +106,67 @@ func (s *streamer) nextIDs(ctx context.Context, k batchKey, count int64) (int64,
 	if out != nil {
 		s.send(out)
 	}
-	select {
-	case r := <-w.done:
-		return r.first, r.err
-	case <-ctx.Done():
-		return 0, status.FromContextError(ctx.Err()).Err()
+	if done := ctx.Done(); done == nil {
+		<-bt.done
+	} else {
+		select {
+		case <-bt.done:
+		case <-done:
+			// The share stays in the batch: those IDs are skipped, never
+			// handed out to anyone else.
+			return 0, status.FromContextError(ctx.Err()).Err()
+		}
 	}
+	if bt.err != nil {
+		return 0, bt.err
+	}
+	return bt.first + off, nil
 }
 
 func (s *streamer) batcher(k batchKey) *batcher {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if b := s.last.Load(); b != nil && b.key == k {
+		return b
+	}
+	s.bmu.Lock()
 	b := s.batchers[k]
 	if b == nil {
 		b = &batcher{key: k}
 		s.batchers[k] = b
 	}
+	s.bmu.Unlock()
+	s.last.Store(b)
 	return b
 }
 
-// take removes the waiting callers that fit in one batch and counts the
-// batch as in flight. The caller holds b.mu.
-func (b *batcher) take() *batch {
-	if len(b.waiting) == 0 {
-		return nil
+// join adds a caller of count IDs to the newest unsent batch, or to a new
+// one when there is none or it is full, and returns the batch and the
+// caller's offset in its block. The caller holds b.mu.
+func (b *batcher) join(count int64) (*batch, int64) {
+	if n := len(b.queue); n > 0 {
+		if bt := b.queue[n-1]; bt.count+count <= maxBatchCount {
+			off := bt.count
+			bt.count += count
+			return bt, off
+		}
 	}
-	var total int64
-	n := 0
-	for n < len(b.waiting) && total+b.waiting[n].count <= maxBatchCount {
-		total += b.waiting[n].count
-		n++
-	}
-	out := &batch{b: b, waiters: b.waiting[:n:n]}
-	b.waiting = b.waiting[n:]
-	b.queued -= total
-	b.inFlight++
-	return out
+	bt := &batch{b: b, count: count, done: make(chan struct{})}
+	b.queue = append(b.queue, bt)
+	return bt, 0
 }
 
-func (bt *batch) total() int64 {
-	var t int64
-	for _, w := range bt.waiters {
-		t += w.count
+// take removes the oldest unsent batch, if any, and counts it as in
+// flight; from then on no caller joins it. The caller holds b.mu.
+func (b *batcher) take() *batch {
+	n := len(b.queue)
+	if n == 0 {
+		return nil
 	}
-	return t
+	bt := b.queue[0]
+	copy(b.queue, b.queue[1:])
+	b.queue[n-1] = nil
+	b.queue = b.queue[:n-1]
+	b.inFlight++
+	return bt
 }
 
 // send puts a batch on the stream, opening the stream if needed.
@@ -148,7 +181,7 @@ func (s *streamer) send(bt *batch) {
 		StoreName: bt.b.key.store,
 		Key:       bt.b.key.key,
 		Options:   sequencerOptions(bt.b.key.mode),
-		Count:     bt.total(),
+		Count:     bt.count,
 	}
 	s.sendMu.Lock()
 	err = stream.Send(req)
@@ -205,17 +238,14 @@ func (s *streamer) receive(stream ordinalv1.Sequencer_NextIdStreamClient) {
 	}
 }
 
-// finish hands each caller of bt its share of the block, in the order they
-// arrived, and sends the next batch of the key if callers are waiting.
+// finish ends bt, which was sent or failed to be: it wakes bt's callers,
+// each of whom takes its share of the block at its offset, then sends the
+// key's next batch if callers are waiting for one. It runs once per batch.
+// The callers are woken first so that a Send held up by flow control does
+// not hold up answers that have arrived.
 func (s *streamer) finish(bt *batch, first int64, err error) {
-	for _, w := range bt.waiters {
-		if err != nil {
-			w.done <- result{err: err}
-			continue
-		}
-		w.done <- result{first: first}
-		first += w.count
-	}
+	bt.first, bt.err = first, err
+	close(bt.done)
 	b := bt.b
 	b.mu.Lock()
 	b.inFlight--
