@@ -98,8 +98,8 @@ compose-down:
 	$(COMPOSE_CMD) down --remove-orphans $(if $(VOLUMES),-v)
 
 ## bench: on this machine (loopback only), start a 3-node cluster, the no-op
-## ceiling server and etcd, run every benchmark interleaved, measure
-## failover, and write the results into BENCHMARKS.md (about 6 minutes;
+## ceiling server, etcd and 3 ordinal nodes on that etcd, run every benchmark
+## interleaved, measure failover, and write the results into BENCHMARKS.md (about 7 minutes;
 ## needs etcd-server). Knobs: see bench/run.sh.
 .PHONY: bench
 bench:
