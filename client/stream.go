@@ -130,12 +130,37 @@ func (s *streamer) batcher(k batchKey) *batcher {
 	s.bmu.Lock()
 	b := s.batchers[k]
 	if b == nil {
+		if len(s.batchers) >= sweepBatchersAt {
+			s.sweepLocked()
+		}
 		b = &batcher{key: k}
 		s.batchers[k] = b
 	}
 	s.bmu.Unlock()
 	s.last.Store(b)
 	return b
+}
+
+// sweepBatchersAt is the number of keys above which a new key first drops
+// the batchers of keys with nothing queued or in flight, so that a client
+// used for ever more keys (a follower forwarding calls for any key) keeps
+// memory bounded by its busy keys, without a batcher being dropped and
+// recreated on every call of a quiet key.
+const sweepBatchersAt = 1024
+
+// sweepLocked drops idle batchers. A caller that looked one up just before
+// may still use it: it is a complete batcher on its own, and callers of the
+// same key joining a new one only coalesce less. The caller holds s.bmu.
+func (s *streamer) sweepLocked() {
+	for k, b := range s.batchers {
+		b.mu.Lock()
+		idle := b.inFlight == 0 && len(b.queue) == 0
+		b.mu.Unlock()
+		if idle {
+			delete(s.batchers, k)
+			s.last.CompareAndSwap(b, nil)
+		}
+	}
 }
 
 // join adds a caller of count IDs to the newest unsent batch, or to a new

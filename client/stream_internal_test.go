@@ -495,3 +495,33 @@ func BenchmarkStreamer(b *testing.B) {
 		})
 	}
 }
+
+// A client used for ever more keys keeps memory bounded: batchers of idle
+// keys are dropped once there are many; a key with a batch in flight keeps
+// its batcher.
+func TestStreamerDropsIdleBatchers(t *testing.T) {
+	ctx := testCtx(t)
+	srv := newFakeServer(false)
+	s := newStreamer(srv)
+	defer s.close()
+	busy := batchKey{key: "busy", mode: Strong}
+	pending := start(ctx, s, busy, 1)
+	busyReq := srv.next(t)
+	for i := range 3 * sweepBatchersAt {
+		c := start(ctx, s, batchKey{key: fmt.Sprintf("k%d", i), mode: Strong}, 1)
+		srv.next(t).answer(int64(i + 1))
+		wantID(t, c, int64(i+1))
+	}
+	s.bmu.Lock()
+	n := len(s.batchers)
+	_, kept := s.batchers[busy]
+	s.bmu.Unlock()
+	if n > sweepBatchersAt {
+		t.Fatalf("%d batchers kept after %d keys were each used once; want at most %d", n, 3*sweepBatchersAt, sweepBatchersAt)
+	}
+	if !kept {
+		t.Fatal("the batcher of a key with a batch in flight was dropped")
+	}
+	busyReq.answer(7)
+	wantID(t, pending, 7)
+}
