@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"io"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -97,18 +96,11 @@ func (c *ClusterServer) ConfirmTerm(context.Context, *ordinalv1.ConfirmTermReque
 // does not hold this node's shutdown; the leader asks with unary calls
 // until it reconnects.
 func (c *ClusterServer) ConfirmTermStream(stream ordinalv1.Cluster_ConfirmTermStreamServer) error {
-	reqs, recvErr := receiveAll(stream)
+	requests := receiveAll(stream)
 	for {
-		var req *ordinalv1.ConfirmTermRequest
-		select {
-		case req = <-reqs:
-		case err := <-recvErr:
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
+		req, err := requests.next(c.draining)
+		if req == nil {
 			return err
-		case <-c.draining:
-			return status.Error(codes.Unavailable, "node is shutting down")
 		}
 		term := c.node.CurrentTerm()
 		if term == 0 {

@@ -29,21 +29,11 @@ func (s *Server) NextIdStream(stream ordinalv1.Sequencer_NextIdStreamServer) err
 	)
 	slots := make(chan struct{}, maxStreamInFlight)
 	defer wg.Wait()
-	reqs, recvErr := receiveAll(stream)
+	requests := receiveAll(stream)
 	for {
-		var req *ordinalv1.NextIdStreamRequest
-		select {
-		case req = <-reqs:
-		case err := <-recvErr:
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
+		req, err := requests.next(s.draining)
+		if req == nil {
 			return err
-		case <-s.draining:
-			// Ending the stream lets the server stop without waiting for
-			// clients that would keep it open for ever; their calls in
-			// flight are still answered, and new ones go elsewhere.
-			return nil
 		}
 		slots <- struct{}{}
 		wg.Add(1)
@@ -59,20 +49,25 @@ func (s *Server) NextIdStream(stream ordinalv1.Sequencer_NextIdStreamServer) err
 	}
 }
 
-// receiveAll reads the stream's requests in its own goroutine, so that the
-// handler can also watch for the server draining. The goroutine ends when
-// the stream does, which happens once the handler returns.
+// requestStream delivers a stream's requests, read in their own goroutine
+// so that the handler can also watch for the server draining. The goroutine
+// ends when the stream does, which happens once the handler returns.
+type requestStream[Req any] struct {
+	reqs <-chan *Req
+	errs <-chan error
+}
+
 func receiveAll[Req any](stream interface {
 	Recv() (*Req, error)
 	Context() context.Context
-}) (<-chan *Req, <-chan error) {
+}) requestStream[Req] {
 	reqs := make(chan *Req)
-	errc := make(chan error, 1)
+	errs := make(chan error, 1)
 	go func() {
 		for {
 			req, err := stream.Recv()
 			if err != nil {
-				errc <- err
+				errs <- err
 				return
 			}
 			select {
@@ -82,7 +77,26 @@ func receiveAll[Req any](stream interface {
 			}
 		}
 	}()
-	return reqs, errc
+	return requestStream[Req]{reqs: reqs, errs: errs}
+}
+
+// next returns the stream's next request, or nil when the handler should
+// end: with the stream's error, or nil when the client closed its side or
+// the server drains. Ending streams on drain lets the server stop without
+// waiting for clients that would keep them open for ever; the requests in
+// flight are still answered, and new ones go elsewhere.
+func (r requestStream[Req]) next(draining <-chan struct{}) (*Req, error) {
+	select {
+	case req := <-r.reqs:
+		return req, nil
+	case err := <-r.errs:
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, err
+	case <-draining:
+		return nil, nil
+	}
 }
 
 func (s *Server) serveStreamRequest(ctx context.Context, req *ordinalv1.NextIdStreamRequest) *ordinalv1.NextIdStreamResponse {
