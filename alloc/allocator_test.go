@@ -151,15 +151,23 @@ func TestStrongDiscardsRangesOfAnEarlierTenure(t *testing.T) {
 	}
 }
 
-func TestFenceRoundStartsAfterTheCallArrived(t *testing.T) {
-	b := newMemBackend()
-	a := newTestAllocator(t, b, Config{})
-	mustNext(t, a, Strong, 1) // warm up: range reserved
+// gateRounds warms a's STRONG range up, then holds every later leadership
+// round until the test sends on gate. It returns gate and the number of
+// rounds run so far.
+func gateRounds(t *testing.T, a *Allocator, b *memBackend) (chan struct{}, int) {
+	t.Helper()
+	mustNext(t, a, Strong, 1)
 	gate := make(chan struct{})
 	b.mu.Lock()
 	b.confirmGate = gate
 	b.mu.Unlock()
-	before := b.confirmCount()
+	return gate, b.confirmCount()
+}
+
+func TestFenceRoundStartsAfterTheCallArrived(t *testing.T) {
+	b := newMemBackend()
+	a := newTestAllocator(t, b, Config{})
+	gate, before := gateRounds(t, a, b)
 
 	results := make(chan error, 2)
 	go func() { _, err := a.Next(context.Background(), testKey, Strong, 1); results <- err }()
@@ -224,12 +232,7 @@ func TestFenceRoundsAreShared(t *testing.T) {
 func TestSharedRoundEndsAtTheEarliestDeadline(t *testing.T) {
 	b := newMemBackend()
 	a := newTestAllocator(t, b, Config{FenceTimeout: time.Minute})
-	mustNext(t, a, Strong, 1) // warm up: range reserved
-	gate := make(chan struct{})
-	b.mu.Lock()
-	b.confirmGate = gate
-	b.mu.Unlock()
-	before := b.confirmCount()
+	gate, before := gateRounds(t, a, b)
 
 	first := make(chan error, 1)
 	go func() { _, err := a.Next(context.Background(), testKey, Strong, 1); first <- err }()
@@ -284,13 +287,17 @@ func TestPrefetchReservesBeforeTheRangeRunsOut(t *testing.T) {
 	}
 	waitFor(t, "prefetch", func() bool { return b.reserveCount() == 2 })
 	// The rest of the first range and the prefetched one serve without
-	// another reservation until the prefetched one is half used.
-	for range 31 + 32 {
+	// another reservation until the prefetched one is half used: the last
+	// take below leaves 33 of its 64 IDs.
+	for range 31 + 31 {
 		mustNext(t, a, Weak, 1)
 	}
 	if n := b.reserveCount(); n != 2 {
 		t.Fatalf("%d reservations, want 2", n)
 	}
+	// The take that leaves half of it starts the next prefetch.
+	mustNext(t, a, Weak, 1)
+	waitFor(t, "second prefetch", func() bool { return b.reserveCount() == 3 })
 }
 
 func TestReservationSizeAdaptsToRate(t *testing.T) {
@@ -469,12 +476,7 @@ func TestFenceRoundsInFlightAreBounded(t *testing.T) {
 	for _, rounds := range []int{1, 2, 3} {
 		b := newMemBackend()
 		a := newTestAllocator(t, b, Config{FenceRounds: rounds})
-		mustNext(t, a, Strong, 1) // warm up: range reserved
-		gate := make(chan struct{})
-		b.mu.Lock()
-		b.confirmGate = gate
-		b.mu.Unlock()
-		before := b.confirmCount()
+		gate, before := gateRounds(t, a, b)
 
 		const callers = 10
 		errs := make(chan error, callers)

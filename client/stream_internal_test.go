@@ -206,6 +206,16 @@ func waitQueued(t *testing.T, s *streamer, k batchKey, want int64) {
 	}
 }
 
+// newTestStreamer returns a streamer over a new fakeServer, closed when the
+// test ends.
+func newTestStreamer(t *testing.T, auto bool) (*streamer, *fakeServer) {
+	t.Helper()
+	srv := newFakeServer(auto)
+	s := newStreamer(srv)
+	t.Cleanup(s.close)
+	return s, srv
+}
+
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), internalTestTimeout)
 	t.Cleanup(cancel)
@@ -218,9 +228,7 @@ var strongKey = batchKey{key: "k", mode: Strong}
 // batch share its block in the order they arrived.
 func TestStreamerBatchesInArrivalOrder(t *testing.T) {
 	ctx := testCtx(t)
-	srv := newFakeServer(false)
-	s := newStreamer(srv)
-	defer s.close()
+	s, srv := newTestStreamer(t, false)
 	k := strongKey
 
 	a := start(ctx, s, k, 1)
@@ -268,9 +276,7 @@ func TestStreamerBatchesInArrivalOrder(t *testing.T) {
 // Keys and modes are batched apart, each with its own in-flight limit.
 func TestStreamerBatchesPerKeyAndMode(t *testing.T) {
 	ctx := testCtx(t)
-	srv := newFakeServer(false)
-	s := newStreamer(srv)
-	defer s.close()
+	s, srv := newTestStreamer(t, false)
 	keys := []batchKey{{key: "x", mode: Strong}, {key: "x", mode: Weak}, {store: "other", key: "x", mode: Strong}}
 	var calls []<-chan callResult
 	var reqs []sentReq
@@ -297,9 +303,7 @@ func TestStreamerBatchesPerKeyAndMode(t *testing.T) {
 // skipped, and the others get theirs.
 func TestStreamerCancelledCaller(t *testing.T) {
 	ctx := testCtx(t)
-	srv := newFakeServer(false)
-	s := newStreamer(srv)
-	defer s.close()
+	s, srv := newTestStreamer(t, false)
 	k := strongKey
 	x := start(ctx, s, k, 1)
 	r1 := srv.next(t)
@@ -330,9 +334,7 @@ func TestStreamerCancelledCaller(t *testing.T) {
 // A batch answered with an error fails all its callers, and only them.
 func TestStreamerErrorAnswer(t *testing.T) {
 	ctx := testCtx(t)
-	srv := newFakeServer(false)
-	s := newStreamer(srv)
-	defer s.close()
+	s, srv := newTestStreamer(t, false)
 	k := strongKey
 	x := start(ctx, s, k, 1)
 	r1 := srv.next(t)
@@ -358,9 +360,7 @@ func TestStreamerErrorAnswer(t *testing.T) {
 // that callers retry), and the waiting batch goes out on a new stream.
 func TestStreamerStreamBreaks(t *testing.T) {
 	ctx := testCtx(t)
-	srv := newFakeServer(false)
-	s := newStreamer(srv)
-	defer s.close()
+	s, srv := newTestStreamer(t, false)
 	k := strongKey
 	x := start(ctx, s, k, 1)
 	r1 := srv.next(t)
@@ -421,9 +421,7 @@ func TestStreamerRejectsCount(t *testing.T) {
 // Many callers of a few keys, the server allocating when it receives each
 // request: every call's IDs are unique and the history linearizable.
 func TestStreamerLinearizableUnderLoad(t *testing.T) {
-	srv := newFakeServer(true)
-	s := newStreamer(srv)
-	defer s.close()
+	s, _ := newTestStreamer(t, true)
 	ctx := testCtx(t)
 	rec := history.NewRecorder()
 	const callers, perCaller = 64, 150
@@ -501,9 +499,7 @@ func BenchmarkStreamer(b *testing.B) {
 // its batcher.
 func TestStreamerDropsIdleBatchers(t *testing.T) {
 	ctx := testCtx(t)
-	srv := newFakeServer(false)
-	s := newStreamer(srv)
-	defer s.close()
+	s, srv := newTestStreamer(t, false)
 	busy := batchKey{key: "busy", mode: Strong}
 	pending := start(ctx, s, busy, 1)
 	busyReq := srv.next(t)
