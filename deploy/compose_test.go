@@ -668,19 +668,43 @@ func run(timeout time.Duration, env []string, name string, args ...string) (stri
 	return stdout.String(), stderr.String(), err
 }
 
-// freePorts returns n distinct ports free on loopback right now.
+// freePorts returns n distinct ports free on loopback right now, taken
+// below the kernel's ephemeral range: a container that a test stops and
+// starts again must get its published port back, and a port from the
+// ephemeral range can meanwhile become the source port of any outgoing
+// connection on the machine (other test packages run in parallel).
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
+	low := belowEphemeral()
 	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for port := low - 1; len(ports) < n && port > 1024; port-- {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
 		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, port)
+	}
+	if len(ports) < n {
+		t.Fatalf("found %d free ports below %d, need %d", len(ports), low, n)
 	}
 	return ports
+}
+
+// belowEphemeral returns a random port up to 4096 below the first port of
+// the kernel's ephemeral range (32768 by default), so that tests taking
+// ports downwards from it rarely probe the same ones.
+func belowEphemeral() int {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var lo, hi int
+		if _, err := fmt.Sscan(string(b), &lo, &hi); err == nil && lo > 2048 {
+			low = lo
+		}
+	}
+	var b [2]byte
+	_, _ = rand.Read(b[:])
+	return low - int(b[0])<<4 - int(b[1])%16
 }
 
 func randomSuffix(t *testing.T) string {
