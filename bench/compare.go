@@ -182,6 +182,12 @@ type ScenarioStats struct {
 	TargetCPU, OthersCPU, StoreCPU, LoadCPU []float64
 	TargetCPUMed, OthersCPUMed, StoreCPUMed float64
 	LoadCPUMed                              float64
+	// EtcdReads and EtcdTxns are, per round, the Range and Txn requests
+	// etcd handled per call made (etcd and etcdstore- rows; etcd's own
+	// counters), and their medians. For ordinal on etcd, the reads are
+	// almost all leadership proofs: one per batch of STRONG calls.
+	EtcdReads, EtcdTxns       []float64
+	EtcdReadsMed, EtcdTxnsMed float64
 }
 
 // Comparison is the outcome of Compare.
@@ -264,9 +270,18 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 			// A clean heap for every run: the previous run's records must
 			// not cost this one a collection.
 			runtime.GC()
+			countEtcd := s.Role == RoleEtcd || s.Role.isEtcdStore()
+			var etcdBefore etcdRequests
+			if countEtcd {
+				etcdBefore = scrapeEtcdLogged(ctx, cfg)
+			}
 			before := processCPUs(cfg.PIDs)
 			res, err := Run(ctx, rc)
 			after := processCPUs(cfg.PIDs)
+			var etcdAfter etcdRequests
+			if countEtcd {
+				etcdAfter = scrapeEtcdLogged(ctx, cfg)
+			}
 			if err != nil {
 				cmp.Failures = append(cmp.Failures, fmt.Errorf("round %d, %s: %w", round, s.Name, err))
 				fmt.Fprintf(cfg.Log, "%s: %v\n", s.Name, err)
@@ -283,6 +298,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 			st.Runs = append(st.Runs, res)
 			st.Commands = append(st.Commands, commandFor(res.Config, cfg))
 			st.addCPU(res, target, cfg, before, after)
+			st.addEtcdRequests(res, etcdBefore, etcdAfter)
 		}
 	}
 	cmp.summarise()
@@ -342,6 +358,27 @@ func (st *ScenarioStats) addCPU(res *Result, target string, cfg CompareConfig, b
 	st.OthersCPU = append(st.OthersCPU, perCall(others))
 }
 
+// scrapeEtcdLogged reads etcd's request counters, or logs why it could
+// not and returns nil.
+func scrapeEtcdLogged(ctx context.Context, cfg CompareConfig) etcdRequests {
+	r, err := scrapeEtcdRequests(ctx, cfg.Etcd)
+	if err != nil {
+		fmt.Fprintf(cfg.Log, "etcd request counts: %v\n", err)
+	}
+	return r
+}
+
+// addEtcdRequests records the etcd reads and transactions per call of one
+// run, when both counts were read.
+func (st *ScenarioStats) addEtcdRequests(res *Result, before, after etcdRequests) {
+	if before == nil || after == nil || res.AllCalls == 0 {
+		return
+	}
+	d := after.since(before)
+	st.EtcdReads = append(st.EtcdReads, d["Range"]/float64(res.AllCalls))
+	st.EtcdTxns = append(st.EtcdTxns, d["Txn"]/float64(res.AllCalls))
+}
+
 // commandFor is the standalone command that makes the same run.
 func commandFor(c Config, cc CompareConfig) string {
 	var b strings.Builder
@@ -390,6 +427,7 @@ func (c *Comparison) summarise() {
 		st.Ratio = median(st.Ratios)
 		st.TargetCPUMed, st.OthersCPUMed, st.LoadCPUMed = median(st.TargetCPU), median(st.OthersCPU), median(st.LoadCPU)
 		st.StoreCPUMed = median(st.StoreCPU)
+		st.EtcdReadsMed, st.EtcdTxnsMed = median(st.EtcdReads), median(st.EtcdTxns)
 	}
 }
 
@@ -489,6 +527,7 @@ func (c *Comparison) Markdown(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	c.cpuTable(w)
+	c.etcdTable(w)
 	fmt.Fprintln(w, "Per round (ids/s; ratio to the same round's no-op ceiling in parentheses):")
 	fmt.Fprintln(w)
 	fmt.Fprint(w, "| scenario |")
@@ -577,6 +616,44 @@ func (c *Comparison) cpuTable(w io.Writer) {
 			fmt.Fprintf(w, " %s |", cell(st.StoreCPU, st.StoreCPUMed))
 		}
 		fmt.Fprintf(w, " %s | %.1f |\n", cell(st.LoadCPU, st.LoadCPUMed), total)
+	}
+	fmt.Fprintln(w)
+}
+
+// etcdTable writes how many requests the calls cost etcd, when counted.
+func (c *Comparison) etcdTable(w io.Writer) {
+	var rows []*ScenarioStats
+	for _, st := range c.Stats {
+		if len(st.EtcdReads) > 0 {
+			rows = append(rows, st)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Requests to etcd per call (medians over rounds; etcd's own grpc_server_handled_total counters "+
+		"from its /metrics, read before and after each whole run, warm-up included, divided by the calls made). "+
+		"For ordinal on etcd, the reads are the leadership proofs, one per batch of STRONG calls, and "+
+		"\"etcd CPU per request\" is the etcd CPU per call (table above) divided by the requests per call "+
+		"(not given for rows with under 0.01 requests per call):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| scenario | reads (Range) per call | calls per read | transactions (Txn) per call | etcd CPU per request (µs) |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+	for _, st := range rows {
+		perRead, perReq := "—", "—"
+		if st.EtcdReadsMed > 0 {
+			perRead = fmt.Sprintf("%.1f", 1/st.EtcdReadsMed)
+		}
+		cpu := st.StoreCPUMed
+		if st.Scenario.Role == RoleEtcd {
+			cpu = st.TargetCPUMed // etcd is the server called
+		}
+		// Rows that hardly touch etcd (WEAK) would divide etcd's idle
+		// CPU by almost nothing.
+		if reqs := st.EtcdReadsMed + st.EtcdTxnsMed; reqs >= 0.01 && cpu > 0 {
+			perReq = fmt.Sprintf("%.0f", cpu/reqs)
+		}
+		fmt.Fprintf(w, "| %s | %.4f | %s | %.4f | %s |\n", st.Scenario.Name, st.EtcdReadsMed, perRead, st.EtcdTxnsMed, perReq)
 	}
 	fmt.Fprintln(w)
 }

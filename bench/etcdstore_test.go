@@ -92,6 +92,19 @@ func TestCompareEtcdStore(t *testing.T) {
 				t.Errorf("%s: etcd CPU %v, other nodes' CPU %v: want one per round", st.Scenario.Name, st.StoreCPU, st.OthersCPU)
 			}
 		}
+		switch st.Scenario.Name {
+		case "etcd-64":
+			// Layotto's sequencer: exactly one transaction per ID.
+			if len(st.EtcdTxns) != 2 || st.EtcdTxnsMed < 0.99 || st.EtcdTxnsMed > 1.05 {
+				t.Errorf("etcd-64: %v transactions per call, want 1", st.EtcdTxns)
+			}
+		case "etcdstore-strong-64":
+			// At least one leadership proof was read, and never more than
+			// one per call.
+			if len(st.EtcdReads) != 2 || st.EtcdReadsMed <= 0 || st.EtcdReadsMed > 1 {
+				t.Errorf("etcdstore-strong-64: %v etcd reads per call, want in (0, 1]", st.EtcdReads)
+			}
+		}
 	}
 	var md bytes.Buffer
 	cmp.Markdown(&md)
@@ -100,7 +113,7 @@ func TestCompareEtcdStore(t *testing.T) {
 	for _, want := range []string{
 		"ordinal on etcd: STRONG unary, 64 callers → elected node", "ordinal on etcd: WEAK unary, 64 callers → a node not elected",
 		"ordinal on etcd: STRONG GetNextIds ×1000, 64 callers → elected node", "× etcd", "≥ 10M ids/s",
-		"| etcd (store) |", "| etcdstore-strong-64 |", prefix + "election/",
+		"| etcd (store) |", "| etcdstore-strong-64 |", prefix + "election/", "| calls per read |",
 		"--mode batch --targets " + leader + " --concurrency 64 --count 1000",
 	} {
 		if !strings.Contains(text, want) {
