@@ -55,9 +55,20 @@ const (
 	DefaultSessionTTL    = 10 * time.Second
 )
 
-// layottoSeparator may not appear in a key or an app ID in the Layotto
-// layout; Layotto rejects such keys too.
-const layottoSeparator = "|||"
+// layottoSeparator separates Layotto's "sequencer" from the rest of the
+// key; layottoAppSep separates the app ID from the key.
+const (
+	layottoSeparator = "|||"
+	layottoAppSep    = "||"
+)
+
+// layottoForbidden may not appear in a key or an app ID in the Layotto
+// layout. Layotto's runtime rejects it in keys and fixed key prefixes
+// (pkg/runtime/sequencer, checkKeyIllegal; runtimes before the key
+// strategies rejected only "|||", which contains it): without the check,
+// key "a||k" with no app ID and key "k" with app ID "a" would share one
+// etcd key.
+const layottoForbidden = layottoAppSep
 
 // Config configures a store.
 type Config struct {
@@ -87,7 +98,10 @@ type Config struct {
 
 	// AppID, in the Layotto layout, is the app ID Layotto's default
 	// keyPrefix strategy puts into every key: sequencer|||<AppID>||<key>.
-	// Empty means sequencer|||<key>, as Layotto does with no app ID.
+	// Empty means sequencer|||<key>, as Layotto does with no app ID. To
+	// share keys with sidecars configured with a fixed keyPrefix instead,
+	// give that prefix in lower case: Layotto lowercases it. It must not
+	// contain "||".
 	AppID string
 
 	// SessionTTL is the TTL of the etcd lease behind this node's election
@@ -137,8 +151,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.AppID != "" && cfg.Layout != LayoutLayotto {
 		return cfg, errors.New("etcdcompat: an app ID only applies to the Layotto layout (--etcd-layout layotto)")
 	}
-	if strings.Contains(cfg.AppID, layottoSeparator) {
-		return cfg, fmt.Errorf("etcdcompat: app ID %q must not contain %q", cfg.AppID, layottoSeparator)
+	if strings.Contains(cfg.AppID, layottoForbidden) {
+		return cfg, fmt.Errorf("etcdcompat: app ID %q must not contain %q", cfg.AppID, layottoForbidden)
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout

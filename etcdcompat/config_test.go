@@ -26,6 +26,7 @@ func TestConfigValidation(t *testing.T) {
 		{"unknown layout", Config{Endpoints: ep, Layout: "zk"}, `unknown etcd layout "zk"`},
 		{"app id in the native layout", Config{Endpoints: ep, AppID: "a"}, "only applies to the Layotto layout"},
 		{"app id with the separator", Config{Endpoints: ep, Layout: LayoutLayotto, AppID: "a|||b"}, "must not contain"},
+		{"app id with the app separator", Config{Endpoints: ep, Layout: LayoutLayotto, AppID: "a||b"}, "must not contain"},
 		{"password without username", Config{Endpoints: ep, Password: "p"}, "needs a username"},
 		{"cert without key", Config{Endpoints: ep, CertFile: "c.pem"}, "both --etcd-cert-file and --etcd-key-file"},
 		{"missing CA file", Config{Endpoints: ep, CAFile: filepath.Join(dir, "nope.pem")}, "read etcd CA file"},

@@ -25,7 +25,6 @@ import (
 // "/layotto/").
 const (
 	layottoAPIPrefix = "sequencer" + layottoSeparator
-	layottoAppSep    = "||"
 )
 
 // LayottoStore serves IDs from etcd exactly as Layotto's etcd sequencer
@@ -78,10 +77,11 @@ func (s *LayottoStore) SetFloorHook(func(fsm.Key, uint64)) {}
 // Close closes the client.
 func (s *LayottoStore) Close() error { return s.close(nil) }
 
-// checkKey rejects what Layotto's runtime rejects.
+// checkLayottoKey rejects what Layotto's runtime rejects, with its
+// message.
 func checkLayottoKey(name string) error {
-	if strings.Contains(name, layottoSeparator) {
-		return status.Errorf(codes.InvalidArgument, "input key/keyPrefix '%s' can't contain '%s'", name, layottoSeparator)
+	if strings.Contains(name, layottoForbidden) {
+		return status.Errorf(codes.InvalidArgument, "input key/keyPrefix '%s' can't contain '%s'", name, layottoForbidden)
 	}
 	return nil
 }

@@ -107,9 +107,14 @@ func TestLayottoLayout(t *testing.T) {
 				t.Fatalf("after a refused floor: %v, %v; want 14", r, err)
 			}
 
-			_, err = n1.Sequencer().GetNextId(ctx10(t), &ordinalv1.GetNextIdRequest{Key: "a|||b"})
-			if status.Code(err) != codes.InvalidArgument {
-				t.Fatalf("key with |||: %v, want InvalidArgument as in Layotto", err)
+			// Layotto rejects "||" in keys (and so "|||"): otherwise key
+			// "app||k" without an app ID would count on the same etcd key
+			// as key "k" under app ID "app".
+			for _, bad := range []string{"a|||b", "app||k"} {
+				_, err = n1.Sequencer().GetNextId(ctx10(t), &ordinalv1.GetNextIdRequest{Key: bad})
+				if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "can't contain '||'") {
+					t.Fatalf("key %q: %v, want InvalidArgument as in Layotto", bad, err)
+				}
 			}
 			if r, err := n1.Sequencer().GetNextId(ctx10(t), &ordinalv1.GetNextIdRequest{Key: "fresh"}); err != nil || r.NextId != 1 {
 				t.Fatalf("fresh key: %v, %v; want 1", r, err)

@@ -51,7 +51,7 @@ func addEtcdFlags(fs *flag.FlagSet, f *etcdFlags) {
 	fs.StringVar(&f.keyFile, "etcd-key-file", "", "key (PEM) of --etcd-cert-file")
 	fs.StringVar(&f.prefix, "etcd-prefix", "", "prefix of every key ordinal uses in etcd; default /ordinal/, or /layotto/ with --etcd-layout layotto")
 	fs.StringVar(&f.layout, "etcd-layout", string(etcdcompat.LayoutNative), "native (ids reserved in ranges: no etcd write per id) or layotto (the keys of Layotto's etcd sequencer: one etcd write per id, served next to Layotto sidecars)")
-	fs.StringVar(&f.appID, "etcd-app-id", "", "with --etcd-layout layotto: the app ID Layotto puts in its keys (sequencer|||<app-id>||<key>); empty: sequencer|||<key>")
+	fs.StringVar(&f.appID, "etcd-app-id", "", "with --etcd-layout layotto: the app ID Layotto puts in its keys (sequencer|||<app-id>||<key>), or a sidecar's fixed keyPrefix in lower case; empty: sequencer|||<key>")
 	fs.DurationVar(&f.sessionTTL, "etcd-session-ttl", etcdcompat.DefaultSessionTTL, "lease TTL behind this node's STRONG leadership: how long a crashed or cut-off leader holds it")
 }
 
