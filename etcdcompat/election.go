@@ -93,7 +93,13 @@ func (s *Store) runSession(ctx context.Context, sess *concurrency.Session) {
 // or was revoked, or someone deleted it. Safety never depends on this
 // watch (every STRONG batch reads the key); it only lets the node notice
 // and campaign again without waiting for a failed Confirm.
+//
+// Each pass reads the key and watches from the revision after that read,
+// never from the tenure's own revision: once etcd has compacted past it, a
+// watch from there fails at once with ErrCompacted, and restarting it
+// there would spin for the whole tenure without ever seeing the deletion.
 func (s *Store) watchTenure(ctx context.Context, t *tenure) {
+	wait := minRetry
 	for ctx.Err() == nil {
 		select {
 		case <-t.lost:
@@ -104,22 +110,42 @@ func (s *Store) watchTenure(ctx context.Context, t *tenure) {
 		if err != nil {
 			return
 		}
-		wctx, cancel := context.WithCancel(ctx)
-		for wr := range cli.Watch(wctx, t.key, clientv3.WithRev(t.rev)) {
-			for _, ev := range wr.Events {
-				if ev.Type == mvccpb.DELETE {
-					t.end()
-					cancel()
-					return
-				}
-			}
-			if wr.Err() != nil {
-				break
-			}
+		resp, err := cli.Get(ctx, t.key)
+		if err != nil {
+			sleep(ctx, wait)
+			wait = min(wait*2, maxRetry)
+			continue
 		}
-		cancel()
+		wait = minRetry
+		if len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != t.rev {
+			t.end()
+			return
+		}
+		if s.watchUntilDeleted(ctx, cli, t, resp.Header.Revision+1) {
+			t.end()
+			return
+		}
 		sleep(ctx, minRetry)
 	}
+}
+
+// watchUntilDeleted watches t's key from revision from and reports whether
+// it saw the key deleted; false means the watch ended first (ctx done, an
+// error, compaction), and the caller reads the key again.
+func (s *Store) watchUntilDeleted(ctx context.Context, cli *clientv3.Client, t *tenure, from int64) bool {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for wr := range cli.Watch(wctx, t.key, clientv3.WithRev(from)) {
+		for _, ev := range wr.Events {
+			if ev.Type == mvccpb.DELETE {
+				return true
+			}
+		}
+		if wr.Err() != nil {
+			return false
+		}
+	}
+	return false
 }
 
 // observeLoop keeps s.leader up to date: the election key with the lowest

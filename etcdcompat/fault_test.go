@@ -2,6 +2,7 @@ package etcdcompat_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -258,4 +259,55 @@ func TestStartWaitsForEtcd(t *testing.T) {
 	if id := retryCall(t, rec, 1, nd, "k", true, 10*time.Second); id != 1 {
 		t.Fatalf("first id %d, want 1", id)
 	}
+}
+
+// TestLeaderNoticesItsKeyGoneAfterCompaction deletes the leader's election
+// key (its lease still alive) after etcd compacted its history past the
+// key's creation and the leader's watch stream broke. The leader must
+// notice by itself, with no STRONG call whose fence would notice for it,
+// and campaign again. A watch resumed from the tenure's own revision fails
+// with ErrCompacted every time, and the deletion goes unseen.
+func TestLeaderNoticesItsKeyGoneAfterCompaction(t *testing.T) {
+	e := etcdtest.Start(t) // its own etcd: this test compacts its history
+	c := etcdtest.NewCluster(t, e, etcdtest.Options{Nodes: 1, Store: etcdcompat.Config{SessionTTL: 30 * time.Second}})
+	admin := e.Client(t)
+	nd := c.Leader()
+	store := nd.Store().(*etcdcompat.Store)
+	key, _, ok := store.Tenure()
+	if !ok {
+		t.Fatalf("%s does not lead", nd.Name)
+	}
+	rec := history.NewRecorder()
+	for i := range 5 { // each reserves a range: revisions past the key's
+		mustCall(t, rec, 1, nd, fmt.Sprintf("k%d", i), false)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := admin.Get(ctx, key)
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("read %s: %v, %v", key, resp, err)
+	}
+	if _, err := admin.Compact(ctx, resp.Header.Revision); err != nil {
+		t.Fatalf("compact: %v", err)
+	}
+	nd.Proxy.Cut() // closes the node's connections: its watches break
+	nd.Proxy.Heal()
+	if err := etcdtest.Eventually(15*time.Second, store.Healthy); err != nil {
+		t.Fatalf("%s did not reconnect to etcd", nd.Name)
+	}
+	if k, _, ok := store.Tenure(); !ok || k != key {
+		t.Fatalf("%s changed tenure on a reconnect: %q, %v", nd.Name, k, ok)
+	}
+	if _, err := admin.Delete(ctx, key); err != nil {
+		t.Fatalf("delete %s: %v", key, err)
+	}
+	err = etcdtest.Eventually(10*time.Second, func() bool {
+		k, _, ok := store.Tenure()
+		return ok && k != key
+	})
+	if err != nil {
+		k, _, ok := store.Tenure()
+		t.Fatalf("%s did not notice its election key %s was deleted: tenure %q, %v", nd.Name, key, k, ok)
+	}
+	checkHistory(t, rec.Ops())
 }
