@@ -17,6 +17,7 @@ type memBackend struct {
 	fsm      *fsm.FSM
 	epoch    Epoch
 	leader   bool
+	started  int      // Reserve calls entered, counted before reserveGate
 	wants    []uint64 // want of every Reserve, in order
 	confirms int
 	// confirmGate, when set, is received from by each Confirm before it
@@ -33,7 +34,15 @@ func newMemBackend() *memBackend {
 
 func (b *memBackend) Reserve(ctx context.Context, key fsm.Key, want, need uint64) (Range, Epoch, error) {
 	b.mu.Lock()
+	b.started++
 	gate := b.reserveGate
+	// The range is tagged with the tenure it was asked for in, as a Raft
+	// log entry keeps the term it was appended in however long it waits
+	// (here: at the gate) to be applied.
+	epoch := Epoch(0)
+	if b.leader {
+		epoch = b.epoch
+	}
 	b.mu.Unlock()
 	if gate != nil {
 		select {
@@ -52,10 +61,6 @@ func (b *memBackend) Reserve(ctx context.Context, key fsm.Key, want, need uint64
 	r := res.Results[0]
 	if r.Err != nil {
 		return Range{}, 0, fmt.Errorf("reserve: %w", r.Err)
-	}
-	epoch := Epoch(0)
-	if b.leader {
-		epoch = b.epoch
 	}
 	return Range{First: r.First, Last: r.Last}, epoch, nil
 }
@@ -103,6 +108,12 @@ func (b *memBackend) reserveCount() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.wants)
+}
+
+func (b *memBackend) reservesStarted() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.started
 }
 
 func (b *memBackend) confirmCount() int {

@@ -46,8 +46,11 @@ type pool struct {
 // refill is one reservation in flight; done is closed when it has landed.
 type refill struct {
 	done  chan struct{}
-	epoch Epoch
+	epoch Epoch // the epoch the range was reserved under
 	err   error
+	// startedUnder is the epoch proven by the STRONG call that started
+	// the refill (0 for WEAK pools).
+	startedUnder Epoch
 	// The pool's size and lastStart before this reservation adapted them;
 	// a failed reservation puts them back, so retries during an outage
 	// do not grow the next reservation.
@@ -56,9 +59,13 @@ type refill struct {
 }
 
 // result tells a caller that waited for r whether to look at the pool again.
-// A STRONG caller stops when the range landed under another epoch than its
-// fence: looping would only reserve again and again on a node that lost
-// leadership.
+// A STRONG caller whose fence proved epoch stops when the range landed
+// under another epoch, with one exception: a refill started for an older
+// tenure (the node lost leadership and won it again while the reservation
+// was queued) says nothing about the current one, so the caller looks
+// again and starts a refill of its own. A refill started under the
+// caller's own epoch that lands under an older one means the node lost
+// leadership since: looping would only reserve again and again.
 func (r *refill) result(strong bool, epoch Epoch) error {
 	switch {
 	case r.err != nil:
@@ -67,6 +74,8 @@ func (r *refill) result(strong bool, epoch Epoch) error {
 		return nil
 	case r.epoch > epoch:
 		return errStaleFence
+	case r.startedUnder < epoch:
+		return nil
 	default:
 		return ErrNotLeader
 	}
@@ -101,7 +110,7 @@ func (p *pool) take(ctx context.Context, count uint64, epoch Epoch) (uint64, err
 		if p.cur.Len() >= count {
 			first := p.cur.First
 			p.cur.First += count
-			p.prefetch()
+			p.prefetch(epoch)
 			p.mu.Unlock()
 			return first, nil
 		}
@@ -114,7 +123,7 @@ func (p *pool) take(ctx context.Context, count uint64, epoch Epoch) (uint64, err
 		}
 		r := p.inflight
 		if r == nil {
-			r = p.startRefill(count)
+			r = p.startRefill(count, epoch)
 		}
 		p.mu.Unlock()
 		select {
@@ -148,17 +157,17 @@ func (p *pool) discardStale(epoch Epoch) error {
 
 // prefetch reserves the next range in the background once cur is half used,
 // so that a busy key does not stall at the boundary.
-func (p *pool) prefetch() {
+func (p *pool) prefetch(epoch Epoch) {
 	if p.inflight != nil || p.next.Len() > 0 || p.cur.Len() > p.size/2 {
 		return
 	}
-	p.startRefill(1)
+	p.startRefill(1, epoch)
 }
 
-// startRefill starts a reservation of at least need IDs. The caller holds
-// p.mu.
-func (p *pool) startRefill(need uint64) *refill {
-	r := &refill{done: make(chan struct{}), prevSize: p.size, prevStart: p.lastStart}
+// startRefill starts a reservation of at least need IDs for a caller whose
+// fence proved epoch (0 for WEAK). The caller holds p.mu.
+func (p *pool) startRefill(need uint64, epoch Epoch) *refill {
+	r := &refill{done: make(chan struct{}), startedUnder: epoch, prevSize: p.size, prevStart: p.lastStart}
 	p.adaptSize(time.Now())
 	want := max(p.size, need)
 	p.inflight = r
