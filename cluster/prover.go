@@ -146,13 +146,20 @@ func (p *prover) ask(ctx context.Context, l *voterLink, seq, term uint64) {
 		}
 		return
 	}
-	go p.askUnary(ctx, l, seq, term)
+	go p.askUnary(ctx, l, seq, term, true)
 }
 
-func (p *prover) askUnary(ctx context.Context, l *voterLink, seq, term uint64) {
+// askUnary asks l's voter with a unary ConfirmTerm on behalf of the proofs
+// up to seq. ctx belongs to one proof when forProof is set: an ask cut
+// short by that proof's deadline says nothing about the voter, and
+// recording it as a failure would fail the older proofs still waiting for
+// their own asks to it.
+func (p *prover) askUnary(ctx context.Context, l *voterLink, seq, term uint64, forProof bool) {
 	got, err := p.confirmTerm(ctx, l.id, term)
 	if err != nil {
-		p.fail(l, seq, err)
+		if !forProof || ctx.Err() == nil {
+			p.fail(l, seq, err)
+		}
 		return
 	}
 	p.answer(l, seq, got)
@@ -358,7 +365,7 @@ func (p *prover) reaskUnary(l *voterLink) {
 		defer p.wg.Done()
 		ctx, cancel := context.WithTimeout(p.ctx, linkReaskTimeout)
 		defer cancel()
-		p.askUnary(ctx, l, seq, l.wantTerm.Load())
+		p.askUnary(ctx, l, seq, l.wantTerm.Load(), false)
 	}()
 }
 

@@ -30,6 +30,9 @@ type voterStub struct {
 	noStreams bool
 	unary     atomic.Int64 // unary ConfirmTerm calls served
 	held      chan heldRequest
+	// unaryGate, when set before the stub starts, holds every unary
+	// ConfirmTerm until it is closed (or the call's context ends).
+	unaryGate chan struct{}
 }
 
 type heldRequest struct {
@@ -39,8 +42,15 @@ type heldRequest struct {
 	breakStream func()
 }
 
-func (v *voterStub) ConfirmTerm(context.Context, *ordinalv1.ConfirmTermRequest) (*ordinalv1.ConfirmTermResponse, error) {
+func (v *voterStub) ConfirmTerm(ctx context.Context, _ *ordinalv1.ConfirmTermRequest) (*ordinalv1.ConfirmTermResponse, error) {
 	v.unary.Add(1)
+	if v.unaryGate != nil {
+		select {
+		case <-v.unaryGate:
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
 	return &ordinalv1.ConfirmTermResponse{Term: v.term.Load()}, nil
 }
 
@@ -268,6 +278,32 @@ func TestProverWorksWithVotersWithoutStreams(t *testing.T) {
 	}
 	if err := p.prove(context.Background(), 1, twoVoters); !errors.Is(err, alloc.ErrNotLeader) {
 		t.Fatalf("proof for an older term = %v, want ErrNotLeader", err)
+	}
+}
+
+// A proof that ends by its own deadline while its unary ask is in flight
+// must not count the voter as failed for the older proofs still waiting
+// for their own asks to the same voter (FenceRounds > 1 overlaps proofs).
+func TestProverDeadlineOfOneProofDoesNotFailOlderOnes(t *testing.T) {
+	v := &voterStub{noStreams: true, unaryGate: make(chan struct{})}
+	v.term.Store(2)
+	p := newTestProver(t, startVoterStub(t, v))
+	older := proveAsync(p, 2)
+	testutil.WaitFor(t, 5*time.Second, "the older proof's unary ask", func() bool { return v.unary.Load() >= 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if err := p.prove(ctx, 2, twoVoters); !errors.Is(err, ErrNoQuorum) {
+		t.Fatalf("the proof whose deadline passed = %v, want ErrNoQuorum", err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the newer proof's unary ask to end", func() bool { return v.unary.Load() >= 2 })
+	select {
+	case err := <-older:
+		t.Fatalf("the older proof ended before its voter answered: %v", err)
+	default:
+	}
+	close(v.unaryGate)
+	if err := resultOf(t, older); err != nil {
+		t.Fatalf("the older proof, answered by its voter: %v", err)
 	}
 }
 
