@@ -157,12 +157,23 @@ func (p *prover) ask(ctx context.Context, l *voterLink, seq, term uint64) {
 func (p *prover) askUnary(ctx context.Context, l *voterLink, seq, term uint64, forProof bool) {
 	got, err := p.confirmTerm(ctx, l.id, term)
 	if err != nil {
-		if !forProof || ctx.Err() == nil {
+		if !forProof || !endedByDeadline(ctx, err) {
 			p.fail(l, seq, err)
 		}
 		return
 	}
 	p.answer(l, seq, got)
+}
+
+// endedByDeadline reports whether a call on ctx failed because ctx ended.
+// The status code counts too: the voter enforces the deadline it was sent,
+// and its DeadlineExceeded can arrive before ctx's own timer has fired.
+func endedByDeadline(ctx context.Context, err error) bool {
+	switch status.Code(err) {
+	case codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	return ctx.Err() != nil
 }
 
 // confirmTerm asks voter id for its term with one unary RPC.
