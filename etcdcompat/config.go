@@ -49,10 +49,11 @@ const (
 
 // Defaults of Config.
 const (
-	DefaultNativePrefix  = "/ordinal/"
-	DefaultLayottoPrefix = "/layotto/"
-	DefaultDialTimeout   = 5 * time.Second
-	DefaultSessionTTL    = 10 * time.Second
+	DefaultNativePrefix   = "/ordinal/"
+	DefaultLayottoPrefix  = "/layotto/"
+	DefaultDialTimeout    = 5 * time.Second
+	DefaultRequestTimeout = 5 * time.Second
+	DefaultSessionTTL     = 10 * time.Second
 )
 
 // layottoSeparator separates Layotto's "sequencer" from the rest of the
@@ -78,6 +79,16 @@ type Config struct {
 	// DialTimeout bounds connecting to etcd and each probe while waiting
 	// for it. Default DefaultDialTimeout.
 	DialTimeout time.Duration
+
+	// RequestTimeout bounds the etcd requests made on behalf of one call
+	// (an ID in the Layotto layout, SetFloor, GetHighWater), also when
+	// the caller set no deadline: when etcd loses quorum or the link goes
+	// silent, the call answers Unavailable after this long instead of
+	// waiting for the client to notice. Shorter fails faster during an
+	// etcd leader election (which takes about a second); longer rides
+	// elections out. Range reservations are bounded by the allocator's
+	// ReserveTimeout instead. Default DefaultRequestTimeout.
+	RequestTimeout time.Duration
 
 	// Username and Password authenticate to etcd when Username is set.
 	Username, Password string
@@ -156,6 +167,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
 	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = DefaultSessionTTL

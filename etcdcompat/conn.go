@@ -150,6 +150,12 @@ func (c *conn) cliForCall() (*clientv3.Client, error) {
 	return cli, nil
 }
 
+// requestContext bounds one etcd request made for a call by
+// Config.RequestTimeout, within the caller's own deadline.
+func (c *conn) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.cfg.RequestTimeout)
+}
+
 // waitConnected blocks until Start has reached etcd.
 func (c *conn) waitConnected(ctx context.Context) error {
 	select {

@@ -110,7 +110,9 @@ func (s *Store) watchTenure(ctx context.Context, t *tenure) {
 		if err != nil {
 			return
 		}
-		resp, err := cli.Get(ctx, t.key)
+		gctx, cancel := s.requestContext(ctx)
+		resp, err := cli.Get(gctx, t.key)
+		cancel()
 		if err != nil {
 			sleep(ctx, wait)
 			wait = min(wait*2, maxRetry)

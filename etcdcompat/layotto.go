@@ -105,6 +105,8 @@ func (s *LayottoStore) Next(ctx context.Context, key fsm.Key, _ alloc.Mode, coun
 		return 0, err
 	}
 	k := s.EtcdKey(key.Name)
+	ctx, cancel := s.requestContext(ctx)
+	defer cancel()
 	// Both branches do the same, exactly as Layotto's component does.
 	resp, err := cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
@@ -131,6 +133,8 @@ func (s *LayottoStore) HighWater(ctx context.Context, key fsm.Key) (uint64, erro
 	if err != nil {
 		return 0, err
 	}
+	ctx, cancel := s.requestContext(ctx)
+	defer cancel()
 	resp, err := cli.Get(ctx, s.EtcdKey(key.Name))
 	if err != nil {
 		return 0, s.unavailable("read", err)

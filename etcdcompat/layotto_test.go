@@ -190,3 +190,46 @@ func TestLayottoInterleaving(t *testing.T) {
 	}
 	t.Logf("%d calls by 2 ordinal nodes and 2 Layotto writers on %d keys: ids 1..%d each, all linearizable", len(ops), len(keys), len(ops)/len(keys))
 }
+
+// TestLayottoCallWithoutDeadlineEndsOnASilentLink sends Layotto-layout
+// calls with no deadline while the node's link to etcd is silent (bytes
+// held, connections open, as with a blackholed route or an etcd without
+// quorum): each must answer Unavailable, naming etcd, after the store's
+// RequestTimeout rather than hang until the client notices the link.
+func TestLayottoCallWithoutDeadlineEndsOnASilentLink(t *testing.T) {
+	e := etcdtest.Shared(t)
+	const timeout = 300 * time.Millisecond
+	c := etcdtest.NewCluster(t, e, etcdtest.Options{Nodes: 1, Store: etcdcompat.Config{
+		Layout: etcdcompat.LayoutLayotto, Prefix: etcdtest.UniquePrefix(t), RequestTimeout: timeout,
+	}})
+	nd := c.Nodes()[0]
+	if _, err := nd.Sequencer().GetNextId(ctx10(t), &ordinalv1.GetNextIdRequest{Key: "k"}); err != nil {
+		t.Fatalf("with etcd reachable: %v", err)
+	}
+	nd.Proxy.Pause()
+	defer nd.Proxy.Resume()
+	for name, call := range map[string]func(context.Context) error{
+		"GetNextId": func(ctx context.Context) error {
+			_, err := nd.Sequencer().GetNextId(ctx, &ordinalv1.GetNextIdRequest{Key: "k"})
+			return err
+		},
+		"GetHighWater": func(ctx context.Context) error {
+			_, err := nd.Sequencer().GetHighWater(ctx, &ordinalv1.GetHighWaterRequest{Key: "k"})
+			return err
+		},
+	} {
+		start := time.Now()
+		err := call(context.Background()) // no deadline
+		took := time.Since(start)
+		if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "etcd") {
+			t.Errorf("%s over a silent link: %v, want Unavailable naming etcd", name, err)
+		}
+		if took > 10*timeout {
+			t.Errorf("%s over a silent link took %v with a request timeout of %v", name, took, timeout)
+		}
+	}
+	nd.Proxy.Resume()
+	if _, err := nd.Sequencer().GetNextId(ctx10(t), &ordinalv1.GetNextIdRequest{Key: "k"}); err != nil {
+		t.Fatalf("after the link came back: %v", err)
+	}
+}

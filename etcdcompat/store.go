@@ -255,6 +255,8 @@ func (s *Store) Floor(ctx context.Context, key fsm.Key, value uint64) (uint64, e
 		return 0, err
 	}
 	ck, fk := keyIn(s.countersDir, key), keyIn(s.floorsDir, key)
+	ctx, cancel := s.requestContext(ctx)
+	defer cancel()
 	for {
 		read, err := cli.Txn(ctx).Then(clientv3.OpGet(ck), clientv3.OpGet(fk)).Commit()
 		if err != nil {
@@ -306,6 +308,8 @@ func (s *Store) HighWater(ctx context.Context, key fsm.Key) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	ctx, cancel := s.requestContext(ctx)
+	defer cancel()
 	resp, err := cli.Get(ctx, keyIn(s.countersDir, key))
 	if err != nil {
 		return 0, s.unavailable("read counter", err)

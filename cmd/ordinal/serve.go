@@ -38,6 +38,7 @@ type etcdFlags struct {
 	caFile, certFile, keyFile     string
 	prefix, layout, appID         string
 	dialTimeout, sessionTTL       time.Duration
+	requestTimeout                time.Duration
 }
 
 // addEtcdFlags registers the --etcd-* flags.
@@ -52,23 +53,25 @@ func addEtcdFlags(fs *flag.FlagSet, f *etcdFlags) {
 	fs.StringVar(&f.prefix, "etcd-prefix", "", "prefix of every key ordinal uses in etcd; default /ordinal/, or /layotto/ with --etcd-layout layotto")
 	fs.StringVar(&f.layout, "etcd-layout", string(etcdcompat.LayoutNative), "native (ids reserved in ranges: no etcd write per id) or layotto (the keys of Layotto's etcd sequencer: one etcd write per id, served next to Layotto sidecars)")
 	fs.StringVar(&f.appID, "etcd-app-id", "", "with --etcd-layout layotto: the app ID Layotto puts in its keys (sequencer|||<app-id>||<key>), or a sidecar's fixed keyPrefix in lower case; empty: sequencer|||<key>")
+	fs.DurationVar(&f.requestTimeout, "etcd-request-timeout", etcdcompat.DefaultRequestTimeout, "bound on the etcd requests of one call (Layotto-layout IDs, SetFloor, GetHighWater), also when the caller set no deadline")
 	fs.DurationVar(&f.sessionTTL, "etcd-session-ttl", etcdcompat.DefaultSessionTTL, "lease TTL behind this node's STRONG leadership: how long a crashed or cut-off leader holds it")
 }
 
 // etcdConfig returns the store configuration the --etcd-* flags describe.
 func (f etcdFlags) config() etcdcompat.Config {
 	return etcdcompat.Config{
-		Endpoints:   splitList(f.endpoints),
-		DialTimeout: f.dialTimeout,
-		Username:    f.username,
-		Password:    f.password,
-		CAFile:      f.caFile,
-		CertFile:    f.certFile,
-		KeyFile:     f.keyFile,
-		Layout:      etcdcompat.Layout(f.layout),
-		Prefix:      f.prefix,
-		AppID:       f.appID,
-		SessionTTL:  f.sessionTTL,
+		Endpoints:      splitList(f.endpoints),
+		DialTimeout:    f.dialTimeout,
+		Username:       f.username,
+		Password:       f.password,
+		CAFile:         f.caFile,
+		CertFile:       f.certFile,
+		KeyFile:        f.keyFile,
+		Layout:         etcdcompat.Layout(f.layout),
+		Prefix:         f.prefix,
+		AppID:          f.appID,
+		SessionTTL:     f.sessionTTL,
+		RequestTimeout: f.requestTimeout,
 	}
 }
 
