@@ -13,8 +13,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/daemon"
 	"github.com/ordinal-dev/ordinal/internal/apisuite"
 	"github.com/ordinal-dev/ordinal/internal/testcluster"
+	"github.com/ordinal-dev/ordinal/internal/testutil"
 )
 
 var strongOpts = &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG}
@@ -361,5 +363,37 @@ func TestJoinFromAnotherClusterIsRefused(t *testing.T) {
 	var st interface{ GRPCStatus() *status.Status }
 	if !errors.As(err, &st) {
 		t.Fatal("error carries no status")
+	}
+}
+
+// Only voters may answer a leader's leadership proof: a node that is not a
+// voter in its own configuration (here a joined node whose promotion never
+// comes, because the leader cannot reach its advertised gRPC address to see
+// it catch up; likewise a member that lost its data directory) refuses
+// ConfirmTerm, and voters sign their answers with their ID.
+func TestOnlyVotersConfirmTerms(t *testing.T) {
+	unreachable := testutil.FreeAddr(t) // nothing listens there
+	c := testcluster.NewWithOptions(t, 3, testcluster.Options{Configure: func(id string, cfg *daemon.Config) {
+		if id == "n4" {
+			cfg.Cluster.GRPCAdvertise = unreachable
+		}
+	}})
+	n4 := c.Add("n4")
+	testcluster.WaitFor(t, 15*time.Second, "n4 to refuse ConfirmTerm as a non-voter", func() bool {
+		_, err := n4.Cluster().ConfirmTerm(callCtx(t), &ordinalv1.ConfirmTermRequest{Term: 1})
+		return status.Code(err) == codes.FailedPrecondition
+	})
+	m, err := c.Leader().Cluster().Members(callCtx(t), &ordinalv1.MembersRequest{})
+	if err != nil || !equal(voterIDs(m), []string{"n1", "n2", "n3"}) {
+		t.Fatalf("members: %v, %v; want n4 staged as a non-voter", m, err)
+	}
+	for _, id := range []string{"n1", "n2", "n3"} {
+		resp, err := c.Node(id).Cluster().ConfirmTerm(callCtx(t), &ordinalv1.ConfirmTermRequest{Term: 1})
+		if err != nil || resp.GetNodeId() != id || resp.GetTerm() == 0 {
+			t.Errorf("voter %s answered %v, %v; want its term and its ID", id, resp, err)
+		}
+	}
+	if _, err := n4.Sequencer().GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "k", Options: strongOpts}); err != nil {
+		t.Fatalf("STRONG through the non-voter: %v", err)
 	}
 }

@@ -36,6 +36,12 @@ var (
 	// the joining node's Raft address.
 	ErrAddressInUse = errors.New("cluster: raft address used by another member")
 
+	// ErrNotVoter is returned by ConfirmableTerm on a node that is not a
+	// voter in its own latest configuration: a non-voter, a removed
+	// member, or a member that lost its data directory and has not been
+	// re-admitted yet. Its term must not count towards a leader's proof.
+	ErrNotVoter = errors.New("cluster: this node is not a voter in its own configuration")
+
 	// ErrIdentityMismatch is returned by New when the data directory
 	// belongs to a node with another ID than the one configured.
 	ErrIdentityMismatch = errors.New("cluster: data directory belongs to another node")

@@ -181,6 +181,30 @@ func (n *Node) CurrentTerm() uint64 {
 	return n.raft.CurrentTerm()
 }
 
+// ConfirmableTerm returns the term this node answers a leader's proof
+// with: its current term, if Raft runs (else ErrNotReady) and the node is
+// a voter in its own latest configuration (else ErrNotVoter). A node that
+// lost its data directory starts with an empty configuration, and a
+// deposed leader's stale configuration may still list it as a voter; its
+// answer, with whatever term it picked up first, must not complete that
+// leader's quorum.
+func (n *Node) ConfirmableTerm() (uint64, error) {
+	term := n.CurrentTerm()
+	if term == 0 {
+		return 0, fmt.Errorf("%w: raft is not running on this node yet", ErrNotReady)
+	}
+	voters, err := n.voters()
+	if err != nil {
+		return 0, err
+	}
+	for _, v := range voters {
+		if string(v.ID) == n.cfg.NodeID {
+			return term, nil
+		}
+	}
+	return 0, ErrNotVoter
+}
+
 func (n *Node) voters() ([]raft.Server, error) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {

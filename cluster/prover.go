@@ -188,7 +188,20 @@ func (p *prover) confirmTerm(ctx context.Context, id string, term uint64) (uint6
 	if err != nil {
 		return 0, err
 	}
+	if err := checkAnswerer(id, resp); err != nil {
+		return 0, err
+	}
 	return resp.GetTerm(), nil
+}
+
+// checkAnswerer refuses an answer that another node than voter id sent:
+// the address the prover knows for id reached someone else. Answers from
+// nodes that predate the node_id field carry none and are taken as is.
+func checkAnswerer(id string, resp *ordinalv1.ConfirmTermResponse) error {
+	if got := resp.GetNodeId(); got != "" && got != id {
+		return fmt.Errorf("the address of voter %s is served by node %s: its answer does not count", id, got)
+	}
+	return nil
 }
 
 func (p *prover) client(id string) (ordinalv1.ClusterClient, error) {
@@ -348,6 +361,10 @@ func (p *prover) serve(l *voterLink) (answered bool, err error) {
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
+			recvErr = err
+			break
+		}
+		if err := checkAnswerer(l.id, resp); err != nil {
 			recvErr = err
 			break
 		}

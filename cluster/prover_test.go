@@ -33,6 +33,8 @@ type voterStub struct {
 	// unaryGate, when set before the stub starts, holds every unary
 	// ConfirmTerm until it is closed (or the call's context ends).
 	unaryGate chan struct{}
+	// answerAs is the node ID the stub signs its answers with.
+	answerAs string
 }
 
 type heldRequest struct {
@@ -51,7 +53,7 @@ func (v *voterStub) ConfirmTerm(ctx context.Context, _ *ordinalv1.ConfirmTermReq
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
 	}
-	return &ordinalv1.ConfirmTermResponse{Term: v.term.Load()}, nil
+	return &ordinalv1.ConfirmTermResponse{Term: v.term.Load(), NodeId: v.answerAs}, nil
 }
 
 func (v *voterStub) ConfirmTermStream(stream ordinalv1.Cluster_ConfirmTermStreamServer) error {
@@ -62,7 +64,7 @@ func (v *voterStub) ConfirmTermStream(stream ordinalv1.Cluster_ConfirmTermStream
 	send := func(seq, term uint64) error {
 		sendMu.Lock()
 		defer sendMu.Unlock()
-		return stream.Send(&ordinalv1.ConfirmTermResponse{Seq: seq, Term: term})
+		return stream.Send(&ordinalv1.ConfirmTermResponse{Seq: seq, Term: term, NodeId: v.answerAs})
 	}
 	broken := make(chan struct{})
 	var breakOnce sync.Once
@@ -304,6 +306,27 @@ func TestProverDeadlineOfOneProofDoesNotFailOlderOnes(t *testing.T) {
 	close(v.unaryGate)
 	if err := resultOf(t, older); err != nil {
 		t.Fatalf("the older proof, answered by its voter: %v", err)
+	}
+}
+
+// The address known for voter v reaches another node: its answers, over
+// the stream or unary, must not count as v's.
+func TestProverRefusesAnswersFromAnotherNode(t *testing.T) {
+	for _, streams := range []bool{true, false} {
+		v := &voterStub{noStreams: !streams, answerAs: "intruder"}
+		v.term.Store(2)
+		p := newTestProver(t, startVoterStub(t, v))
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := p.prove(ctx, 2, twoVoters)
+		cancel()
+		if !errors.Is(err, ErrNoQuorum) {
+			t.Errorf("streams %v: proof answered only by another node = %v, want ErrNoQuorum", streams, err)
+		}
+	}
+	v := &voterStub{answerAs: "v"}
+	v.term.Store(2)
+	if err := newTestProver(t, startVoterStub(t, v)).prove(context.Background(), 2, twoVoters); err != nil {
+		t.Fatalf("proof answered by v itself: %v", err)
 	}
 }
 

@@ -884,7 +884,12 @@ type ConfirmTermResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Term  uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
 	// seq is the seq of the request this reply answers.
-	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// node_id is the answering node's ID. The leader counts an answer only
+	// for the voter it asked, so a gRPC address that reached another node
+	// (reused, misconfigured) cannot stand in for a voter. Empty from
+	// nodes older than this field.
+	NodeId        string `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -931,6 +936,13 @@ func (x *ConfirmTermResponse) GetSeq() uint64 {
 		return x.Seq
 	}
 	return 0
+}
+
+func (x *ConfirmTermResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
 }
 
 type ReserveRequest struct {
@@ -1120,10 +1132,11 @@ const file_ordinal_v1_cluster_proto_rawDesc = "" +
 	"\x12ConfirmTermRequest\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x10\n" +
-	"\x03seq\x18\x03 \x01(\x04R\x03seq\";\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\"T\n" +
 	"\x13ConfirmTermResponse\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"i\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x17\n" +
+	"\anode_id\x18\x03 \x01(\tR\x06nodeId\"i\n" +
 	"\x0eReserveRequest\x12\x1d\n" +
 	"\n" +
 	"store_name\x18\x01 \x01(\tR\tstoreName\x12\x10\n" +

@@ -80,14 +80,29 @@ func (c *ClusterServer) Status(context.Context, *ordinalv1.StatusRequest) (*ordi
 }
 
 // ConfirmTerm implements ordinal.v1.Cluster: the answer is this node's
-// term, read when the request arrives. The leader's proof holds only if a
-// majority answers with a term no newer than its own.
+// term, read when the request arrives, and its ID; a node that is not a
+// voter in its own configuration refuses (FailedPrecondition). The
+// leader's proof holds only if a majority answers with a term no newer
+// than its own.
 func (c *ClusterServer) ConfirmTerm(context.Context, *ordinalv1.ConfirmTermRequest) (*ordinalv1.ConfirmTermResponse, error) {
-	term := c.node.CurrentTerm()
-	if term == 0 {
-		return nil, status.Error(codes.Unavailable, "raft is not running on this node yet")
+	term, err := c.confirmableTerm()
+	if err != nil {
+		return nil, err
 	}
-	return &ordinalv1.ConfirmTermResponse{Term: term}, nil
+	return &ordinalv1.ConfirmTermResponse{Term: term, NodeId: c.node.NodeID()}, nil
+}
+
+// confirmableTerm is the node's answer to a proof request, or the gRPC
+// error that refuses it.
+func (c *ClusterServer) confirmableTerm() (uint64, error) {
+	term, err := c.node.ConfirmableTerm()
+	switch {
+	case errors.Is(err, cluster.ErrNotVoter):
+		return 0, status.Errorf(codes.FailedPrecondition, "%v: it cannot confirm a leader's term", err)
+	case err != nil:
+		return 0, status.Errorf(codes.Unavailable, "%v", err)
+	}
+	return term, nil
 }
 
 // ConfirmTermStream implements ordinal.v1.Cluster: ConfirmTerm for every
@@ -102,11 +117,11 @@ func (c *ClusterServer) ConfirmTermStream(stream ordinalv1.Cluster_ConfirmTermSt
 		if req == nil {
 			return err
 		}
-		term := c.node.CurrentTerm()
-		if term == 0 {
-			return status.Error(codes.Unavailable, "raft is not running on this node yet")
+		term, err := c.confirmableTerm()
+		if err != nil {
+			return err
 		}
-		if err := stream.Send(&ordinalv1.ConfirmTermResponse{Term: term, Seq: req.GetSeq()}); err != nil {
+		if err := stream.Send(&ordinalv1.ConfirmTermResponse{Term: term, Seq: req.GetSeq(), NodeId: c.node.NodeID()}); err != nil {
 			return err
 		}
 	}
