@@ -307,6 +307,16 @@ func TestWipedNodeIsReadmittedAsNew(t *testing.T) {
 		got.strong(t, nd, "k")
 		got.weak(t, nd, "k")
 	}
+	// The leader's proofs must now count the re-admitted node, a new
+	// incarnation of a voter it had heard from: with the other follower
+	// down, it is the only voter that can complete a quorum.
+	leader := c.Leader()
+	for _, nd := range c.Followers(leader) {
+		if nd != wiped {
+			nd.Stop()
+		}
+	}
+	got.strong(t, leader, "k")
 }
 
 func TestQuorumLossIsUnavailableWithinTheDeadline(t *testing.T) {

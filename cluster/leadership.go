@@ -218,3 +218,28 @@ func (n *Node) voters() ([]raft.Server, error) {
 	}
 	return voters, nil
 }
+
+// watchPeers forgets a voter's pinned incarnation whenever Raft, on this
+// node as leader, starts or stops replicating to it (raft's
+// PeerObservation): on winning an election, and on every configuration
+// change that adds or removes it, such as re-admitting a member that lost
+// its data. The observer blocks Raft until the observation is taken, so
+// none is lost; this loop only takes the prover's lock briefly.
+func (n *Node) watchPeers(peers <-chan raft.Observation) {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.closeCh:
+			return
+		case o := <-peers:
+			if po, ok := o.Data.(raft.PeerObservation); ok {
+				n.prover.forgetIncarnation(string(po.Peer.ID))
+			}
+		}
+	}
+}
+
+func isPeerObservation(o *raft.Observation) bool {
+	_, ok := o.Data.(raft.PeerObservation)
+	return ok
+}

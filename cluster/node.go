@@ -33,8 +33,9 @@ const (
 
 // Node is one member of an ordinal cluster.
 type Node struct {
-	cfg    Config
-	logger hclog.Logger
+	cfg         Config
+	logger      hclog.Logger
+	incarnation string // of the data directory; see Incarnation
 
 	fsm       *fsm.FSM
 	boltStore *raftboltdb.BoltStore
@@ -72,17 +73,19 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	if err := claimDataDir(cfg.DataDir, cfg.NodeID); err != nil {
+	incarnation, err := claimDataDir(cfg.DataDir, cfg.NodeID)
+	if err != nil {
 		return nil, err
 	}
 	n := &Node{
-		cfg:      cfg,
-		logger:   cfg.Logger,
-		fsm:      fsm.New(cfg.Logger.Named("fsm")),
-		peers:    newPeers(cfg.PeerDialOptions),
-		notifyCh: make(chan bool, leaderNotifySize),
-		closeCh:  make(chan struct{}),
-		started:  make(chan struct{}),
+		cfg:         cfg,
+		incarnation: incarnation,
+		logger:      cfg.Logger,
+		fsm:         fsm.New(cfg.Logger.Named("fsm")),
+		peers:       newPeers(cfg.PeerDialOptions),
+		notifyCh:    make(chan bool, leaderNotifySize),
+		closeCh:     make(chan struct{}),
+		started:     make(chan struct{}),
 	}
 	n.prover = newProver(cfg.NodeID, n.fsm.NodeAddr, n.peers, cfg.Logger.Named("prover"))
 	if err := n.open(); err != nil {
@@ -150,10 +153,13 @@ func (n *Node) startRaft(bootstrap *raft.Configuration) error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
-	n.wg.Add(3)
+	peers := make(chan raft.Observation, 16)
+	r.RegisterObserver(raft.NewObserver(peers, true, isPeerObservation))
+	n.wg.Add(4)
 	go n.watchLeadership()
 	go n.promoteNonVoters()
 	go n.publishSelf()
+	go n.watchPeers(peers)
 	close(n.started)
 	return nil
 }
@@ -193,6 +199,11 @@ func (n *Node) IsLeader() bool {
 
 // NodeID returns this node's ID.
 func (n *Node) NodeID() string { return n.cfg.NodeID }
+
+// Incarnation identifies this node's data directory: drawn at random when
+// the directory was first used, so a node that lost its data comes back
+// with another one. Leadership proofs carry it (see the prover).
+func (n *Node) Incarnation() string { return n.incarnation }
 
 // RaftAddr returns the Raft address other nodes reach this node on.
 func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }

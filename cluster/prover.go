@@ -60,6 +60,10 @@ type prover struct {
 	links   map[string]*voterLink
 	changed chan struct{} // closed and replaced whenever an answer arrives
 	closed  bool
+	// pins holds each voter's incarnation as first heard from since this
+	// node last started replicating to it (see checkAnswerer). Kept apart
+	// from the links, which come and go with use.
+	pins map[string]string
 }
 
 // voterLink is the proof stream to one voter. Fields after mu are guarded by
@@ -89,6 +93,7 @@ func newProver(nodeID string, addrOf func(string) string, p *peers, logger hclog
 		cancel:  cancel,
 		links:   map[string]*voterLink{},
 		changed: make(chan struct{}),
+		pins:    map[string]string{},
 	}
 }
 
@@ -155,14 +160,17 @@ func (p *prover) ask(ctx context.Context, l *voterLink, seq, term uint64) {
 // recording it as a failure would fail the older proofs still waiting for
 // their own asks to it.
 func (p *prover) askUnary(ctx context.Context, l *voterLink, seq, term uint64, forProof bool) {
-	got, err := p.confirmTerm(ctx, l.id, term)
+	resp, err := p.confirmTerm(ctx, l.id, term)
+	if err == nil {
+		err = p.checkAnswerer(l, resp)
+	}
 	if err != nil {
 		if !forProof || !endedByDeadline(ctx, err) {
 			p.fail(l, seq, err)
 		}
 		return
 	}
-	p.answer(l, seq, got)
+	p.answer(l, seq, resp.GetTerm())
 }
 
 // endedByDeadline reports whether a call on ctx failed because ctx ended.
@@ -177,31 +185,51 @@ func endedByDeadline(ctx context.Context, err error) bool {
 }
 
 // confirmTerm asks voter id for its term with one unary RPC.
-func (p *prover) confirmTerm(ctx context.Context, id string, term uint64) (uint64, error) {
+func (p *prover) confirmTerm(ctx context.Context, id string, term uint64) (*ordinalv1.ConfirmTermResponse, error) {
 	c, err := p.client(id)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	// Waiting for a connection that is being re-established is bounded by
 	// ctx, and the proof ends as soon as a majority answered.
-	resp, err := c.ConfirmTerm(ctx, &ordinalv1.ConfirmTermRequest{Term: term, LeaderId: p.nodeID}, grpc.WaitForReady(true))
-	if err != nil {
-		return 0, err
-	}
-	if err := checkAnswerer(id, resp); err != nil {
-		return 0, err
-	}
-	return resp.GetTerm(), nil
+	return c.ConfirmTerm(ctx, &ordinalv1.ConfirmTermRequest{Term: term, LeaderId: p.nodeID}, grpc.WaitForReady(true))
 }
 
-// checkAnswerer refuses an answer that another node than voter id sent:
-// the address the prover knows for id reached someone else. Answers from
-// nodes that predate the node_id field carry none and are taken as is.
-func checkAnswerer(id string, resp *ordinalv1.ConfirmTermResponse) error {
-	if got := resp.GetNodeId(); got != "" && got != id {
-		return fmt.Errorf("the address of voter %s is served by node %s: its answer does not count", id, got)
+// checkAnswerer refuses an answer that does not come from the voter l was
+// asked: another node's (the address the prover knows for the voter
+// reached someone else), or another incarnation's than the one pinned for
+// it — the voter lost its data directory and came back under its ID, and
+// a leader that still holds the configuration it was a voter of must not
+// count it: it forgot its votes, and whatever term it holds now may come
+// from this deposed leader's own heartbeats. The leader that re-admitted
+// it removed and added it, which forgets the pin there (see
+// forgetIncarnation). Nodes that predate these fields send neither and
+// are taken as they are.
+func (p *prover) checkAnswerer(l *voterLink, resp *ordinalv1.ConfirmTermResponse) error {
+	if got := resp.GetNodeId(); got != "" && got != l.id {
+		return fmt.Errorf("the address of voter %s is served by node %s: its answer does not count", l.id, got)
+	}
+	got := resp.GetIncarnation()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch pinned := p.pins[l.id]; {
+	case pinned == "":
+		p.pins[l.id] = got
+	case got != pinned:
+		return fmt.Errorf("voter %s answers from a new data directory (incarnation %q, known as %q) "+
+			"and does not count until the configuration re-admits it", l.id, got, pinned)
 	}
 	return nil
+}
+
+// forgetIncarnation drops voter id's pinned incarnation, so that the next
+// answer pins it anew. The node calls it when, as leader, it starts or
+// stops replicating to id: that is how a re-admission (remove, then add)
+// shows on the leader that made it, and on a newly elected one.
+func (p *prover) forgetIncarnation(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.pins, id)
 }
 
 func (p *prover) client(id string) (ordinalv1.ClusterClient, error) {
@@ -364,7 +392,7 @@ func (p *prover) serve(l *voterLink) (answered bool, err error) {
 			recvErr = err
 			break
 		}
-		if err := checkAnswerer(l.id, resp); err != nil {
+		if err := p.checkAnswerer(l, resp); err != nil {
 			recvErr = err
 			break
 		}

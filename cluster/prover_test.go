@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -35,6 +36,13 @@ type voterStub struct {
 	unaryGate chan struct{}
 	// answerAs is the node ID the stub signs its answers with.
 	answerAs string
+	// incarnation is the data directory the stub claims (a string).
+	incarnation atomic.Value
+}
+
+func (v *voterStub) incarnationOf() string {
+	s, _ := v.incarnation.Load().(string)
+	return s
 }
 
 type heldRequest struct {
@@ -53,7 +61,7 @@ func (v *voterStub) ConfirmTerm(ctx context.Context, _ *ordinalv1.ConfirmTermReq
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
 	}
-	return &ordinalv1.ConfirmTermResponse{Term: v.term.Load(), NodeId: v.answerAs}, nil
+	return &ordinalv1.ConfirmTermResponse{Term: v.term.Load(), NodeId: v.answerAs, Incarnation: v.incarnationOf()}, nil
 }
 
 func (v *voterStub) ConfirmTermStream(stream ordinalv1.Cluster_ConfirmTermStreamServer) error {
@@ -64,7 +72,7 @@ func (v *voterStub) ConfirmTermStream(stream ordinalv1.Cluster_ConfirmTermStream
 	send := func(seq, term uint64) error {
 		sendMu.Lock()
 		defer sendMu.Unlock()
-		return stream.Send(&ordinalv1.ConfirmTermResponse{Seq: seq, Term: term, NodeId: v.answerAs})
+		return stream.Send(&ordinalv1.ConfirmTermResponse{Seq: seq, Term: term, NodeId: v.answerAs, Incarnation: v.incarnationOf()})
 	}
 	broken := make(chan struct{})
 	var breakOnce sync.Once
@@ -327,6 +335,34 @@ func TestProverRefusesAnswersFromAnotherNode(t *testing.T) {
 	v.term.Store(2)
 	if err := newTestProver(t, startVoterStub(t, v)).prove(context.Background(), 2, twoVoters); err != nil {
 		t.Fatalf("proof answered by v itself: %v", err)
+	}
+}
+
+// A voter that comes back from a new data directory under its old ID does
+// not count for a leader that heard from its previous incarnation, until
+// that leader forgets it (it re-admitted the voter, or was elected since).
+func TestProverRefusesANewIncarnationUntilForgotten(t *testing.T) {
+	v := &voterStub{noStreams: true, answerAs: "v"}
+	v.term.Store(2)
+	v.incarnation.Store("first")
+	p := newTestProver(t, startVoterStub(t, v))
+	if err := p.prove(context.Background(), 2, twoVoters); err != nil {
+		t.Fatalf("proof answered by the voter: %v", err)
+	}
+	v.incarnation.Store("second") // wiped and restarted
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := p.prove(ctx, 2, twoVoters)
+	if !errors.Is(err, ErrNoQuorum) || !strings.Contains(err.Error(), "new data directory") {
+		t.Fatalf("proof answered by a new incarnation = %v, want ErrNoQuorum naming the new data directory", err)
+	}
+	p.forgetIncarnation("other") // another voter's re-admission changes nothing for v
+	if err := p.prove(ctx, 2, twoVoters); !errors.Is(err, ErrNoQuorum) {
+		t.Fatalf("another voter forgotten, v's new incarnation: %v, want ErrNoQuorum", err)
+	}
+	p.forgetIncarnation("v") // v re-admitted
+	if err := p.prove(context.Background(), 2, twoVoters); err != nil {
+		t.Fatalf("proof after the re-admission: %v", err)
 	}
 }
 

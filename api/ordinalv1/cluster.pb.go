@@ -889,7 +889,13 @@ type ConfirmTermResponse struct {
 	// for the voter it asked, so a gRPC address that reached another node
 	// (reused, misconfigured) cannot stand in for a voter. Empty from
 	// nodes older than this field.
-	NodeId        string `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	NodeId string `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// incarnation identifies the answering node's data directory (random,
+	// drawn when it was first used). The leader pins the first incarnation
+	// it hears from each voter until its configuration changes, so a member
+	// that lost its data and came back under its old ID does not count for
+	// a leader that still knows it as the old voter.
+	Incarnation   string `protobuf:"bytes,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -941,6 +947,13 @@ func (x *ConfirmTermResponse) GetSeq() uint64 {
 func (x *ConfirmTermResponse) GetNodeId() string {
 	if x != nil {
 		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ConfirmTermResponse) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
 	}
 	return ""
 }
@@ -1132,11 +1145,12 @@ const file_ordinal_v1_cluster_proto_rawDesc = "" +
 	"\x12ConfirmTermRequest\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x10\n" +
-	"\x03seq\x18\x03 \x01(\x04R\x03seq\"T\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\"v\n" +
 	"\x13ConfirmTermResponse\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x17\n" +
-	"\anode_id\x18\x03 \x01(\tR\x06nodeId\"i\n" +
+	"\anode_id\x18\x03 \x01(\tR\x06nodeId\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\tR\vincarnation\"i\n" +
 	"\x0eReserveRequest\x12\x1d\n" +
 	"\n" +
 	"store_name\x18\x01 \x01(\tR\tstoreName\x12\x10\n" +

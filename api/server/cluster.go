@@ -89,7 +89,7 @@ func (c *ClusterServer) ConfirmTerm(context.Context, *ordinalv1.ConfirmTermReque
 	if err != nil {
 		return nil, err
 	}
-	return &ordinalv1.ConfirmTermResponse{Term: term, NodeId: c.node.NodeID()}, nil
+	return &ordinalv1.ConfirmTermResponse{Term: term, NodeId: c.node.NodeID(), Incarnation: c.node.Incarnation()}, nil
 }
 
 // confirmableTerm is the node's answer to a proof request, or the gRPC
@@ -121,7 +121,8 @@ func (c *ClusterServer) ConfirmTermStream(stream ordinalv1.Cluster_ConfirmTermSt
 		if err != nil {
 			return err
 		}
-		if err := stream.Send(&ordinalv1.ConfirmTermResponse{Term: term, Seq: req.GetSeq(), NodeId: c.node.NodeID()}); err != nil {
+		resp := &ordinalv1.ConfirmTermResponse{Term: term, Seq: req.GetSeq(), NodeId: c.node.NodeID(), Incarnation: c.node.Incarnation()}
+		if err := stream.Send(resp); err != nil {
 			return err
 		}
 	}
