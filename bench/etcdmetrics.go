@@ -57,9 +57,12 @@ func parseEtcdRequests(r io.Reader) (etcdRequests, error) {
 		if !ok {
 			continue
 		}
-		method := labelValue(labels, "grpc_method")
-		v, err := strconv.ParseFloat(strings.Fields(value)[0], 64)
-		if method == "" || err != nil {
+		method, fields := labelValue(labels, "grpc_method"), strings.Fields(value)
+		if method == "" || len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
 			continue
 		}
 		out[method] += v

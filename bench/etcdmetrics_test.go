@@ -15,6 +15,7 @@ grpc_server_handled_total{grpc_code="OK",grpc_method="Txn",grpc_service="etcdser
 grpc_server_handled_total{grpc_code="OK",grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"} 2
 grpc_server_started_total{grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 9999
 grpc_server_handled_total{grpc_code="OK",grpc_service="etcdserverpb.KV"} 5
+grpc_server_handled_total{grpc_code="OK",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 
 `
 	got, err := parseEtcdRequests(strings.NewReader(exposition))
 	if err != nil {

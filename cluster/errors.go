@@ -37,9 +37,11 @@ var (
 	ErrAddressInUse = errors.New("cluster: raft address used by another member")
 
 	// ErrNotVoter is returned by ConfirmableTerm on a node that is not a
-	// voter in its own latest configuration: a non-voter, a removed
-	// member, or a member that lost its data directory and has not been
-	// re-admitted yet. Its term must not count towards a leader's proof.
+	// voter in its own latest configuration: a non-voter being staged, a
+	// removed member, a member re-admitted after losing its data that has
+	// not received its configuration yet, or a voter just promoted that
+	// has not appended its promotion. Its term must not count towards a
+	// leader's proof.
 	ErrNotVoter = errors.New("cluster: this node is not a voter in its own configuration")
 
 	// ErrIdentityMismatch is returned by New when the data directory

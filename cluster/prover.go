@@ -30,6 +30,9 @@ const (
 	// linkReaskTimeout bounds the unary call that replaces the answer a
 	// broken stream owed; proofs give up on their own deadline anyway.
 	linkReaskTimeout = 5 * time.Second
+	// notVoterRetry is how soon a proof asks again a voter that answered
+	// it is not a voter in its own configuration yet.
+	notVoterRetry = 20 * time.Millisecond
 )
 
 // prover proves that this node still leads: a proof for term T holds when,
@@ -160,17 +163,30 @@ func (p *prover) ask(ctx context.Context, l *voterLink, seq, term uint64) {
 // recording it as a failure would fail the older proofs still waiting for
 // their own asks to it.
 func (p *prover) askUnary(ctx context.Context, l *voterLink, seq, term uint64, forProof bool) {
-	resp, err := p.confirmTerm(ctx, l.id, term)
-	if err == nil {
-		err = p.checkAnswerer(l, resp)
-	}
-	if err != nil {
-		if !forProof || !endedByDeadline(ctx, err) {
-			p.fail(l, seq, err)
+	for {
+		resp, err := p.confirmTerm(ctx, l.id, term)
+		if err == nil {
+			err = p.checkAnswerer(l, resp)
 		}
-		return
+		switch {
+		case err == nil:
+			p.answer(l, seq, resp.GetTerm())
+			return
+		case forProof && endedByDeadline(ctx, err):
+			return
+		case status.Code(err) == codes.FailedPrecondition:
+			// Not a voter in its own configuration yet: a voter just
+			// promoted refuses until it has appended its promotion. A
+			// proof asks again shortly, until its deadline, rather than
+			// counting the voter as failed.
+			if !forProof || sleepCtx(ctx, notVoterRetry) != nil {
+				return
+			}
+		default:
+			p.fail(l, seq, err)
+			return
+		}
 	}
-	p.answer(l, seq, resp.GetTerm())
 }
 
 // endedByDeadline reports whether a call on ctx failed because ctx ended.
@@ -213,6 +229,9 @@ func (p *prover) checkAnswerer(l *voterLink, resp *ordinalv1.ConfirmTermResponse
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch pinned := p.pins[l.id]; {
+	case got == "":
+		// A node older than incarnations, also after a rolled-back
+		// upgrade: counted as it always was.
 	case pinned == "":
 		p.pins[l.id] = got
 	case got != pinned:

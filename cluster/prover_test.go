@@ -38,7 +38,13 @@ type voterStub struct {
 	answerAs string
 	// incarnation is the data directory the stub claims (a string).
 	incarnation atomic.Value
+	// refuse makes the stub answer FailedPrecondition, as a node that is
+	// not (yet) a voter in its own configuration does; refusals counts them.
+	refuse   atomic.Bool
+	refusals atomic.Int64
 }
+
+var errNotVoterYet = status.Error(codes.FailedPrecondition, "not a voter in its own configuration")
 
 func (v *voterStub) incarnationOf() string {
 	s, _ := v.incarnation.Load().(string)
@@ -54,6 +60,10 @@ type heldRequest struct {
 
 func (v *voterStub) ConfirmTerm(ctx context.Context, _ *ordinalv1.ConfirmTermRequest) (*ordinalv1.ConfirmTermResponse, error) {
 	v.unary.Add(1)
+	if v.refuse.Load() {
+		v.refusals.Add(1)
+		return nil, errNotVoterYet
+	}
 	if v.unaryGate != nil {
 		select {
 		case <-v.unaryGate:
@@ -96,6 +106,10 @@ func (v *voterStub) ConfirmTermStream(stream ordinalv1.Cluster_ConfirmTermStream
 			return r.err
 		}
 		seq := r.req.GetSeq()
+		if v.refuse.Load() {
+			v.refusals.Add(1)
+			return errNotVoterYet
+		}
 		if !v.hold.Load() {
 			if err := send(seq, v.term.Load()); err != nil {
 				return err
@@ -363,6 +377,31 @@ func TestProverRefusesANewIncarnationUntilForgotten(t *testing.T) {
 	p.forgetIncarnation("v") // v re-admitted
 	if err := p.prove(context.Background(), 2, twoVoters); err != nil {
 		t.Fatalf("proof after the re-admission: %v", err)
+	}
+	v.incarnation.Store("") // rolled back to a version without incarnations
+	if err := p.prove(context.Background(), 2, twoVoters); err != nil {
+		t.Fatalf("proof answered by a node without an incarnation: %v", err)
+	}
+}
+
+// A voter that refuses because it is not a voter in its own configuration
+// yet (promoted by the leader, promotion not appended yet) must not fail
+// the proof at once: the proof waits until the voter answers.
+func TestProverWaitsForAVoterThatIsNotOneYet(t *testing.T) {
+	v := &voterStub{answerAs: "v"}
+	v.term.Store(2)
+	v.refuse.Store(true)
+	p := newTestProver(t, startVoterStub(t, v))
+	res := proveAsync(p, 2)
+	testutil.WaitFor(t, 5*time.Second, "the voter to refuse", func() bool { return v.refusals.Load() >= 1 })
+	select {
+	case err := <-res:
+		t.Fatalf("the proof ended while its only other voter was not a voter yet: %v", err)
+	default:
+	}
+	v.refuse.Store(false) // the promotion is appended
+	if err := resultOf(t, res); err != nil {
+		t.Fatalf("proof once the voter answers: %v", err)
 	}
 }
 

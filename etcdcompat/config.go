@@ -87,7 +87,8 @@ type Config struct {
 	// waiting for the client to notice. Shorter fails faster during an
 	// etcd leader election (which takes about a second); longer rides
 	// elections out. Range reservations are bounded by the allocator's
-	// ReserveTimeout instead. Default DefaultRequestTimeout.
+	// ReserveTimeout, and leadership proofs by its FenceTimeout. Zero
+	// or less means DefaultRequestTimeout.
 	RequestTimeout time.Duration
 
 	// Username and Password authenticate to etcd when Username is set.

@@ -887,14 +887,16 @@ type ConfirmTermResponse struct {
 	Seq uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	// node_id is the answering node's ID. The leader counts an answer only
 	// for the voter it asked, so a gRPC address that reached another node
-	// (reused, misconfigured) cannot stand in for a voter. Empty from
+	// (reused, misconfigured) cannot stand in for a voter. It is a label
+	// against misrouting, not an authentication (that is mutual TLS). Empty from
 	// nodes older than this field.
 	NodeId string `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// incarnation identifies the answering node's data directory (random,
 	// drawn when it was first used). The leader pins the first incarnation
-	// it hears from each voter until its configuration changes, so a member
-	// that lost its data and came back under its old ID does not count for
-	// a leader that still knows it as the old voter.
+	// it hears from each voter until it removes or adds that voter, or wins
+	// an election anew, so a member that lost its data and came back under
+	// its old ID does not count for a leader that still knows it as the old
+	// voter. Empty from nodes older than this field.
 	Incarnation   string `protobuf:"bytes,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
