@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/client"
+	"github.com/ordinal-dev/ordinal/internal/cputime"
 )
 
 // Mode is what the callers ask for.
@@ -370,7 +371,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	workers := make([]worker, cfg.Concurrency)
 	warmEnd := int64(cfg.Warmup)
 	stopAt := int64(cfg.Warmup + cfg.Duration)
-	cpuBefore := selfCPU()
+	cpuBefore := cputime.Self()
 	base := time.Now()
 	callCtx, cancel := context.WithDeadline(ctx, base.Add(time.Duration(stopAt)+cfg.Timeout))
 	defer cancel()
@@ -421,7 +422,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		})
 	}
 	wg.Wait()
-	loadCPU := selfCPU() - cpuBefore
+	loadCPU := cputime.Self() - cpuBefore
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

@@ -268,9 +268,6 @@ func TestProcessCPU(t *testing.T) {
 	if _, err := ProcessCPU(0); err == nil {
 		t.Error("ProcessCPU(0) succeeded")
 	}
-	if selfCPU() <= 0 {
-		t.Error("selfCPU() is not positive")
-	}
 }
 
 // A worker's compact record expands to the same Records a caller making

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/internal/cputime"
 	"github.com/ordinal-dev/ordinal/internal/history"
 )
 
@@ -472,7 +473,7 @@ func BenchmarkStreamer(b *testing.B) {
 			left.Store(int64(b.N))
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := processCPU()
+			cpu := cputime.Self()
 			var wg sync.WaitGroup
 			for range g {
 				wg.Go(func() {
@@ -487,7 +488,7 @@ func BenchmarkStreamer(b *testing.B) {
 				})
 			}
 			wg.Wait()
-			if cpu := processCPU() - cpu; cpu > 0 {
+			if cpu := cputime.Self() - cpu; cpu > 0 {
 				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 			}
 		})
