@@ -207,6 +207,27 @@ func waitQueued(t *testing.T, s *streamer, k batchKey, want int64) {
 	}
 }
 
+// startQueued starts a call on k that must join the batch waiting to be
+// sent, and waits until it has joined.
+func startQueued(ctx context.Context, t *testing.T, s *streamer, k batchKey, count int64) <-chan callResult {
+	t.Helper()
+	before := s.queued(k)
+	ch := start(ctx, s, k, count)
+	waitQueued(t, s, k, before+count)
+	return ch
+}
+
+// fillInFlight starts two one-ID calls on k and takes their requests: with
+// two batches in flight, later callers of k wait in a batch of their own.
+func fillInFlight(ctx context.Context, t *testing.T, s *streamer, srv *fakeServer, k batchKey) (x, y <-chan callResult, r1, r2 sentReq) {
+	t.Helper()
+	x = start(ctx, s, k, 1)
+	r1 = srv.next(t)
+	y = start(ctx, s, k, 1)
+	r2 = srv.next(t)
+	return x, y, r1, r2
+}
+
 // newTestStreamer returns a streamer over a new fakeServer, closed when the
 // test ends.
 func newTestStreamer(t *testing.T, auto bool) (*streamer, *fakeServer) {
@@ -245,12 +266,9 @@ func TestStreamerBatchesInArrivalOrder(t *testing.T) {
 	}
 
 	// Two batches are in flight: the next callers wait, in one batch.
-	c := start(ctx, s, k, 1)
-	waitQueued(t, s, k, 1)
-	d := start(ctx, s, k, 7)
-	waitQueued(t, s, k, 8)
-	e := start(ctx, s, k, 2)
-	waitQueued(t, s, k, 10)
+	c := startQueued(ctx, t, s, k, 1)
+	d := startQueued(ctx, t, s, k, 7)
+	e := startQueued(ctx, t, s, k, 2)
 	srv.noneSent(t)
 
 	// Answers may come in any order; one answer lets the waiting batch go.
@@ -306,16 +324,11 @@ func TestStreamerCancelledCaller(t *testing.T) {
 	ctx := testCtx(t)
 	s, srv := newTestStreamer(t, false)
 	k := strongKey
-	x := start(ctx, s, k, 1)
-	r1 := srv.next(t)
-	y := start(ctx, s, k, 1)
-	r2 := srv.next(t)
+	x, y, r1, r2 := fillInFlight(ctx, t, s, srv, k)
 
 	cctx, cancel := context.WithCancel(ctx)
-	a := start(cctx, s, k, 3)
-	waitQueued(t, s, k, 3)
-	b := start(ctx, s, k, 1)
-	waitQueued(t, s, k, 4)
+	a := startQueued(cctx, t, s, k, 3)
+	b := startQueued(ctx, t, s, k, 1)
 	cancel()
 	if r := await(t, a); status.Code(r.err) != codes.Canceled {
 		t.Fatalf("cancelled call returned %d, %v; want Canceled", r.id, r.err)
@@ -337,14 +350,9 @@ func TestStreamerErrorAnswer(t *testing.T) {
 	ctx := testCtx(t)
 	s, srv := newTestStreamer(t, false)
 	k := strongKey
-	x := start(ctx, s, k, 1)
-	r1 := srv.next(t)
-	y := start(ctx, s, k, 1)
-	r2 := srv.next(t)
-	a := start(ctx, s, k, 1)
-	waitQueued(t, s, k, 1)
-	b := start(ctx, s, k, 1)
-	waitQueued(t, s, k, 2)
+	x, y, r1, r2 := fillInFlight(ctx, t, s, srv, k)
+	a := startQueued(ctx, t, s, k, 1)
+	b := startQueued(ctx, t, s, k, 1)
 	r1.stream.out <- &ordinalv1.NextIdStreamResponse{Seq: r1.req.GetSeq(), Code: int32(codes.OutOfRange), Message: "exhausted"}
 	if r := await(t, x); status.Code(r.err) != codes.OutOfRange {
 		t.Fatalf("call of the failed batch: %d, %v; want OutOfRange", r.id, r.err)
@@ -363,12 +371,8 @@ func TestStreamerStreamBreaks(t *testing.T) {
 	ctx := testCtx(t)
 	s, srv := newTestStreamer(t, false)
 	k := strongKey
-	x := start(ctx, s, k, 1)
-	r1 := srv.next(t)
-	y := start(ctx, s, k, 1)
-	srv.next(t)
-	a := start(ctx, s, k, 2)
-	waitQueued(t, s, k, 2)
+	x, y, r1, _ := fillInFlight(ctx, t, s, srv, k)
+	a := startQueued(ctx, t, s, k, 2)
 
 	r1.stream.breakWith(errors.New("connection reset"))
 	for _, c := range []<-chan callResult{x, y} {
@@ -393,11 +397,8 @@ func TestStreamerClose(t *testing.T) {
 	srv := newFakeServer(false)
 	s := newStreamer(srv)
 	k := strongKey
-	x, y := start(ctx, s, k, 1), start(ctx, s, k, 1)
-	srv.next(t)
-	srv.next(t)
-	a := start(ctx, s, k, 1)
-	waitQueued(t, s, k, 1)
+	x, y, _, _ := fillInFlight(ctx, t, s, srv, k)
+	a := startQueued(ctx, t, s, k, 1)
 	s.close()
 	for _, c := range []<-chan callResult{x, y, a} {
 		if r := await(t, c); status.Code(r.err) != codes.Canceled {
