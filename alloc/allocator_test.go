@@ -151,6 +151,22 @@ func TestStrongDiscardsRangesOfAnEarlierTenure(t *testing.T) {
 	}
 }
 
+// releaseUntilServed lets held leadership rounds through the gate, one at a
+// time, until callers results have arrived on errs, each of them nil.
+func releaseUntilServed(t *testing.T, gate chan<- struct{}, errs <-chan error, callers int) {
+	t.Helper()
+	for done := 0; done < callers; {
+		select {
+		case gate <- struct{}{}:
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+			done++
+		}
+	}
+}
+
 // gateRounds warms a's STRONG range up, then holds every later leadership
 // round until the test sends on gate. It returns gate and the number of
 // rounds run so far.
@@ -209,17 +225,7 @@ func TestFenceRoundsAreShared(t *testing.T) {
 	}
 	// Let the queued callers pile up behind the first round, then release
 	// rounds until everyone is served.
-	done := 0
-	for done < callers {
-		select {
-		case gate <- struct{}{}:
-		case err := <-errs:
-			if err != nil {
-				t.Fatal(err)
-			}
-			done++
-		}
-	}
+	releaseUntilServed(t, gate, errs, callers)
 	if n := b.confirmCount(); n >= callers {
 		t.Fatalf("%d callers took %d leadership proofs; rounds are not shared", callers, n)
 	}
@@ -492,16 +498,6 @@ func TestFenceRoundsInFlightAreBounded(t *testing.T) {
 		if got := b.confirmCount() - before; got != rounds {
 			t.Fatalf("FenceRounds=%d: %d rounds in flight", rounds, got)
 		}
-		done := 0
-		for done < callers {
-			select {
-			case gate <- struct{}{}:
-			case err := <-errs:
-				if err != nil {
-					t.Fatal(err)
-				}
-				done++
-			}
-		}
+		releaseUntilServed(t, gate, errs, callers)
 	}
 }
