@@ -202,17 +202,26 @@ func resultOf(t *testing.T, res <-chan error) error {
 	}
 }
 
+// streamingProver returns a prover whose other voter, a stub in term,
+// answered a first proof (unary: the stream was not up yet) and is now
+// reached over its proof stream.
+func streamingProver(t *testing.T, term uint64) (*prover, *voterStub) {
+	t.Helper()
+	v := &voterStub{}
+	v.term.Store(term)
+	p := newTestProver(t, startVoterStub(t, v))
+	if err := p.prove(context.Background(), term, twoVoters); err != nil {
+		t.Fatalf("first proof (unary, the stream is not up yet): %v", err)
+	}
+	awaitStreamReady(t, p, "v")
+	return p, v
+}
+
 // The flaw of raft.VerifyLeader that the prover exists to avoid: an answer
 // to a request sent before a proof started must not count for that proof,
 // even when it arrives after the proof started and says "your term".
 func TestProverIgnoresAnswersToRequestsSentBeforeItStarted(t *testing.T) {
-	v := &voterStub{}
-	v.term.Store(5)
-	p := newTestProver(t, startVoterStub(t, v))
-	if err := p.prove(context.Background(), 5, twoVoters); err != nil {
-		t.Fatalf("first proof (unary, the stream is not up yet): %v", err)
-	}
-	awaitStreamReady(t, p, "v")
+	p, v := streamingProver(t, 5)
 
 	v.hold.Store(true)
 	first := proveAsync(p, 5)
@@ -241,13 +250,7 @@ func TestProverIgnoresAnswersToRequestsSentBeforeItStarted(t *testing.T) {
 // An answer to request s answers every proof numbered s or lower: all of
 // them started before request s was sent.
 func TestProverAnswerToALaterRequestProvesEarlierProofs(t *testing.T) {
-	v := &voterStub{}
-	v.term.Store(3)
-	p := newTestProver(t, startVoterStub(t, v))
-	if err := p.prove(context.Background(), 3, twoVoters); err != nil {
-		t.Fatal(err)
-	}
-	awaitStreamReady(t, p, "v")
+	p, v := streamingProver(t, 3)
 	v.hold.Store(true)
 	var proofs []<-chan error
 	for range 5 {
@@ -272,13 +275,7 @@ func TestProverAnswerToALaterRequestProvesEarlierProofs(t *testing.T) {
 }
 
 func TestProverFallsBackToUnaryWhenTheStreamBreaks(t *testing.T) {
-	v := &voterStub{}
-	v.term.Store(7)
-	p := newTestProver(t, startVoterStub(t, v))
-	if err := p.prove(context.Background(), 7, twoVoters); err != nil {
-		t.Fatal(err)
-	}
-	awaitStreamReady(t, p, "v")
+	p, v := streamingProver(t, 7)
 	v.hold.Store(true)
 	unaryBefore := v.unary.Load()
 	res := proveAsync(p, 7)
