@@ -54,6 +54,10 @@ func run(args []string) error {
 		return runHealth(args[1:])
 	case "bench":
 		return runBench(args[1:])
+	case "token":
+		return runToken(args[1:])
+	case "tls":
+		return runTLS(args[1:])
 	case "version", "--version":
 		return runVersion(args[1:])
 	case "help":
@@ -82,6 +86,9 @@ Usage:
                              show the leader, or move leadership
   ordinal health [flags]     exit 0 if the node serves calls (for healthchecks)
   ordinal bench [flags]      load-test nodes and verify every ID; see ordinal bench --help
+  ordinal token create       make a bearer token for --auth-tokens-file; see ordinal token create --help
+  ordinal tls ca|cert create
+                             make certificates for TLS; see ordinal tls --help
   ordinal version            print the version
   ordinal <command> --help   help for a command
 
