@@ -12,6 +12,32 @@
 // safe for every method: a NextID that failed may still have consumed an
 // ID on the server, but the server never hands an ID out twice, so a retry
 // can only leave a gap in the sequence, never a duplicate.
+//
+// # Secured clusters
+//
+// A cluster that serves TLS, requires client certificates (mTLS) or
+// authorizes callers by bearer token is reached with WithTLS and WithToken
+// (or WithTokenFile, which picks up a rotated token), with nothing but
+// crypto/tls:
+//
+//	pem, err := os.ReadFile("ca.pem") // the CA that signed the nodes' certificates
+//	roots := x509.NewCertPool()
+//	roots.AppendCertsFromPEM(pem)
+//	cert, err := tls.LoadX509KeyPair("client.pem", "client-key.pem") // only for mTLS
+//	c, err := client.New("ordinal-1.example.com:34904", client.WithToken(token),
+//		client.WithTLS(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}))
+//
+// Check each err. The node's certificate must name the host given to New,
+// or tls.Config.ServerName. Calls a node refuses fail with Unauthenticated
+// (no or unknown credentials) or PermissionDenied (credentials without the
+// role the call needs). A failed TLS handshake fails calls with
+// Unavailable and a message that says why ("x509: certificate signed by
+// unknown authority", "x509: certificate is valid for ..., not ...",
+// "tls: certificate required"); under TLS 1.3 the node checks the client's
+// certificate last, so its refusal may arrive as a broken connection
+// instead. A token is never sent in clear text to a node that is not on
+// this host: without TLS such calls fail with Unauthenticated before
+// anything is sent.
 package client
 
 import (
@@ -21,7 +47,6 @@ import (
 	"math"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
@@ -80,22 +105,15 @@ type Client struct {
 // New returns a Client for the node at addr (host:port). It does not
 // connect: the connection is made on the first call and re-made as needed,
 // so New succeeds even when the node is down. By default the connection is
-// plain TCP; pass WithDialOptions to use TLS.
+// plain TCP; pass WithTLS to use TLS.
 func New(addr string, opts ...Option) (*Client, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.err != nil {
-		return nil, o.err
-	}
-	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, o.dial...)
-	if len(o.metadata) > 0 {
-		dial = append(dial, withMetadata(o.metadata)...)
-	}
-	conn, err := grpc.NewClient(addr, dial...)
+	o, err := newOptions(opts)
 	if err != nil {
-		return nil, fmt.Errorf("client: connect to %q: %w", addr, err)
+		return nil, err
+	}
+	conn, err := dial(addr, &o)
+	if err != nil {
+		return nil, err
 	}
 	c := &Client{
 		conn:  conn,
@@ -107,6 +125,38 @@ func New(addr string, opts ...Option) (*Client, error) {
 		c.strm = newStreamer(c.seq)
 	}
 	return c, nil
+}
+
+// NewConn returns a gRPC connection to the node at addr made as New makes
+// the Client's: with the transport security (WithTLS), the bearer token
+// (WithToken, WithTokenFile), the metadata (WithMetadata) and the dial
+// options (WithDialOptions) of opts. The options about calls (WithStore,
+// WithRetry, WithStreaming) do not apply to it. It is for the services the
+// Client has no methods for, such as ordinal.v1.Cluster and
+// grpc.health.v1.Health. Like New, it does not connect. The caller closes
+// the connection.
+func NewConn(addr string, opts ...Option) (*grpc.ClientConn, error) {
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	return dial(addr, &o)
+}
+
+func newOptions(opts []Option) (options, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o, o.err
+}
+
+func dial(addr string, o *options) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(addr, o.dialOptions(addr)...)
+	if err != nil {
+		return nil, fmt.Errorf("client: connect to %q: %w", addr, err)
+	}
+	return conn, nil
 }
 
 // Store returns a handle on the named store, a namespace of keys separate

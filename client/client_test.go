@@ -29,6 +29,14 @@ func newClient(t *testing.T, addr string, opts ...client.Option) *client.Client 
 	return c
 }
 
+// single starts a secured single-node cluster and returns its address and
+// the option that connects to it with the admin's client certificate.
+func single(t *testing.T) (string, client.Option) {
+	t.Helper()
+	c := testcluster.New(t, 1)
+	return c.Node("n1").GRPCAddr, client.WithTLS(c.ClientTLS(testcluster.AdminName))
+}
+
 func testContext(t *testing.T) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -76,8 +84,8 @@ func requireStrictlyIncreasing(t *testing.T, ids []int64) {
 var modes = []client.Mode{client.Weak, client.Strong}
 
 func TestClient(t *testing.T) {
-	addr := testcluster.Single(t).GRPCAddr
-	c := newClient(t, addr)
+	addr, secure := single(t)
+	c := newClient(t, addr, secure)
 
 	t.Run("weak ids on a fresh key are 1, 2, 3", func(t *testing.T) {
 		ctx := testContext(t)
@@ -172,7 +180,7 @@ func TestClient(t *testing.T) {
 			}
 		}
 		// WithStore and Store name the same namespace.
-		orders := newClient(t, addr, client.WithStore("orders"))
+		orders := newClient(t, addr, secure, client.WithStore("orders"))
 		if got, err := orders.HighWater(ctx, key); err != nil || got < 1 {
 			t.Fatalf("HighWater through WithStore(orders) = %d, %v; want the id taken through Store(orders)", got, err)
 		}
@@ -185,8 +193,8 @@ func TestClient(t *testing.T) {
 }
 
 func TestClientErrorCodes(t *testing.T) {
-	addr := testcluster.Single(t).GRPCAddr
-	c := newClient(t, addr)
+	addr, secure := single(t)
+	c := newClient(t, addr, secure)
 	ctx := testContext(t)
 
 	tests := []struct {
@@ -214,7 +222,8 @@ func TestClientErrorCodes(t *testing.T) {
 }
 
 func TestClientClosed(t *testing.T) {
-	c, err := client.New(testcluster.Single(t).GRPCAddr)
+	addr, secure := single(t)
+	c, err := client.New(addr, secure)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

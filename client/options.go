@@ -1,7 +1,9 @@
 package client
 
 import (
+	"crypto/tls"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -27,16 +29,26 @@ type options struct {
 	backoff  time.Duration
 	stream   bool
 	metadata []string // key, value pairs sent with every call
-	err      error    // the first invalid option, reported by New
+	tls      *tls.Config
+	token    tokenSource // nil unless WithToken or WithTokenFile
+	err      error       // the first invalid option, reported by New
+}
+
+// fail records err unless an earlier option already failed: New reports
+// the first invalid option.
+func (o *options) fail(err error) {
+	if o.err == nil {
+		o.err = err
+	}
 }
 
 func defaultOptions() options {
 	return options{attempts: DefaultRetryAttempts, backoff: DefaultRetryBackoff}
 }
 
-// WithDialOptions adds gRPC dial options, for example
-// grpc.WithTransportCredentials with TLS credentials. They are applied after
-// the default plain-TCP credentials, so they override them.
+// WithDialOptions adds gRPC dial options. They are applied after the
+// Client's own transport credentials (plain TCP, or TLS with WithTLS), so a
+// grpc.WithTransportCredentials among them overrides both.
 func WithDialOptions(o ...grpc.DialOption) Option {
 	return func(opts *options) { opts.dial = append(opts.dial, o...) }
 }
@@ -63,8 +75,8 @@ func WithStore(name string) Option {
 func WithRetry(attempts int, backoff time.Duration) Option {
 	return func(opts *options) {
 		if attempts < 1 || backoff < 0 {
-			opts.err = fmt.Errorf("%w: WithRetry(%d, %v): attempts must be at least 1 and backoff not negative",
-				ErrInvalidOption, attempts, backoff)
+			opts.fail(fmt.Errorf("%w: WithRetry(%d, %v): attempts must be at least 1 and backoff not negative",
+				ErrInvalidOption, attempts, backoff))
 			return
 		}
 		opts.attempts, opts.backoff = attempts, backoff
@@ -88,9 +100,88 @@ func WithStreaming() Option {
 func WithMetadata(kv ...string) Option {
 	return func(opts *options) {
 		if len(kv)%2 != 0 {
-			opts.err = fmt.Errorf("%w: WithMetadata needs key, value pairs, got %d strings", ErrInvalidOption, len(kv))
+			opts.fail(fmt.Errorf("%w: WithMetadata needs key, value pairs, got %d strings", ErrInvalidOption, len(kv)))
 			return
 		}
 		opts.metadata = append(opts.metadata, kv...)
 	}
+}
+
+// WithTLS connects over TLS configured by cfg instead of plain TCP. Set
+// cfg.RootCAs to the pool of the CA that signed the nodes' certificates
+// (nil means the system's roots) and, when the nodes require client
+// certificates (mTLS), cfg.Certificates to the client's certificate.
+// cfg.ServerName, when set, is the name verified in the node's certificate
+// instead of the host of the address given to New. The Client uses a copy
+// of cfg; a nil cfg is an invalid option.
+func WithTLS(cfg *tls.Config) Option {
+	return func(opts *options) {
+		if cfg == nil {
+			opts.fail(fmt.Errorf("%w: WithTLS(nil): pass a *tls.Config, for example with RootCAs set to the cluster's CA", ErrInvalidOption))
+			return
+		}
+		opts.tls = cfg.Clone()
+	}
+}
+
+// WithToken sends token as a bearer token ("authorization: Bearer
+// <token>") with every call and stream of the Client, for nodes that
+// authorize callers by token.
+//
+// The token is a secret, so the Client refuses to send it in clear text:
+// over a connection without TLS (see WithTLS), calls fail with
+// codes.Unauthenticated before anything is sent, unless the address given
+// to New is a loopback one (127.0.0.0/8, ::1, localhost) or a Unix socket,
+// as for a development node or a command run on the node's own host. An
+// empty token, or one with spaces, control or non-ASCII characters, is an
+// invalid option; WithToken and WithTokenFile exclude each other.
+func WithToken(token string) Option {
+	return func(opts *options) {
+		if err := checkToken(token); err != nil {
+			opts.fail(fmt.Errorf("%w: WithToken: %w", ErrInvalidOption, err))
+			return
+		}
+		opts.setToken("WithToken", staticToken(bearer(token)))
+	}
+}
+
+// WithTokenFile is WithToken with the token read from the file at path,
+// without surrounding white space. The file is checked again at most once
+// a second, on the next call, and the token re-read when the file changed,
+// so that a long-running process picks up a rotated token without a
+// restart; while the file is missing, empty or unreadable the Client keeps
+// sending the last token it read. A stream (WithStreaming) carries the
+// token it was opened with; streams opened later carry the new one. New
+// fails, with an error wrapping ErrInvalidOption and the file system's
+// error, when the file cannot be read or holds no token.
+func WithTokenFile(path string) Option {
+	return func(opts *options) {
+		t, err := newFileToken(path)
+		if err != nil {
+			opts.fail(fmt.Errorf("%w: WithTokenFile: %w", ErrInvalidOption, err))
+			return
+		}
+		opts.setToken("WithTokenFile", t)
+	}
+}
+
+// setToken sets the Client's token source, which only one option may do.
+func (o *options) setToken(option string, t tokenSource) {
+	if o.token != nil {
+		o.fail(fmt.Errorf("%w: %s: a token is already set; pass one of WithToken and WithTokenFile, once", ErrInvalidOption, option))
+		return
+	}
+	o.token = t
+}
+
+// checkToken rejects tokens that cannot travel in an HTTP/2 header as
+// "Bearer <token>".
+func checkToken(token string) error {
+	if token == "" {
+		return fmt.Errorf("the token is empty")
+	}
+	if i := strings.IndexFunc(token, func(r rune) bool { return r <= ' ' || r >= 0x7f }); i >= 0 {
+		return fmt.Errorf("the token has a space, control or non-ASCII character at byte %d; a bearer token is one word of printable ASCII", i)
+	}
+	return nil
 }

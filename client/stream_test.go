@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"context"
-	"github.com/ordinal-dev/ordinal/internal/testcluster"
 	"sync"
 	"testing"
 	"time"
@@ -17,7 +16,8 @@ import (
 // Many goroutines share one streaming client: their calls are coalesced
 // into batches, and the record must still be unique and linearizable.
 func TestStreamingCoalescesAndStaysLinearizable(t *testing.T) {
-	c, err := client.New(testcluster.Single(t).GRPCAddr, client.WithStreaming())
+	addr, secure := single(t)
+	c, err := client.New(addr, secure, client.WithStreaming())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,8 @@ func TestStreamingCoalescesAndStaysLinearizable(t *testing.T) {
 }
 
 func TestStreamingReportsErrorsPerCall(t *testing.T) {
-	c, err := client.New(testcluster.Single(t).GRPCAddr, client.WithStreaming())
+	addr, secure := single(t)
+	c, err := client.New(addr, secure, client.WithStreaming())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,10 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,7 +18,6 @@ import (
 	"github.com/ordinal-dev/ordinal/daemon"
 	"github.com/ordinal-dev/ordinal/internal/apisuite"
 	"github.com/ordinal-dev/ordinal/internal/testcluster"
-	"github.com/ordinal-dev/ordinal/internal/testutil"
 )
 
 var strongOpts = &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG}
@@ -378,19 +379,19 @@ func TestJoinFromAnotherClusterIsRefused(t *testing.T) {
 
 // Only voters may answer a leader's leadership proof: a node that is not a
 // voter in its own configuration (here a joined node whose promotion never
-// comes, because the leader cannot reach its advertised gRPC address to see
-// it catch up; likewise a member that lost its data directory) refuses
+// comes, because no other node's gRPC calls reach it to see it catch up,
+// while Raft does; likewise a member that lost its data directory) refuses
 // ConfirmTerm, and voters sign their answers with their ID.
 func TestOnlyVotersConfirmTerms(t *testing.T) {
-	unreachable := testutil.FreeAddr(t) // nothing listens there
+	var n4Peer atomic.Value // n4's peer address, once known
 	c := testcluster.NewWithOptions(t, 3, testcluster.Options{Configure: func(id string, cfg *daemon.Config) {
-		if id == "n4" {
-			cfg.Cluster.GRPCAdvertise = unreachable
+		if id != "n4" {
+			cfg.Cluster.PeerDial = refuseGRPCTo(func() string { s, _ := n4Peer.Load().(string); return s })
 		}
 	}})
-	n4 := c.Add("n4")
+	n4 := c.Add("n4", func(nd *testcluster.Node) { n4Peer.Store(nd.RaftAddr) })
 	testcluster.WaitFor(t, 15*time.Second, "n4 to refuse ConfirmTerm as a non-voter", func() bool {
-		_, err := n4.Cluster().ConfirmTerm(callCtx(t), &ordinalv1.ConfirmTermRequest{Term: 1})
+		_, err := c.PeerClient(n4, "tester").ConfirmTerm(callCtx(t), &ordinalv1.ConfirmTermRequest{Term: 1})
 		return status.Code(err) == codes.FailedPrecondition
 	})
 	m, err := c.Leader().Cluster().Members(callCtx(t), &ordinalv1.MembersRequest{})
@@ -398,7 +399,7 @@ func TestOnlyVotersConfirmTerms(t *testing.T) {
 		t.Fatalf("members: %v, %v; want n4 staged as a non-voter", m, err)
 	}
 	for _, id := range []string{"n1", "n2", "n3"} {
-		resp, err := c.Node(id).Cluster().ConfirmTerm(callCtx(t), &ordinalv1.ConfirmTermRequest{Term: 1})
+		resp, err := c.PeerClient(c.Node(id), "tester").ConfirmTerm(callCtx(t), &ordinalv1.ConfirmTermRequest{Term: 1})
 		if err != nil || resp.GetNodeId() != id || resp.GetTerm() == 0 {
 			t.Errorf("voter %s answered %v, %v; want its term and its ID", id, resp, err)
 		}
@@ -406,4 +407,67 @@ func TestOnlyVotersConfirmTerms(t *testing.T) {
 	if _, err := n4.Sequencer().GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "k", Options: strongOpts}); err != nil {
 		t.Fatalf("STRONG through the non-voter: %v", err)
 	}
+}
+
+// refuseGRPCTo returns a peer dial hook that lets Raft connections to the
+// address target() returns through but fails gRPC ones: it reads the
+// connection kind from the peer preamble the handshake writes first.
+func refuseGRPCTo(target func() string) func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil || addr != target() {
+			return conn, err
+		}
+		return &kindFilter{Conn: conn}, nil
+	}
+}
+
+// kindFilter fails a connection whose peer preamble says gRPC.
+type kindFilter struct {
+	net.Conn
+	checked bool
+}
+
+func (k *kindFilter) Write(p []byte) (int, error) {
+	if !k.checked {
+		k.checked = true
+		if len(p) >= 6 && string(p[:4]) == "ORDP" && p[5] == 'G' {
+			k.Conn.Close()
+			return 0, errors.New("test: gRPC to this node is cut")
+		}
+	}
+	return k.Conn.Write(p)
+}
+
+// Leader and Members name every node by the addresses it has: the peer
+// address Raft knows and the gRPC address the node published itself.
+func TestLeaderAndMembersShowBothAddresses(t *testing.T) {
+	c := testcluster.New(t, 3)
+	leader := c.Leader()
+	// A node publishes its gRPC address in the background once it runs.
+	for _, nd := range c.Nodes() {
+		var resp *ordinalv1.LeaderResponse
+		var err error
+		testcluster.WaitFor(t, 10*time.Second, "the leader's addresses via "+nd.ID, func() bool {
+			resp, err = nd.Cluster().Leader(callCtx(t), &ordinalv1.LeaderRequest{})
+			return err == nil && resp.GetGrpcAddr() != ""
+		})
+		if resp.GetNodeId() != leader.ID || resp.GetGrpcAddr() != leader.GRPCAddr || resp.GetRaftAddr() != leader.RaftAddr {
+			t.Fatalf("Leader via %s: %v; want %s at gRPC %s, peer %s", nd.ID, resp, leader.ID, leader.GRPCAddr, leader.RaftAddr)
+		}
+	}
+	testcluster.WaitFor(t, 10*time.Second, "every node's gRPC address published", func() bool {
+		m, err := leader.Cluster().Members(callCtx(t), &ordinalv1.MembersRequest{})
+		if err != nil {
+			return false
+		}
+		for _, mm := range m.GetMembers() {
+			nd := c.Node(mm.GetNodeId())
+			if mm.GetGrpcAddr() != nd.GRPCAddr || mm.GetRaftAddr() != nd.RaftAddr {
+				return false
+			}
+		}
+		return len(m.GetMembers()) == 3
+	})
 }

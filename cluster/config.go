@@ -2,13 +2,14 @@ package cluster
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"google.golang.org/grpc"
+
+	"github.com/ordinal-dev/ordinal/transport"
 )
 
 // Config configures a Node. Zero durations mean their defaults.
@@ -21,15 +22,18 @@ type Config struct {
 	// DataDir holds the Raft log (raft.db), snapshots and node identity.
 	DataDir string
 
-	// RaftAddr is the TCP address the Raft transport listens on.
+	// RaftAddr is the TCP address of the node's peer port, which carries
+	// Raft and every call between nodes (transport.Peer).
 	RaftAddr string
 
-	// RaftAdvertise is the Raft address other nodes dial; empty means
+	// RaftAdvertise is the peer address other nodes dial; empty means
 	// RaftAddr, which then must not be an unspecified address (0.0.0.0).
+	// It is the node's address in the Raft configuration.
 	RaftAdvertise string
 
-	// GRPCAdvertise is the gRPC address other nodes use to forward calls
-	// to this one. It is recorded in the replicated cluster metadata.
+	// GRPCAdvertise is the node's client gRPC address. It is recorded in
+	// the replicated metadata for operators and clients (members, leader);
+	// nodes never use it to reach each other.
 	GRPCAdvertise string
 
 	// Bootstrap makes a node that has no Raft state, and neither Join nor
@@ -45,19 +49,30 @@ type Config struct {
 	// joins it instead.
 	BootstrapExpect int
 
-	// Join lists gRPC addresses of other nodes. A node without state asks
-	// them to admit it, retrying with backoff until one does.
+	// Join lists the peer addresses (RaftAdvertise) of other nodes. A node
+	// without state asks them to admit it, retrying with backoff until one
+	// does.
 	Join []string
 
-	// PeerDialOptions are used for gRPC connections to other nodes.
-	// Default: plain TCP.
-	PeerDialOptions []grpc.DialOption
+	// PeerTLS, when set, runs Raft and every call between nodes over
+	// mutual TLS: each node presents a certificate of the peer CA naming
+	// its node ID and accepts only such certificates. Nil means plain TCP,
+	// which is safe only where every host that can reach the peer port is
+	// trusted (see DESIGN.md, "Security").
+	PeerTLS *transport.PeerTLS
 
-	// RaftDial, when set, opens the node's outgoing Raft connections in
-	// place of a plain TCP dial. Fault-injection tests use it (with a
-	// grpc.WithContextDialer in PeerDialOptions) to cut, delay or drop the
-	// traffic between chosen pairs of nodes.
-	RaftDial func(ctx context.Context, address string) (net.Conn, error)
+	// ClusterToken, when set, is a secret every node of the cluster shares:
+	// nodes prove to each other that they hold it on every peer connection
+	// (the token is never sent), so a node only ever talks to nodes of its
+	// own cluster and a process without it cannot join, vote or append
+	// entries. Without PeerTLS the traffic is still not encrypted.
+	ClusterToken []byte
+
+	// PeerDial, when set, opens the TCP connections of the node's peer
+	// traffic (Raft and gRPC) in place of a plain dial. Fault-injection
+	// tests use it to cut, delay or drop the traffic between chosen pairs
+	// of nodes; the peer handshake and TLS run on top.
+	PeerDial func(ctx context.Context, address string) (net.Conn, error)
 
 	// HeartbeatTimeout and ElectionTimeout bound how long followers wait
 	// for the leader before starting an election. Lower values fail over
@@ -85,10 +100,6 @@ type Config struct {
 	// so that a briefly lagging follower catches up without a snapshot.
 	// Default 10240.
 	TrailingLogs uint64
-
-	// ServerTLS and ClientTLS, when set, encrypt Raft traffic between
-	// nodes. Nil means plain TCP.
-	ServerTLS, ClientTLS *tls.Config
 
 	// Logger receives the node's and Raft's logs. Nil means none.
 	Logger hclog.Logger
@@ -118,9 +129,10 @@ func (c Config) withDefaults() Config {
 }
 
 func (c Config) validate() error {
+	if err := transport.ValidateNodeID(c.NodeID); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
 	switch {
-	case c.NodeID == "":
-		return errors.New("cluster: node ID is required")
 	case c.DataDir == "":
 		return errors.New("cluster: data directory is required")
 	case c.RaftAddr == "":

@@ -28,13 +28,38 @@ var (
 	// to move it.
 	ErrForeignCluster = errors.New("cluster: node belongs to another cluster")
 
-	// ErrUnknownNode is returned by Remove and TransferLeadership for a
-	// node ID that is not a member.
+	// ErrUnknownNode is returned by Remove, TransferLeadership and Publish
+	// for a node ID that is not a member (or, for TransferLeadership, not
+	// a voter).
 	ErrUnknownNode = errors.New("cluster: no such member")
 
 	// ErrAddressInUse is returned by Join when another member already has
 	// the joining node's Raft address.
 	ErrAddressInUse = errors.New("cluster: raft address used by another member")
+
+	// ErrMoveLeader is returned by Join when asked to move the leader
+	// itself to another address, or to re-admit it as a node that lost
+	// its data: the leader runs, at its address, with its data, so the
+	// request does not come from it.
+	ErrMoveLeader = errors.New("cluster: the leader cannot be moved")
+
+	// ErrNoOtherVoter is returned by TransferLeadership, without a target,
+	// in a cluster whose only voter is the leader.
+	ErrNoOtherVoter = errors.New("cluster: no other voter")
+
+	// ErrLastVoter is returned by Remove for the cluster's only voter.
+	ErrLastVoter = errors.New("cluster: cannot remove the only voter")
+
+	// ErrInvalidRequest is returned by Join and Publish for a node ID or
+	// address the cluster cannot record: empty, too long, or with
+	// characters that do not belong in one.
+	ErrInvalidRequest = errors.New("cluster: invalid request")
+
+	// ErrPeerRefused is returned by Start when every join address refused
+	// this node's peer credentials or belongs to another cluster: the
+	// node's certificate is not from the cluster's peer CA, or its cluster
+	// token differs. Retrying does not help.
+	ErrPeerRefused = errors.New("cluster: every join address refused this node")
 
 	// ErrNotVoter is returned by ConfirmableTerm on a node that is not a
 	// voter in its own latest configuration: a non-voter being staged, a

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/transport"
 )
 
 const (
@@ -78,15 +79,22 @@ type formationPlan struct {
 }
 
 // discover asks every join address for its status once and decides.
+// Addresses that refuse this node's credentials, or belong to another
+// cluster, are left out with a warning: a node only ever forms or joins
+// the cluster whose peer CA or cluster token it shares.
 func (n *Node) discover(ctx context.Context) (formationPlan, error) {
 	fresh := map[string]raft.Server{n.cfg.NodeID: n.self()}
+	refused := 0
 	for _, addr := range n.cfg.Join {
-		if addr == n.cfg.GRPCAdvertise {
+		if addr == n.RaftAddr() {
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, discoveryTimeout)
-		st, err := n.peers.status(sctx, addr)
+		st, err := n.peers.status(sctx, "", addr)
 		cancel()
+		if err != nil && n.refusedBy(ctx, addr) {
+			refused++
+		}
 		if ctx.Err() != nil {
 			return formationPlan{}, ctx.Err()
 		}
@@ -101,6 +109,9 @@ func (n *Node) discover(ctx context.Context) (formationPlan, error) {
 			return n.planWithRunningPeer(st), nil
 		}
 		fresh[st.GetNodeId()] = raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(st.GetNodeId()), Address: raft.ServerAddress(st.GetRaftAddr())}
+	}
+	if refused > 0 && refused == len(n.others()) {
+		return formationPlan{}, fmt.Errorf("%w: %v", ErrPeerRefused, n.cfg.Join)
 	}
 	plan := formationPlan{seen: len(fresh)}
 	if len(fresh) >= n.cfg.BootstrapExpect {
@@ -159,24 +170,29 @@ func sortedServers(m map[string]raft.Server) []raft.Server {
 func (n *Node) joinThenStart(ctx context.Context) error {
 	req := &ordinalv1.JoinRequest{
 		NodeId:   n.cfg.NodeID,
-		RaftAddr: string(n.transport.LocalAddr()),
+		RaftAddr: n.RaftAddr(),
 		GrpcAddr: n.cfg.GRPCAdvertise,
 		HasState: n.hasState,
 	}
 	for wait := minRetryWait; ; wait = nextWait(wait) {
-		for _, addr := range n.cfg.Join {
-			if addr == n.cfg.GRPCAdvertise {
-				continue
-			}
+		refused := 0
+		for _, addr := range n.others() {
 			err := n.joinVia(ctx, addr, req)
 			if err == nil {
 				n.logger.Info("admitted to the cluster", "via", addr)
 				return n.startRaft(nil)
 			}
-			if errors.Is(err, ErrForeignCluster) || isFinal(err) {
+			if isFinal(err) {
 				return fmt.Errorf("join via %s: %w", addr, err)
 			}
+			if n.refusedBy(ctx, addr) {
+				refused++
+				continue
+			}
 			n.logger.Info("join attempt failed, will retry", "via", addr, "error", err)
+		}
+		if refused > 0 && refused == len(n.others()) {
+			return fmt.Errorf("%w: %v", ErrPeerRefused, n.cfg.Join)
 		}
 		if err := sleepCtx(ctx, wait); err != nil {
 			return fmt.Errorf("join %v: %w", n.cfg.Join, err)
@@ -184,8 +200,40 @@ func (n *Node) joinThenStart(ctx context.Context) error {
 	}
 }
 
+// others returns the join addresses other than this node's own.
+func (n *Node) others() []string {
+	var out []string
+	for _, addr := range n.cfg.Join {
+		if addr != n.RaftAddr() {
+			out = append(out, addr)
+		}
+	}
+	return out
+}
+
+// refusedBy reports, after a failed call to addr, whether the node there
+// refuses this node for good: it has other peer credentials or belongs to
+// another cluster, or is no peer port at all. It probes the address, so
+// that the log says why; a node that is merely down is not refused.
+func (n *Node) refusedBy(ctx context.Context, addr string) bool {
+	ctx, cancel := context.WithTimeout(ctx, discoveryTimeout)
+	defer cancel()
+	_, err := n.peerPort.Probe(ctx, addr, "")
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, transport.ErrPermissionDenied), errors.Is(err, transport.ErrForeignCluster):
+		n.logger.Error("a join address refuses this node or belongs to another cluster; ignoring it", "addr", addr, "error", err)
+		return true
+	case errors.Is(err, transport.ErrNotPeer):
+		n.logger.Error("a join address is not an ordinal peer port: --join takes the other nodes' peer (--raft-addr) addresses", "addr", addr, "error", err)
+		return true
+	}
+	return false
+}
+
 func (n *Node) joinVia(ctx context.Context, addr string, req *ordinalv1.JoinRequest) error {
-	c, err := n.peers.client(addr)
+	c, err := n.peers.client("", addr)
 	if err != nil {
 		return err
 	}

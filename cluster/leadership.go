@@ -10,7 +10,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ordinal-dev/ordinal/alloc"
-	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/fsm"
 )
 
@@ -46,13 +45,16 @@ func (n *Node) onLeader(ctx context.Context) error {
 }
 
 // ensureMetadata gives a new cluster its ID and records this node's gRPC
-// address, which followers need to forward calls to it.
+// address, which operators and clients look up.
 func (n *Node) ensureMetadata(ctx context.Context) error {
 	var ops []fsm.Op
 	if n.fsm.ClusterID() == "" {
 		ops = append(ops, fsm.Op{Kind: fsm.OpInit, ClusterID: newClusterID()})
 	}
 	if n.cfg.GRPCAdvertise != "" && n.fsm.NodeAddr(n.cfg.NodeID) != n.cfg.GRPCAdvertise {
+		if err := validateAddr("grpc_addr", n.cfg.GRPCAdvertise); err != nil {
+			return err
+		}
 		ops = append(ops, fsm.Op{Kind: fsm.OpSetNode, NodeID: n.cfg.NodeID, Addr: n.cfg.GRPCAdvertise})
 	}
 	if len(ops) == 0 {
@@ -63,8 +65,8 @@ func (n *Node) ensureMetadata(ctx context.Context) error {
 }
 
 // publishSelf runs until this node's gRPC address is in the replicated
-// metadata, so that the leader can reach it for leadership proofs and other
-// nodes can forward calls to it when it leads.
+// metadata, where operators and clients find it. The leader records it
+// after asking this node for it (Publish).
 func (n *Node) publishSelf() {
 	defer n.wg.Done()
 	if n.cfg.GRPCAdvertise == "" {
@@ -89,18 +91,7 @@ func (n *Node) publishOnce(ctx context.Context) error {
 	if n.IsLeader() {
 		return n.ensureMetadata(ctx)
 	}
-	c, err := n.leaderClient()
-	if err != nil {
-		return err
-	}
-	_, err = c.Join(ctx, &ordinalv1.JoinRequest{
-		NodeId:      n.cfg.NodeID,
-		RaftAddr:    string(n.transport.LocalAddr()),
-		GrpcAddr:    n.cfg.GRPCAdvertise,
-		HasState:    true,
-		ClusterId:   n.fsm.ClusterID(),
-		PublishOnly: true,
-	})
+	_, err := n.Publish(ctx, n.cfg.NodeID)
 	if isFinal(err) {
 		n.logger.Warn("this node cannot publish its address", "error", err)
 	}
@@ -165,11 +156,7 @@ func (n *Node) confirmQuorum(ctx context.Context, term uint64) error {
 	if err != nil {
 		return err
 	}
-	ids := make([]string, len(voters))
-	for i, v := range voters {
-		ids[i] = string(v.ID)
-	}
-	return n.prover.prove(ctx, term, ids)
+	return n.prover.prove(ctx, term, voters)
 }
 
 // CurrentTerm returns this node's Raft term, 0 before Raft started. Other

@@ -2,7 +2,10 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/transport"
 )
 
 const (
@@ -26,8 +30,14 @@ const (
 
 // isFinal reports whether a membership error will not go away by retrying.
 func isFinal(err error) bool {
+	for _, final := range []error{ErrForeignCluster, ErrUnknownNode, ErrAddressInUse, ErrInvalidRequest, ErrLastVoter, ErrMoveLeader} {
+		if errors.Is(err, final) {
+			return true
+		}
+	}
 	switch status.Code(err) {
-	case codes.InvalidArgument, codes.FailedPrecondition, codes.AlreadyExists, codes.NotFound:
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.AlreadyExists, codes.NotFound,
+		codes.PermissionDenied, codes.Unauthenticated:
 		return true
 	}
 	return false
@@ -38,46 +48,125 @@ func isFinal(err error) bool {
 // once it caught up. A member that comes back without state is removed
 // first and then re-admitted as a new non-voter: it forgot its log and its
 // votes, so it must not count towards any quorum until it has caught up
-// again.
+// again. Callers authenticate the request first: the API admits a node only
+// for an admin, or for the node itself over the peer port.
 func (n *Node) Join(ctx context.Context, req *ordinalv1.JoinRequest) (*ordinalv1.JoinResponse, error) {
-	if req.GetNodeId() == "" || req.GetRaftAddr() == "" {
-		return nil, status.Error(codes.InvalidArgument, "join needs node_id and raft_addr")
+	if err := validateJoin(req); err != nil {
+		return nil, err
 	}
 	if !n.isStarted() {
 		return nil, ErrNotReady
 	}
 	if !n.IsLeader() {
-		c, err := n.leaderClient()
+		c, err := n.leaderConn()
 		if err != nil {
 			return nil, err
 		}
-		return c.Join(ctx, req)
+		return ordinalv1.NewClusterClient(c).Join(ctx, req)
 	}
 	if id := req.GetClusterId(); id != "" && id != n.fsm.ClusterID() {
-		return nil, status.Errorf(codes.FailedPrecondition,
-			"node %s belongs to cluster %s, this is cluster %s; clusters never merge: wipe its data directory to move it",
-			req.GetNodeId(), id, n.fsm.ClusterID())
+		return nil, fmt.Errorf("%w: node %s belongs to cluster %s, this is cluster %s; clusters never merge: wipe its data directory to move it",
+			ErrForeignCluster, req.GetNodeId(), id, n.fsm.ClusterID())
 	}
-	if req.GetPublishOnly() {
-		cfg, err := n.configuration()
-		if err != nil {
-			return nil, err
-		}
-		if !hasServer(cfg, raft.ServerID(req.GetNodeId())) {
-			return nil, status.Errorf(codes.FailedPrecondition,
-				"node %s is not a member of this cluster (was it removed?); wipe its data directory and start it with --join to add it again",
-				req.GetNodeId())
-		}
-	} else if err := n.admit(ctx, req); err != nil {
+	// The request's grpc_addr is not recorded: the node publishes its own
+	// address once it runs (Publish), so that no call but the node's own
+	// can change where operators and clients find it.
+	if err := n.admit(ctx, req); err != nil {
 		return nil, err
 	}
+	return &ordinalv1.JoinResponse{ClusterId: n.fsm.ClusterID()}, nil
+}
+
+// maxAddrLen bounds the addresses a Join may record.
+const maxAddrLen = 255
+
+// validateJoin refuses node IDs and addresses the cluster could not use or
+// that do not belong in its configuration.
+func validateJoin(req *ordinalv1.JoinRequest) error {
+	if err := transport.ValidateNodeID(req.GetNodeId()); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	if err := validateAddr("raft_addr", req.GetRaftAddr()); err != nil {
+		return err
+	}
 	if req.GetGrpcAddr() != "" {
-		op := fsm.Op{Kind: fsm.OpSetNode, NodeID: req.GetNodeId(), Addr: req.GetGrpcAddr()}
-		if _, err := n.apply(ctx, fsm.Command{Ops: []fsm.Op{op}}); err != nil {
-			return nil, err
+		return validateAddr("grpc_addr", req.GetGrpcAddr())
+	}
+	return nil
+}
+
+// validateAddr checks that addr is host:port with a port in 1-65535 and
+// no more than maxAddrLen printable characters.
+func validateAddr(field, addr string) error {
+	if addr == "" || len(addr) > maxAddrLen {
+		return fmt.Errorf("%w: %s must be host:port of at most %d characters", ErrInvalidRequest, field, maxAddrLen)
+	}
+	for _, c := range addr {
+		if c <= ' ' || c > '~' {
+			return fmt.Errorf("%w: %s %q has a character that is not printable ASCII", ErrInvalidRequest, field, addr)
 		}
 	}
-	return &ordinalv1.JoinResponse{ClusterId: n.fsm.ClusterID()}, nil
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return fmt.Errorf("%w: %s %q is not host:port", ErrInvalidRequest, field, addr)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fmt.Errorf("%w: %s %q has no valid port", ErrInvalidRequest, field, addr)
+	}
+	return nil
+}
+
+// Publish records the client gRPC address of member nodeID, as the node
+// itself reports it: the leader asks the node, at its address in the Raft
+// configuration, for its Status. So only the node can change what the
+// cluster records for it, whoever asks for the refresh. Forwarded to the
+// leader.
+func (n *Node) Publish(ctx context.Context, nodeID string) (string, error) {
+	if err := transport.ValidateNodeID(nodeID); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	if !n.isStarted() {
+		return "", ErrNotReady
+	}
+	if !n.IsLeader() {
+		c, err := n.leaderConn()
+		if err != nil {
+			return "", err
+		}
+		resp, err := ordinalv1.NewPeerClient(c).Publish(ctx, &ordinalv1.PublishRequest{NodeId: nodeID})
+		return resp.GetGrpcAddr(), err
+	}
+	if nodeID == n.cfg.NodeID {
+		return n.cfg.GRPCAdvertise, n.ensureMetadata(ctx)
+	}
+	cfg, err := n.configuration()
+	if err != nil {
+		return "", err
+	}
+	s, ok := findServer(cfg, raft.ServerID(nodeID))
+	if !ok {
+		return "", fmt.Errorf("%w: node %s (was it removed? wipe its data directory and start it with --join to add it again)", ErrUnknownNode, nodeID)
+	}
+	sctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	st, err := n.peers.status(sctx, nodeID, string(s.Address))
+	if err != nil {
+		return "", fmt.Errorf("ask %s for its address: %w", nodeID, fromStatus(err))
+	}
+	addr := st.GetGrpcAddr()
+	if addr == "" {
+		return "", nil
+	}
+	if err := validateAddr("grpc_addr", addr); err != nil {
+		return "", err
+	}
+	if n.fsm.NodeAddr(nodeID) != addr {
+		op := fsm.Op{Kind: fsm.OpSetNode, NodeID: nodeID, Addr: addr}
+		if _, err := n.apply(ctx, fsm.Command{Ops: []fsm.Op{op}}); err != nil {
+			return "", err
+		}
+	}
+	return addr, nil
 }
 
 func (n *Node) admit(ctx context.Context, req *ordinalv1.JoinRequest) error {
@@ -89,14 +178,19 @@ func (n *Node) admit(ctx context.Context, req *ordinalv1.JoinRequest) error {
 	var existing *raft.Server
 	for i, s := range cfg.Servers {
 		if s.ID != id && s.Address == addr {
-			return status.Errorf(codes.AlreadyExists,
-				"raft address %s belongs to member %s; remove %s first if it is gone", addr, s.ID, s.ID)
+			return fmt.Errorf("%w: raft address %s belongs to member %s; remove %s first if it is gone", ErrAddressInUse, addr, s.ID, s.ID)
 		}
 		if s.ID == id {
 			existing = &cfg.Servers[i]
 		}
 	}
 	switch {
+	case existing != nil && id == raft.ServerID(n.cfg.NodeID) && (existing.Address != addr || !req.GetHasState()):
+		// This node runs, and leads, at its address with its data: a
+		// request to move it or to re-admit it as a node that lost its
+		// data does not come from it. A node that really moved or lost
+		// its data restarts and is then not the leader.
+		return fmt.Errorf("%w: node %s leads this cluster at %s with its data; a node moves or is replaced by restarting", ErrMoveLeader, id, existing.Address)
 	case existing == nil:
 		n.logger.Info("adding node as non-voter", "node_id", id, "raft_addr", addr)
 		return n.await(ctx, n.raft.AddNonvoter(id, addr, 0, n.cfg.ApplyTimeout))
@@ -124,11 +218,11 @@ func (n *Node) Remove(ctx context.Context, nodeID string) error {
 		return ErrNotReady
 	}
 	if !n.IsLeader() {
-		c, err := n.leaderClient()
+		c, err := n.leaderConn()
 		if err != nil {
 			return err
 		}
-		_, err = c.Remove(ctx, &ordinalv1.RemoveRequest{NodeId: nodeID})
+		_, err = ordinalv1.NewClusterClient(c).Remove(ctx, &ordinalv1.RemoveRequest{NodeId: nodeID})
 		return err
 	}
 	cfg, err := n.configuration()
@@ -136,7 +230,7 @@ func (n *Node) Remove(ctx context.Context, nodeID string) error {
 		return err
 	}
 	if !hasServer(cfg, raft.ServerID(nodeID)) {
-		return status.Errorf(codes.NotFound, "node %s is not a member of this cluster", nodeID)
+		return fmt.Errorf("%w: node %s", ErrUnknownNode, nodeID)
 	}
 	if nodeID == n.cfg.NodeID {
 		return n.removeSelf(ctx, cfg)
@@ -151,7 +245,7 @@ func (n *Node) Remove(ctx context.Context, nodeID string) error {
 
 func (n *Node) removeSelf(ctx context.Context, cfg raft.Configuration) error {
 	if countVoters(cfg) < 2 {
-		return status.Error(codes.FailedPrecondition, "cannot remove the only voter: the cluster would have no members left")
+		return fmt.Errorf("%w: the cluster would have no members left", ErrLastVoter)
 	}
 	n.logger.Info("transferring leadership before removing this node")
 	if err := n.await(ctx, n.raft.LeadershipTransfer()); err != nil {
@@ -174,24 +268,27 @@ func (n *Node) TransferLeadership(ctx context.Context, nodeID string) (string, e
 		return "", ErrNotReady
 	}
 	if !n.IsLeader() {
-		c, err := n.leaderClient()
+		c, err := n.leaderConn()
 		if err != nil {
 			return "", err
 		}
-		resp, err := c.TransferLeadership(ctx, &ordinalv1.TransferLeadershipRequest{NodeId: nodeID})
+		resp, err := ordinalv1.NewClusterClient(c).TransferLeadership(ctx, &ordinalv1.TransferLeadershipRequest{NodeId: nodeID})
 		return resp.GetNodeId(), err
+	}
+	cfg, err := n.configuration()
+	if err != nil {
+		return "", err
 	}
 	var f raft.Future
 	if nodeID == "" {
+		if countVoters(cfg) < 2 {
+			return "", fmt.Errorf("%w: there is no other voter to hand leadership to", ErrNoOtherVoter)
+		}
 		f = n.raft.LeadershipTransfer()
 	} else {
-		cfg, err := n.configuration()
-		if err != nil {
-			return "", err
-		}
 		s, ok := findServer(cfg, raft.ServerID(nodeID))
 		if !ok || s.Suffrage != raft.Voter {
-			return "", status.Errorf(codes.NotFound, "node %s is not a voter of this cluster", nodeID)
+			return "", fmt.Errorf("%w: node %s is not a voter of this cluster", ErrUnknownNode, nodeID)
 		}
 		if nodeID == n.cfg.NodeID {
 			return nodeID, nil
@@ -218,11 +315,11 @@ func (n *Node) Members(ctx context.Context) (*ordinalv1.MembersResponse, error) 
 		return nil, ErrNotReady
 	}
 	if !n.IsLeader() {
-		c, err := n.leaderClient()
+		c, err := n.leaderConn()
 		if err != nil {
 			return nil, err
 		}
-		return c.Members(ctx, &ordinalv1.MembersRequest{})
+		return ordinalv1.NewClusterClient(c).Members(ctx, &ordinalv1.MembersRequest{})
 	}
 	cfg, err := n.configuration()
 	if err != nil {
@@ -244,7 +341,7 @@ func (n *Node) Members(ctx context.Context) (*ordinalv1.MembersResponse, error) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			applied, ok := n.appliedIndexOf(ctx, m.NodeId, m.GrpcAddr)
+			applied, ok := n.appliedIndexOf(ctx, m.NodeId, m.RaftAddr)
 			m.Reachable, m.AppliedIndex = ok, applied
 			if ok && applied < commit {
 				m.Lag = commit - applied
@@ -255,17 +352,15 @@ func (n *Node) Members(ctx context.Context) (*ordinalv1.MembersResponse, error) 
 	return &ordinalv1.MembersResponse{Members: members, ClusterId: n.fsm.ClusterID(), CommitIndex: commit}, nil
 }
 
-// appliedIndexOf asks a member how far it has applied the log.
-func (n *Node) appliedIndexOf(ctx context.Context, id, grpcAddr string) (uint64, bool) {
+// appliedIndexOf asks a member, at its peer address, how far it has
+// applied the log.
+func (n *Node) appliedIndexOf(ctx context.Context, id, raftAddr string) (uint64, bool) {
 	if id == n.cfg.NodeID {
 		return n.raft.AppliedIndex(), true
 	}
-	if grpcAddr == "" {
-		return 0, false
-	}
 	sctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
-	st, err := n.peers.status(sctx, grpcAddr)
+	st, err := n.peers.status(sctx, id, raftAddr)
 	if err != nil || st.GetNodeId() != id {
 		return 0, false
 	}
@@ -276,7 +371,7 @@ func (n *Node) appliedIndexOf(ctx context.Context, id, grpcAddr string) (uint64,
 func (n *Node) Status() *ordinalv1.StatusResponse {
 	st := &ordinalv1.StatusResponse{
 		NodeId:          n.cfg.NodeID,
-		RaftAddr:        string(n.transport.LocalAddr()),
+		RaftAddr:        n.RaftAddr(),
 		GrpcAddr:        n.cfg.GRPCAdvertise,
 		HasState:        n.hasState || n.isStarted(),
 		ClusterId:       n.fsm.ClusterID(),
@@ -286,7 +381,7 @@ func (n *Node) Status() *ordinalv1.StatusResponse {
 	if !n.isStarted() {
 		return st
 	}
-	st.LeaderId, st.LeaderGrpcAddr = n.Leader()
+	st.LeaderId, st.LeaderGrpcAddr = n.LeaderGRPC()
 	st.Term = n.raft.CurrentTerm()
 	st.AppliedIndex = n.raft.AppliedIndex()
 	st.CommitIndex = n.raft.CommitIndex()
@@ -326,12 +421,11 @@ func (n *Node) promoteCaughtUp(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	nodes := n.fsm.Nodes()
 	for _, s := range cfg.Servers {
 		if s.Suffrage != raft.Nonvoter {
 			continue
 		}
-		applied, ok := n.appliedIndexOf(ctx, string(s.ID), nodes[string(s.ID)])
+		applied, ok := n.appliedIndexOf(ctx, string(s.ID), string(s.Address))
 		if !ok || applied+promoteMaxLag < n.raft.CommitIndex() {
 			continue
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+	"google.golang.org/grpc"
 
 	"github.com/ordinal-dev/ordinal/fsm"
 	"github.com/ordinal-dev/ordinal/transport"
@@ -41,6 +42,7 @@ type Node struct {
 	boltStore *raftboltdb.BoltStore
 	logs      raft.LogStore
 	snapshots raft.SnapshotStore
+	peerPort  *transport.Peer
 	transport *raft.NetworkTransport
 	peers     *peers
 	prover    *prover
@@ -82,16 +84,16 @@ func New(cfg Config) (*Node, error) {
 		incarnation: incarnation,
 		logger:      cfg.Logger,
 		fsm:         fsm.New(cfg.Logger.Named("fsm")),
-		peers:       newPeers(cfg.PeerDialOptions),
 		notifyCh:    make(chan bool, leaderNotifySize),
 		closeCh:     make(chan struct{}),
 		started:     make(chan struct{}),
 	}
-	n.prover = newProver(cfg.NodeID, n.fsm.NodeAddr, n.peers, cfg.Logger.Named("prover"))
 	if err := n.open(); err != nil {
 		n.closeStores()
 		return nil, err
 	}
+	n.peers = newPeers(n.peerPort)
+	n.prover = newProver(cfg.NodeID, n.peers, cfg.Logger.Named("prover"))
 	return n, nil
 }
 
@@ -116,15 +118,19 @@ func (n *Node) open() error {
 	if err != nil {
 		return fmt.Errorf("inspect raft state: %w", err)
 	}
-	stream, err := transport.Listen(n.cfg.RaftAddr, n.cfg.RaftAdvertise, transport.Config{
-		ServerTLS: n.cfg.ServerTLS,
-		ClientTLS: n.cfg.ClientTLS,
-		Dial:      n.cfg.RaftDial,
+	n.peerPort, err = transport.ListenPeer(n.cfg.RaftAddr, n.cfg.RaftAdvertise, transport.PeerConfig{
+		NodeID:    n.cfg.NodeID,
+		ClusterID: n.fsm.ClusterID,
+		TLS:       n.cfg.PeerTLS,
+		Token:     n.cfg.ClusterToken,
+		Raft:      true,
+		Dial:      n.cfg.PeerDial,
+		Logger:    n.logger.Named("peer"),
 	})
 	if err != nil {
-		return fmt.Errorf("listen for raft on %s: %w", n.cfg.RaftAddr, err)
+		return fmt.Errorf("open the peer port on %s: %w", n.cfg.RaftAddr, err)
 	}
-	n.transport = transport.NewTransport(stream, transport.TransportConfig{Logger: n.logger.Named("transport")})
+	n.transport = transport.NewTransport(n.peerPort.Raft(), transport.TransportConfig{Logger: n.logger.Named("transport")})
 	return nil
 }
 
@@ -178,17 +184,37 @@ func (n *Node) raftConfig() *raft.Config {
 	return c
 }
 
-// Leader returns the leader's node ID and gRPC address, or empty strings
-// when no leader is known.
-func (n *Node) Leader() (id, grpcAddr string) {
+// Leader returns the leader's node ID and peer address, the address other
+// nodes forward calls to, or empty strings when no leader is known.
+func (n *Node) Leader() (id, peerAddr string) {
 	if !n.isStarted() {
 		return "", ""
 	}
-	_, sid := n.raft.LeaderWithID()
-	if sid == "" {
+	addr, sid := n.raft.LeaderWithID()
+	if sid == "" || addr == "" {
 		return "", ""
 	}
-	return string(sid), n.fsm.NodeAddr(string(sid))
+	return string(sid), string(addr)
+}
+
+// LeaderGRPC returns the leader's node ID and client gRPC address as it
+// published it, for operators and clients; "" while unknown.
+func (n *Node) LeaderGRPC() (id, grpcAddr string) {
+	id, _ = n.Leader()
+	if id == "" {
+		return "", ""
+	}
+	return id, n.fsm.NodeAddr(id)
+}
+
+// PeerPort returns the node's peer port. The daemon serves the node's peer
+// gRPC services on its GRPCListener.
+func (n *Node) PeerPort() *transport.Peer { return n.peerPort }
+
+// PeerDialOptions returns the gRPC options to call node nodeID on its peer
+// port (any member of the cluster when nodeID is empty).
+func (n *Node) PeerDialOptions(nodeID string) []grpc.DialOption {
+	return n.peerPort.DialOptions(nodeID)
 }
 
 // IsLeader reports whether this node currently believes it leads. Use
@@ -205,8 +231,9 @@ func (n *Node) NodeID() string { return n.cfg.NodeID }
 // with another one. Leadership proofs carry it (see the prover).
 func (n *Node) Incarnation() string { return n.incarnation }
 
-// RaftAddr returns the Raft address other nodes reach this node on.
-func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
+// RaftAddr returns the peer address (Raft and node-to-node calls) other
+// nodes reach this node on.
+func (n *Node) RaftAddr() string { return n.peerPort.Addr().String() }
 
 // FSM returns the node's state machine, for read-only inspection.
 func (n *Node) FSM() *fsm.FSM { return n.fsm }
@@ -234,14 +261,12 @@ func (n *Node) ready() bool {
 	if !n.isStarted() {
 		return false
 	}
+	// The node's published gRPC address is not waited for: nodes reach
+	// each other on their peer addresses, which Raft knows; publishSelf
+	// records it for operators and clients in the background.
 	_, leader := n.raft.LeaderWithID()
-	nodes := n.fsm.Nodes()
 	switch {
 	case leader == "":
-		return false
-	case n.cfg.GRPCAdvertise != "" && (nodes[string(leader)] == "" || nodes[n.cfg.NodeID] != n.cfg.GRPCAdvertise):
-		// Until both addresses are published, calls this node would
-		// forward to the leader, or the leader to it, cannot go through.
 		return false
 	case n.raft.State() == raft.Leader:
 		return n.readyTerm.Load() == n.raft.CurrentTerm()
@@ -297,6 +322,9 @@ func (n *Node) closeStores() error {
 	var errs []error
 	if n.transport != nil {
 		errs = append(errs, n.transport.Close())
+	}
+	if n.peerPort != nil {
+		errs = append(errs, n.peerPort.Close())
 	}
 	if n.boltStore != nil {
 		errs = append(errs, n.boltStore.Close())

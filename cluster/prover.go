@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -50,7 +51,6 @@ const (
 // ConfirmTerm instead.
 type prover struct {
 	nodeID string
-	addrOf func(id string) string
 	peers  *peers
 	logger hclog.Logger
 
@@ -73,10 +73,11 @@ type prover struct {
 // the prover's mu.
 type voterLink struct {
 	id       string
-	kick     chan struct{} // wakes the sender; capacity 1
-	want     atomic.Uint64 // highest seq a proof asked this voter about
-	wantTerm atomic.Uint64 // the term of that proof, for the voter's logs
-	lastUsed atomic.Int64  // unix nanoseconds of the last proof that used it
+	addr     atomic.Pointer[string] // peer address in the latest configuration
+	kick     chan struct{}          // wakes the sender; capacity 1
+	want     atomic.Uint64          // highest seq a proof asked this voter about
+	wantTerm atomic.Uint64          // the term of that proof, for the voter's logs
+	lastUsed atomic.Int64           // unix nanoseconds of the last proof that used it
 
 	ready   bool   // the stream is up and its sender runs
 	ackSeq  uint64 // highest seq answered
@@ -85,11 +86,10 @@ type voterLink struct {
 	failErr error
 }
 
-func newProver(nodeID string, addrOf func(string) string, p *peers, logger hclog.Logger) *prover {
+func newProver(nodeID string, p *peers, logger hclog.Logger) *prover {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &prover{
 		nodeID:  nodeID,
-		addrOf:  addrOf,
 		peers:   p,
 		logger:  logger,
 		ctx:     ctx,
@@ -112,18 +112,20 @@ func (p *prover) close() {
 // prove returns nil once a majority of voters, this node counted as one if
 // it is a voter, answered with a term no newer than term after prove was
 // called. It fails with alloc.ErrNotLeader when a voter reports a newer term
-// and with ErrNoQuorum when a majority cannot answer before ctx ends.
-func (p *prover) prove(ctx context.Context, term uint64, voters []string) error {
+// and with ErrNoQuorum when a majority cannot answer before ctx ends. Each
+// voter is asked at its address in the configuration, over a connection
+// that only that node can answer (the peer handshake checks its ID).
+func (p *prover) prove(ctx context.Context, term uint64, voters []raft.Server) error {
 	seq := p.seq.Add(1)
 	need := len(voters)/2 + 1
 	self := 0
 	links := make([]*voterLink, 0, len(voters))
-	for _, id := range voters {
-		if id == p.nodeID {
+	for _, v := range voters {
+		if string(v.ID) == p.nodeID {
 			self = 1
 			continue
 		}
-		l, err := p.link(id)
+		l, err := p.link(string(v.ID), string(v.Address))
 		if err != nil {
 			return err
 		}
@@ -164,7 +166,7 @@ func (p *prover) ask(ctx context.Context, l *voterLink, seq, term uint64) {
 // their own asks to it.
 func (p *prover) askUnary(ctx context.Context, l *voterLink, seq, term uint64, forProof bool) {
 	for {
-		resp, err := p.confirmTerm(ctx, l.id, term)
+		resp, err := p.confirmTerm(ctx, l, term)
 		if err == nil {
 			err = p.checkAnswerer(l, resp)
 		}
@@ -201,8 +203,8 @@ func endedByDeadline(ctx context.Context, err error) bool {
 }
 
 // confirmTerm asks voter id for its term with one unary RPC.
-func (p *prover) confirmTerm(ctx context.Context, id string, term uint64) (*ordinalv1.ConfirmTermResponse, error) {
-	c, err := p.client(id)
+func (p *prover) confirmTerm(ctx context.Context, l *voterLink, term uint64) (*ordinalv1.ConfirmTermResponse, error) {
+	c, err := p.client(l)
 	if err != nil {
 		return nil, err
 	}
@@ -251,12 +253,8 @@ func (p *prover) forgetIncarnation(id string) {
 	delete(p.pins, id)
 }
 
-func (p *prover) client(id string) (ordinalv1.ClusterClient, error) {
-	addr := p.addrOf(id)
-	if addr == "" {
-		return nil, fmt.Errorf("no gRPC address known for node %s", id)
-	}
-	return p.peers.client(addr)
+func (p *prover) client(l *voterLink) (ordinalv1.PeerClient, error) {
+	return p.peers.client(l.id, *l.addr.Load())
 }
 
 // await waits until the answers to seq decide the proof.
@@ -327,16 +325,22 @@ func (p *prover) broadcastLocked() {
 	p.changed = make(chan struct{})
 }
 
-// link returns the link to voter id, starting it on first use.
-func (p *prover) link(id string) (*voterLink, error) {
+// link returns the link to voter id at addr, starting it on first use. A
+// voter whose address changed is reached at the new one from the next ask
+// and stream on.
+func (p *prover) link(id, addr string) (*voterLink, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return nil, ErrShutdown
 	}
 	l := p.links[id]
+	if l != nil && *l.addr.Load() != addr {
+		l.addr.Store(&addr)
+	}
 	if l == nil {
 		l = &voterLink{id: id, kick: make(chan struct{}, 1)}
+		l.addr.Store(&addr)
 		l.lastUsed.Store(time.Now().UnixNano())
 		p.links[id] = l
 		p.wg.Add(1)
@@ -391,7 +395,7 @@ func (p *prover) idle(l *voterLink) bool {
 // sends the latest seq asked for whenever kicked, and serve records the
 // answers. It reports whether any answer arrived.
 func (p *prover) serve(l *voterLink) (answered bool, err error) {
-	c, err := p.client(l.id)
+	c, err := p.client(l)
 	if err != nil {
 		return false, err
 	}
@@ -447,7 +451,7 @@ func (p *prover) reaskUnary(l *voterLink) {
 // send sends the latest seq asked for each time the link is kicked. Kicks
 // that arrive while a send is under way collapse into one, so a slow voter
 // gets fewer, newer requests rather than a queue.
-func (p *prover) send(ctx context.Context, l *voterLink, stream ordinalv1.Cluster_ConfirmTermStreamClient) error {
+func (p *prover) send(ctx context.Context, l *voterLink, stream ordinalv1.Peer_ConfirmTermStreamClient) error {
 	var sent uint64
 	for {
 		select {

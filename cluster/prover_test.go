@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -18,6 +18,7 @@ import (
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/internal/testutil"
+	"github.com/ordinal-dev/ordinal/transport"
 )
 
 // voterStub is a real gRPC server standing in for another voter, so that a
@@ -25,7 +26,10 @@ import (
 // with term; stream requests are answered at once too unless hold is set,
 // in which case they queue on held for the test to answer.
 type voterStub struct {
-	ordinalv1.UnimplementedClusterServer
+	ordinalv1.UnimplementedPeerServer
+	// peerID is the node ID its peer port introduces itself with
+	// (default "v").
+	peerID    string
 	term      atomic.Uint64
 	hold      atomic.Bool
 	noStreams bool
@@ -74,7 +78,7 @@ func (v *voterStub) ConfirmTerm(ctx context.Context, _ *ordinalv1.ConfirmTermReq
 	return &ordinalv1.ConfirmTermResponse{Term: v.term.Load(), NodeId: v.answerAs, Incarnation: v.incarnationOf()}, nil
 }
 
-func (v *voterStub) ConfirmTermStream(stream ordinalv1.Cluster_ConfirmTermStreamServer) error {
+func (v *voterStub) ConfirmTermStream(stream ordinalv1.Peer_ConfirmTermStreamServer) error {
 	if v.noStreams {
 		return status.Error(codes.Unimplemented, "this voter predates proof streams")
 	}
@@ -124,43 +128,70 @@ func (v *voterStub) ConfirmTermStream(stream ordinalv1.Cluster_ConfirmTermStream
 	}
 }
 
-// startVoterStub serves v on a loopback port and returns its address.
+// startVoterStub serves v on a peer port on loopback and returns its
+// address.
 func startVoterStub(t *testing.T, v *voterStub) string {
 	t.Helper()
 	v.held = make(chan heldRequest, 16)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	id := v.peerID
+	if id == "" {
+		id = "v"
+	}
+	port, err := transport.ListenPeer("127.0.0.1:0", "", transport.PeerConfig{NodeID: id})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	ordinalv1.RegisterClusterServer(srv, v)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return lis.Addr().String()
+	srv := grpc.NewServer(port.ServerOption())
+	ordinalv1.RegisterPeerServer(srv, v)
+	go func() { _ = srv.Serve(port.GRPCListener()) }()
+	t.Cleanup(func() {
+		srv.Stop()
+		_ = port.Close()
+	})
+	return port.Addr().String()
+}
+
+// testProver is a prover for node "self" whose only other voter is "v",
+// at addr.
+type testProver struct {
+	*prover
+	addr string
 }
 
 // newTestProver returns a prover for node "self" whose only other voter is
 // "v", served at addr.
-func newTestProver(t *testing.T, addr string) *prover {
+func newTestProver(t *testing.T, addr string) *testProver {
 	t.Helper()
-	ps := newPeers(nil)
-	p := newProver("self", func(id string) string {
-		if id == "v" {
-			return addr
-		}
-		return ""
-	}, ps, hclog.NewNullLogger())
+	port, err := transport.ListenPeer("127.0.0.1:0", "", transport.PeerConfig{NodeID: "self"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := newPeers(port)
+	p := newProver("self", ps, hclog.NewNullLogger())
 	t.Cleanup(func() {
 		p.close()
 		_ = ps.close()
+		_ = port.Close()
 	})
-	return p
+	return &testProver{prover: p, addr: addr}
+}
+
+// prove proves term with the voters named in ids ("self", "v").
+func (p *testProver) prove(ctx context.Context, term uint64, ids []string) error {
+	voters := make([]raft.Server, len(ids))
+	for i, id := range ids {
+		voters[i] = raft.Server{ID: raft.ServerID(id), Suffrage: raft.Voter}
+		if id == "v" {
+			voters[i].Address = raft.ServerAddress(p.addr)
+		}
+	}
+	return p.prover.prove(ctx, term, voters)
 }
 
 var twoVoters = []string{"self", "v"}
 
 // proveAsync starts a proof and returns where its result will arrive.
-func proveAsync(p *prover, term uint64) <-chan error {
+func proveAsync(p *testProver, term uint64) <-chan error {
 	res := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -205,7 +236,7 @@ func resultOf(t *testing.T, res <-chan error) error {
 // streamingProver returns a prover whose other voter, a stub in term,
 // answered a first proof (unary: the stream was not up yet) and is now
 // reached over its proof stream.
-func streamingProver(t *testing.T, term uint64) (*prover, *voterStub) {
+func streamingProver(t *testing.T, term uint64) (*testProver, *voterStub) {
 	t.Helper()
 	v := &voterStub{}
 	v.term.Store(term)
@@ -213,7 +244,7 @@ func streamingProver(t *testing.T, term uint64) (*prover, *voterStub) {
 	if err := p.prove(context.Background(), term, twoVoters); err != nil {
 		t.Fatalf("first proof (unary, the stream is not up yet): %v", err)
 	}
-	awaitStreamReady(t, p, "v")
+	awaitStreamReady(t, p.prover, "v")
 	return p, v
 }
 
@@ -329,17 +360,28 @@ func TestProverDeadlineOfOneProofDoesNotFailOlderOnes(t *testing.T) {
 }
 
 // The address known for voter v reaches another node: its answers, over
-// the stream or unary, must not count as v's.
+// the stream or unary, must not count as v's, whether the other node
+// introduces itself as such in the peer handshake (which refuses the
+// connection) or only labels its answers.
 func TestProverRefusesAnswersFromAnotherNode(t *testing.T) {
-	for _, streams := range []bool{true, false} {
-		v := &voterStub{noStreams: !streams, answerAs: "intruder"}
+	for _, tt := range []struct {
+		name    string
+		streams bool
+		peerID  string
+	}{
+		{"handshake/stream", true, "intruder"},
+		{"handshake/unary", false, "intruder"},
+		{"answer/stream", true, "v"},
+		{"answer/unary", false, "v"},
+	} {
+		v := &voterStub{noStreams: !tt.streams, answerAs: "intruder", peerID: tt.peerID}
 		v.term.Store(2)
 		p := newTestProver(t, startVoterStub(t, v))
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		err := p.prove(ctx, 2, twoVoters)
 		cancel()
 		if !errors.Is(err, ErrNoQuorum) {
-			t.Errorf("streams %v: proof answered only by another node = %v, want ErrNoQuorum", streams, err)
+			t.Errorf("%s: proof answered only by another node = %v, want ErrNoQuorum", tt.name, err)
 		}
 	}
 	v := &voterStub{answerAs: "v"}

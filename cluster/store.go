@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
 
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
@@ -126,27 +127,26 @@ func (n *Node) ReserveLocal(ctx context.Context, key fsm.Key, want, need uint64)
 }
 
 func (n *Node) forwardReserve(ctx context.Context, key fsm.Key, want, need uint64) (alloc.Range, alloc.Epoch, error) {
-	c, err := n.leaderClient()
+	c, err := n.leaderConn()
 	if err != nil {
 		return alloc.Range{}, 0, err
 	}
-	resp, err := c.Reserve(ctx, &ordinalv1.ReserveRequest{StoreName: key.Store, Key: key.Name, Want: want, Need: need})
+	resp, err := ordinalv1.NewPeerClient(c).Reserve(ctx, &ordinalv1.ReserveRequest{StoreName: key.Store, Key: key.Name, Want: want, Need: need})
 	if err != nil {
 		return alloc.Range{}, 0, fromStatus(err)
 	}
 	return alloc.Range{First: resp.GetFirst(), Last: resp.GetLast()}, 0, nil
 }
 
-// leaderClient returns a Cluster client connected to the leader.
-func (n *Node) leaderClient() (ordinalv1.ClusterClient, error) {
+// leaderConn returns a connection to the leader's peer port, which
+// refuses to talk to any node but the leader it was made for.
+func (n *Node) leaderConn() (*grpc.ClientConn, error) {
 	id, addr := n.Leader()
 	switch {
 	case id == "":
 		return nil, ErrNoLeader
 	case id == n.cfg.NodeID:
 		return nil, fmt.Errorf("%w: leadership is changing", alloc.ErrNotLeader)
-	case addr == "":
-		return nil, fmt.Errorf("%w: leader %s has not published its gRPC address yet", ErrNoLeader, id)
 	}
-	return n.peers.client(addr)
+	return n.peers.conn(id, addr)
 }

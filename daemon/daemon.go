@@ -15,12 +15,17 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/api/server"
+	"github.com/ordinal-dev/ordinal/auth"
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/internal/grpccodec"
+	"github.com/ordinal-dev/ordinal/tlsutil"
+	"github.com/ordinal-dev/ordinal/transport"
 )
 
 // DefaultGRPCAddr is Layotto's default gRPC port, so Layotto clients work
@@ -45,9 +50,20 @@ type Config struct {
 
 	// NewStore, when set, opens the store the node keeps its counters in,
 	// instead of a Raft node configured by Cluster; the etcd-backed
-	// deployment sets it. grpcAdvertise is this node's advertised gRPC
-	// address, which the store publishes for forwarding.
-	NewStore func(grpcAdvertise string, logger hclog.Logger) (Store, error)
+	// deployment sets it. self names this node: its ID and the peer
+	// address the store publishes for forwarding. The node then still has
+	// a peer port (Cluster.RaftAddr, with Cluster's peer security), which
+	// carries forwarded calls only.
+	NewStore func(self Self, logger hclog.Logger) (Store, error)
+
+	// Security configures the client port: TLS and who may call what. The
+	// peer port's security is in Cluster (PeerTLS, ClusterToken).
+	Security Security
+
+	// MaxConcurrentStreams bounds the concurrent calls (HTTP/2 streams) of
+	// one client connection, on both ports. A client that opens more waits
+	// for one to finish. Default DefaultMaxConcurrentStreams.
+	MaxConcurrentStreams uint32
 
 	// Alloc tunes the ID allocator.
 	Alloc alloc.Config
@@ -58,6 +74,41 @@ type Config struct {
 
 	// Logger is the root logger; subsystems log through named children.
 	Logger hclog.Logger
+}
+
+// DefaultMaxConcurrentStreams is the default Config.MaxConcurrentStreams:
+// far above what a client's own concurrency needs (the Go client shares
+// one connection among all its callers and streams coalesce them), low
+// enough that one connection cannot make the node hold unbounded calls.
+const DefaultMaxConcurrentStreams = 1024
+
+// Self names a node to its store.
+type Self struct {
+	// NodeID is the node's ID.
+	NodeID string
+	// PeerAddr is the advertised address of the node's peer port.
+	PeerAddr string
+	// GRPCAddr is the advertised address of the node's client port.
+	GRPCAddr string
+}
+
+// Security configures the client port. The zero value serves plain gRPC
+// and, with Auth.Open, lets every caller make every call: the development
+// mode.
+type Security struct {
+	// TLSCert, when set, serves the client port over TLS (1.2 or later)
+	// with this certificate, re-read when its files change.
+	TLSCert *tlsutil.KeyPair
+
+	// ClientCAs, when set with TLSCert, verifies client certificates
+	// against these CAs (mutual TLS). A client without a certificate is
+	// refused at the handshake unless Auth.AnonymousIDs lets it make ids
+	// calls.
+	ClientCAs *tlsutil.CAPool
+
+	// Auth decides which caller may make which call (roles ids, admin;
+	// see package auth).
+	Auth auth.Config
 }
 
 // Store is where a node keeps its counters: a Raft cluster
@@ -97,11 +148,20 @@ type Daemon struct {
 	store  Store
 	alloc  *alloc.Allocator
 	api    *server.Server
-	// clusterAPI serves ordinal.v1.Cluster; nil for stores without one.
-	clusterAPI *server.ClusterServer
-	grpc       *grpc.Server
-	lis        net.Listener
-	served     chan error
+	authz  *auth.Authorizer
+	// peerAPI serves ordinal.v1.Peer; nil for stores without one.
+	peerAPI *server.PeerServer
+	grpc    *grpc.Server
+	lis     net.Listener
+	served  chan error
+
+	// peerPort carries Raft (a Raft store's) and the calls between nodes;
+	// peerGRPC serves those calls on it. ownPeer says the daemon opened the
+	// port itself (a store without Raft) and closes it.
+	peerPort   *transport.Peer
+	ownPeer    bool
+	peerGRPC   *grpc.Server
+	peerServed chan error
 
 	stopStart context.CancelFunc // ends a Start still looking for peers
 	startErr  chan error         // Start's result
@@ -122,6 +182,16 @@ func Start(cfg Config) (*Daemon, error) {
 	if cfg.GRPCAddr == "" {
 		cfg.GRPCAddr = DefaultGRPCAddr
 	}
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if cfg.Security.Auth.Logger == nil {
+		cfg.Security.Auth.Logger = cfg.Logger.Named("auth")
+	}
+	authz, err := auth.New(cfg.Security.Auth)
+	if err != nil {
+		return nil, fmt.Errorf("authorization: %w", err)
+	}
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
@@ -132,53 +202,107 @@ func Start(cfg Config) (*Daemon, error) {
 	if cfg.Cluster.RaftAdvertise == "" {
 		cfg.Cluster.RaftAdvertise = advertisable(cfg.Cluster.RaftAddr)
 	}
-	store, err := openStore(cfg)
-	if err != nil {
+	d := &Daemon{logger: cfg.Logger, authz: authz, lis: lis, served: make(chan error, 1), peerServed: make(chan error, 1),
+		startErr: make(chan error, 1), closing: make(chan struct{})}
+	if err := d.openStore(cfg); err != nil {
 		lis.Close()
 		return nil, err
 	}
-	d := &Daemon{logger: cfg.Logger, store: store, lis: lis, served: make(chan error, 1), startErr: make(chan error, 1), closing: make(chan struct{})}
 	cfg.Alloc.Logger = cfg.Logger.Named("alloc")
-	d.alloc = alloc.New(store, cfg.Alloc)
-	store.SetFloorHook(d.alloc.RaiseFloor)
+	d.alloc = alloc.New(d.store, cfg.Alloc)
+	d.store.SetFloorHook(d.alloc.RaiseFloor)
 	// A store that hands out IDs itself, with no ranges to allocate from
 	// (etcd's Layotto layout: one Put per ID), serves the calls directly.
 	var seq server.Sequencer = d.alloc
-	if direct, ok := store.(server.Sequencer); ok {
+	if direct, ok := d.store.(server.Sequencer); ok {
 		seq = direct
 	}
 	d.api = server.New(server.Config{
 		Sequencer: seq,
-		Leader:    store.Leader,
-		SelfAddr:  cfg.Cluster.GRPCAdvertise,
-		// Forwarded calls go to other nodes' gRPC ports, like the
-		// cluster's own peer calls: same credentials, same dialer.
-		DialOptions: cfg.Cluster.PeerDialOptions,
-		MaxCount:    cfg.MaxCount,
-		Logger:      cfg.Logger.Named("api"),
+		Leader:    d.store.Leader,
+		SelfID:    cfg.Cluster.NodeID,
+		PeerDial:  d.peerPort.DialOptions,
+		MaxCount:  cfg.MaxCount,
+		Logger:    cfg.Logger.Named("api"),
 	})
-	d.grpc = grpc.NewServer()
+	d.grpc = grpc.NewServer(d.clientServerOptions(cfg)...)
 	d.api.Register(d.grpc)
-	if node, ok := store.(*cluster.Node); ok {
-		d.clusterAPI = server.NewClusterServer(node)
-		ordinalv1.RegisterClusterServer(d.grpc, d.clusterAPI)
+	d.peerGRPC = grpc.NewServer(d.peerPort.ServerOption(), grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.ForceServerCodecV2(grpccodec.Lenient()),
+		grpc.ChainUnaryInterceptor(grpccodec.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(grpccodec.StreamServerInterceptor()))
+	d.api.RegisterForwarded(d.peerGRPC)
+	if node, ok := d.store.(*cluster.Node); ok {
+		clusterAPI := server.NewClusterServer(node)
+		ordinalv1.RegisterClusterServer(d.grpc, clusterAPI)
+		ordinalv1.RegisterClusterServer(d.peerGRPC, clusterAPI)
+		d.peerAPI = server.NewPeerServer(node, cfg.MaxCount)
+		ordinalv1.RegisterPeerServer(d.peerGRPC, d.peerAPI)
 	}
 	go func() { d.served <- d.grpc.Serve(lis) }()
+	go func() { d.peerServed <- d.peerGRPC.Serve(d.peerPort.GRPCListener()) }()
 
 	// Peers must be able to ask this node's status while it looks for them,
-	// so the gRPC server runs before the node joins or forms a cluster.
+	// so the gRPC servers run before the node joins or forms a cluster.
 	var ctx context.Context
 	ctx, d.stopStart = context.WithCancel(context.Background())
-	go func() { d.startErr <- store.Start(ctx) }()
+	go func() { d.startErr <- d.store.Start(ctx) }()
 	return d, nil
 }
 
-func openStore(cfg Config) (Store, error) {
-	if cfg.NewStore != nil {
-		return cfg.NewStore(cfg.Cluster.GRPCAdvertise, cfg.Logger)
+// clientServerOptions are the client port's gRPC server options: TLS when
+// configured, and authorization of every call.
+func (d *Daemon) clientServerOptions(cfg Config) []grpc.ServerOption {
+	// Authorization first: a caller without the role learns nothing, not
+	// even whether its request was well-formed. Then strings that are not
+	// UTF-8 answer InvalidArgument (grpc-go's own codec would make them
+	// Internal before any handler runs).
+	opts := []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.ForceServerCodecV2(grpccodec.Lenient()),
+		grpc.ChainUnaryInterceptor(d.authz.UnaryInterceptor(), grpccodec.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(d.authz.StreamInterceptor(), grpccodec.StreamServerInterceptor()),
 	}
-	cfg.Cluster.Logger = cfg.Logger
-	return cluster.New(cfg.Cluster)
+	sec := cfg.Security
+	if sec.TLSCert != nil {
+		require := sec.ClientCAs != nil && !sec.Auth.AnonymousIDs
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsutil.ServerConfig(sec.TLSCert, sec.ClientCAs, require))))
+	}
+	return opts
+}
+
+// openStore opens the node's store and its peer port: a Raft node owns its
+// peer port; for other stores the daemon opens one that carries forwarded
+// calls only.
+func (d *Daemon) openStore(cfg Config) error {
+	if cfg.NewStore == nil {
+		cfg.Cluster.Logger = cfg.Logger
+		node, err := cluster.New(cfg.Cluster)
+		if err != nil {
+			return err
+		}
+		d.store, d.peerPort = node, node.PeerPort()
+		return nil
+	}
+	c := cfg.Cluster
+	peerPort, err := transport.ListenPeer(c.RaftAddr, c.RaftAdvertise, transport.PeerConfig{
+		NodeID: c.NodeID,
+		TLS:    c.PeerTLS,
+		Token:  c.ClusterToken,
+		Dial:   c.PeerDial,
+		Logger: cfg.Logger.Named("peer"),
+	})
+	if err != nil {
+		return fmt.Errorf("open the peer port on %s: %w", c.RaftAddr, err)
+	}
+	self := Self{NodeID: c.NodeID, PeerAddr: peerPort.Addr().String(), GRPCAddr: c.GRPCAdvertise}
+	store, err := cfg.NewStore(self, cfg.Logger)
+	if err != nil {
+		peerPort.Close()
+		return err
+	}
+	d.store, d.peerPort, d.ownPeer = store, peerPort, true
+	return nil
 }
 
 // advertisable turns a listen address into one other nodes can dial: an
@@ -249,14 +373,13 @@ func (d *Daemon) watchHealth() {
 // GRPCAddr returns the address the gRPC server listens on.
 func (d *Daemon) GRPCAddr() string { return d.lis.Addr().String() }
 
-// RaftAddr returns the Raft address of the node, or "" for a node whose
-// store is not Raft.
-func (d *Daemon) RaftAddr() string {
-	if n := d.Node(); n != nil {
-		return n.RaftAddr()
-	}
-	return ""
-}
+// RaftAddr returns the address of the node's peer port (Raft, for a Raft
+// store, and the calls between nodes).
+func (d *Daemon) RaftAddr() string { return d.peerPort.Addr().String() }
+
+// Authorizer returns the node's authorization of client calls, which other
+// listeners of the process (pprof) share.
+func (d *Daemon) Authorizer() *auth.Authorizer { return d.authz }
 
 // Node returns the Raft node, or nil when the store is not Raft.
 func (d *Daemon) Node() *cluster.Node {
@@ -277,23 +400,35 @@ func (d *Daemon) close() error {
 	d.wg.Wait()
 	d.api.SetReady(false)
 	d.api.Drain()
-	if d.clusterAPI != nil {
-		d.clusterAPI.Drain()
+	if d.peerAPI != nil {
+		d.peerAPI.Drain()
 	}
+	serveErr := stopGracefully(d.grpc, d.served)
+	peerErr := stopGracefully(d.peerGRPC, d.peerServed)
+	d.alloc.Close()
+	errs := []error{serveErr, peerErr, d.api.Close(), d.store.Close()}
+	if d.ownPeer {
+		errs = append(errs, d.peerPort.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// stopGracefully stops g, waiting up to gracefulStopTimeout for calls in
+// flight, and returns what its Serve returned.
+func stopGracefully(g *grpc.Server, served <-chan error) error {
 	stopped := make(chan struct{})
 	go func() {
-		d.grpc.GracefulStop()
+		g.GracefulStop()
 		close(stopped)
 	}()
 	select {
 	case <-stopped:
 	case <-time.After(gracefulStopTimeout):
-		d.grpc.Stop()
+		g.Stop()
 	}
-	serveErr := <-d.served
-	if errors.Is(serveErr, grpc.ErrServerStopped) {
-		serveErr = nil
+	err := <-served
+	if errors.Is(err, grpc.ErrServerStopped) {
+		err = nil
 	}
-	d.alloc.Close()
-	return errors.Join(serveErr, d.api.Close(), d.store.Close())
+	return err
 }

@@ -27,7 +27,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
@@ -301,7 +300,8 @@ func (l *netLoad) now() time.Duration { return time.Since(l.start) }
 // addNode starts callers for nd.
 func (l *netLoad) addNode(nd *testcluster.Node) {
 	l.t.Helper()
-	conn, err := grpc.NewClient(nd.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), clientBackoff)
+	// An application's client: a certificate of the client CA, role ids.
+	conn, err := grpc.NewClient(nd.GRPCAddr, append(nd.DialOptions("app"), clientBackoff)...)
 	if err != nil {
 		l.t.Fatal(err)
 	}

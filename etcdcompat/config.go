@@ -124,11 +124,13 @@ type Config struct {
 	// Default DefaultSessionTTL.
 	SessionTTL time.Duration
 
-	// GRPCAdvertise is this node's gRPC address as other ordinal nodes
-	// reach it; the native layout publishes it as the election value so
-	// that nodes forward STRONG calls to the leader. daemon.Start fills it
-	// in through NewStore.
-	GRPCAdvertise string
+	// NodeID and PeerAdvertise are this node's ID and the address of its
+	// peer port as other ordinal nodes reach it; the native layout
+	// publishes both in the election value so that nodes forward STRONG
+	// calls to the leader, over the peer port and only to the node the
+	// election names. GRPCAdvertise, its client address, is published for
+	// tools. daemon.Start fills them in through NewStore.
+	NodeID, PeerAdvertise, GRPCAdvertise string
 
 	// Logger receives the store's logs. Nil means none.
 	Logger hclog.Logger
@@ -188,7 +190,7 @@ func (cfg Config) withDefaults() (Config, error) {
 }
 
 // Validate reports what is wrong with cfg, TLS files included, without
-// connecting to etcd. GRPCAdvertise is not checked: daemon.Start fills it
+// connecting to etcd. NodeID and PeerAdvertise are not checked: daemon.Start fills them
 // in.
 func (cfg Config) Validate() error {
 	cfg, err := cfg.withDefaults()
@@ -286,19 +288,25 @@ func Open(cfg Config) (daemon.Store, error) {
 	if cfg.Layout == LayoutLayotto {
 		return newLayottoStore(c), nil
 	}
-	if cfg.GRPCAdvertise == "" {
-		return nil, errors.New("etcdcompat: the native layout needs this node's advertised gRPC address, for forwarding STRONG calls to the leader")
+	if cfg.NodeID == "" || cfg.PeerAdvertise == "" {
+		return nil, errors.New("etcdcompat: the native layout needs this node's ID and advertised peer address, for forwarding STRONG calls to the leader")
 	}
 	return newStore(c), nil
 }
 
 // NewStore returns a function for daemon.Config.NewStore that opens the
-// store cfg describes, with the node's advertised gRPC address and logger.
-func (cfg Config) NewStore() func(grpcAdvertise string, logger hclog.Logger) (daemon.Store, error) {
-	return func(grpcAdvertise string, logger hclog.Logger) (daemon.Store, error) {
+// store cfg describes, with the node's identity and logger.
+func (cfg Config) NewStore() func(self daemon.Self, logger hclog.Logger) (daemon.Store, error) {
+	return func(self daemon.Self, logger hclog.Logger) (daemon.Store, error) {
 		c := cfg
+		if c.NodeID == "" {
+			c.NodeID = self.NodeID
+		}
+		if c.PeerAdvertise == "" {
+			c.PeerAdvertise = self.PeerAddr
+		}
 		if c.GRPCAdvertise == "" {
-			c.GRPCAdvertise = grpcAdvertise
+			c.GRPCAdvertise = self.GRPCAddr
 		}
 		if c.Logger == nil && logger != nil {
 			c.Logger = logger.Named("etcd")

@@ -32,7 +32,7 @@ func TestConfigValidation(t *testing.T) {
 		{"missing CA file", Config{Endpoints: ep, CAFile: filepath.Join(dir, "nope.pem")}, "read etcd CA file"},
 		{"CA file without a certificate", Config{Endpoints: ep, CAFile: notPEM}, "holds no PEM certificate"},
 		{"missing client certificate", Config{Endpoints: ep, CertFile: notPEM, KeyFile: notPEM}, "load etcd client certificate"},
-		{"native layout without an address", Config{Endpoints: ep}, "advertised gRPC address"},
+		{"native layout without an address", Config{Endpoints: ep}, "advertised peer address"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

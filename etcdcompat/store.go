@@ -2,6 +2,7 @@ package etcdcompat
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,7 @@ import (
 // STRONG calls with Confirm, exactly as it does over Raft. See DESIGN.md.
 type Store struct {
 	*conn
-	self string // this node's advertised gRPC address
+	self string // this node's election value (ElectionValue, encoded)
 
 	countersDir string
 	floorsDir   string
@@ -70,7 +71,7 @@ func newStore(c *conn) *Store {
 	p := c.cfg.Prefix
 	return &Store{
 		conn:        c,
-		self:        c.cfg.GRPCAdvertise,
+		self:        ElectionValue{NodeID: c.cfg.NodeID, PeerAddr: c.cfg.PeerAdvertise, GRPCAddr: c.cfg.GRPCAdvertise}.encode(),
 		countersDir: p + countersDir,
 		floorsDir:   p + floorsDir,
 		electionPfx: p + electionDir,
@@ -104,13 +105,39 @@ func (s *Store) WaitReady(ctx context.Context) error {
 	return nil
 }
 
-// Leader returns the gRPC address of the node that leads, as both its ID
-// and its address.
-func (s *Store) Leader() (id, grpcAddr string) {
+// Leader returns the node ID and peer address of the node that leads, as
+// its election value names them.
+func (s *Store) Leader() (id, peerAddr string) {
 	if l := s.leader.Load(); l != nil {
-		return l.addr, l.addr
+		v, _ := ParseElectionValue([]byte(l.addr))
+		return v.NodeID, v.PeerAddr
 	}
 	return "", ""
+}
+
+// ElectionValue is what a node of the native layout publishes in its
+// election key, as JSON: who it is and where other nodes forward STRONG
+// calls to it (its peer port), and its client address for tools.
+type ElectionValue struct {
+	NodeID   string `json:"node_id"`
+	PeerAddr string `json:"peer_addr"`
+	GRPCAddr string `json:"grpc_addr,omitempty"`
+}
+
+func (v ElectionValue) encode() string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// ParseElectionValue decodes an election value. A value that is not one
+// (an older ordinal published its bare gRPC address) is an error: nodes
+// of different versions do not forward to each other.
+func ParseElectionValue(b []byte) (ElectionValue, error) {
+	var v ElectionValue
+	if err := json.Unmarshal(b, &v); err != nil || v.NodeID == "" || v.PeerAddr == "" {
+		return ElectionValue{}, fmt.Errorf("etcdcompat: election value %q is not an ordinal node's (an older version?)", b)
+	}
+	return v, nil
 }
 
 // IsLeader reports whether this node currently believes it leads. Only a
@@ -147,7 +174,8 @@ func (s *Store) Close() error {
 // notLeader explains that this node cannot serve STRONG calls.
 func (s *Store) notLeader() error {
 	if l := s.leader.Load(); l != nil && l.addr != s.self {
-		return fmt.Errorf("%w: the leader is %s", alloc.ErrNotLeader, l.addr)
+		v, _ := ParseElectionValue([]byte(l.addr))
+		return fmt.Errorf("%w: the leader is %s", alloc.ErrNotLeader, v.NodeID)
 	}
 	return fmt.Errorf("%w: no ordinal node leads in etcd right now (election in progress)", alloc.ErrNotLeader)
 }

@@ -73,7 +73,7 @@ func TestTLSAndAuth(t *testing.T) {
 
 	// A wrong password keeps the node waiting, and says why.
 	bad := cfg
-	bad.Endpoints, bad.Password, bad.GRPCAdvertise = []string{e.Endpoint}, "wrong", "127.0.0.1:1"
+	bad.Endpoints, bad.Password, bad.NodeID, bad.PeerAdvertise = []string{e.Endpoint}, "wrong", "n9", "127.0.0.1:1"
 	st, err := etcdcompat.Open(bad)
 	if err != nil {
 		t.Fatal(err)

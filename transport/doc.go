@@ -1,12 +1,23 @@
-// Package transport carries Raft traffic between ordinal nodes.
+// Package transport carries the traffic between ordinal nodes.
 //
-// It provides StreamLayer, an implementation of raft.StreamLayer over TCP
-// with optional (mutual) TLS, bounded dials and bounded server-side
-// handshakes, plus a dial hook that fault-injection harnesses use to drop,
-// delay or blackhole traffic between specific node pairs. NewTransport wraps
-// a StreamLayer in hashicorp/raft's NetworkTransport with ordinal's defaults.
+// Peer is a node's peer port: one listener for Raft and for the gRPC calls
+// nodes make to each other, every connection authenticated first by the
+// peer handshake (mutual TLS with node certificates, a cluster token, or
+// both; see DESIGN.md, "The peer port"). A node does:
 //
-// A typical node does:
+//	p, err := transport.ListenPeer("10.0.0.1:34905", "", transport.PeerConfig{
+//		NodeID: "n1", TLS: peerTLS, Raft: true,
+//	})
+//	trans := transport.NewTransport(p.Raft(), transport.TransportConfig{Logger: logger})
+//	go grpcServer.Serve(p.GRPCListener()) // grpc.NewServer(p.ServerOption(), ...)
+//	conn, err := grpc.NewClient(addrOfN2, p.DialOptions("n2")...)
+//
+// Underneath, StreamLayer implements raft.StreamLayer over TCP with
+// optional (mutual) TLS, bounded dials and bounded server-side handshakes,
+// plus a dial hook that fault-injection harnesses use to drop, delay or
+// blackhole traffic between specific node pairs. NewTransport wraps a
+// StreamLayer in hashicorp/raft's NetworkTransport with ordinal's
+// defaults. Used on its own (without a Peer):
 //
 //	sl, err := transport.Listen("10.0.0.1:7000", "", transport.Config{
 //		ServerTLS: serverTLS,

@@ -12,19 +12,22 @@ import (
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/transport"
 )
 
-// ClusterServer implements ordinal.v1.Cluster over a cluster.Node.
+// ClusterServer implements ordinal.v1.Cluster, the operators' service, over
+// a cluster.Node. The daemon registers it on the client port, where the
+// authorization interceptor admits only admins once security is
+// configured, and on the peer port, where followers forward these calls to
+// the leader.
 type ClusterServer struct {
 	ordinalv1.UnimplementedClusterServer
-	node     *cluster.Node
-	draining chan struct{} // closed by Drain
-	drain    sync.Once
+	node *cluster.Node
 }
 
 // NewClusterServer returns the Cluster service of node.
 func NewClusterServer(node *cluster.Node) *ClusterServer {
-	return &ClusterServer{node: node, draining: make(chan struct{})}
+	return &ClusterServer{node: node}
 }
 
 // Join implements ordinal.v1.Cluster.
@@ -74,28 +77,82 @@ func (c *ClusterServer) TransferLeadership(ctx context.Context, req *ordinalv1.T
 	return &ordinalv1.TransferLeadershipResponse{NodeId: id}, nil
 }
 
-// Status implements ordinal.v1.Cluster.
-func (c *ClusterServer) Status(context.Context, *ordinalv1.StatusRequest) (*ordinalv1.StatusResponse, error) {
-	return c.node.Status(), nil
+// PeerServer implements ordinal.v1.Peer, the calls nodes make to each
+// other. The daemon registers it only on the peer port, so every caller
+// passed the peer handshake: it holds a peer certificate naming its node,
+// or the cluster token, or security is off.
+type PeerServer struct {
+	ordinalv1.UnimplementedPeerServer
+	node     *cluster.Node
+	maxCount uint64
+	draining chan struct{} // closed by Drain
+	drain    sync.Once
 }
 
-// ConfirmTerm implements ordinal.v1.Cluster: the answer is this node's
+// MaxReserve bounds the IDs one forwarded reservation may take, whatever
+// the calling node asks for: it is above the allocator's largest adaptive
+// range (alloc.Config.MaxReservation, 4M by default), so no legitimate
+// node reaches it, and it keeps a misbehaving one from exhausting a key.
+const MaxReserve = 1 << 24
+
+// NewPeerServer returns the Peer service of node. maxCount is the largest
+// block a caller may need (server.Config.MaxCount; 0 means
+// DefaultMaxCount).
+func NewPeerServer(node *cluster.Node, maxCount uint64) *PeerServer {
+	if maxCount == 0 {
+		maxCount = DefaultMaxCount
+	}
+	return &PeerServer{node: node, maxCount: maxCount, draining: make(chan struct{})}
+}
+
+// Status implements ordinal.v1.Peer.
+func (p *PeerServer) Status(context.Context, *ordinalv1.StatusRequest) (*ordinalv1.StatusResponse, error) {
+	return p.node.Status(), nil
+}
+
+// Join implements ordinal.v1.Peer: a node asks to be admitted. It may ask
+// only for itself: the node ID must be the one the peer handshake
+// established (with peer TLS, the one its certificate names).
+func (p *PeerServer) Join(ctx context.Context, req *ordinalv1.JoinRequest) (*ordinalv1.JoinResponse, error) {
+	info, ok := transport.PeerFromContext(ctx)
+	switch {
+	case !ok:
+		return nil, status.Error(codes.PermissionDenied, "Peer.Join is served on the peer port only")
+	case req.GetNodeId() != info.NodeID:
+		return nil, status.Errorf(codes.PermissionDenied,
+			"a node may only ask to join as itself: this connection is from node %q, the request is for %q", info.NodeID, req.GetNodeId())
+	}
+	resp, err := p.node.Join(ctx, req)
+	return resp, clusterStatus(err)
+}
+
+// Publish implements ordinal.v1.Peer. Anyone on the peer port may ask: the
+// leader takes the address from the member itself.
+func (p *PeerServer) Publish(ctx context.Context, req *ordinalv1.PublishRequest) (*ordinalv1.PublishResponse, error) {
+	addr, err := p.node.Publish(ctx, req.GetNodeId())
+	if err != nil {
+		return nil, clusterStatus(err)
+	}
+	return &ordinalv1.PublishResponse{GrpcAddr: addr}, nil
+}
+
+// ConfirmTerm implements ordinal.v1.Peer: the answer is this node's
 // term, read when the request arrives, and its ID; a node that is not a
 // voter in its own configuration refuses (FailedPrecondition). The
 // leader's proof holds only if a majority answers with a term no newer
 // than its own.
-func (c *ClusterServer) ConfirmTerm(context.Context, *ordinalv1.ConfirmTermRequest) (*ordinalv1.ConfirmTermResponse, error) {
-	term, err := c.confirmableTerm()
+func (p *PeerServer) ConfirmTerm(context.Context, *ordinalv1.ConfirmTermRequest) (*ordinalv1.ConfirmTermResponse, error) {
+	term, err := p.confirmableTerm()
 	if err != nil {
 		return nil, err
 	}
-	return &ordinalv1.ConfirmTermResponse{Term: term, NodeId: c.node.NodeID(), Incarnation: c.node.Incarnation()}, nil
+	return &ordinalv1.ConfirmTermResponse{Term: term, NodeId: p.node.NodeID(), Incarnation: p.node.Incarnation()}, nil
 }
 
 // confirmableTerm is the node's answer to a proof request, or the gRPC
 // error that refuses it.
-func (c *ClusterServer) confirmableTerm() (uint64, error) {
-	term, err := c.node.ConfirmableTerm()
+func (p *PeerServer) confirmableTerm() (uint64, error) {
+	term, err := p.node.ConfirmableTerm()
 	switch {
 	case errors.Is(err, cluster.ErrNotVoter):
 		return 0, status.Errorf(codes.FailedPrecondition, "%v: it cannot confirm a leader's term", err)
@@ -105,23 +162,23 @@ func (c *ClusterServer) confirmableTerm() (uint64, error) {
 	return term, nil
 }
 
-// ConfirmTermStream implements ordinal.v1.Cluster: ConfirmTerm for every
+// ConfirmTermStream implements ordinal.v1.Peer: ConfirmTerm for every
 // request on the stream, each answer read after its request arrived. The
 // stream ends when the server drains, so that a leader's open proof stream
 // does not hold this node's shutdown; the leader asks with unary calls
 // until it reconnects.
-func (c *ClusterServer) ConfirmTermStream(stream ordinalv1.Cluster_ConfirmTermStreamServer) error {
+func (p *PeerServer) ConfirmTermStream(stream ordinalv1.Peer_ConfirmTermStreamServer) error {
 	requests := receiveAll(stream)
 	for {
-		req, err := requests.next(c.draining)
+		req, err := requests.next(p.draining)
 		if req == nil {
 			return err
 		}
-		term, err := c.confirmableTerm()
+		term, err := p.confirmableTerm()
 		if err != nil {
 			return err
 		}
-		resp := &ordinalv1.ConfirmTermResponse{Term: term, Seq: req.GetSeq(), NodeId: c.node.NodeID(), Incarnation: c.node.Incarnation()}
+		resp := &ordinalv1.ConfirmTermResponse{Term: term, Seq: req.GetSeq(), NodeId: p.node.NodeID(), Incarnation: p.node.Incarnation()}
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
@@ -129,30 +186,36 @@ func (c *ClusterServer) ConfirmTermStream(stream ordinalv1.Cluster_ConfirmTermSt
 }
 
 // Drain ends every ConfirmTermStream; the daemon calls it before stopping
-// the gRPC server.
-func (c *ClusterServer) Drain() {
-	c.drain.Do(func() { close(c.draining) })
+// the peer gRPC server.
+func (p *PeerServer) Drain() {
+	p.drain.Do(func() { close(p.draining) })
 }
 
-// Reserve implements ordinal.v1.Cluster. It is never forwarded: a node
+// Reserve implements ordinal.v1.Peer. It is never forwarded: a node
 // that forwarded a reservation to a node that no longer leads retries with
 // its own, newer view of the leader.
-func (c *ClusterServer) Reserve(ctx context.Context, req *ordinalv1.ReserveRequest) (*ordinalv1.ReserveResponse, error) {
+func (p *PeerServer) Reserve(ctx context.Context, req *ordinalv1.ReserveRequest) (*ordinalv1.ReserveResponse, error) {
 	key, err := keyOf(req.GetStoreName(), req.GetKey())
 	if err != nil {
 		return nil, err
 	}
-	if req.GetNeed() == 0 || req.GetNeed() > req.GetWant() {
-		return nil, invalid("reserve needs 1 <= need <= want, got need %d, want %d", req.GetNeed(), req.GetWant())
+	switch need, want := req.GetNeed(), req.GetWant(); {
+	case need == 0 || need > want:
+		return nil, invalid("reserve needs 1 <= need <= want, got need %d, want %d", need, want)
+	case need > p.maxCount:
+		return nil, invalid("reserve: need is %d; it must be at most %d, as for GetNextIds", need, p.maxCount)
+	case want > max(need, MaxReserve):
+		return nil, invalid("reserve: want is %d; a reservation takes at most %d ids", want, uint64(MaxReserve))
 	}
-	r, err := c.node.ReserveLocal(ctx, key, req.GetWant(), req.GetNeed())
+	r, err := p.node.ReserveLocal(ctx, key, req.GetWant(), req.GetNeed())
 	if err != nil {
 		return nil, toStatus(err, key)
 	}
 	return &ordinalv1.ReserveResponse{First: r.First, Last: r.Last}, nil
 }
 
-// clusterStatus maps membership errors to status codes.
+// clusterStatus maps the cluster package's errors to status codes: the one
+// place where membership errors become gRPC codes.
 func clusterStatus(err error) error {
 	if err == nil {
 		return nil
@@ -161,12 +224,17 @@ func clusterStatus(err error) error {
 		return err
 	}
 	switch {
-	case errors.Is(err, cluster.ErrForeignCluster):
+	case errors.Is(err, cluster.ErrInvalidRequest):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, cluster.ErrForeignCluster), errors.Is(err, cluster.ErrLastVoter), errors.Is(err, cluster.ErrMoveLeader),
+		errors.Is(err, cluster.ErrNoOtherVoter):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, cluster.ErrUnknownNode):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, cluster.ErrAddressInUse):
 		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, transport.ErrPermissionDenied):
+		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, alloc.ErrNotLeader), errors.Is(err, alloc.ErrUnavailable):
 		return status.Errorf(codes.Unavailable, "cluster cannot serve this call now, retry: %v", err)
 	}

@@ -8,80 +8,76 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/client"
+	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/transport"
 )
 
-// forwardedHeader marks a call forwarded by another node. A node that gets
-// a forwarded call it cannot serve answers Unavailable instead of forwarding
+// forwarded reports whether the call in ctx was forwarded by another node:
+// every call that arrives on the peer port was. A node that gets a
+// forwarded call it cannot serve answers Unavailable instead of forwarding
 // again, so a stale view of who leads can never loop a call between nodes.
-const forwardedHeader = "ordinal-forwarded"
-
-// leaderBackoff reconnects quickly to a leader that restarted; gRPC's
-// default backoff grows to two minutes.
-var leaderBackoff = grpc.WithConnectParams(grpc.ConnectParams{
-	Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-	MinConnectTimeout: time.Second,
-})
-
+// No client can mark its call as forwarded: only the peer port does.
 func forwarded(ctx context.Context) bool {
-	md, _ := metadata.FromIncomingContext(ctx)
-	return len(md.Get(forwardedHeader)) > 0
+	_, ok := transport.PeerFromContext(ctx)
+	return ok
 }
 
-// forwarder sends calls only the leader may answer to the leader, within
-// the caller's deadline.
+// forwarder sends calls only the leader may answer to the leader's peer
+// port, within the caller's deadline.
 type forwarder struct {
 	leader   LeaderFunc
 	self     string
-	dialOpts []grpc.DialOption
+	peerDial func(nodeID string) []grpc.DialOption
 
 	mu      sync.Mutex
-	clients map[string]*client.Client // by leader address
+	clients map[leaderKey]*client.Client
 }
 
-func newForwarder(leader LeaderFunc, self string, dialOpts []grpc.DialOption) *forwarder {
-	if len(dialOpts) == 0 {
-		dialOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
-	return &forwarder{leader: leader, self: self, dialOpts: dialOpts, clients: map[string]*client.Client{}}
+// leaderKey names a leader's connection: its ID and peer address.
+type leaderKey struct{ id, addr string }
+
+func newForwarder(leader LeaderFunc, self string, peerDial func(string) []grpc.DialOption) *forwarder {
+	return &forwarder{leader: leader, self: self, peerDial: peerDial, clients: map[leaderKey]*client.Client{}}
 }
 
 // client returns a client of the leader. It streams and coalesces: the
 // STRONG calls a follower forwards concurrently for one key travel to the
 // leader as one request, whose block is split among them in arrival order.
 // Every call joined a batch not yet sent, so its IDs are allocated after it
-// started, as linearizability requires. It marks its calls as forwarded and
-// does not retry: the caller's own client decides that.
+// started, as linearizability requires. Its connection goes to the
+// leader's peer port and runs the peer handshake, which refuses any node
+// but the leader it was made for (with peer TLS, any node without a
+// certificate naming it) and any node of another cluster, so an ID is only
+// ever taken from the node this node's Raft says leads, which serves it
+// only after proving it still leads. It does not retry: the caller's own
+// client decides that.
 func (f *forwarder) client(ctx context.Context) (*client.Client, error) {
-	if f.leader == nil {
+	if f.leader == nil || f.peerDial == nil {
 		return nil, status.Error(codes.Unavailable, "this node is not the leader and forwarding is off: retry")
 	}
-	addr, err := f.awaitLeader(ctx)
+	k, err := f.awaitLeader(ctx)
 	if err != nil {
 		return nil, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if c := f.clients[addr]; c != nil {
+	if c := f.clients[k]; c != nil {
 		return c, nil
 	}
-	c, err := client.New(addr,
-		client.WithDialOptions(append([]grpc.DialOption{leaderBackoff}, f.dialOpts...)...),
+	c, err := client.New(k.addr,
+		client.WithDialOptions(append([]grpc.DialOption{cluster.PeerBackoff}, f.peerDial(k.id)...)...),
 		client.WithStreaming(),
-		client.WithRetry(1, 0),
-		client.WithMetadata(forwardedHeader, "1"))
+		client.WithRetry(1, 0))
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "connect to leader at %s: %v", addr, err)
+		return nil, status.Errorf(codes.Unavailable, "connect to leader %s at %s: %v", k.id, k.addr, err)
 	}
-	f.clients[addr] = c
+	f.clients[k] = c
 	return c, nil
 }
 
@@ -89,10 +85,10 @@ func (f *forwarder) client(ctx context.Context) (*client.Client, error) {
 // whether a leader is known.
 const leaderPollInterval = 10 * time.Millisecond
 
-// awaitLeader returns the gRPC address of a leader other than this node,
-// waiting while an election runs, but answering Unavailable before the
-// caller's deadline rather than letting it expire.
-func (f *forwarder) awaitLeader(ctx context.Context) (string, error) {
+// awaitLeader returns the ID and peer address of a leader other than this
+// node, waiting while an election runs, but answering Unavailable before
+// the caller's deadline rather than letting it expire.
+func (f *forwarder) awaitLeader(ctx context.Context) (leaderKey, error) {
 	ctx, cancel := withMargin(ctx)
 	defer cancel()
 	for {
@@ -102,15 +98,15 @@ func (f *forwarder) awaitLeader(ctx context.Context) (string, error) {
 		case id == "":
 			why = "no leader is elected (election in progress or quorum lost): retry"
 		case addr == "":
-			why = fmt.Sprintf("leader %s has not published its gRPC address yet: retry", id)
-		case addr == f.self:
+			why = fmt.Sprintf("leader %s has no known peer address yet: retry", id)
+		case id == f.self:
 			why = "leadership is changing: retry"
 		default:
-			return addr, nil
+			return leaderKey{id: id, addr: addr}, nil
 		}
 		select {
 		case <-ctx.Done():
-			return "", status.Error(codes.Unavailable, why)
+			return leaderKey{}, status.Error(codes.Unavailable, why)
 		case <-time.After(leaderPollInterval):
 		}
 	}
@@ -162,9 +158,9 @@ func (f *forwarder) close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var errs []error
-	for addr, c := range f.clients {
+	for k, c := range f.clients {
 		errs = append(errs, c.Close())
-		delete(f.clients, addr)
+		delete(f.clients, k)
 	}
 	return errors.Join(errs...)
 }

@@ -35,9 +35,10 @@ type Sequencer interface {
 	SetFloor(ctx context.Context, key fsm.Key, floor uint64) (uint64, error)
 }
 
-// LeaderFunc returns the current leader's node ID and gRPC address, or
-// empty strings when no leader is known.
-type LeaderFunc func() (id, grpcAddr string)
+// LeaderFunc returns the current leader's node ID and peer address (where
+// other nodes forward calls to it), or empty strings when no leader is
+// known.
+type LeaderFunc func() (id, peerAddr string)
 
 // Config configures a Server.
 type Config struct {
@@ -48,13 +49,14 @@ type Config struct {
 	// forwarded (a single-node deployment).
 	Leader LeaderFunc
 
-	// SelfAddr is this node's advertised gRPC address; a call is never
-	// forwarded to it.
-	SelfAddr string
+	// SelfID is this node's ID; a call is never forwarded to it.
+	SelfID string
 
-	// DialOptions are used for connections to the leader. Default: plain
-	// TCP.
-	DialOptions []grpc.DialOption
+	// PeerDial returns the options to reach the leader nodeID's peer port,
+	// where calls are forwarded (transport.Peer.DialOptions: a connection
+	// that only node nodeID of this cluster can answer). Nil means calls
+	// are never forwarded.
+	PeerDial func(nodeID string) []grpc.DialOption
 
 	// MaxCount is the largest block GetNextIds hands out. Larger blocks
 	// make bigger batches possible but let one caller burn through a key's
@@ -91,7 +93,7 @@ func New(cfg Config) *Server {
 		seq:      cfg.Sequencer,
 		maxCount: min(cfg.MaxCount, math.MaxInt64),
 		logger:   cfg.Logger,
-		fwd:      newForwarder(cfg.Leader, cfg.SelfAddr, cfg.DialOptions),
+		fwd:      newForwarder(cfg.Leader, cfg.SelfID, cfg.PeerDial),
 		health:   health.NewServer(),
 		draining: make(chan struct{}),
 	}
@@ -105,6 +107,14 @@ func (s *Server) Register(g *grpc.Server) {
 	runtimev1.RegisterRuntimeServer(g, &runtimeServer{s: s})
 	healthpb.RegisterHealthServer(g, s.health)
 	reflection.Register(g)
+}
+
+// RegisterForwarded adds the Sequencer service to g, the node's peer gRPC
+// server: other nodes forward the calls only the leader may answer to it.
+// Every call that arrives there counts as forwarded and is never forwarded
+// again.
+func (s *Server) RegisterForwarded(g *grpc.Server) {
+	ordinalv1.RegisterSequencerServer(g, s)
 }
 
 // SetReady opens or closes the node for calls and reports it through the

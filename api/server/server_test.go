@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -18,14 +17,21 @@ import (
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/daemon"
 	"github.com/ordinal-dev/ordinal/internal/apisuite"
+	"github.com/ordinal-dev/ordinal/internal/testcluster"
+	"github.com/ordinal-dev/ordinal/internal/testpki"
 )
 
+// startDaemon starts a secured single node (testcluster.Secure) and
+// connects to it as the admin.
 func startDaemon(tb testing.TB, ready bool) (*daemon.Daemon, ordinalv1.SequencerClient, *grpc.ClientConn) {
 	tb.Helper()
-	d, err := daemon.Start(daemon.Config{
+	pki := testpki.New(tb, "")
+	cfg := daemon.Config{
 		Cluster:  cluster.Config{NodeID: "n1", DataDir: tb.TempDir(), RaftAddr: "127.0.0.1:0", Bootstrap: true},
 		GRPCAddr: "127.0.0.1:0",
-	})
+	}
+	testcluster.Secure(tb, pki, "n1", &cfg)
+	d, err := daemon.Start(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -37,7 +43,7 @@ func startDaemon(tb testing.TB, ready bool) (*daemon.Daemon, ordinalv1.Sequencer
 			tb.Fatal(err)
 		}
 	}
-	conn, err := grpc.NewClient(d.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(d.GRPCAddr(), pki.DialOption(testpki.AdminName))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -137,5 +143,38 @@ func TestOpenStreamDoesNotDelayShutdown(t *testing.T) {
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("Close took %v with a stream open", took)
+	}
+}
+
+// rawCodec sends and receives messages as bytes already encoded, so a
+// test can send what a generated client refuses to marshal.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return v.([]byte), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*(v.(*[]byte)) = append([]byte(nil), data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+// Keys and store names that are not UTF-8 answer InvalidArgument naming
+// the field, on ordinal's API and on Layotto's, as the README's error
+// table says; grpc-go alone would answer Internal.
+func TestInvalidUTF8IsInvalidArgument(t *testing.T) {
+	_, _, conn := startDaemon(t, true)
+	// GetNextIdRequest: store_name = 1, key = 2 (both APIs).
+	for _, tt := range []struct {
+		method, field string
+		body          []byte
+	}{
+		{"/ordinal.v1.Sequencer/GetNextId", "key", []byte{0x12, 2, 'k', 0xff}},
+		{"/ordinal.v1.Sequencer/GetNextId", "store_name", []byte{0x0a, 1, 0xfe, 0x12, 1, 'k'}},
+		{"/spec.proto.runtime.v1.Runtime/GetNextId", "key", []byte{0x12, 1, 0xc3}},
+	} {
+		var out []byte
+		err := conn.Invoke(callCtx(t), tt.method, tt.body, &out, grpc.ForceCodec(rawCodec{}))
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tt.field) {
+			t.Errorf("%s with %s not UTF-8: %v, want InvalidArgument naming %s", tt.method, tt.field, err, tt.field)
+		}
 	}
 }

@@ -9,27 +9,27 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
-	"github.com/ordinal-dev/ordinal/daemon"
 )
 
 // adminFlags are the flags every cluster command shares.
 type adminFlags struct {
-	addr    string
+	conn    connFlags
 	timeout time.Duration
 }
 
 func (f *adminFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.addr, "addr", daemon.DefaultGRPCAddr, "gRPC address of any ordinal node; calls reach the leader through it")
+	f.conn.registerAddr(fs, "gRPC address of any ordinal node; calls reach the leader through it")
+	f.conn.register(fs)
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the cluster")
 }
 
 // dial returns a connection to the node and a context bounded by timeout.
+// Its errors name the command.
 func (f *adminFlags) dial() (*grpc.ClientConn, context.Context, context.CancelFunc, error) {
-	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := f.conn.dial()
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -46,12 +46,12 @@ func runMembers(args []string) error {
 	}
 	conn, ctx, done, err := f.dial()
 	if err != nil {
-		return fmt.Errorf("members: %w", err)
+		return err
 	}
 	defer done()
 	resp, err := ordinalv1.NewClusterClient(conn).Members(ctx, &ordinalv1.MembersRequest{})
 	if err != nil {
-		return &rpcError{cmd: "members", addr: f.addr, err: err}
+		return f.conn.rpcError(err)
 	}
 	printMembers(resp)
 	return nil
@@ -92,11 +92,11 @@ func runRemove(args []string) error {
 	}
 	conn, ctx, done, err := f.dial()
 	if err != nil {
-		return fmt.Errorf("remove: %w", err)
+		return err
 	}
 	defer done()
 	if _, err := ordinalv1.NewClusterClient(conn).Remove(ctx, &ordinalv1.RemoveRequest{NodeId: positional[0]}); err != nil {
-		return &rpcError{cmd: "remove", addr: f.addr, err: err}
+		return f.conn.rpcError(err)
 	}
 	fmt.Printf("removed %s\n", positional[0])
 	return nil
@@ -114,12 +114,12 @@ func runLeader(args []string) error {
 	}
 	conn, ctx, done, err := f.dial()
 	if err != nil {
-		return fmt.Errorf("leader: %w", err)
+		return err
 	}
 	defer done()
 	resp, err := ordinalv1.NewClusterClient(conn).Leader(ctx, &ordinalv1.LeaderRequest{})
 	if err != nil {
-		return &rpcError{cmd: "leader", addr: f.addr, err: err}
+		return f.conn.rpcError(err)
 	}
 	fmt.Printf("%s raft=%s grpc=%s term=%d\n", resp.GetNodeId(), resp.GetRaftAddr(), resp.GetGrpcAddr(), resp.GetTerm())
 	return nil
@@ -142,12 +142,12 @@ func runLeaderTransfer(args []string) error {
 	}
 	conn, ctx, done, err := f.dial()
 	if err != nil {
-		return fmt.Errorf("leader transfer: %w", err)
+		return err
 	}
 	defer done()
 	resp, err := ordinalv1.NewClusterClient(conn).TransferLeadership(ctx, &ordinalv1.TransferLeadershipRequest{NodeId: target})
 	if err != nil {
-		return &rpcError{cmd: "leader transfer", addr: f.addr, err: err}
+		return f.conn.rpcError(err)
 	}
 	fmt.Printf("leader is now %s\n", resp.GetNodeId())
 	return nil
@@ -164,15 +164,15 @@ func runHealth(args []string) error {
 	}
 	conn, ctx, done, err := f.dial()
 	if err != nil {
-		return fmt.Errorf("health: %w", err)
+		return err
 	}
 	defer done()
 	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 	if err != nil {
-		return &rpcError{cmd: "health", addr: f.addr, err: err}
+		return f.conn.rpcError(err)
 	}
 	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("health: node at %s is %s", f.addr, resp.GetStatus())
+		return fmt.Errorf("health: node at %s is %s", f.conn.addr, resp.GetStatus())
 	}
 	fmt.Println("SERVING")
 	return nil

@@ -6,11 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/ordinal-dev/ordinal/api/runtimev1"
-	"github.com/ordinal-dev/ordinal/daemon"
 )
 
 const (
@@ -24,14 +20,16 @@ const (
 )
 
 type demoFlags struct {
-	addr, store string
-	timeout     time.Duration
+	conn    connFlags
+	store   string
+	timeout time.Duration
 }
 
 func runDemo(args []string) error {
 	var f demoFlags
 	fs := newFlagSet("demo", "ordinal demo [--addr HOST:PORT] [-s|--store NAME]")
-	fs.StringVar(&f.addr, "addr", daemon.DefaultGRPCAddr, "gRPC address of an ordinal node")
+	f.conn.registerAddr(fs, "gRPC address of an ordinal node")
+	f.conn.register(fs)
 	fs.StringVar(&f.store, "store", defaultDemoStore, "store to take the IDs from; -s is short for --store, as in Layotto's demo")
 	fs.DurationVar(&f.timeout, "timeout", defaultCallTimeout, "how long the whole demo may take")
 	positional, err := parseCommandFlags("demo", fs, expandStoreShorthand(args))
@@ -71,9 +69,9 @@ func expandStoreShorthand(args []string) []string {
 // Layotto-compatible Runtime API and with the same output, so that it
 // proves a Layotto client works against ordinal unchanged.
 func demo(f demoFlags) error {
-	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := f.conn.dial()
 	if err != nil {
-		return fmt.Errorf("demo: connect to %q: %w", f.addr, err)
+		return err
 	}
 	defer conn.Close()
 	rt := runtimev1.NewRuntimeClient(conn)
@@ -85,7 +83,7 @@ func demo(f demoFlags) error {
 		// No options: Layotto's default mode, WEAK.
 		resp, err := rt.GetNextId(ctx, &runtimev1.GetNextIdRequest{StoreName: f.store, Key: demoKey})
 		if err != nil {
-			return &rpcError{cmd: "demo", addr: f.addr, err: err}
+			return f.conn.rpcError(err)
 		}
 		// Layotto prints the response with %v, whose protobuf text form
 		// has deliberately unstable spacing; spell out its stable form.

@@ -16,8 +16,10 @@ func TestServeOnEtcd(t *testing.T) {
 	t.Parallel()
 	e := etcdtest.Start(t)
 	a, b := testutil.FreeAddr(t), testutil.FreeAddr(t)
-	startServe(t, a, nil, "--store", "etcd", "--etcd-endpoints", e.Endpoint, "--grpc-addr", a, "--etcd-session-ttl", "2s")
-	startServe(t, b, nil, "--store", "etcd", "--etcd-endpoints", e.Endpoint, "--grpc-addr", b, "--etcd-session-ttl", "2s")
+	// Each node has its own peer port (--raft-addr), which carries the
+	// STRONG calls the other forwards to it.
+	startServe(t, a, nil, "--store", "etcd", "--etcd-endpoints", e.Endpoint, "--grpc-addr", a, "--raft-addr", "127.0.0.1:0", "--node-id", "a", "--etcd-session-ttl", "2s")
+	startServe(t, b, nil, "--store", "etcd", "--etcd-endpoints", e.Endpoint, "--grpc-addr", b, "--raft-addr", "127.0.0.1:0", "--node-id", "b", "--etcd-session-ttl", "2s")
 	if got := mustRun(t, nil, "next", "--addr", a, "k"); got != "1\n" {
 		t.Fatalf("first WEAK id via node a: %q, want 1", got)
 	}
@@ -29,7 +31,7 @@ func TestServeOnEtcd(t *testing.T) {
 
 	l := testutil.FreeAddr(t)
 	startServe(t, l, []string{
-		"ORDINAL_STORE=etcd", "ORDINAL_ETCD_ENDPOINTS=" + e.Endpoint, "ORDINAL_GRPC_ADDR=" + l,
+		"ORDINAL_STORE=etcd", "ORDINAL_ETCD_ENDPOINTS=" + e.Endpoint, "ORDINAL_GRPC_ADDR=" + l, "ORDINAL_RAFT_ADDR=127.0.0.1:0",
 		"ORDINAL_ETCD_LAYOUT=layotto", "ORDINAL_ETCD_APP_ID=app1",
 	})
 	out := mustRun(t, nil, "demo", "--addr", l, "-s", "sequencer_demo")

@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/client"
-	"github.com/ordinal-dev/ordinal/daemon"
 )
 
 // defaultCallTimeout bounds a command's calls, retries included, so that a
@@ -18,15 +17,17 @@ import (
 const defaultCallTimeout = 5 * time.Second
 
 type nextFlags struct {
-	addr, store, mode string
-	count             int64
-	timeout           time.Duration
+	conn        connFlags
+	store, mode string
+	count       int64
+	timeout     time.Duration
 }
 
 func runNext(args []string) error {
 	var f nextFlags
 	fs := newFlagSet("next", "ordinal next [--addr HOST:PORT] [--store NAME] [--mode weak|strong] [--count N] KEY")
-	fs.StringVar(&f.addr, "addr", daemon.DefaultGRPCAddr, "gRPC address of an ordinal node")
+	f.conn.registerAddr(fs, "gRPC address of an ordinal node")
+	f.conn.register(fs)
 	fs.StringVar(&f.store, "store", "", "store (namespace) of the key; empty means the server's default store")
 	fs.StringVar(&f.mode, "mode", "weak", "weak (unique, increasing per node) or strong (strictly increasing cluster-wide)")
 	fs.Int64Var(&f.count, "count", 1, "how many contiguous IDs to take")
@@ -39,7 +40,11 @@ func runNext(args []string) error {
 	if err != nil {
 		return err
 	}
-	return next(f, key, mode)
+	opts, err := f.conn.clientOptions()
+	if err != nil {
+		return err
+	}
+	return next(f, key, mode, opts)
 }
 
 // check validates what the server cannot: the command line's shape and the
@@ -62,12 +67,13 @@ func (f nextFlags) check(positional []string) (string, client.Mode, error) {
 	return positional[0], mode, nil
 }
 
-// next takes the IDs and prints them: a single ID alone on its line, so that
-// scripts can use it as is, or a block as "first..last (n ids)".
-func next(f nextFlags, key string, mode client.Mode) error {
-	c, err := client.New(f.addr, client.WithStore(f.store))
+// next takes the IDs, through a client made with opts, and prints them: a
+// single ID alone on its line, so that scripts can use it as is, or a block
+// as "first..last (n ids)".
+func next(f nextFlags, key string, mode client.Mode, opts []client.Option) error {
+	c, err := client.New(f.conn.addr, append(opts, client.WithStore(f.store))...)
 	if err != nil {
-		return fmt.Errorf("next: %w", err)
+		return f.conn.clientError(err)
 	}
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
@@ -75,14 +81,14 @@ func next(f nextFlags, key string, mode client.Mode) error {
 	if f.count == 1 {
 		id, err := c.NextID(ctx, key, mode)
 		if err != nil {
-			return &rpcError{cmd: "next", addr: f.addr, err: err}
+			return f.conn.rpcError(err)
 		}
 		fmt.Println(id)
 		return nil
 	}
 	first, err := c.NextIDs(ctx, key, mode, f.count)
 	if err != nil {
-		return &rpcError{cmd: "next", addr: f.addr, err: err}
+		return f.conn.rpcError(err)
 	}
 	fmt.Printf("%d..%d (%d ids)\n", first, first+f.count-1, f.count)
 	return nil
@@ -100,16 +106,23 @@ func parseMode(s string) (client.Mode, error) {
 
 // rpcError reports a failed call as "<cmd>: <Code>: <message>" on one line,
 // so that the code a script would branch on is visible, with a hint when no
-// node answered at all.
+// node answered at all, or when the TLS settings or credentials are not
+// those the node wants.
 type rpcError struct {
 	cmd, addr string
 	err       error
+	conn      *connFlags // the flags of the call, for the hints; may be nil
 }
 
 func (e *rpcError) Error() string {
 	st := status.Convert(e.err)
 	msg := strings.Join(strings.Fields(st.Message()), " ")
 	line := fmt.Sprintf("%s: %s: %s", e.cmd, st.Code(), msg)
+	if e.conn != nil {
+		if hint := e.conn.securityHint(st.Code(), msg); hint != "" {
+			return line + " (" + hint + ")"
+		}
+	}
 	if st.Code() == codes.Unavailable && (strings.Contains(msg, "connection refused") || strings.Contains(msg, "while dialing")) {
 		line += fmt.Sprintf(" (is ordinal running at %s?)", e.addr)
 	}

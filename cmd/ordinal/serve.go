@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/ordinal-dev/ordinal/auth"
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/daemon"
 	"github.com/ordinal-dev/ordinal/etcdcompat"
@@ -30,12 +31,13 @@ type serveFlags struct {
 	pprofAddr                           string
 	store                               string
 	etcd                                etcdFlags
+	security                            securityFlags
 }
 
 // etcdFlags configure --store etcd.
 type etcdFlags struct {
-	endpoints, username, password string
-	caFile, certFile, keyFile     string
+	endpoints, username, passwordFile string
+	caFile, certFile, keyFile         string
 	prefix, layout, appID         string
 	dialTimeout, sessionTTL       time.Duration
 	requestTimeout                time.Duration
@@ -46,7 +48,7 @@ func addEtcdFlags(fs *flag.FlagSet, f *etcdFlags) {
 	fs.StringVar(&f.endpoints, "etcd-endpoints", "", "with --store etcd: comma-separated etcd client endpoints (host:port or http(s):// URLs)")
 	fs.DurationVar(&f.dialTimeout, "etcd-dial-timeout", etcdcompat.DefaultDialTimeout, "bound on connecting to etcd and on each probe while waiting for it")
 	fs.StringVar(&f.username, "etcd-username", "", "etcd user, when etcd has authentication enabled")
-	fs.StringVar(&f.password, "etcd-password", "", "password of --etcd-username; prefer the environment variable, which ps does not show")
+	fs.StringVar(&f.passwordFile, "etcd-password-file", "", "file holding the password of --etcd-username (a file, so that the password is not in the process list)")
 	fs.StringVar(&f.caFile, "etcd-ca-file", "", "CA certificate (PEM) that signed etcd's server certificates: turns on TLS")
 	fs.StringVar(&f.certFile, "etcd-cert-file", "", "client certificate (PEM) for etcd's --client-cert-auth; needs --etcd-key-file")
 	fs.StringVar(&f.keyFile, "etcd-key-file", "", "key (PEM) of --etcd-cert-file")
@@ -57,13 +59,22 @@ func addEtcdFlags(fs *flag.FlagSet, f *etcdFlags) {
 	fs.DurationVar(&f.sessionTTL, "etcd-session-ttl", etcdcompat.DefaultSessionTTL, "lease TTL behind this node's STRONG leadership: how long a crashed or cut-off leader holds it")
 }
 
-// etcdConfig returns the store configuration the --etcd-* flags describe.
-func (f etcdFlags) config() etcdcompat.Config {
+// config returns the store configuration the --etcd-* flags describe,
+// reading the password file.
+func (f etcdFlags) config() (etcdcompat.Config, error) {
+	var password string
+	if f.passwordFile != "" {
+		p, err := readSecretFile(f.passwordFile)
+		if err != nil {
+			return etcdcompat.Config{}, fmt.Errorf("--etcd-password-file: %w", err)
+		}
+		password = string(p)
+	}
 	return etcdcompat.Config{
 		Endpoints:      splitList(f.endpoints),
 		DialTimeout:    f.dialTimeout,
 		Username:       f.username,
-		Password:       f.password,
+		Password:       password,
 		CAFile:         f.caFile,
 		CertFile:       f.certFile,
 		KeyFile:        f.keyFile,
@@ -72,7 +83,7 @@ func (f etcdFlags) config() etcdcompat.Config {
 		AppID:          f.appID,
 		SessionTTL:     f.sessionTTL,
 		RequestTimeout: f.requestTimeout,
-	}
+	}, nil
 }
 
 func runServe(args []string) error {
@@ -80,68 +91,79 @@ func runServe(args []string) error {
 	fs := newFlagSet("serve", "ordinal serve [flags]")
 	fs.StringVar(&f.nodeID, "node-id", "", "this node's ID, unique in the cluster; default: the ID stored in the data directory, else the hostname")
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for the Raft log, snapshots and node identity")
-	fs.StringVar(&f.grpcAddr, "grpc-addr", daemon.DefaultGRPCAddr, "address the gRPC API listens on")
-	fs.StringVar(&f.raftAddr, "raft-addr", daemon.DefaultRaftAddr, "address Raft traffic between nodes listens on")
-	fs.StringVar(&f.advertiseGRPC, "advertise-grpc", "", "gRPC address other nodes and clients reach this node on; default: --grpc-addr")
-	fs.StringVar(&f.advertiseRaft, "advertise-raft", "", "Raft address other nodes reach this node on; default: --raft-addr")
-	fs.StringVar(&f.join, "join", "", "comma-separated gRPC addresses of other nodes: join their cluster, or form one with --bootstrap-expect")
+	fs.StringVar(&f.grpcAddr, "grpc-addr", daemon.DefaultGRPCAddr, "address the client gRPC API listens on")
+	fs.StringVar(&f.raftAddr, "raft-addr", daemon.DefaultRaftAddr, "address of the peer port: Raft and every call between nodes")
+	fs.StringVar(&f.advertiseGRPC, "advertise-grpc", "", "gRPC address clients reach this node on; default: --grpc-addr")
+	fs.StringVar(&f.advertiseRaft, "advertise-raft", "", "peer address other nodes reach this node on; default: --raft-addr")
+	fs.StringVar(&f.join, "join", "", "comma-separated peer addresses (--raft-addr) of other nodes: join their cluster, or form one with --bootstrap-expect")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many nodes (this one included) find each other through --join")
-	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty; never expose it publicly)")
+	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty); a non-loopback address needs admin credentials (an admin bearer token) and security on")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&f.store, "store", "raft", "where the counters live: raft (this cluster's own Raft log) or etcd (an existing etcd cluster, see --etcd-*; the nodes then hold no state)")
 	addEtcdFlags(fs, &f.etcd)
+	addSecurityFlags(fs, &f.security)
 	if _, err := parseCommandFlags("serve", fs, args); err != nil {
 		return err
 	}
 	if err := checkStoreFlags(fs, f); err != nil {
 		return err
 	}
+	if err := f.security.check(); err != nil {
+		return err
+	}
+	if f.pprofAddr != "" && !isLoopback(f.pprofAddr) && f.security.tokensFile == "" {
+		return usageErrorf("serve: --pprof-addr %s is not a loopback address: profiles there need admin credentials, so set --auth-tokens-file (and call with an admin bearer token), or use 127.0.0.1", f.pprofAddr)
+	}
 	logger, err := newLogger(f.logLevel, f.logFormat)
 	if err != nil {
 		return err
 	}
-	if f.pprofAddr != "" {
-		if err := servePprof(f.pprofAddr, logger); err != nil {
-			return err
-		}
-	}
-	if f.store == "etcd" {
-		cfg := f.etcd.config()
-		if err := cfg.Validate(); err != nil {
-			return &usageError{err: fmt.Errorf("serve: %w", err)}
-		}
-		return serve(logger, daemon.Config{
-			Cluster:  cluster.Config{GRPCAdvertise: f.advertiseGRPC},
-			GRPCAddr: f.grpcAddr,
-			NewStore: cfg.NewStore(),
-			Logger:   logger,
-		})
-	}
-	nodeID, err := resolveNodeID(f.nodeID, f.dataDir)
+	sec, peerTLS, token, err := f.security.load(logger)
 	if err != nil {
 		return err
 	}
-	return serve(logger, daemon.Config{
+	cfg := daemon.Config{
 		Cluster: cluster.Config{
-			NodeID:          nodeID,
-			DataDir:         f.dataDir,
-			RaftAddr:        f.raftAddr,
-			RaftAdvertise:   f.advertiseRaft,
-			GRPCAdvertise:   f.advertiseGRPC,
-			Join:            splitList(f.join),
-			BootstrapExpect: f.bootstrapExpect,
-			// Without --join or --bootstrap-expect a node with an empty
-			// data directory forms a single-node cluster: make run needs
-			// no set-up.
-			Bootstrap: f.join == "" && f.bootstrapExpect == 0,
+			RaftAddr:      f.raftAddr,
+			RaftAdvertise: f.advertiseRaft,
+			GRPCAdvertise: f.advertiseGRPC,
+			PeerTLS:       peerTLS,
+			ClusterToken:  token,
 		},
-		GRPCAddr: f.grpcAddr,
-		Logger:   logger,
-	})
+		GRPCAddr:             f.grpcAddr,
+		Security:             sec,
+		MaxConcurrentStreams: uint32(f.security.maxStreams),
+		Logger:               logger,
+	}
+	if f.store == "etcd" {
+		ecfg, err := f.etcd.config()
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		if err := ecfg.Validate(); err != nil {
+			return &usageError{err: fmt.Errorf("serve: %w", err)}
+		}
+		if cfg.Cluster.NodeID, err = resolveNodeID(f.nodeID, ""); err != nil {
+			return err
+		}
+		cfg.NewStore = ecfg.NewStore()
+	} else {
+		if cfg.Cluster.NodeID, err = resolveNodeID(f.nodeID, f.dataDir); err != nil {
+			return err
+		}
+		cfg.Cluster.DataDir = f.dataDir
+		cfg.Cluster.Join = splitList(f.join)
+		cfg.Cluster.BootstrapExpect = f.bootstrapExpect
+		// Without --join or --bootstrap-expect a node with an empty data
+		// directory forms a single-node cluster: make run needs no set-up.
+		cfg.Cluster.Bootstrap = f.join == "" && f.bootstrapExpect == 0
+	}
+	f.security.warn(logger, f.grpcAddr, f.raftAddr)
+	return serve(logger, cfg, f.pprofAddr)
 }
 
-func serve(logger hclog.Logger, cfg daemon.Config) error {
+func serve(logger hclog.Logger, cfg daemon.Config, pprofAddr string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -149,12 +171,19 @@ func serve(logger hclog.Logger, cfg daemon.Config) error {
 	if err != nil {
 		return err
 	}
+	if pprofAddr != "" {
+		if err := servePprof(pprofAddr, d.Authorizer(), logger); err != nil {
+			_ = d.Close()
+			return err
+		}
+	}
 	if err := d.WaitReady(ctx); err != nil {
 		_ = d.Close()
 		return fmt.Errorf("node did not become ready: %w", err)
 	}
 	if cfg.NewStore != nil {
-		logger.Info("ordinal ready", "version", version.Version, "store", "etcd", "grpc_addr", d.GRPCAddr())
+		logger.Info("ordinal ready", "version", version.Version, "store", "etcd", "node_id", cfg.Cluster.NodeID,
+			"grpc_addr", d.GRPCAddr(), "peer_addr", d.RaftAddr())
 	} else {
 		logger.Info("ordinal ready", "version", version.Version, "node_id", cfg.Cluster.NodeID,
 			"grpc_addr", d.GRPCAddr(), "raft_addr", d.RaftAddr(), "data_dir", cfg.Cluster.DataDir)
@@ -200,8 +229,12 @@ func checkStoreFlags(fs *flag.FlagSet, f serveFlags) error {
 }
 
 // servePprof serves the runtime profiles on their own listener, so that
-// profiling never shares a port with the API.
-func servePprof(addr string, logger hclog.Logger) error {
+// profiling never shares a port with the API. Off loopback (which serve
+// allows only with a tokens file), every request needs admin credentials.
+func servePprof(addr string, authz *auth.Authorizer, logger hclog.Logger) error {
+	if !isLoopback(addr) && authz == nil {
+		return fmt.Errorf("pprof on %s: only a loopback address is allowed here", addr)
+	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen for pprof on %s: %w", addr, err)
@@ -212,8 +245,13 @@ func servePprof(addr string, logger hclog.Logger) error {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	logger.Info("serving pprof", "addr", lis.Addr().String())
-	go func() { _ = http.Serve(lis, mux) }()
+	var h http.Handler = mux
+	if !isLoopback(addr) {
+		h = authz.RequireAdminHTTP(mux)
+	}
+	logger.Info("serving pprof", "addr", lis.Addr().String(), "admin_only", !isLoopback(addr))
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(lis) }()
 	return nil
 }
 
@@ -228,14 +266,16 @@ func splitList(s string) []string {
 }
 
 // resolveNodeID picks the node ID: the flag when given, else the one the
-// data directory remembers, else the hostname.
+// data directory (when there is one) remembers, else the hostname.
 func resolveNodeID(flagValue, dataDir string) (string, error) {
 	if flagValue != "" {
 		return flagValue, nil
 	}
-	stored, err := cluster.ReadNodeID(dataDir)
-	if err != nil || stored != "" {
-		return stored, err
+	if dataDir != "" {
+		stored, err := cluster.ReadNodeID(dataDir)
+		if err != nil || stored != "" {
+			return stored, err
+		}
 	}
 	host, err := os.Hostname()
 	if err != nil {

@@ -17,8 +17,11 @@ import (
 
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/daemon"
 	"github.com/ordinal-dev/ordinal/etcdcompat"
+	"github.com/ordinal-dev/ordinal/internal/testcluster"
+	"github.com/ordinal-dev/ordinal/internal/testpki"
 )
 
 // Cluster is a set of in-process ordinal nodes (daemon.Daemon, gRPC on
@@ -30,6 +33,7 @@ type Cluster struct {
 	Config etcdcompat.Config // as given, with a Prefix unique to the cluster
 	alloc  alloc.Config
 	logger hclog.Logger
+	pki    *testpki.PKI
 
 	mu    sync.Mutex
 	nodes []*Node
@@ -50,13 +54,17 @@ type Node struct {
 type Options struct {
 	// Nodes is how many nodes to start, named n1..nN.
 	Nodes int
-	// Store configures every node's store. Endpoints and GRPCAdvertise
-	// are set per node; an empty Prefix becomes one unique to the
+	// Store configures every node's store. Endpoints, NodeID and
+	// PeerAdvertise are set per node; an empty Prefix becomes one unique to the
 	// cluster, and an unset SessionTTL etcd's minimum, 2s, for fast
 	// failover.
 	Store etcdcompat.Config
 	// Alloc tunes every node's allocator.
 	Alloc alloc.Config
+	// Insecure runs the nodes in development mode: plain gRPC on both
+	// ports, no credentials. By default they run secured
+	// (testcluster.Secure) and Conn is an admin client.
+	Insecure bool
 }
 
 // NewCluster starts the nodes and waits until all are ready.
@@ -70,6 +78,9 @@ func NewCluster(tb testing.TB, e *Etcd, opts Options) *Cluster {
 		cfg.SessionTTL = 2 * time.Second
 	}
 	c := &Cluster{t: tb, Etcd: e, Config: cfg, alloc: opts.Alloc, logger: testLogger()}
+	if !opts.Insecure {
+		c.pki = testpki.New(tb, "")
+	}
 	tb.Cleanup(c.Close)
 	for i := 1; i <= opts.Nodes; i++ {
 		c.add(fmt.Sprintf("n%d", i))
@@ -126,16 +137,25 @@ func (nd *Node) start() {
 	cfg := nd.c.Config
 	cfg.Endpoints = []string{nd.Proxy.Addr}
 	logger := nd.c.logger.Named(nd.Name)
-	d, err := daemon.Start(daemon.Config{
+	dcfg := daemon.Config{
+		Cluster:  cluster.Config{NodeID: nd.Name, RaftAddr: "127.0.0.1:0"},
 		GRPCAddr: "127.0.0.1:0",
 		Alloc:    nd.c.alloc,
 		Logger:   logger,
-		NewStore: func(adv string, lg hclog.Logger) (daemon.Store, error) {
-			s, err := cfg.NewStore()(adv, lg)
+		NewStore: func(self daemon.Self, lg hclog.Logger) (daemon.Store, error) {
+			s, err := cfg.NewStore()(self, lg)
 			nd.store = s
 			return s, err
 		},
-	})
+	}
+	dial := grpc.WithTransportCredentials(insecure.NewCredentials())
+	if nd.c.pki != nil {
+		testcluster.Secure(t, nd.c.pki, nd.Name, &dcfg)
+		dial = nd.c.pki.DialOption(testpki.AdminName)
+	} else {
+		dcfg.Security.Auth.Open = true
+	}
+	d, err := daemon.Start(dcfg)
 	if err != nil {
 		t.Fatalf("start %s: %v", nd.Name, err)
 	}
@@ -143,7 +163,7 @@ func (nd *Node) start() {
 	if nd.conn != nil {
 		nd.conn.Close()
 	}
-	nd.conn, err = grpc.NewClient(d.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	nd.conn, err = grpc.NewClient(d.GRPCAddr(), dial)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,9 @@
 //
 // A Net knows every node by name and the addresses it listens on
 // (Register). Each node dials its peers through its own Dialer: Dial plugs
-// into cluster.Config.RaftDial, DialOption into gRPC (PeerDialOptions and
-// the API forwarder). The dialer maps the target address to a node name and
+// into cluster.Config.PeerDial, which opens every connection of the node's
+// peer traffic (Raft, leadership proofs, forwarded calls); DialOption into
+// a gRPC client of its own. The dialer maps the target address to a node name and
 // wraps the connection, so the faults between the two names apply to it —
 // to connections that already exist as well as to new ones:
 //

@@ -1,12 +1,16 @@
 // Package proccluster runs ordinal nodes as real processes of the ordinal
 // binary, so tests can do to them what happens in production: kill -9,
 // SIGSTOP and SIGCONT, restart on the same data directory.
+//
+// The nodes run secured, with the flags the README gives operators:
+// peer mutual TLS, client TLS with client certificates required, and the
+// client certificate "admin" holding the admin role, which the cluster's
+// own connections use.
 package proccluster
 
 import (
 	"context"
 	"fmt"
-	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,11 +23,15 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/internal/testpki"
+	"github.com/ordinal-dev/ordinal/internal/testutil"
 )
+
+// AdminName is the client certificate name with the admin role.
+const AdminName = testpki.AdminName
 
 // ReadyTimeout bounds how long a node may take to serve after it starts.
 const ReadyTimeout = 30 * time.Second
@@ -77,6 +85,7 @@ type Cluster struct {
 	t     testing.TB
 	bin   string
 	root  string
+	pki   *testpki.PKI
 	Nodes []*Node
 }
 
@@ -85,6 +94,7 @@ type Cluster struct {
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, bin: Binary(t), root: t.TempDir()}
+	c.pki = testpki.New(t, filepath.Join(c.root, "pki"))
 	t.Cleanup(c.Close)
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("n%d", i)
@@ -92,7 +102,7 @@ func Start(t testing.TB, n int) *Cluster {
 	}
 	var join []string
 	for _, nd := range c.Nodes {
-		join = append(join, nd.GRPCAddr)
+		join = append(join, nd.RaftAddr)
 	}
 	for _, nd := range c.Nodes {
 		if n > 1 {
@@ -111,7 +121,8 @@ func (nd *Node) Start() {
 	t := nd.c.t
 	t.Helper()
 	args := append([]string{"serve", "--node-id", nd.ID, "--data-dir", nd.Dir,
-		"--grpc-addr", nd.GRPCAddr, "--raft-addr", nd.RaftAddr, "--log-level", "info"}, nd.Args...)
+		"--grpc-addr", nd.GRPCAddr, "--raft-addr", nd.RaftAddr, "--log-level", "info"}, nd.c.pki.ServeArgs(nd.ID)...)
+	args = append(args, nd.Args...)
 	nd.log = &testutil.SyncBuffer{}
 	nd.cmd = exec.Command(nd.c.bin, args...)
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.log, nd.log
@@ -126,13 +137,16 @@ func (nd *Node) Start() {
 	if nd.conn == nil {
 		// One connection for the node's lifetime, so callers may keep
 		// using it across restarts; it reconnects quickly.
-		conn, err := grpc.NewClient(nd.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), fastReconnect)
+		conn, err := grpc.NewClient(nd.GRPCAddr, nd.c.pki.DialOption(AdminName), fastReconnect)
 		if err != nil {
 			t.Fatal(err)
 		}
 		nd.conn = conn
 	}
 }
+
+// PKI returns the cluster's certificates.
+func (c *Cluster) PKI() *testpki.PKI { return c.pki }
 
 var fastReconnect = grpc.WithConnectParams(grpc.ConnectParams{
 	Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 200 * time.Millisecond},
@@ -226,13 +240,15 @@ func (nd *Node) Sequencer() ordinalv1.SequencerClient { return ordinalv1.NewSequ
 // Cluster returns a client of the node's Cluster service.
 func (nd *Node) Cluster() ordinalv1.ClusterClient { return ordinalv1.NewClusterClient(nd.conn) }
 
-// Status asks the node for its status.
-func (nd *Node) Status(ctx context.Context) (*ordinalv1.StatusResponse, error) {
-	return nd.Cluster().Status(ctx, &ordinalv1.StatusRequest{})
+// LeadsByItsOwnView reports whether the node itself believes it leads: the
+// leader it names is itself.
+func (nd *Node) LeadsByItsOwnView(ctx context.Context) bool {
+	resp, err := nd.Cluster().Leader(ctx, &ordinalv1.LeaderRequest{})
+	return err == nil && resp.GetNodeId() == nd.ID
 }
 
 // Leader polls the running nodes until one of them says it leads (its own
-// status, not hearsay) and returns it; exclude lists nodes to ignore, such
+// view, not hearsay) and returns it; exclude lists nodes to ignore, such
 // as a paused former leader.
 func (c *Cluster) Leader(exclude ...*Node) *Node {
 	c.t.Helper()
@@ -243,9 +259,9 @@ func (c *Cluster) Leader(exclude ...*Node) *Node {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-			st, err := nd.Status(ctx)
+			leads := nd.LeadsByItsOwnView(ctx)
 			cancel()
-			if err == nil && st.GetState() == "Leader" {
+			if leads {
 				return nd
 			}
 		}

@@ -2,12 +2,18 @@
 // node is a daemon.Daemon with its own data directory, Raft over real TCP
 // and gRPC on 127.0.0.1. Nodes can be stopped, restarted on the same
 // addresses and directory, wiped, added and removed.
+//
+// Nodes run secured, as production should: mutual TLS between nodes with
+// peer certificates of a test CA, TLS on the client port with client
+// certificates required, and the client certificate named "admin" holding
+// the admin role. Node.Conn is such an admin client. Options.Insecure
+// starts them in development mode instead.
 package testcluster
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
-	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"os"
 	"path/filepath"
 	"sort"
@@ -20,10 +26,19 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/auth"
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/daemon"
 	"github.com/ordinal-dev/ordinal/internal/faultnet"
+	"github.com/ordinal-dev/ordinal/internal/testpki"
+	"github.com/ordinal-dev/ordinal/internal/testutil"
+	"github.com/ordinal-dev/ordinal/tlsutil"
+	"github.com/ordinal-dev/ordinal/transport"
 )
+
+// AdminName is the client certificate name that has the admin role in a
+// secured test cluster.
+const AdminName = testpki.AdminName
 
 // StartTimeout bounds how long a node may take to become ready.
 const StartTimeout = 20 * time.Second
@@ -48,6 +63,7 @@ type Cluster struct {
 	root   string
 	logger hclog.Logger
 	opts   Options
+	pki    *testpki.PKI // nil when Insecure
 
 	mu    sync.Mutex
 	nodes map[string]*Node
@@ -66,6 +82,10 @@ type Options struct {
 	// Configure, when set, adjusts a node's configuration before every
 	// start of it, restarts included.
 	Configure func(nodeID string, cfg *daemon.Config)
+
+	// Insecure starts the nodes in development mode: plain TCP on both
+	// ports and no credentials asked of anyone.
+	Insecure bool
 }
 
 // New starts n nodes that form one cluster through --bootstrap-expect and
@@ -86,6 +106,9 @@ func NewWithNet(t testing.TB, n int, fnet *faultnet.Net) *Cluster {
 func NewWithOptions(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, root: t.TempDir(), nodes: map[string]*Node{}, logger: testLogger(t), opts: opts}
+	if !opts.Insecure {
+		c.pki = testpki.New(t, filepath.Join(c.root, "pki"))
+	}
 	t.Cleanup(c.Close)
 	var nodes []*Node
 	for i := 1; i <= n; i++ {
@@ -93,7 +116,7 @@ func NewWithOptions(t testing.TB, n int, opts Options) *Cluster {
 	}
 	var addrs []string
 	for _, nd := range nodes {
-		addrs = append(addrs, nd.GRPCAddr)
+		addrs = append(addrs, nd.RaftAddr)
 	}
 	for _, nd := range nodes {
 		nd.join, nd.expect = addrs, n
@@ -174,11 +197,12 @@ func (nd *Node) start() {
 		Logger:   nd.c.logger.Named(nd.ID),
 	}
 	if fnet := nd.c.opts.Net; fnet != nil {
-		dialer := fnet.Dialer(nd.ID)
-		cfg.Cluster.RaftDial = dialer.Dial
-		cfg.Cluster.PeerDialOptions = []grpc.DialOption{
-			grpc.WithTransportCredentials(insecure.NewCredentials()), dialer.DialOption(),
-		}
+		cfg.Cluster.PeerDial = fnet.Dialer(nd.ID).Dial
+	}
+	if nd.c.pki != nil {
+		Secure(t, nd.c.pki, nd.ID, &cfg)
+	} else {
+		cfg.Security.Auth.Open = true
 	}
 	if nd.c.opts.Configure != nil {
 		nd.c.opts.Configure(nd.ID, &cfg)
@@ -200,10 +224,80 @@ func (nd *Node) start() {
 	if nd.conn != nil {
 		nd.conn.Close()
 	}
-	nd.conn, err = grpc.NewClient(nd.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	nd.conn, err = grpc.NewClient(nd.GRPCAddr, nd.c.DialOptions(AdminName)...)
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Secure configures node nodeID as production should run, with the
+// certificates of p: mutual TLS between nodes with its peer certificate,
+// TLS on the client port with client certificates of p's client CA
+// required, and the client certificate AdminName holding the admin role.
+func Secure(t testing.TB, p *testpki.PKI, nodeID string, cfg *daemon.Config) {
+	t.Helper()
+	certFile, keyFile := p.Peer(nodeID)
+	peerTLS, err := transport.LoadPeerTLS(certFile, keyFile, p.PeerCAFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = p.Server("node", "127.0.0.1", "localhost")
+	kp, err := tlsutil.LoadKeyPair(certFile, keyFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cas, err := tlsutil.LoadCAPool(p.ClientCAFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Cluster.PeerTLS = peerTLS
+	cfg.Security = daemon.Security{TLSCert: kp, ClientCAs: cas, Auth: auth.Config{AdminNames: []string{AdminName}}}
+}
+
+// PeerClient returns a client of node nd's peer port, as another node of
+// the cluster would call it: the test acts as node asID, with a peer
+// certificate of the cluster's CA for that ID when the cluster is secured.
+func (c *Cluster) PeerClient(nd *Node, asID string) ordinalv1.PeerClient {
+	c.t.Helper()
+	cfg := transport.PeerConfig{NodeID: asID}
+	if c.pki != nil {
+		certFile, keyFile := c.pki.Peer(asID)
+		tlsCfg, err := transport.LoadPeerTLS(certFile, keyFile, c.pki.PeerCAFile, nil)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		cfg.TLS = tlsCfg
+	}
+	port, err := transport.ListenPeer("127.0.0.1:0", "", cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(nd.RaftAddr, port.DialOptions(nd.ID)...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() {
+		conn.Close()
+		port.Close()
+	})
+	return ordinalv1.NewPeerClient(conn)
+}
+
+// PKI returns the certificates of a secured cluster, nil when Insecure.
+func (c *Cluster) PKI() *testpki.PKI { return c.pki }
+
+// ClientTLS returns a TLS configuration for a client of the cluster's
+// client ports with a certificate named name (none when name is empty).
+func (c *Cluster) ClientTLS(name string) *tls.Config { return c.pki.ClientTLS(name) }
+
+// DialOptions returns the options for a client connection to the nodes'
+// client ports with the client certificate name (plain TCP when the
+// cluster is Insecure).
+func (c *Cluster) DialOptions(name string) []grpc.DialOption {
+	if c.pki == nil {
+		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return []grpc.DialOption{c.pki.DialOption(name)}
 }
 
 // WaitReady waits until the node serves calls.
@@ -221,6 +315,10 @@ func (nd *Node) Sequencer() ordinalv1.SequencerClient { return ordinalv1.NewSequ
 
 // Cluster returns a client of the node's Cluster service.
 func (nd *Node) Cluster() ordinalv1.ClusterClient { return ordinalv1.NewClusterClient(nd.conn) }
+
+// DialOptions returns the options for a client connection to the node's
+// client port with the client certificate name (see Cluster.DialOptions).
+func (nd *Node) DialOptions(name string) []grpc.DialOption { return nd.c.DialOptions(name) }
 
 // Conn returns the node's client connection.
 func (nd *Node) Conn() *grpc.ClientConn { return nd.conn }
@@ -288,10 +386,14 @@ func (nd *Node) StartJoining() {
 	nd.WaitReady()
 }
 
-// Add creates a new node and joins it to the running cluster.
-func (c *Cluster) Add(id string) *Node {
+// Add creates a new node and joins it to the running cluster. prepare,
+// when given, sees the node (its addresses chosen) before it starts.
+func (c *Cluster) Add(id string, prepare ...func(*Node)) *Node {
 	c.t.Helper()
 	nd := c.newNode(id)
+	for _, f := range prepare {
+		f(nd)
+	}
 	nd.StartJoining()
 	return nd
 }
@@ -300,7 +402,7 @@ func (c *Cluster) addrsExcept(id string) []string {
 	var out []string
 	for _, nd := range c.Nodes() {
 		if nd.ID != id {
-			out = append(out, nd.GRPCAddr)
+			out = append(out, nd.RaftAddr)
 		}
 	}
 	return out
