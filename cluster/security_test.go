@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -438,4 +439,68 @@ func servedSerial(t *testing.T, c *testcluster.Cluster, addr string) string {
 	}
 	defer conn.Close()
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
+
+// --max-concurrent-streams bounds the calls one connection holds open:
+// beyond it, a call waits for a slot (here until its deadline) instead of
+// making the node hold one more.
+func TestMaxConcurrentStreamsBoundsAConnection(t *testing.T) {
+	c := testcluster.NewWithOptions(t, 1, testcluster.Options{Configure: func(_ string, cfg *daemon.Config) {
+		cfg.MaxConcurrentStreams = 2
+	}})
+	nd := c.Node("n1")
+	conn := dialWith(t, nd.GRPCAddr, c.DialOptions("app")...)
+	seq := ordinalv1.NewSequencerClient(conn)
+	for i := 0; i < 2; i++ {
+		s, err := seq.NextIdStream(callCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A stream counts once the server has seen it: one round trip.
+		if err := s.Send(&ordinalv1.NextIdStreamRequest{Seq: 1, Key: "streams", Count: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := seq.GetNextId(ctx, &ordinalv1.GetNextIdRequest{Key: "streams"}); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a third call on the connection: %v, want it to wait (DeadlineExceeded)", err)
+	}
+	// Another connection is not affected.
+	other := dialWith(t, nd.GRPCAddr, c.DialOptions("app")...)
+	if _, err := ordinalv1.NewSequencerClient(other).GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "streams"}); err != nil {
+		t.Fatalf("a call on another connection: %v", err)
+	}
+}
+
+// Join refuses node IDs and addresses that have no place in a Raft
+// configuration, before anything reaches the log.
+func TestJoinValidatesNodeIDsAndAddresses(t *testing.T) {
+	c := testcluster.New(t, 1)
+	admin := c.Node("n1").Cluster()
+	long := string(make([]byte, 300))
+	for _, req := range []*ordinalv1.JoinRequest{
+		{NodeId: "", RaftAddr: "127.0.0.1:1"},
+		{NodeId: "a b", RaftAddr: "127.0.0.1:1"},
+		{NodeId: "n\x00", RaftAddr: "127.0.0.1:1"},
+		{NodeId: "ñ", RaftAddr: "127.0.0.1:1"},
+		{NodeId: "n-" + strings.Repeat("x", 130), RaftAddr: "127.0.0.1:1"},
+		{NodeId: "n2", RaftAddr: ""},
+		{NodeId: "n2", RaftAddr: "no-port"},
+		{NodeId: "n2", RaftAddr: "host:0"},
+		{NodeId: "n2", RaftAddr: "host:99999"},
+		{NodeId: "n2", RaftAddr: "ho st:1"},
+		{NodeId: "n2", RaftAddr: long + ":1"},
+		{NodeId: "n2", RaftAddr: "127.0.0.1:1", GrpcAddr: "bad"},
+	} {
+		if _, err := admin.Join(callCtx(t), req); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("Join %q at %q (gRPC %q): %v, want InvalidArgument", req.NodeId, req.RaftAddr, req.GrpcAddr, err)
+		}
+	}
+	if got := len(membersOf(t, c)); got != 1 {
+		t.Fatalf("%d members after invalid joins", got)
+	}
 }

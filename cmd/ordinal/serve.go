@@ -229,8 +229,7 @@ func checkStoreFlags(fs *flag.FlagSet, f serveFlags) error {
 }
 
 // servePprof serves the runtime profiles on their own listener, so that
-// profiling never shares a port with the API. Off loopback (which serve
-// allows only with a tokens file), every request needs admin credentials.
+// profiling never shares a port with the API.
 func servePprof(addr string, authz *auth.Authorizer, logger hclog.Logger) error {
 	if !isLoopback(addr) && authz == nil {
 		return fmt.Errorf("pprof on %s: only a loopback address is allowed here", addr)
@@ -239,20 +238,25 @@ func servePprof(addr string, authz *auth.Authorizer, logger hclog.Logger) error 
 	if err != nil {
 		return fmt.Errorf("listen for pprof on %s: %w", addr, err)
 	}
+	logger.Info("serving pprof", "addr", lis.Addr().String(), "admin_only", !isLoopback(addr))
+	srv := &http.Server{Handler: pprofHandler(addr, authz), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(lis) }()
+	return nil
+}
+
+// pprofHandler serves the profiles; off loopback (which serve allows only
+// with a tokens file) every request needs admin credentials.
+func pprofHandler(addr string, authz *auth.Authorizer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	var h http.Handler = mux
-	if !isLoopback(addr) {
-		h = authz.RequireAdminHTTP(mux)
+	if isLoopback(addr) {
+		return mux
 	}
-	logger.Info("serving pprof", "addr", lis.Addr().String(), "admin_only", !isLoopback(addr))
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(lis) }()
-	return nil
+	return authz.RequireAdminHTTP(mux)
 }
 
 func splitList(s string) []string {
