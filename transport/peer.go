@@ -454,12 +454,14 @@ func (p *Peer) Close() error {
 	p.closeOnce.Do(func() {
 		p.cancel()
 		p.closeErr = p.ln.Close()
+		// Before waiting: a handshake that finished hands its connection
+		// to a listener nobody may accept from any more.
+		_ = p.raftLn.Close()
+		_ = p.grpcLn.Close()
 		p.wg.Wait()
 		if p.raft != nil {
 			_ = p.raft.Close()
 		}
-		_ = p.raftLn.Close()
-		_ = p.grpcLn.Close()
 	})
 	return p.closeErr
 }

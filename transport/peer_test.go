@@ -347,3 +347,25 @@ func dialRaw(t *testing.T, addr string) net.Conn {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// Close returns even when a connection finished its handshake and nobody
+// accepts it (the node's gRPC server is not serving yet, or stopped).
+func TestPeerCloseWithUnacceptedConnections(t *testing.T) {
+	a, err := ListenPeer("127.0.0.1:0", "", PeerConfig{NodeID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := listenPeer(t, "b", peerOpts{})
+	for i := 0; i < 3; i++ {
+		if _, err := b.dial(context.Background(), a.Addr().String(), kindGRPC, "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Close() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hangs on connections nobody accepted")
+	}
+}
