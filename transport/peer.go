@@ -251,23 +251,8 @@ func ListenPeer(bindAddr, advertise string, cfg PeerConfig) (*Peer, error) {
 			return nil, fmt.Errorf("%w: the peer certificate is for node %q, this node is %q", ErrInvalidConfig, id, cfg.NodeID)
 		}
 	}
-	var adv net.Addr
-	if advertise != "" {
-		a, err := parseAdvertise(advertise)
-		if err != nil {
-			return nil, err
-		}
-		adv = a
-	}
-	ln, err := net.Listen("tcp", bindAddr)
+	ln, adv, err := listenAdvertised("peers", bindAddr, advertise)
 	if err != nil {
-		return nil, fmt.Errorf("listen for peers on %s: %w", bindAddr, err)
-	}
-	if adv == nil {
-		adv = ln.Addr()
-	}
-	if err := validateAdvertise(adv); err != nil {
-		_ = ln.Close()
 		return nil, err
 	}
 	logger := cfg.Logger

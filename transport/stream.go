@@ -139,17 +139,9 @@ func NewStreamLayer(ln net.Listener, advertise net.Addr, cfg Config) (*StreamLay
 // "0.0.0.0:7000". A non-empty advertise may use a DNS name. The listener is
 // closed again if the StreamLayer cannot be created.
 func Listen(bindAddr, advertise string, cfg Config) (*StreamLayer, error) {
-	var adv net.Addr
-	if advertise != "" {
-		a, err := parseAdvertise(advertise)
-		if err != nil {
-			return nil, err
-		}
-		adv = a
-	}
-	ln, err := net.Listen("tcp", bindAddr)
+	ln, adv, err := listenAdvertised("raft", bindAddr, advertise)
 	if err != nil {
-		return nil, fmt.Errorf("listen for raft on %s: %w", bindAddr, err)
+		return nil, err
 	}
 	sl, err := NewStreamLayer(ln, adv, cfg)
 	if err != nil {
@@ -157,6 +149,32 @@ func Listen(bindAddr, advertise string, cfg Config) (*StreamLayer, error) {
 		return nil, err
 	}
 	return sl, nil
+}
+
+// listenAdvertised listens on bindAddr and returns the listener with the
+// address to advertise: advertise when given (it may be a DNS name), else
+// the bound address, which must then be dialable (no wildcard host).
+func listenAdvertised(what, bindAddr, advertise string) (net.Listener, net.Addr, error) {
+	var adv net.Addr
+	if advertise != "" {
+		a, err := parseAdvertise(advertise)
+		if err != nil {
+			return nil, nil, err
+		}
+		adv = a
+	}
+	ln, err := net.Listen("tcp", bindAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen for %s on %s: %w", what, bindAddr, err)
+	}
+	if adv == nil {
+		adv = ln.Addr()
+	}
+	if err := validateAdvertise(adv); err != nil {
+		_ = ln.Close()
+		return nil, nil, err
+	}
+	return ln, adv, nil
 }
 
 // validateConfig rejects configurations that could never complete a
