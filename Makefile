@@ -54,6 +54,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzApply -fuzztime=$(FUZZTIME) ./fsm/
 	$(GO) test -run='^$$' -fuzz=FuzzRestore -fuzztime=$(FUZZTIME) ./fsm/
 	$(GO) test -run='^$$' -fuzz=FuzzRequests -fuzztime=$(FUZZTIME) ./api/server/
+	$(GO) test -run='^$$' -fuzz=FuzzCluster -fuzztime=$(FUZZTIME) ./api/server/
+	$(GO) test -run='^$$' -fuzz=FuzzLenientUnmarshal -fuzztime=$(FUZZTIME) ./internal/grpccodec/
 
 clean:
 	rm -rf bin
@@ -67,6 +69,13 @@ COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo 'docker 
 COMPOSE_PROJECT ?= ordinal
 COMPOSE_WAIT    ?= 90
 COMPOSE_CMD      = ORDINAL_IMAGE='$(IMAGE)' $(COMPOSE) -f deploy/docker-compose.yml -p $(COMPOSE_PROJECT)
+# The compose clusters run with TLS and authorization on. compose-up and
+# compose-etcd-up copy what a client on this machine needs out of the
+# project's certs volume into COMPOSE_CERTS (gitignored): the CA of the
+# nodes' server certificates and the admin's client certificate and key.
+COMPOSE_CERTS      ?= deploy/certs
+COMPOSE_CERT_FILES  = server-ca.pem admin-client.pem admin-client-key.pem
+COMPOSE_TLS_FLAGS   = --tls-ca-file $(COMPOSE_CERTS)/server-ca.pem --tls-cert-file $(COMPOSE_CERTS)/admin-client.pem --tls-key-file $(COMPOSE_CERTS)/admin-client-key.pem
 
 .PHONY: image compose-up compose-down
 
@@ -76,26 +85,62 @@ image: build
 	echo "docker build -f deploy/Dockerfile -t $(IMAGE) (context: $(BIN) and an empty data/)" && \
 	docker build -q -f deploy/Dockerfile -t '$(IMAGE)' "$$ctx"
 
-## compose-up: start the three-node cluster of deploy/docker-compose.yml and
-## wait until every node is healthy; node1 answers on 127.0.0.1:34904.
-compose-up: image
-	$(COMPOSE_CMD) up -d
-	@deadline=$$(( $$(date +%s) + $(COMPOSE_WAIT) )); \
-	ids=$$($(COMPOSE_CMD) ps -q); \
-	[ -n "$$ids" ] || { echo "no containers in project $(COMPOSE_PROJECT)"; exit 1; }; \
+# $(call compose_copy_certs,COMPOSE COMMAND): copy COMPOSE_CERT_FILES out of
+# the project's certs service, `ordinal tls init`, whose container has
+# exited by now (docker cp reads the volumes of a stopped container too).
+define compose_copy_certs
+@id=$$($(1) ps --all --quiet certs | head -n 1); \
+	[ -n "$$id" ] || { echo "no container of the certs service: it makes the certificates; see: $(1) logs certs"; exit 1; }; \
+	mkdir -p -m 700 '$(COMPOSE_CERTS)' && \
+	for f in $(COMPOSE_CERT_FILES); do docker cp "$$id:/certs/$$f" '$(COMPOSE_CERTS)/'"$$f" || exit 1; done; \
+	echo "copied $(COMPOSE_CERT_FILES) from the certs volume to $(COMPOSE_CERTS)/"
+endef
+
+# $(call compose_wait,COMPOSE COMMAND): wait until the containers of node1,
+# node2 and node3 are running and healthy, failing after COMPOSE_WAIT
+# seconds or when one exits.
+define compose_wait
+@deadline=$$(( $$(date +%s) + $(COMPOSE_WAIT) )); \
+	ids=$$($(1) ps -q node1 node2 node3); \
+	[ -n "$$ids" ] || { echo "no ordinal containers in the project"; exit 1; }; \
 	printf 'waiting for the nodes to be healthy'; \
 	while :; do \
 		states=$$(docker inspect -f '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' $$ids) || exit 1; \
 		if ! echo "$$states" | grep -qv ' running healthy$$'; then echo; echo "$$states"; break; fi; \
 		if echo "$$states" | grep -qE ' (exited|dead) ' || [ $$(date +%s) -ge $$deadline ]; then \
-			echo; echo "$$states"; echo "not healthy within $(COMPOSE_WAIT)s; see: $(COMPOSE_CMD) logs"; exit 1; \
+			echo; echo "$$states"; echo "not healthy within $(COMPOSE_WAIT)s; see: $(1) logs"; exit 1; \
 		fi; \
 		printf .; sleep 1; \
 	done
+endef
 
-## compose-down: stop and remove the cluster; VOLUMES=1 deletes its data too.
+# $(call compose_try,COMMAND): what compose-up and compose-etcd-up end
+# with: how to call the cluster from this machine, with the demo and with
+# ordinal COMMAND.
+define compose_try
+@echo; \
+	echo "TLS and authorization are on: every call needs a client certificate of the cluster's"; \
+	echo "client CA, and admin calls the admin's (in $(COMPOSE_CERTS)/). Try:"; \
+	echo "  $(BIN) demo -s sequencer_demo $(COMPOSE_TLS_FLAGS)"; \
+	echo "  $(BIN) $(1) $(COMPOSE_TLS_FLAGS)"
+endef
+
+## compose-up: start the three-node cluster of deploy/docker-compose.yml with
+## TLS and authorization on (its certs service makes the certificates first,
+## on the first start only), copy the admin's client certificate and the
+## servers' CA to COMPOSE_CERTS (deploy/certs), and wait until every node is
+## healthy; node1 answers on 127.0.0.1:34904. It prints the command to try.
+compose-up: image
+	$(COMPOSE_CMD) up -d
+	$(call compose_copy_certs,$(COMPOSE_CMD))
+	$(call compose_wait,$(COMPOSE_CMD))
+	$(call compose_try,members)
+
+## compose-down: stop and remove the cluster; VOLUMES=1 deletes its data and
+## certificates too (the volumes and COMPOSE_CERTS).
 compose-down:
 	$(COMPOSE_CMD) down --remove-orphans $(if $(VOLUMES),-v)
+	$(if $(VOLUMES),rm -rf '$(COMPOSE_CERTS)')
 
 ## bench: on this machine (loopback only), start a 3-node cluster, the no-op
 ## ceiling server, etcd and 3 ordinal nodes on that etcd, run every benchmark
@@ -145,20 +190,17 @@ etcd-image:
 	echo "docker build -f deploy/Dockerfile.etcd -t $(ETCD_LOCAL_IMAGE) (context: $(ETCD_BIN) and $${libs:-no libraries, static})" && \
 	docker build -q -f deploy/Dockerfile.etcd -t '$(ETCD_LOCAL_IMAGE)' "$$ctx"
 
+## compose-etcd-up: start deploy/docker-compose.etcd.yml, secured as
+## compose-up does (etcd itself speaks plain HTTP on the project's network),
+## copy the client files to COMPOSE_CERTS and wait until the nodes are healthy.
 compose-etcd-up: image
 	$(COMPOSE_ETCD_CMD) up -d
-	@deadline=$$(( $$(date +%s) + $(COMPOSE_WAIT) )); \
-	ids=$$($(COMPOSE_ETCD_CMD) ps -q node1 node2 node3); \
-	[ -n "$$ids" ] || { echo "no ordinal containers in project $(COMPOSE_ETCD_PROJECT)"; exit 1; }; \
-	printf 'waiting for the nodes to be healthy'; \
-	while :; do \
-		states=$$(docker inspect -f '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' $$ids) || exit 1; \
-		if ! echo "$$states" | grep -qv ' running healthy$$'; then echo; echo "$$states"; break; fi; \
-		if echo "$$states" | grep -qE ' (exited|dead) ' || [ $$(date +%s) -ge $$deadline ]; then \
-			echo; echo "$$states"; echo "not healthy within $(COMPOSE_WAIT)s; see: $(COMPOSE_ETCD_CMD) logs"; exit 1; \
-		fi; \
-		printf .; sleep 1; \
-	done
+	$(call compose_copy_certs,$(COMPOSE_ETCD_CMD))
+	$(call compose_wait,$(COMPOSE_ETCD_CMD))
+	$(call compose_try,next --mode strong --addr 127.0.0.1:$${ORDINAL_PORT_3:-34924} mykey)
 
+## compose-etcd-down: stop and remove it; VOLUMES=1 deletes etcd's data and
+## the certificates too.
 compose-etcd-down:
 	$(COMPOSE_ETCD_CMD) down --remove-orphans $(if $(VOLUMES),-v)
+	$(if $(VOLUMES),rm -rf '$(COMPOSE_CERTS)')

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,9 @@ const etcdImageEnv = "ETCD_IMAGE"
 
 // TestComposeEtcd is the end-to-end test of the etcd-backed deployment,
 // docker-compose.etcd.yml: etcd and three ordinal nodes that keep their
-// counters in it. Two of the three nodes are killed (with Raft that would
+// counters in it, secured as in docker-compose.yml (every command of the
+// test uses the admin's client certificate, copied out of the certs
+// volume; calls without one are refused). Two of the three nodes are killed (with Raft that would
 // lose the quorum; with etcd the third node carries on), brought back, and
 // then etcd itself is restarted: the nodes resume by themselves.
 func TestComposeEtcd(t *testing.T) {
@@ -48,6 +51,13 @@ func TestComposeEtcd(t *testing.T) {
 
 	c.checkDemo()
 	step("demo output as Layotto's")
+
+	serverCA := []string{"--tls-ca-file", filepath.Join(c.certs, "server-ca.pem")}
+	for _, svc := range services {
+		c.mustRefuse(c.hostNode(svc), "plain TCP", nil, []string{": Unavailable:"}, nextArgs("strong", 1)...)
+		c.mustRefuse(c.hostNode(svc), "TLS without a client certificate", serverCA, []string{": Unavailable:", "requires a client certificate"}, nextArgs("strong", 1)...)
+	}
+	step("every node refuses plain TCP and TLS without a client certificate")
 
 	l := newLedger(t)
 	takeEverywhere := func(svcs []string, timeout time.Duration) {

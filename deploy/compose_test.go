@@ -1,7 +1,10 @@
 // Package deploy_test runs the Compose cluster of docker-compose.yml end to
-// end: it builds the image from Dockerfile, starts three nodes, takes IDs
-// through every node while the leader is killed and brought back, and adds
-// and removes a fourth node.
+// end, secured as make compose-up runs it: it builds the image from
+// Dockerfile, starts three nodes with TLS and authorization on (the
+// certificates made by the file's certs service, the client's copied out of
+// its volume as make compose-up does), checks that calls without the right
+// credentials are refused, takes IDs through every node while the leader is
+// killed and brought back, and adds and removes a fourth node.
 //
 // The test needs a Docker engine and Compose (v2 `docker compose` or v1
 // `docker-compose`). Without them it skips, unless ORDINAL_REQUIRE_DOCKER=1,
@@ -22,6 +25,8 @@ package deploy_test
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -30,6 +35,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -44,8 +50,14 @@ const (
 	// Compose, so that leftovers of a killed run can be found.
 	e2eLabel = "ordinal-e2e"
 
-	// grpcPort is the gRPC port inside every container.
+	// grpcPort is the gRPC port inside every container, peerPort the peer
+	// port (Raft and node-to-node calls), which is not published.
 	grpcPort = 34904
+	peerPort = 34905
+
+	// containerCerts is where the nodes mount the certs volume, which the
+	// Compose file's certs service (ordinal tls init) fills.
+	containerCerts = "/certs"
 
 	// key is the key the test takes IDs of, in the default store. STRONG
 	// and WEAK IDs of one key come from one high-water mark, so all of them
@@ -66,6 +78,20 @@ const (
 )
 
 var services = []string{"node1", "node2", "node3"}
+
+// The client files make compose-up copies out of the certs volume: the CA
+// of the nodes' server certificates and the admin's client certificate.
+var clientFiles = []string{"server-ca.pem", "admin-client.pem", "admin-client-key.pem"}
+
+// tlsFlags returns the client TLS flags of ordinal commands that use the
+// client certificate named client, from dir.
+func tlsFlags(dir, client string) []string {
+	return []string{
+		"--tls-ca-file", filepath.Join(dir, "server-ca.pem"),
+		"--tls-cert-file", filepath.Join(dir, client+"-client.pem"),
+		"--tls-key-file", filepath.Join(dir, client+"-client-key.pem"),
+	}
+}
 
 // TestCompose is the end-to-end test of deploy/: image, Compose file,
 // healthchecks, failover, restart and membership changes, all through the
@@ -88,9 +114,17 @@ func TestCompose(t *testing.T) {
 	step("all three nodes healthy")
 
 	c.checkDemo()
-	step("demo output as Layotto's")
+	step("demo output as Layotto's, with the admin's client certificate copied out of the certs volume")
 
+	c.issueCerts("--node", "node4", "--client", "app")
+	step("made node4's certificates and the client certificate app with the certs service")
 	l := newLedger(t)
+	c.checkRefusals(l)
+	step("refused: plain TCP, TLS without a client certificate, a self-made admin certificate; app takes ids but may not list or remove members")
+
+	c.rotateServerCert("node1", l)
+	step("rotated node1's server certificate in the certs volume: served without a restart, and tls init still finds everything in order")
+
 	for round := range 2 {
 		for _, svc := range services {
 			n := c.hostNode(svc)
@@ -199,6 +233,13 @@ type cluster struct {
 	ports   map[string]int    // service -> published gRPC port
 	ids     map[string]string // service -> container ID
 	env     []string          // environment of compose commands
+
+	// certs holds the client files copied out of the certs volume, as
+	// make compose-up copies them to deploy/certs; admin are the TLS flags
+	// of the admin's certificate, which every command uses unless it says
+	// otherwise.
+	certs string
+	admin []string
 }
 
 func newCluster(t *testing.T, compose []string) *cluster {
@@ -213,7 +254,9 @@ func newCluster(t *testing.T, compose []string) *cluster {
 		node4:   "ordinal-e2e-" + suffix + "-node4",
 		ports:   map[string]int{},
 		ids:     map[string]string{},
+		certs:   t.TempDir(),
 	}
+	c.admin = tlsFlags(c.certs, "admin")
 	for i, port := range freePorts(t, len(services)) {
 		c.ports[services[i]] = port
 	}
@@ -263,11 +306,13 @@ func goBuild(t *testing.T, out, goos, goarch string) {
 	}
 }
 
-// up starts the project, registers its removal, volumes included, and
-// notes each service's container.
+// up starts the project, registers its removal, volumes included, notes
+// each service's container, and copies the client files out of the certs
+// volume as make compose-up does.
 func (c *cluster) up() {
 	c.t.Cleanup(c.down)
 	c.composeRun(composeTimeout, "up", "--detach")
+	c.copyCerts(clientFiles...)
 	for _, svc := range c.svcs {
 		// Compose v2's ps lists running containers only: ask while they
 		// all run.
@@ -276,6 +321,154 @@ func (c *cluster) up() {
 			c.t.Fatalf("container of service %s: got %q, want one ID", svc, id)
 		}
 		c.ids[svc] = id
+	}
+}
+
+// copyCerts copies files out of the certs volume into c.certs, from the
+// certs service's container, which has exited (as make compose-up does).
+func (c *cluster) copyCerts(files ...string) {
+	c.t.Helper()
+	id, _, _ := strings.Cut(strings.TrimSpace(c.composeRun(commandTimeout, "ps", "--all", "--quiet", "certs")), "\n")
+	if id == "" {
+		c.t.Fatal("no container of the certs service")
+	}
+	for _, f := range files {
+		c.docker(commandTimeout, "cp", id+":"+containerCerts+"/"+f, filepath.Join(c.certs, f))
+	}
+}
+
+// issueCerts runs the certs service once more, as deploy/README.md shows
+// to add nodes and clients, with the tls init flags args; the client
+// certificates it makes are copied out of the volume.
+func (c *cluster) issueCerts(args ...string) {
+	c.t.Helper()
+	argv := []string{"run", "--rm", "-T", "certs", "tls", "init", "--dir", containerCerts, "--ca-key-dir", "/ca"}
+	out := c.composeRun(composeTimeout, append(argv, args...)...)
+	var files []string
+	for i := 0; i+1 < len(args); i += 2 {
+		if args[i] == "--client" {
+			files = append(files, args[i+1]+"-client.pem", args[i+1]+"-client-key.pem")
+		}
+	}
+	for _, f := range files {
+		if !strings.Contains(out, f) {
+			c.t.Fatalf("tls init does not report %s:\n%s", f, out)
+		}
+	}
+	c.copyCerts(files...)
+}
+
+// checkRefusals makes the calls an attacker on the host could make, which
+// the cluster must refuse: with no TLS, with TLS but no client
+// certificate, and with a certificate named admin from a CA of the
+// attacker's own. The client certificate app, of the cluster's client CA
+// but not in --admin-names, takes ids (noted in l) but may neither list
+// nor remove members.
+func (c *cluster) checkRefusals(l *ledger) {
+	t := c.t
+	t.Helper()
+	n := c.hostNode("node1")
+	serverCA := []string{"--tls-ca-file", filepath.Join(c.certs, "server-ca.pem")}
+
+	c.mustRefuse(n, "plain TCP", nil, []string{": Unavailable:", "if it serves TLS"}, nextArgs("strong", 1)...)
+	c.mustRefuse(n, "TLS without a client certificate", serverCA, []string{": Unavailable:", "requires a client certificate"}, nextArgs("strong", 1)...)
+
+	forged := t.TempDir()
+	if _, stderr, err := run(commandTimeout, nil, c.bin, "tls", "init", "--dir", forged, "--client", "admin"); err != nil {
+		t.Fatalf("ordinal tls init of the forged admin: %v\n%s", err, stderr)
+	}
+	forgedAdmin := append(slices.Clone(serverCA), "--tls-cert-file", filepath.Join(forged, "admin-client.pem"),
+		"--tls-key-file", filepath.Join(forged, "admin-client-key.pem"))
+	c.mustRefuse(n, "an admin certificate of another CA", forgedAdmin, []string{": Unavailable:", "refused the client certificate"}, "members", "--timeout", "5s")
+
+	app := tlsFlags(c.certs, "app")
+	stdout, stderr, err := c.ordinalAs(n, app, nextArgs("strong", 1)...)
+	if err != nil {
+		t.Fatalf("ordinal next with the client certificate app: %v\n%s%s", err, stdout, stderr)
+	}
+	l.strong(n, c.parseIDs(stdout, 1))
+	for _, args := range [][]string{{"members"}, {"remove", "node3"}, {"leader", "transfer"}} {
+		c.mustRefuse(n, "app, not admin", app, []string{": PermissionDenied:", "app (role ids)"}, append(args, "--timeout", "5s")...)
+	}
+	c.waitMembers(n, failoverTimeout, services...)
+}
+
+// rotateServerCert replaces svc's server certificate in the certs volume
+// as deploy/README.md shows (tls cert create --force through the certs
+// service), waits until svc serves the new one without a restart, and
+// checks that the certs service, run again as compose up runs it, accepts
+// the new certificate and changes nothing. The id it takes through svc
+// with the new certificate is noted in l.
+func (c *cluster) rotateServerCert(svc string, l *ledger) {
+	t := c.t
+	t.Helper()
+	n := c.hostNode(svc)
+	before, err := c.servedSerial(n)
+	if err != nil {
+		t.Fatalf("TLS handshake with %s: %v", svc, err)
+	}
+	startedAt := func() string {
+		return strings.TrimSpace(c.docker(commandTimeout, "inspect", "--format", "{{.State.StartedAt}}", c.container(svc)))
+	}
+	started := startedAt()
+	c.composeRun(composeTimeout, "run", "--rm", "-T", "certs", "tls", "cert", "create", "--server", "--name", svc,
+		"--dns", svc+",localhost", "--ip", "127.0.0.1,::1", "--dir", containerCerts,
+		"--ca", containerCerts+"/server-ca.pem", "--ca-key", "/ca/server-ca-key.pem", "--force")
+	poll(t, svc+" to serve its new certificate", failoverTimeout, func() (bool, string) {
+		serial, err := c.servedSerial(n)
+		if err != nil {
+			return false, err.Error()
+		}
+		return serial != before, "still serial " + serial
+	})
+	if now := startedAt(); now != started {
+		t.Fatalf("%s restarted (started at %s, then %s): rotation must not need a restart", svc, started, now)
+	}
+	l.strong(n, c.mustNext(n, "strong", 1))
+	if out := c.composeRun(composeTimeout, "run", "--rm", "-T", "certs"); !strings.Contains(out, "Nothing to do") {
+		t.Fatalf("the certs service, run again after the rotation, did not find everything in order:\n%s", out)
+	}
+}
+
+// servedSerial returns the serial number of the certificate the node
+// presents on its published port, verified against the server CA.
+func (c *cluster) servedSerial(n node) (string, error) {
+	caPEM, err := os.ReadFile(filepath.Join(c.certs, "server-ca.pem"))
+	if err != nil {
+		return "", err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return "", errors.New("no certificate in server-ca.pem")
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(c.certs, "admin-client.pem"), filepath.Join(c.certs, "admin-client-key.pem"))
+	if err != nil {
+		return "", err
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", fmt.Sprintf("127.0.0.1:%d", n.hostPort),
+		&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Text(16), nil
+}
+
+// mustRefuse runs an ordinal command with the TLS flags creds (nil: plain
+// TCP) that must fail without output, its error containing each of want.
+func (c *cluster) mustRefuse(n node, what string, creds, want []string, args ...string) {
+	c.t.Helper()
+	stdout, stderr, err := c.ordinalAs(n, creds, args...)
+	if err == nil {
+		c.t.Fatalf("ordinal %s via %s with %s succeeded, want it refused:\n%s", strings.Join(args, " "), n.name, what, stdout)
+	}
+	if stdout != "" {
+		c.t.Errorf("ordinal %s via %s with %s printed %q before failing", strings.Join(args, " "), n.name, what, stdout)
+	}
+	for _, w := range want {
+		if !strings.Contains(stderr, w) {
+			c.t.Fatalf("ordinal %s via %s with %s failed, but not with %q: %v\n%s", strings.Join(args, " "), n.name, what, w, err, stderr)
+		}
 	}
 }
 
@@ -401,14 +594,23 @@ func (c *cluster) hostNode(svc string) node {
 	return node{name: svc, hostPort: c.ports[svc]}
 }
 
-// ordinal runs an ordinal client command against n.
+// ordinal runs an ordinal client command against n as the admin.
 func (c *cluster) ordinal(n node, args ...string) (string, string, error) {
+	return c.ordinalAs(n, c.admin, args...)
+}
+
+// ordinalAs runs an ordinal client command against n with the TLS flags
+// creds (nil: plain TCP). In a container it uses the admin's files in the
+// certs volume.
+func (c *cluster) ordinalAs(n node, creds []string, args ...string) (string, string, error) {
 	if n.container != "" {
 		argv := append([]string{"exec", n.container, "/ordinal"}, args...)
 		argv = append(argv, "--addr", fmt.Sprintf("127.0.0.1:%d", grpcPort))
+		argv = append(argv, tlsFlags(containerCerts, "admin")...)
 		return run(commandTimeout, nil, "docker", argv...)
 	}
 	argv := append(append([]string{}, args...), "--addr", fmt.Sprintf("127.0.0.1:%d", n.hostPort))
+	argv = append(argv, creds...)
 	return run(commandTimeout, nil, c.bin, argv...)
 }
 
@@ -574,8 +776,13 @@ func parseMembers(out string) (map[string]member, error) {
 	return members, nil
 }
 
-// runNode4 starts a fourth node on the project's network, joining the
-// running cluster with no --bootstrap-expect, and returns it.
+// runNode4 starts a fourth node on the project's network, as
+// deploy/README.md shows: joining the running cluster through the others'
+// peer ports with no --bootstrap-expect, with its own certificates from the
+// certs volume (issueCerts made them), and the image's healthcheck pointed
+// at the admin's client certificate through ORDINAL_TLS_* variables
+// (docker run's --health-cmd needs a shell; serve's own TLS flags, on the
+// command line, take precedence over them).
 func (c *cluster) runNode4() node {
 	c.t.Helper()
 	network := strings.TrimSpace(c.docker(commandTimeout, "inspect", "--format",
@@ -583,12 +790,30 @@ func (c *cluster) runNode4() node {
 	if network == "" || strings.Contains(network, " ") {
 		c.t.Fatalf("node1 is on networks %q, want one", network)
 	}
+	certsVolume := strings.TrimSpace(c.docker(commandTimeout, "inspect", "--format",
+		`{{range .Mounts}}{{if eq .Destination "`+containerCerts+`"}}{{.Name}}{{end}}{{end}}`, c.container("node1")))
+	if certsVolume == "" {
+		c.t.Fatalf("node1 has no volume on %s", containerCerts)
+	}
+	cert := func(f string) string { return containerCerts + "/" + f }
+	var join []string
+	for _, svc := range services {
+		join = append(join, fmt.Sprintf("%s:%d", svc, peerPort))
+	}
 	c.docker(commandTimeout, "run", "--detach", "--name", c.node4, "--label", e2eLabel+"="+c.project,
-		"--network", network, "--network-alias", "node4", "--hostname", "node4", c.image,
+		"--network", network, "--network-alias", "node4", "--hostname", "node4",
+		"--volume", certsVolume+":"+containerCerts+":ro",
+		"--env", "ORDINAL_TLS_CA_FILE="+cert("server-ca.pem"),
+		"--env", "ORDINAL_TLS_CERT_FILE="+cert("admin-client.pem"),
+		"--env", "ORDINAL_TLS_KEY_FILE="+cert("admin-client-key.pem"),
+		c.image,
 		"serve", "--node-id", "node4",
-		"--grpc-addr", fmt.Sprintf("0.0.0.0:%d", grpcPort), "--raft-addr", "0.0.0.0:34905",
-		"--advertise-grpc", fmt.Sprintf("node4:%d", grpcPort), "--advertise-raft", "node4:34905",
-		"--data-dir", "/data", "--join", "node1:34904,node2:34904,node3:34904")
+		"--grpc-addr", fmt.Sprintf("0.0.0.0:%d", grpcPort), "--raft-addr", fmt.Sprintf("0.0.0.0:%d", peerPort),
+		"--advertise-grpc", fmt.Sprintf("node4:%d", grpcPort), "--advertise-raft", fmt.Sprintf("node4:%d", peerPort),
+		"--data-dir", "/data", "--join", strings.Join(join, ","),
+		"--peer-cert-file", cert("node4-peer.pem"), "--peer-key-file", cert("node4-peer-key.pem"), "--peer-ca-file", cert("peer-ca.pem"),
+		"--tls-cert-file", cert("node4-server.pem"), "--tls-key-file", cert("node4-server-key.pem"), "--tls-client-ca-file", cert("client-ca.pem"),
+		"--admin-names", "admin")
 	return node{name: "node4", container: c.node4}
 }
 

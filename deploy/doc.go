@@ -1,4 +1,7 @@
 // Package deploy holds ordinal's container deployment: a FROM-scratch
-// Dockerfile, a three-node docker-compose.yml and, in compose_test.go, the
-// end-to-end test of both. It has no Go code of its own; see README.md.
+// Dockerfile, a three-node docker-compose.yml and the etcd-backed
+// docker-compose.etcd.yml, both with TLS and authorization on (their certs
+// service runs `ordinal tls init` before the nodes start), and, in
+// compose_test.go and compose_etcd_test.go, the end-to-end tests of them.
+// It has no Go code of its own; see README.md.
 package deploy

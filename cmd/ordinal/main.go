@@ -87,7 +87,7 @@ Usage:
   ordinal health [flags]     exit 0 if the node serves calls (for healthchecks)
   ordinal bench [flags]      load-test nodes and verify every ID; see ordinal bench --help
   ordinal token create       make a bearer token for --auth-tokens-file; see ordinal token create --help
-  ordinal tls ca|cert create
+  ordinal tls init|ca create|cert create
                              make certificates for TLS; see ordinal tls --help
   ordinal version            print the version
   ordinal <command> --help   help for a command

@@ -38,9 +38,9 @@ type serveFlags struct {
 type etcdFlags struct {
 	endpoints, username, passwordFile string
 	caFile, certFile, keyFile         string
-	prefix, layout, appID         string
-	dialTimeout, sessionTTL       time.Duration
-	requestTimeout                time.Duration
+	prefix, layout, appID             string
+	dialTimeout, sessionTTL           time.Duration
+	requestTimeout                    time.Duration
 }
 
 // addEtcdFlags registers the --etcd-* flags.
@@ -259,6 +259,7 @@ func pprofHandler(addr string, authz *auth.Authorizer) http.Handler {
 	return authz.RequireAdminHTTP(mux)
 }
 
+// splitList splits a comma-separated flag value, dropping empty items.
 func splitList(s string) []string {
 	var out []string
 	for _, part := range strings.Split(s, ",") {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,14 +30,21 @@ const (
 )
 
 const tlsUsage = `Usage:
+  ordinal tls init [flags]          make everything a secured cluster needs, in
+                                    one step: CAs, node and client certificates
   ordinal tls ca create [flags]     make a certificate authority (CA)
   ordinal tls cert create [flags]   make a certificate signed by a CA:
                                     --server, --client or --peer
 
-Everything ordinal needs for TLS, without openssl. A secured cluster uses
-a peer CA, whose certificates name the nodes to each other, and a CA for
-the client-facing port (it may be the same one for server and client
-certificates). For example, for node n1:
+Everything ordinal needs for TLS, without openssl. The quickest start is
+one command, which can run again at any time (it only adds what is
+missing):
+
+  ordinal tls init --dir certs --node n1 --node n2 --node n3
+
+A secured cluster uses a peer CA, whose certificates name the nodes to
+each other, and a CA for the client-facing port (it may be the same one
+for server and client certificates). To make them one by one, for node n1:
 
   ordinal tls ca create --prefix peer-
   ordinal tls ca create
@@ -44,8 +52,8 @@ certificates). For example, for node n1:
   ordinal tls cert create --server --name n1 --dns n1,localhost --ip 127.0.0.1
   ordinal tls cert create --client --name admin
 
-Run 'ordinal tls ca create --help' or 'ordinal tls cert create --help' for
-the flags.
+Run 'ordinal tls init --help', 'ordinal tls ca create --help' or
+'ordinal tls cert create --help' for the flags.
 `
 
 // runTLS runs `ordinal tls ...`.
@@ -57,15 +65,17 @@ func runTLS(args []string) error {
 func tlsCommand(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, tlsUsage)
-		return usageErrorf("tls: expected 'ca create' or 'cert create'")
+		return usageErrorf("tls: expected 'init', 'ca create' or 'cert create'")
 	}
 	switch args[0] {
 	case "-h", "--help", "help":
 		fmt.Fprint(stderr, tlsUsage)
 		return errHelp
+	case "init":
+		return tlsInit(args[1:], stdout)
 	case "ca", "cert":
 	default:
-		return usageErrorf("tls: unknown command %q: expected 'ca create' or 'cert create'", args[0])
+		return usageErrorf("tls: unknown command %q: expected 'init', 'ca create' or 'cert create'", args[0])
 	}
 	what, rest := args[0], args[1:]
 	if len(rest) > 0 && (rest[0] == "-h" || rest[0] == "--help") {
@@ -221,8 +231,8 @@ func (f *certCreateFlags) request() (tlsutil.CertRequest, string, error) {
 	}
 	req.Validity = time.Duration(f.days) * day
 	req.Name = f.name
-	req.DNSNames = splitCommas(f.dns)
-	for _, s := range splitCommas(f.ip) {
+	req.DNSNames = splitList(f.dns)
+	for _, s := range splitList(f.ip) {
 		ip := net.ParseIP(s)
 		if ip == nil {
 			return req, "", usageErrorf("tls cert create: --ip: %q is not an IP address", s)
@@ -326,17 +336,6 @@ func writeTLSFiles(cmd, certFile, keyFile string, certPEM, keyPEM []byte, force 
 	return nil
 }
 
-// splitCommas splits a comma-separated flag value, dropping empty items.
-func splitCommas(s string) []string {
-	var items []string
-	for _, item := range strings.Split(s, ",") {
-		if item = strings.TrimSpace(item); item != "" {
-			items = append(items, item)
-		}
-	}
-	return items
-}
-
 // fileNamePart makes name usable in a file name: anything but letters,
 // digits, '.', '_' and '-' becomes '_', and so do leading dots (a name
 // may hold spaces, an IPv6 address colons, and must not make a path or a
@@ -359,4 +358,495 @@ func parseLeaf(certPEM []byte) (*x509.Certificate, error) {
 		return nil, errors.New("no PEM certificate")
 	}
 	return x509.ParseCertificate(block.Bytes)
+}
+
+// tls init: the quick-start PKI of a whole cluster.
+
+const tlsInitUsage = `ordinal tls init --dir DIR --node ID [--node ID ...] [--host NAME|IP ...] [--client NAME ...] [--days N] [--ca-key-dir DIR]
+
+Makes, in one step, everything a cluster with TLS and authorization on
+needs: three CAs and, signed by them, a peer and a server certificate for
+every node and a certificate for every client. It creates only the files
+that are missing and checks the others, so running it again (with the
+same or more nodes and clients, on every start of a container) never
+replaces anything, a CA least of all. --node, --host and --client may be
+repeated or take comma-separated lists.
+
+Files (in --dir; private keys mode 0600, beside their certificate):
+  peer-ca.pem              CA of the peer certificates: serve --peer-ca-file
+  server-ca.pem            CA of the server certificates: clients' --tls-ca-file
+  client-ca.pem            CA of the client certificates: serve --tls-client-ca-file
+  *-ca-key.pem             the CAs' keys (in --ca-key-dir): only 'ordinal tls'
+                           needs them, to issue more certificates
+  ID-peer.pem              node ID's certificate for the other nodes, naming it
+                           (urn:ordinal:peer:ID): serve --peer-cert-file
+  ID-server.pem            node ID's certificate for its client port, valid for
+                           ID, localhost, 127.0.0.1, ::1 and every --host:
+                           serve --tls-cert-file
+  NAME-client.pem          client NAME's certificate: the client commands'
+                           --tls-cert-file; admin calls need NAME in serve
+                           --admin-names
+
+There are three CAs, not one, so that a client certificate can never act
+as a node, nor a node's server certificate as a client.`
+
+// tlsInitDefaultClient is the client tls init makes a certificate for
+// when no --client is given: the name serve --admin-names lists in the
+// quick start.
+const tlsInitDefaultClient = "admin"
+
+// tlsInitRenewWithin is how close to its expiry a certificate makes tls
+// init say that it is time to renew it.
+const tlsInitRenewWithin = 30 * day
+
+// listFlag is a flag that may be repeated, each time with one or more
+// comma-separated values.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	*l = append(*l, splitList(v)...)
+	return nil
+}
+
+// initCA is one of the CAs of tls init.
+type initCA struct {
+	kind              string // "peer", "server" or "client": the file names' prefix
+	name              string // CommonName of a new CA
+	trustedBy         string // who trusts it, for the report
+	certFile, keyFile string
+	cert              *x509.Certificate // nil until found or made
+	ca                *tlsutil.CA       // with its key; nil when the key is not there
+	created           bool
+}
+
+// initCert is a certificate tls init makes: a node's peer or server
+// certificate, or a client's.
+type initCert struct {
+	req               tlsutil.CertRequest
+	ca                *initCA
+	owner             string   // "node n1" or `client "admin"`, for messages
+	names             []string // server certificates: the names it must be valid for
+	usages            []x509.ExtKeyUsage
+	certFile, keyFile string
+	leaf              *x509.Certificate
+	created           bool
+}
+
+// tlsInitPlan is what tls init works on: its flags, turned into CAs and
+// certificates.
+type tlsInitPlan struct {
+	dir, caKeyDir   string
+	nodes, clients  []string
+	hosts           []string // DNS names and IPs, as given
+	peerCA, srvCA   *initCA
+	cliCA           *initCA
+	nodeCerts       []*initCert // peer then server certificate of each node
+	clientCerts     []*initCert
+	renewSoon       []*initCert
+	nothingToCreate bool
+}
+
+// tlsInit runs `ordinal tls init`.
+func tlsInit(args []string, stdout io.Writer) error {
+	set := newFlagSet("tls init", tlsInitUsage)
+	dir := set.String("dir", ".", "directory of the certificates and keys (created if missing)")
+	caKeyDir := set.String("ca-key-dir", "", "directory of the CAs' private keys (default --dir); keep it off the nodes: whoever holds a CA key can make certificates, an admin's included")
+	var nodes, hosts, clients listFlag
+	set.Var(&nodes, "node", "ID of a node (its --node-id) to make a peer and a server certificate for; repeat it or give a comma-separated list")
+	set.Var(&hosts, "host", "another DNS name or IP address clients reach the nodes by (a load balancer's, a host's), added to every server certificate; repeatable")
+	set.Var(&clients, "client", "name of a caller to make a client certificate for (default "+tlsInitDefaultClient+"); repeatable")
+	days := set.Int("days", defaultCertDays, "how many days new node and client certificates are valid; new CAs are valid for at least 5 years")
+	if err := tlsParse("tls init", set, args); err != nil {
+		return err
+	}
+	if *caKeyDir == "" {
+		*caKeyDir = *dir
+	}
+	p, err := newTLSInitPlan(*dir, *caKeyDir, nodes, hosts, clients, *days)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	// Look at everything before writing anything: a problem leaves the
+	// directory as it was.
+	for _, c := range p.cas() {
+		if err := c.inspect(now); err != nil {
+			return fmt.Errorf("tls init: %w", err)
+		}
+	}
+	var missing []*initCert
+	for _, c := range p.certs() {
+		found, err := c.inspect(now)
+		if err != nil {
+			return fmt.Errorf("tls init: %w", err)
+		}
+		if !found {
+			missing = append(missing, c)
+		} else if c.leaf.NotAfter.Sub(now) < tlsInitRenewWithin {
+			p.renewSoon = append(p.renewSoon, c)
+		}
+	}
+	for _, c := range missing {
+		if c.ca.cert == nil {
+			continue // a new CA, made to outlive its certificates
+		}
+		if c.ca.ca == nil {
+			return fmt.Errorf("tls init: cannot make %s's certificate %s: the key of the %s CA, %s, is missing "+
+				"(point --ca-key-dir at the directory that holds it); tls init never replaces a CA, since the certificates it issued are in use",
+				c.owner, c.certFile, c.ca.kind, c.ca.keyFile)
+		}
+		if until := now.Add(c.req.Validity); until.After(c.ca.cert.NotAfter) {
+			return usageErrorf("tls init: %s's certificate would be valid until %s, after the %s CA in %s expires (%s): pass a smaller --days",
+				c.owner, until.UTC().Format(time.DateOnly), c.ca.kind, c.ca.certFile, c.ca.cert.NotAfter.UTC().Format(time.DateOnly))
+		}
+	}
+
+	caValidity := time.Duration(max(defaultCADays, *days+1)) * day
+	for _, c := range p.cas() {
+		if c.cert != nil {
+			continue
+		}
+		ca, err := tlsutil.NewCA(c.name, caValidity)
+		if err != nil {
+			return fmt.Errorf("tls init: %w", err)
+		}
+		if err := writeTLSFiles("tls init", c.certFile, c.keyFile, ca.CertPEM, ca.KeyPEM, false,
+			"another 'ordinal tls init' may be running on the same directory"); err != nil {
+			return err
+		}
+		c.ca, c.cert, c.created = ca, ca.Cert, true
+	}
+	for _, c := range missing {
+		certPEM, keyPEM, err := c.ca.ca.Issue(c.req)
+		if err != nil {
+			return fmt.Errorf("tls init: %s's certificate: %w", c.owner, err)
+		}
+		if err := writeTLSFiles("tls init", c.certFile, c.keyFile, certPEM, keyPEM, false,
+			"another 'ordinal tls init' may be running on the same directory"); err != nil {
+			return err
+		}
+		if c.leaf, err = parseLeaf(certPEM); err != nil {
+			return fmt.Errorf("tls init: read back %s: %w", c.certFile, err)
+		}
+		c.created = true
+	}
+	p.nothingToCreate = len(missing) == 0 && !p.peerCA.created && !p.srvCA.created && !p.cliCA.created
+	p.report(stdout)
+	return nil
+}
+
+// newTLSInitPlan checks the flags of tls init and lays out its files.
+func newTLSInitPlan(dir, caKeyDir string, nodes, hosts, clients []string, days int) (*tlsInitPlan, error) {
+	if err := checkDays("tls init", days); err != nil {
+		return nil, err
+	}
+	if len(clients) == 0 {
+		clients = []string{tlsInitDefaultClient}
+	}
+	p := &tlsInitPlan{dir: dir, caKeyDir: caKeyDir, nodes: dedupe(nodes), hosts: dedupe(hosts), clients: dedupe(clients)}
+	newCA := func(kind, name, trustedBy string) *initCA {
+		return &initCA{kind: kind, name: name, trustedBy: trustedBy,
+			certFile: filepath.Join(dir, kind+"-ca.pem"), keyFile: filepath.Join(caKeyDir, kind+"-ca-key.pem")}
+	}
+	p.peerCA = newCA("peer", "ordinal peer CA", "every node trusts it for the other nodes: serve --peer-ca-file")
+	p.srvCA = newCA("server", "ordinal server CA", "clients trust it for the nodes' client port: --tls-ca-file of the client commands")
+	p.cliCA = newCA("client", "ordinal client CA", "every node trusts it for callers: serve --tls-client-ca-file")
+
+	validity := time.Duration(days) * day
+	var dnsNames []string
+	var ips []net.IP
+	for _, h := range p.hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			if !ip.Equal(net.IPv4(127, 0, 0, 1)) && !ip.Equal(net.IPv6loopback) { // in every server certificate already
+				ips = append(ips, ip)
+			}
+			continue
+		}
+		if _, _, err := net.SplitHostPort(h); err == nil {
+			return nil, usageErrorf("tls init: --host %q: give a DNS name or an IP address, without a port", h)
+		}
+		dnsNames = append(dnsNames, h)
+	}
+	for _, node := range p.nodes {
+		peer := &initCert{
+			req:    tlsutil.CertRequest{Kind: tlsutil.KindPeer, NodeID: node, Validity: validity},
+			ca:     p.peerCA,
+			owner:  "node " + node,
+			usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		}
+		server := &initCert{
+			req: tlsutil.CertRequest{Kind: tlsutil.KindServer, Name: node, Validity: validity,
+				DNSNames: dedupe(append([]string{node, "localhost"}, dnsNames...)),
+				IPs:      append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, ips...)},
+			ca:     p.srvCA,
+			owner:  "node " + node,
+			usages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		}
+		server.names = append(append([]string{}, server.req.DNSNames...), "127.0.0.1", "::1")
+		server.names = append(server.names, hostIPs(ips)...)
+		for _, c := range []*initCert{peer, server} {
+			if err := c.req.Validate(); err != nil {
+				if c.req.Kind == tlsutil.KindServer {
+					return nil, usageErrorf("tls init: --node %q or --host: %w", node, err)
+				}
+				return nil, usageErrorf("tls init: --node: %w", err)
+			}
+			base := node + "-" + c.req.Kind.String()
+			c.certFile, c.keyFile = filepath.Join(dir, base+".pem"), filepath.Join(dir, base+"-key.pem")
+			p.nodeCerts = append(p.nodeCerts, c)
+		}
+	}
+	files := map[string]string{} // client file base -> client name
+	for _, name := range p.clients {
+		c := &initCert{
+			req:    tlsutil.CertRequest{Kind: tlsutil.KindClient, Name: name, Validity: validity},
+			ca:     p.cliCA,
+			owner:  fmt.Sprintf("client %q", name),
+			usages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}
+		if err := c.req.Validate(); err != nil {
+			return nil, usageErrorf("tls init: --client %q: %w", name, err)
+		}
+		base := fileNamePart(name) + "-client"
+		if other, taken := files[base]; taken {
+			return nil, usageErrorf("tls init: --client %q and --client %q would both be written to %s.pem: rename one", other, name, base)
+		}
+		files[base] = name
+		c.certFile, c.keyFile = filepath.Join(dir, base+".pem"), filepath.Join(dir, base+"-key.pem")
+		p.clientCerts = append(p.clientCerts, c)
+	}
+	return p, nil
+}
+
+func (p *tlsInitPlan) cas() []*initCA { return []*initCA{p.peerCA, p.srvCA, p.cliCA} }
+
+func (p *tlsInitPlan) certs() []*initCert {
+	return append(append([]*initCert{}, p.nodeCerts...), p.clientCerts...)
+}
+
+// inspect reads the CA's files when they exist. It refuses a CA with only
+// one of its files, or one not valid now: tls init never replaces a CA,
+// and it would issue nothing useful with an expired one.
+func (c *initCA) inspect(now time.Time) error {
+	certThere, err := fileExists(c.certFile)
+	if err != nil {
+		return err
+	}
+	keyThere, err := fileExists(c.keyFile)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !certThere && !keyThere:
+		return nil // to make
+	case !certThere:
+		return fmt.Errorf("the %s CA's key %s exists without its certificate %s: tls init never replaces a CA; "+
+			"restore %s, or delete %s if nothing uses that CA", c.kind, c.keyFile, c.certFile, c.certFile, c.keyFile)
+	case keyThere:
+		ca, err := tlsutil.LoadCA(c.certFile, c.keyFile)
+		if err != nil {
+			return fmt.Errorf("the %s CA: %w", c.kind, err)
+		}
+		c.ca, c.cert = ca, ca.Cert
+	default:
+		// The key kept elsewhere: enough to check what exists, not to
+		// issue more.
+		b, err := os.ReadFile(c.certFile)
+		if err != nil {
+			return fmt.Errorf("the %s CA: %w", c.kind, err)
+		}
+		if c.cert, err = parseLeaf(b); err != nil {
+			return fmt.Errorf("the %s CA: %s: %w", c.kind, c.certFile, err)
+		}
+		if !c.cert.IsCA {
+			return fmt.Errorf("the %s CA: %s holds %q, which is not a CA certificate", c.kind, c.certFile, c.cert.Subject.CommonName)
+		}
+	}
+	switch {
+	case now.After(c.cert.NotAfter):
+		return fmt.Errorf("the %s CA in %s expired on %s, and with it every certificate it issued: "+
+			"move %s (and %s) away and run tls init again to make a new set", c.kind, c.certFile,
+			c.cert.NotAfter.UTC().Format(time.DateOnly), c.certFile, c.keyFile)
+	case now.Before(c.cert.NotBefore):
+		return fmt.Errorf("the %s CA in %s is not valid until %s: is the clock right?", c.kind, c.certFile,
+			c.cert.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// inspect reports whether the certificate exists, and if it does checks
+// that it is what tls init would make: its key beside it, issued by its
+// CA, valid now, for the node or client it is named after.
+func (c *initCert) inspect(now time.Time) (bool, error) {
+	certThere, err := fileExists(c.certFile)
+	if err != nil {
+		return false, err
+	}
+	keyThere, err := fileExists(c.keyFile)
+	if err != nil {
+		return false, err
+	}
+	redo := fmt.Sprintf("delete %s and %s and run tls init again to make a new pair", c.certFile, c.keyFile)
+	switch {
+	case !certThere && !keyThere:
+		return false, nil
+	case !certThere || !keyThere:
+		there, gone := c.certFile, c.keyFile
+		if !certThere {
+			there, gone = c.keyFile, c.certFile
+		}
+		return false, fmt.Errorf("%s exists but %s does not: %s", there, gone, redo)
+	}
+	kp, err := tlsutil.LoadKeyPair(c.certFile, c.keyFile, nil)
+	if err != nil {
+		return false, fmt.Errorf("%s's certificate: %w; %s", c.owner, err, redo)
+	}
+	c.leaf = kp.Leaf()
+	if c.ca.cert == nil {
+		return false, fmt.Errorf("%s exists but the CA that issued it, %s, does not: restore the CA, or %s", c.certFile, c.ca.certFile, redo)
+	}
+	if now.After(c.leaf.NotAfter) {
+		return false, fmt.Errorf("%s expired on %s: to renew it, %s (nodes re-read their certificate files within a second)",
+			c.certFile, c.leaf.NotAfter.UTC().Format(time.DateOnly), redo)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(c.ca.cert)
+	for _, usage := range c.usages {
+		if _, err := c.leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{usage}, CurrentTime: now}); err != nil {
+			return false, fmt.Errorf("%s is not a valid certificate of the %s CA in %s: %w; %s", c.certFile, c.ca.kind, c.ca.certFile, err, redo)
+		}
+	}
+	switch c.req.Kind {
+	case tlsutil.KindPeer:
+		if id, _ := tlsutil.PeerID(c.leaf); id != c.req.NodeID {
+			return false, fmt.Errorf("%s names node %q, not %q: %s", c.certFile, id, c.req.NodeID, redo)
+		}
+	case tlsutil.KindServer:
+		for _, name := range c.names {
+			if err := c.leaf.VerifyHostname(name); err != nil {
+				return false, fmt.Errorf("%s is not valid for %s (it is for %s): to add names, %s",
+					c.certFile, name, strings.Join(certSANs(c.leaf), ", "), redo)
+			}
+		}
+	case tlsutil.KindClient:
+		if cn := c.leaf.Subject.CommonName; cn != c.req.Name {
+			return false, fmt.Errorf("%s is the certificate of client %q, not %q: %s", c.certFile, cn, c.req.Name, redo)
+		}
+	}
+	return true, nil
+}
+
+// report says what tls init made or kept, what each file is for, and how
+// to start the nodes and call them with them.
+func (p *tlsInitPlan) report(w io.Writer) {
+	status := func(created bool) string {
+		if created {
+			return "created"
+		}
+		return "kept   "
+	}
+	if p.nothingToCreate {
+		fmt.Fprintf(w, "Nothing to do: every file exists and checks out. In %s:\n", p.dir)
+	} else {
+		fmt.Fprintf(w, "Certificates in %s (created: new; kept: found and checked, left as they were):\n", p.dir)
+	}
+	fmt.Fprintln(w, "CAs, three so that a client certificate can never act as a node or a server:")
+	for _, c := range p.cas() {
+		fmt.Fprintf(w, "  %s %s\n          %s CA %q, valid until %s: %s\n", status(c.created), c.certFile,
+			c.kind, c.cert.Subject.CommonName, c.cert.NotAfter.UTC().Format(time.DateOnly), c.trustedBy)
+	}
+	var keys []string
+	for _, c := range p.cas() {
+		keys = append(keys, c.keyFile)
+	}
+	fmt.Fprintf(w, "  %s\n          the CAs' keys: only 'ordinal tls' needs them, to issue certificates; keep them off the nodes\n", strings.Join(keys, ", "))
+	for _, c := range p.nodeCerts {
+		what := fmt.Sprintf("%s's peer certificate, naming it (%s%s), for Raft and calls between nodes: serve --peer-cert-file/--peer-key-file",
+			c.req.NodeID, tlsutil.PeerURIPrefix, c.req.NodeID)
+		if c.req.Kind == tlsutil.KindServer {
+			what = fmt.Sprintf("%s's client port certificate, for %s: serve --tls-cert-file/--tls-key-file",
+				c.req.Name, strings.Join(certSANs(c.leaf), ", "))
+		}
+		fmt.Fprintf(w, "  %s %s, %s\n          %s\n", status(c.created), c.certFile, filepath.Base(c.keyFile), what)
+	}
+	for _, c := range p.clientCerts {
+		fmt.Fprintf(w, "  %s %s, %s\n          client certificate of %q: --tls-cert-file/--tls-key-file of the client commands\n",
+			status(c.created), c.certFile, filepath.Base(c.keyFile), c.req.Name)
+	}
+	fmt.Fprintln(w, "Private keys are mode 0600.")
+	for _, c := range p.renewSoon {
+		fmt.Fprintf(w, "Renew soon: %s expires on %s; delete it and %s and run tls init again (nodes re-read their certificate files within a second).\n",
+			c.certFile, c.leaf.NotAfter.UTC().Format(time.DateOnly), c.keyFile)
+	}
+
+	// The quick start's admin, if this run or an earlier one made it.
+	adminNames := "NAMES"
+	admin := filepath.Join(p.dir, tlsInitDefaultClient+"-client.pem")
+	if there, _ := fileExists(admin); there || slices.Contains(p.clients, tlsInitDefaultClient) {
+		adminNames = tlsInitDefaultClient
+	}
+	if len(p.nodes) > 0 {
+		n := p.nodes[0]
+		fmt.Fprintf(w, "Start each node with its own files; %s:\n", n)
+		fmt.Fprintf(w, "  ordinal serve --node-id %s \\\n", n)
+		fmt.Fprintf(w, "    --peer-cert-file %s --peer-key-file %s --peer-ca-file %s \\\n",
+			p.nodeCerts[0].certFile, p.nodeCerts[0].keyFile, p.peerCA.certFile)
+		fmt.Fprintf(w, "    --tls-cert-file %s --tls-key-file %s --tls-client-ca-file %s \\\n",
+			p.nodeCerts[1].certFile, p.nodeCerts[1].keyFile, p.cliCA.certFile)
+		fmt.Fprintf(w, "    --admin-names %s ...\n", adminNames)
+		if adminNames != tlsInitDefaultClient {
+			fmt.Fprintln(w, "where NAMES lists, comma-separated, the clients allowed admin calls.")
+		}
+	}
+	c := p.clientCerts[0]
+	addr := "HOST:34904"
+	if len(p.nodes) > 0 {
+		addr = p.nodes[0] + ":34904"
+	}
+	cmd := "next mykey"
+	if c.req.Name == tlsInitDefaultClient {
+		cmd = "members"
+	}
+	fmt.Fprintf(w, "Call the nodes as %q with:\n  ordinal %s --addr %s --tls-ca-file %s --tls-cert-file %s --tls-key-file %s\n",
+		c.req.Name, cmd, addr, p.srvCA.certFile, c.certFile, c.keyFile)
+}
+
+// certSANs lists a certificate's DNS and IP SANs.
+func certSANs(cert *x509.Certificate) []string {
+	names := append([]string{}, cert.DNSNames...)
+	return append(names, hostIPs(cert.IPAddresses)...)
+}
+
+func hostIPs(ips []net.IP) []string {
+	var s []string
+	for _, ip := range ips {
+		s = append(s, ip.String())
+	}
+	return s
+}
+
+// fileExists reports whether path exists; an error other than its
+// absence (a directory it may not read, say) is returned.
+func fileExists(path string) (bool, error) {
+	_, err := os.Lstat(path)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	}
+	return false, err
+}
+
+// dedupe returns items without repeats, in their first order.
+func dedupe(items []string) []string {
+	var out []string
+	for _, item := range items {
+		if !slices.Contains(out, item) {
+			out = append(out, item)
+		}
+	}
+	return out
 }

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -286,7 +289,7 @@ func TestTLSUsageErrors(t *testing.T) {
 		args    []string
 		wantErr string
 	}{
-		{args: nil, wantErr: "expected 'ca create' or 'cert create'"},
+		{args: nil, wantErr: "expected 'init', 'ca create' or 'cert create'"},
 		{args: []string{"key"}, wantErr: `unknown command "key"`},
 		{args: []string{"ca"}, wantErr: "ordinal tls ca create"},
 		{args: []string{"cert", "make"}, wantErr: "ordinal tls cert create"},
@@ -328,7 +331,7 @@ func TestTLSUsageErrors(t *testing.T) {
 
 func TestTLSHelp(t *testing.T) {
 	tlsTestEnv(t)
-	for _, args := range [][]string{{"--help"}, {"ca", "--help"}, {"ca", "create", "--help"}, {"cert", "create", "-h"}} {
+	for _, args := range [][]string{{"--help"}, {"init", "--help"}, {"ca", "--help"}, {"ca", "create", "--help"}, {"cert", "create", "-h"}} {
 		err := tlsCommand(args, io.Discard, io.Discard)
 		if exitCode(err) != 0 {
 			t.Errorf("tls %s: %v (exit %d), want help and exit 0", strings.Join(args, " "), err, exitCode(err))
@@ -446,4 +449,457 @@ func tlsPeerHandshake(t *testing.T, serverCfg, clientCfg *tls.Config) (serverSaw
 		return "", "", r.err
 	}
 	return r.peer, clientSaw, err
+}
+
+// tlsInitFiles is what `tls init --node n1 --node n2` writes with the
+// default client.
+var tlsInitFiles = []string{
+	"peer-ca.pem", "peer-ca-key.pem", "server-ca.pem", "server-ca-key.pem", "client-ca.pem", "client-ca-key.pem",
+	"n1-peer.pem", "n1-peer-key.pem", "n1-server.pem", "n1-server-key.pem",
+	"n2-peer.pem", "n2-peer-key.pem", "n2-server.pem", "n2-server-key.pem",
+	"admin-client.pem", "admin-client-key.pem",
+}
+
+// tlsInitOK runs `ordinal tls init args...` in-process and returns its
+// report.
+func tlsInitOK(t *testing.T, args ...string) string {
+	t.Helper()
+	var out bytes.Buffer
+	if err := tlsCommand(append([]string{"init"}, args...), &out, io.Discard); err != nil {
+		t.Fatalf("ordinal tls init %s: %v", strings.Join(args, " "), err)
+	}
+	return out.String()
+}
+
+// dirSnapshot returns every file under dir with its content and mode, to
+// compare before and after a command.
+func dirSnapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		files[rel] = fi.Mode().String() + " " + fi.ModTime().String() + "\n" + string(b)
+		return nil
+	})
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return files
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func certPool(t *testing.T, file string) *tlsutil.CAPool {
+	t.Helper()
+	pool, err := tlsutil.LoadCAPool(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+func keyPair(t *testing.T, dir, base string) *tlsutil.KeyPair {
+	t.Helper()
+	kp, err := tlsutil.LoadKeyPair(filepath.Join(dir, base+".pem"), filepath.Join(dir, base+"-key.pem"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+// TestTLSInit: one tls init makes three CAs and, signed by the right one,
+// each node's peer and server certificates and the admin client's, with
+// the names and uses the quick start relies on; each CA verifies only its
+// own kind, and the certificates complete the handshakes they are for.
+func TestTLSInit(t *testing.T) {
+	tlsTestEnv(t)
+	dir := filepath.Join(t.TempDir(), "certs")
+	out := tlsInitOK(t, "--dir", dir, "--node", "n1", "--node", "n2", "--host", "lb.example,10.1.2.3", "--days", "30")
+
+	want := slices.Clone(tlsInitFiles)
+	slices.Sort(want)
+	if got := sortedKeys(dirSnapshot(t, dir)); !slices.Equal(got, want) {
+		t.Fatalf("files %q, want %q", got, want)
+	}
+	for _, f := range tlsInitFiles {
+		wantMode := os.FileMode(0o644)
+		if strings.HasSuffix(f, "-key.pem") {
+			wantMode = 0o600
+		}
+		if m := fileMode(t, filepath.Join(dir, f)); m != wantMode {
+			t.Errorf("%s has mode %v, want %v", f, m, wantMode)
+		}
+	}
+
+	cas := map[string]*tlsutil.CA{}
+	for _, kind := range []string{"peer", "server", "client"} {
+		ca, err := tlsutil.LoadCA(filepath.Join(dir, kind+"-ca.pem"), filepath.Join(dir, kind+"-ca-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !aboutDaysFromNow(ca.Cert.NotAfter, 5*365) {
+			t.Errorf("%s CA valid until %v, want 5 years from now", kind, ca.Cert.NotAfter)
+		}
+		cas[kind] = ca
+	}
+	for kind, ca := range cas {
+		for other, o := range cas {
+			if kind != other && ca.Cert.Equal(o.Cert) {
+				t.Errorf("the %s and %s CAs are one CA", kind, other)
+			}
+		}
+	}
+
+	serverEKU := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	clientEKU := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	certs := []struct {
+		base    string
+		ca      string
+		usage   []x509.ExtKeyUsage
+		cn      string
+		peer    string
+		dnsWant []string
+		ipsWant []string
+	}{
+		{base: "n1-peer", ca: "peer", usage: clientEKU, cn: "n1", peer: "n1"},
+		{base: "n2-peer", ca: "peer", usage: serverEKU, cn: "n2", peer: "n2"},
+		{base: "n1-server", ca: "server", usage: serverEKU, cn: "n1", dnsWant: []string{"n1", "localhost", "lb.example"}, ipsWant: []string{"127.0.0.1", "::1", "10.1.2.3"}},
+		{base: "n2-server", ca: "server", usage: serverEKU, cn: "n2", dnsWant: []string{"n2", "localhost", "lb.example"}, ipsWant: []string{"127.0.0.1", "::1", "10.1.2.3"}},
+		{base: "admin-client", ca: "client", usage: clientEKU, cn: "admin"},
+	}
+	for _, c := range certs {
+		leaf := keyPair(t, dir, c.base).Leaf()
+		if leaf.Subject.CommonName != c.cn {
+			t.Errorf("%s: CommonName %q, want %q", c.base, leaf.Subject.CommonName, c.cn)
+		}
+		if id, _ := tlsutil.PeerID(leaf); id != c.peer {
+			t.Errorf("%s: names peer %q, want %q", c.base, id, c.peer)
+		}
+		if c.dnsWant != nil && !slices.Equal(leaf.DNSNames, c.dnsWant) {
+			t.Errorf("%s: DNS names %q, want %q", c.base, leaf.DNSNames, c.dnsWant)
+		}
+		if c.ipsWant != nil && !slices.Equal(hostIPs(leaf.IPAddresses), c.ipsWant) {
+			t.Errorf("%s: IPs %q, want %q", c.base, hostIPs(leaf.IPAddresses), c.ipsWant)
+		}
+		if !aboutDaysFromNow(leaf.NotAfter, 30) {
+			t.Errorf("%s: valid until %v, want 30 days from now", c.base, leaf.NotAfter)
+		}
+		for kind, ca := range cas {
+			roots := x509.NewCertPool()
+			roots.AddCert(ca.Cert)
+			_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: c.usage})
+			if kind == c.ca && err != nil {
+				t.Errorf("%s does not verify against the %s CA: %v", c.base, kind, err)
+			}
+			if kind != c.ca && err == nil {
+				t.Errorf("%s verifies against the %s CA; only the %s CA may vouch for it", c.base, kind, c.ca)
+			}
+		}
+	}
+
+	// What the nodes do with them: mutual TLS between peers, and a client
+	// port that takes the admin's certificate but not a node's.
+	peerCAs := certPool(t, filepath.Join(dir, "peer-ca.pem"))
+	serverSaw, clientSaw, err := tlsPeerHandshake(t, tlsutil.ServerConfig(keyPair(t, dir, "n1-peer"), peerCAs, true),
+		tlsutil.ClientConfig(peerCAs, keyPair(t, dir, "n2-peer"), ""))
+	if err != nil || serverSaw != "n2" || clientSaw != "n1" {
+		t.Errorf("peer handshake n2 -> n1: saw %q and %q, %v; want n2 and n1", serverSaw, clientSaw, err)
+	}
+	clientPort := tlsutil.ServerConfig(keyPair(t, dir, "n1-server"), certPool(t, filepath.Join(dir, "client-ca.pem")), true)
+	serverCAs := certPool(t, filepath.Join(dir, "server-ca.pem"))
+	for _, name := range []string{"n1", "localhost", "127.0.0.1", "lb.example", "10.1.2.3"} {
+		if _, _, err := tlsPeerHandshake(t, clientPort, tlsutil.ClientConfig(serverCAs, keyPair(t, dir, "admin-client"), name)); err != nil {
+			t.Errorf("admin calling n1's client port as %s: %v", name, err)
+		}
+	}
+	if _, _, err := tlsPeerHandshake(t, clientPort, tlsutil.ClientConfig(serverCAs, keyPair(t, dir, "n2-peer"), "n1")); err == nil {
+		t.Error("n1's client port accepted n2's peer certificate as a client certificate")
+	}
+
+	for _, want := range []string{
+		filepath.Join(dir, "peer-ca.pem"), filepath.Join(dir, "n1-server.pem"), "admin-client-key.pem",
+		"--peer-cert-file " + filepath.Join(dir, "n1-peer.pem"), "--peer-ca-file " + filepath.Join(dir, "peer-ca.pem"),
+		"--tls-cert-file " + filepath.Join(dir, "n1-server.pem"), "--tls-client-ca-file " + filepath.Join(dir, "client-ca.pem"),
+		"--admin-names admin", "--tls-ca-file " + filepath.Join(dir, "server-ca.pem"), "urn:ordinal:peer:n2",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the report does not mention %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "kept") && !strings.Contains(out, "created") {
+		t.Errorf("the first run reports kept files:\n%s", out)
+	}
+}
+
+// TestTLSInitIsIdempotent: running tls init again changes nothing, and
+// running it with more nodes and clients adds theirs, issued by the same
+// CAs, leaving every existing file as it was.
+func TestTLSInitIsIdempotent(t *testing.T) {
+	tlsTestEnv(t)
+	dir := t.TempDir()
+	tlsInitOK(t, "--dir", dir, "--node", "n1,n2")
+	before := dirSnapshot(t, dir)
+
+	out := tlsInitOK(t, "--dir", dir, "--node", "n1", "--node", "n2")
+	if after := dirSnapshot(t, dir); !maps.Equal(before, after) {
+		t.Fatalf("the second run changed the files: %q, then %q", sortedKeys(before), sortedKeys(after))
+	}
+	if !strings.Contains(out, "Nothing to do") || strings.Contains(out, "created") {
+		t.Errorf("the second run's report does not say it had nothing to do:\n%s", out)
+	}
+
+	t.Setenv("ORDINAL_NODE", "n2,n3") // flags from the environment, as in a container
+	tlsInitOK(t, "--dir", dir, "--client", "app")
+	after := dirSnapshot(t, dir)
+	for f, content := range before {
+		if after[f] != content {
+			t.Errorf("adding a node and a client changed %s", f)
+		}
+	}
+	for _, f := range []string{"n3-peer.pem", "n3-peer-key.pem", "n3-server.pem", "n3-server-key.pem", "app-client.pem", "app-client-key.pem"} {
+		if _, ok := after[f]; !ok {
+			t.Errorf("%s was not made", f)
+		}
+	}
+	if len(after) != len(before)+6 {
+		t.Errorf("files %q, want those of the first run and n3's and app's", sortedKeys(after))
+	}
+	peerCAs := certPool(t, filepath.Join(dir, "peer-ca.pem"))
+	if _, clientSaw, err := tlsPeerHandshake(t, tlsutil.ServerConfig(keyPair(t, dir, "n1-peer"), peerCAs, true),
+		tlsutil.ClientConfig(peerCAs, keyPair(t, dir, "n3-peer"), "")); err != nil || clientSaw != "n1" {
+		t.Errorf("n3, added later, and n1 do not trust each other: %q, %v", clientSaw, err)
+	}
+}
+
+// TestTLSInitCAKeyDir: with --ca-key-dir the CAs' keys stay out of --dir,
+// which is all the nodes need; without the keys, tls init still checks
+// what exists but refuses to issue more.
+func TestTLSInitCAKeyDir(t *testing.T) {
+	tlsTestEnv(t)
+	dir, keyDir := t.TempDir(), filepath.Join(t.TempDir(), "ca")
+	tlsInitOK(t, "--dir", dir, "--ca-key-dir", keyDir, "--node", "n1")
+	for _, kind := range []string{"peer", "server", "client"} {
+		if _, err := os.Stat(filepath.Join(dir, kind+"-ca-key.pem")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the %s CA's key is in --dir: %v", kind, err)
+		}
+		if _, err := tlsutil.LoadCA(filepath.Join(dir, kind+"-ca.pem"), filepath.Join(keyDir, kind+"-ca-key.pem")); err != nil {
+			t.Errorf("the %s CA: %v", kind, err)
+		}
+	}
+
+	before := dirSnapshot(t, dir)
+	tlsInitOK(t, "--dir", dir, "--ca-key-dir", t.TempDir(), "--node", "n1") // nothing to issue: the keys are not needed
+	err := tlsCommand([]string{"init", "--dir", dir, "--node", "n1,n2"}, io.Discard, io.Discard)
+	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "--ca-key-dir") || !strings.Contains(err.Error(), "peer-ca-key.pem") {
+		t.Errorf("issuing n2's certificates without the CA keys: %v (exit %d), want exit 1 pointing at --ca-key-dir", err, exitCode(err))
+	}
+	if after := dirSnapshot(t, dir); !maps.Equal(before, after) {
+		t.Errorf("the runs without the CA keys changed --dir: %q, then %q", sortedKeys(before), sortedKeys(after))
+	}
+}
+
+// TestTLSInitRefusesToReplace: files tls init did not make, or that no
+// longer fit, are reported with what to do, and nothing is written.
+func TestTLSInitRefusesToReplace(t *testing.T) {
+	tests := []struct {
+		name    string
+		breakIt func(t *testing.T, dir string)
+		args    []string
+		wantErr []string
+	}{
+		{
+			name:    "CA key without its certificate",
+			breakIt: func(t *testing.T, dir string) { removeFiles(t, dir, "server-ca.pem") },
+			wantErr: []string{"server-ca-key.pem exists without its certificate", "never replaces a CA"},
+		},
+		{
+			name: "CA certificate without its key, something to issue",
+			breakIt: func(t *testing.T, dir string) {
+				removeFiles(t, dir, "client-ca-key.pem", "admin-client.pem", "admin-client-key.pem")
+			},
+			wantErr: []string{"client-ca-key.pem, is missing", "--ca-key-dir"},
+		},
+		{
+			name:    "CA missing, certificates it issued left",
+			breakIt: func(t *testing.T, dir string) { removeFiles(t, dir, "peer-ca.pem", "peer-ca-key.pem") },
+			wantErr: []string{"n1-peer.pem exists but the CA that issued it", "peer-ca.pem"},
+		},
+		{
+			name:    "certificate without its key",
+			breakIt: func(t *testing.T, dir string) { removeFiles(t, dir, "n1-server-key.pem") },
+			wantErr: []string{"n1-server.pem exists but", "n1-server-key.pem does not", "delete"},
+		},
+		{
+			name:    "key of another certificate",
+			breakIt: func(t *testing.T, dir string) { copyFile(t, dir, "n2-peer-key.pem", "n1-peer-key.pem") },
+			wantErr: []string{"does not belong to the certificate"},
+		},
+		{
+			name: "certificate of another CA",
+			breakIt: func(t *testing.T, dir string) {
+				other := t.TempDir()
+				tlsInitOK(t, "--dir", other, "--node", "n1")
+				copyFile(t, other, "n1-peer.pem", filepath.Join(dir, "n1-peer.pem"))
+				copyFile(t, other, "n1-peer-key.pem", filepath.Join(dir, "n1-peer-key.pem"))
+			},
+			wantErr: []string{"n1-peer.pem is not a valid certificate of the peer CA", "delete"},
+		},
+		{
+			name: "certificate of another node",
+			breakIt: func(t *testing.T, dir string) {
+				copyFile(t, dir, "n2-peer.pem", "n1-peer.pem")
+				copyFile(t, dir, "n2-peer-key.pem", "n1-peer-key.pem")
+			},
+			wantErr: []string{`n1-peer.pem names node "n2", not "n1"`},
+		},
+		{
+			name:    "server certificate without a new --host",
+			args:    []string{"--host", "lb.example"},
+			wantErr: []string{"n1-server.pem is not valid for lb.example", "to add names, delete"},
+		},
+		{
+			name: "expired certificate",
+			breakIt: func(t *testing.T, dir string) {
+				writeExpiredPeerCert(t, dir, "n2")
+			},
+			wantErr: []string{"n2-peer.pem expired on", "to renew it, delete"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tlsTestEnv(t)
+			dir := t.TempDir()
+			tlsInitOK(t, "--dir", dir, "--node", "n1,n2")
+			if tt.breakIt != nil {
+				tt.breakIt(t, dir)
+			}
+			before := dirSnapshot(t, dir)
+			err := tlsCommand(append([]string{"init", "--dir", dir, "--node", "n1,n2"}, tt.args...), io.Discard, io.Discard)
+			if err == nil || exitCode(err) != 1 {
+				t.Fatalf("tls init: %v (exit %d), want exit 1", err, exitCode(err))
+			}
+			for _, want := range tt.wantErr {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not contain %q", err, want)
+				}
+			}
+			if after := dirSnapshot(t, dir); !maps.Equal(before, after) {
+				t.Errorf("the refused run changed the files: %q, then %q", sortedKeys(before), sortedKeys(after))
+			}
+		})
+	}
+}
+
+func removeFiles(t *testing.T, dir string, files ...string) {
+	t.Helper()
+	for _, f := range files {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// copyFile copies dir/from to to, relative to dir unless absolute.
+func copyFile(t *testing.T, dir, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, from))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !filepath.IsAbs(to) {
+		to = filepath.Join(dir, to)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeExpiredPeerCert replaces node's peer certificate in dir by one of
+// the same CA and key that expired a day ago.
+func writeExpiredPeerCert(t *testing.T, dir, node string) {
+	t.Helper()
+	ca, err := tlsutil.LoadCA(filepath.Join(dir, "peer-ca.pem"), filepath.Join(dir, "peer-ca-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp := keyPair(t, dir, node+"-peer")
+	tmpl := *kp.Leaf()
+	tmpl.NotBefore = time.Now().Add(-48 * time.Hour)
+	tmpl.NotAfter = time.Now().Add(-24 * time.Hour)
+	cert, _ := kp.Certificate()
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, ca.Cert, cert.Leaf.PublicKey, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, node+"-peer.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTLSInitUsageErrors(t *testing.T) {
+	tests := []struct {
+		args    []string
+		wantErr string
+	}{
+		{args: []string{"extra"}, wantErr: `unexpected argument "extra"`},
+		{args: []string{"--node", "n 1"}, wantErr: `node ID "n 1"`},
+		{args: []string{"--node", "n1", "--host", "lb.example:34904"}, wantErr: "without a port"},
+		{args: []string{"--node", "n1", "--host", "a b"}, wantErr: `"a b"`},
+		{args: []string{"--client", "a b", "--client", "a_b"}, wantErr: "would both be written to a_b-client.pem"},
+		{args: []string{"--days", "0"}, wantErr: "--days 0"},
+		{args: []string{"--bogus"}, wantErr: "bogus"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			tlsTestEnv(t)
+			dir := t.TempDir()
+			err := tlsCommand(append([]string{"init", "--dir", dir}, tt.args...), io.Discard, io.Discard)
+			if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error %v (exit %d), want exit 2 and an error containing %q", err, exitCode(err), tt.wantErr)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+				t.Errorf("a usage error wrote %d files", len(entries))
+			}
+		})
+	}
+}
+
+// TestTLSInitDaysBeyondCA: a new certificate may not outlive the existing
+// CA that would issue it; nothing is written.
+func TestTLSInitDaysBeyondCA(t *testing.T) {
+	tlsTestEnv(t)
+	dir := t.TempDir()
+	tlsInitOK(t, "--dir", dir, "--node", "n1")
+	before := dirSnapshot(t, dir)
+	err := tlsCommand([]string{"init", "--dir", dir, "--node", "n1,n2", "--days", "2000"}, io.Discard, io.Discard)
+	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "node n2's certificate would be valid until") || !strings.Contains(err.Error(), "smaller --days") {
+		t.Fatalf("--days beyond the CA: %v (exit %d), want exit 2 asking for a smaller --days", err, exitCode(err))
+	}
+	if after := dirSnapshot(t, dir); !maps.Equal(before, after) {
+		t.Errorf("the refused run changed the files: %q, then %q", sortedKeys(before), sortedKeys(after))
+	}
+	// A new set gets CAs that outlive the certificates.
+	other := t.TempDir()
+	tlsInitOK(t, "--dir", other, "--node", "n1", "--days", "2000")
+	if leaf := keyPair(t, other, "n1-peer").Leaf(); !aboutDaysFromNow(leaf.NotAfter, 2000) {
+		t.Errorf("n1-peer.pem valid until %v, want 2000 days from now", leaf.NotAfter)
+	}
 }
