@@ -95,6 +95,10 @@ type Config struct {
 	Conns int
 	// Label names the run in its RESULT line.
 	Label string
+	// ClientOptions are added to the options of every client of an
+	// ordinal target, for example client.WithTLS and client.WithToken to
+	// load a secured cluster. BackendEtcd does not use them.
+	ClientOptions []client.Option
 }
 
 // UsageError is returned by Run for a Config that cannot run.
@@ -466,7 +470,7 @@ func dial(cfg Config) ([][]caller, error) {
 			if cfg.Backend == BackendEtcd {
 				c, err = newEtcdCaller(addr)
 			} else {
-				c, err = newOrdinalCaller(addr, cfg.Store, mode, cfg.Mode == ModeStream)
+				c, err = newOrdinalCaller(addr, cfg.Store, mode, cfg.Mode == ModeStream, cfg.ClientOptions)
 			}
 			if err != nil {
 				for _, cs := range out {

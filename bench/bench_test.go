@@ -86,7 +86,7 @@ func TestRunAgainstNoop(t *testing.T) {
 
 func TestRunAgainstNode(t *testing.T) {
 	t.Parallel()
-	addr := testcluster.Single(t).GRPCAddr
+	addr := insecureSingle(t)
 	for _, mode := range []Mode{ModeStrong, ModeWeak, ModeBatch, ModeStream} {
 		t.Run(string(mode), func(t *testing.T) {
 			res := runAndCheck(t, testConfig(mode, addr))
@@ -201,7 +201,7 @@ func TestConfigErrors(t *testing.T) {
 
 func TestFailoverWithoutKill(t *testing.T) {
 	t.Parallel()
-	addr := testcluster.Single(t).GRPCAddr
+	addr := insecureSingle(t)
 	killed := 0
 	res, err := Failover(context.Background(), FailoverConfig{KillPID: 12345, Targets: []string{addr, addr},
 		Kill: func(pid int) error { killed = pid; return nil }})
@@ -220,7 +220,7 @@ func TestFailoverWithoutKill(t *testing.T) {
 
 func TestCompareAndMarkdown(t *testing.T) {
 	t.Parallel()
-	node, noopAddr := testcluster.Single(t).GRPCAddr, startNoop(t)
+	node, noopAddr := insecureSingle(t), startNoop(t)
 	var log bytes.Buffer
 	cmp, err := Compare(context.Background(), CompareConfig{
 		// The no-op server stands in for a follower: findRoles takes any
@@ -308,4 +308,13 @@ func TestWorkerRecords(t *testing.T) {
 			t.Fatalf("record %d is %+v; want %+v", i, r, want[i])
 		}
 	}
+}
+
+// insecureSingle starts a single node in development mode (plain gRPC, no
+// credentials) and returns its address: these tests are about the load
+// generator and its verifier, and the no-op ceiling beside it is plain
+// gRPC too; make bench measures the secured cluster.
+func insecureSingle(t *testing.T) string {
+	t.Helper()
+	return testcluster.NewWithOptions(t, 1, testcluster.Options{Insecure: true}).Node("n1").GRPCAddr
 }

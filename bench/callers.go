@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -25,9 +26,11 @@ type ordinalCaller struct {
 	mode client.Mode
 }
 
-func newOrdinalCaller(addr, store string, mode client.Mode, stream bool) (*ordinalCaller, error) {
+// newOrdinalCaller makes a caller of the node at addr; extra are the
+// options securing the connection (see Config.ClientOptions).
+func newOrdinalCaller(addr, store string, mode client.Mode, stream bool, extra []client.Option) (*ordinalCaller, error) {
 	// No retries: a benchmark counts failures instead of hiding them.
-	opts := []client.Option{client.WithStore(store), client.WithRetry(1, 0)}
+	opts := append(slices.Clip(extra), client.WithStore(store), client.WithRetry(1, 0))
 	if stream {
 		opts = append(opts, client.WithStreaming())
 	}

@@ -11,10 +11,11 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/client"
 )
 
 // Role says which server a scenario sends its calls to.
@@ -26,6 +27,23 @@ const (
 	RoleFollower Role = "follower" // an ordinal follower
 	RoleEtcd     Role = "etcd"     // etcd, Layotto's way
 )
+
+// Roles of the tls- rows: the servers of CompareConfig.TLS, secured as
+// production runs.
+const (
+	// RoleTLSNoop is the no-op ceiling server over mutual TLS.
+	RoleTLSNoop Role = "tls-noop"
+	// RoleTLSLeader is the leader of the secured cluster.
+	RoleTLSLeader Role = "tls-leader"
+	// RoleTLSFollower is a follower of the secured cluster.
+	RoleTLSFollower Role = "tls-follower"
+)
+
+// isTLS reports whether r is a role of the servers of CompareConfig.TLS.
+func (r Role) isTLS() bool { return r == RoleTLSNoop || r == RoleTLSLeader || r == RoleTLSFollower }
+
+// isTLSCluster reports whether r is a role of the secured cluster's nodes.
+func (r Role) isTLSCluster() bool { return r == RoleTLSLeader || r == RoleTLSFollower }
 
 // Scenario is one row of the comparison.
 type Scenario struct {
@@ -43,16 +61,33 @@ type Scenario struct {
 	// it. Both empty for reference rows.
 	Goal  string
 	Check func(s *ScenarioStats, all map[string]*ScenarioStats) (bool, string)
+	// Plain, on a tls- row, names the same scenario with TLS off; the
+	// row's "TLS on vs off" ratio is its ids/s over Plain's, taken in the
+	// same round. PlainMin, when not zero, is the least that ratio may be
+	// (the target, checked by Check).
+	Plain    string
+	PlainMin float64
 }
 
 // Scenarios is the comparison `make bench` runs, in the order each round
 // runs them. The etcdstore- rows measure ordinal on etcd (`ordinal serve
 // --store etcd`, CompareConfig.EtcdCluster) against the same no-op ceiling
 // and, for STRONG, the same etcd baseline as the Raft rows.
+//
+// The tls- rows (and noop-tls-) measure the servers of CompareConfig.TLS:
+// a second cluster secured as production runs and a no-op server over the
+// same mutual TLS, their ceiling. Each runs right after its plain twin
+// (Plain), so that the pair sees the same moment of a noisy machine; the
+// target is that turning security on costs STRONG at 64 callers at most a
+// tenth of its throughput.
 var Scenarios = []Scenario{
 	{Name: "noop-unary-64", Title: "no-op ceiling, unary, 64 callers", Role: RoleNoop, Mode: ModeStrong, Conc: 64, Key: "bench-unary"},
+	{Name: "noop-tls-unary-64", Title: "no-op ceiling over mTLS, unary, 64 callers", Role: RoleTLSNoop, Mode: ModeStrong, Conc: 64, Key: "bench-unary",
+		Plain: "noop-unary-64"},
 	{Name: "strong-leader-64", Title: "STRONG unary, 64 callers → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-unary-64", Goal: "≥ 0.8× no-op and above etcd", Check: strongGoal},
+	{Name: "tls-strong-leader-64", Title: "mTLS: STRONG unary, 64 callers → leader", Role: RoleTLSLeader, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
+		Ref: "noop-tls-unary-64", Plain: "strong-leader-64", PlainMin: 0.9, Goal: "≥ 0.9× strong-leader-64 (TLS off, same run)", Check: plainGoal},
 	{Name: "strong-follower-64", Title: "STRONG unary, 64 callers → follower (forwarded)", Role: RoleFollower, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-unary-64", Goal: "≥ 0.8× no-op and above etcd", Check: strongGoal},
 	{Name: "etcd-64", Title: "etcd, Layotto's Txn per id, 64 callers", Role: RoleEtcd, Mode: ModeStrong, Conc: 64, Key: "bench-etcd",
@@ -61,6 +96,8 @@ var Scenarios = []Scenario{
 		Ref: "noop-unary-64", Goal: "≥ 0.8× no-op and above etcd", Check: strongGoal},
 	{Name: "weak-follower-64", Title: "WEAK unary, 64 callers → follower", Role: RoleFollower, Mode: ModeWeak, Conc: 64, Key: "bench-weak",
 		Ref: "noop-unary-64", Goal: "≥ 0.9× no-op", Check: ratioGoal(0.9)},
+	{Name: "tls-weak-follower-64", Title: "mTLS: WEAK unary, 64 callers → follower", Role: RoleTLSFollower, Mode: ModeWeak, Conc: 64, Key: "bench-weak",
+		Ref: "noop-tls-unary-64", Plain: "weak-follower-64", Goal: "none set"},
 	{Name: "weak-leader-64", Title: "WEAK unary, 64 callers → leader", Role: RoleLeader, Mode: ModeWeak, Conc: 64, Key: "bench-weak",
 		Ref: "noop-unary-64", Goal: "≥ 0.9× no-op", Check: ratioGoal(0.9)},
 	{Name: "etcdstore-weak-64", Title: "ordinal on etcd: WEAK unary, 64 callers → a node not elected", Role: RoleEtcdStoreOther, Mode: ModeWeak, Conc: 64, Key: "bench-etcdstore-weak",
@@ -76,8 +113,15 @@ var Scenarios = []Scenario{
 	{Name: "etcdstore-batch-64", Title: "ordinal on etcd: STRONG GetNextIds ×1000, 64 callers → elected node", Role: RoleEtcdStoreElected, Mode: ModeBatch, Conc: 64, Count: 1000, Key: "bench-etcdstore-batch",
 		Ref: "noop-batch-64", Goal: "≥ 10M ids/s", Check: rateGoal(10e6)},
 	{Name: "noop-stream-512", Title: "no-op ceiling, WithStreaming, 512 goroutines", Role: RoleNoop, Mode: ModeStream, Conc: 512, Key: "bench-stream"},
+	// The stream row's ceiling is the stream no-op over TLS, as the plain
+	// one's is the plain stream no-op: a unary ceiling would compare
+	// one message per ID with one per batch.
+	{Name: "noop-tls-stream-512", Title: "no-op ceiling over mTLS, WithStreaming, 512 goroutines", Role: RoleTLSNoop, Mode: ModeStream, Conc: 512, Key: "bench-stream",
+		Plain: "noop-stream-512"},
 	{Name: "stream-leader-512", Title: "STRONG via WithStreaming, 512 goroutines → leader", Role: RoleLeader, Mode: ModeStream, Conc: 512, Key: "bench-stream",
 		Ref: "noop-stream-512", Goal: "≥ 1M ids/s", Check: rateGoal(1e6)},
+	{Name: "tls-stream-leader-512", Title: "mTLS: STRONG via WithStreaming, 512 goroutines → leader", Role: RoleTLSLeader, Mode: ModeStream, Conc: 512, Key: "bench-stream",
+		Ref: "noop-tls-stream-512", Plain: "stream-leader-512", Goal: "none set"},
 	// More callers make bigger batches: the same proof and message carry
 	// more IDs, so this pair shows how far the stream path scales when
 	// per-caller costs, not ordinal, are the limit.
@@ -103,6 +147,19 @@ func strongGoal(s *ScenarioStats, all map[string]*ScenarioStats) (bool, string) 
 		detail += fmt.Sprintf("; %.1f× etcd", s.IDsPerSec/etcd.IDsPerSec)
 	}
 	return met, detail
+}
+
+// plainGoal checks a tls- row against its plain twin: the median of the
+// same-round ratios must be at least the row's PlainMin.
+func plainGoal(s *ScenarioStats, _ map[string]*ScenarioStats) (bool, string) {
+	sc := s.Scenario
+	if len(s.PlainRatios) == 0 {
+		return false, fmt.Sprintf("not measured: no round ran both %s and %s", sc.Name, sc.Plain)
+	}
+	if s.PlainRatio >= sc.PlainMin {
+		return true, fmt.Sprintf("%.2f× %s ≥ %.2f×", s.PlainRatio, sc.Plain, sc.PlainMin)
+	}
+	return false, fmt.Sprintf("%.2f× %s, %.1f%% short of %.2f×", s.PlainRatio, sc.Plain, 100*(1-s.PlainRatio/sc.PlainMin), sc.PlainMin)
 }
 
 func p99Goal(limit time.Duration) func(s *ScenarioStats, _ map[string]*ScenarioStats) (bool, string) {
@@ -156,6 +213,53 @@ type CompareConfig struct {
 	// run also measures the CPU time each server and the load generator
 	// spent per call.
 	PIDs map[string]int
+	// ClientOptions are added to the options of the clients of the
+	// ordinal nodes (Cluster and EtcdCluster), for example client.WithTLS
+	// and client.WithToken; the no-op server and etcd do not get them.
+	ClientOptions []client.Option
+	// TLS are the servers of the tls- rows; zero skips those rows.
+	TLS TLSTargets
+}
+
+// TLSTargets are the servers of the tls- rows, which measure what turning
+// security on costs: a second cluster secured as production runs (mutual
+// TLS between nodes, TLS on the client port with client certificates
+// required, admin calls for the names in --admin-names) and a no-op server
+// over the same mutual TLS (`ordinal bench serve-noop --tls-cert-file ...
+// --tls-client-ca-file ...`), their ceiling.
+//
+// Two client identities, as in production: the calls of the rows carry a
+// certificate that holds the ids role only, as an application's would, so
+// that they pay the authorization every such call pays; the Leader lookup
+// before every round, an admin call, carries an admin certificate.
+type TLSTargets struct {
+	// Cluster are the secured nodes' gRPC (client) addresses; empty
+	// skips the rows of the secured cluster. The leader is looked up
+	// before every round.
+	Cluster []string
+	// Noop is the TLS no-op server's address; empty skips its rows (and
+	// with them the tls- rows' ratios to a ceiling).
+	Noop string
+	// ClientOptions secure every call of the tls- rows, the no-op
+	// server's included: client.WithTLS with the CA of the servers'
+	// certificates and a client certificate of the nodes' client CA.
+	ClientOptions []client.Option
+	// AdminOptions secure the Leader lookups, which need the admin role:
+	// a client certificate whose name the nodes list in --admin-names.
+	// Nil means ClientOptions, whose certificate must then be an admin's.
+	AdminOptions []client.Option
+	// Flags are the connection flags that make `ordinal bench` connect
+	// as ClientOptions do (--tls-ca-file ... --tls-cert-file ...), for the
+	// standalone commands of the report.
+	Flags string
+}
+
+// adminOptions are the options of the secured cluster's Leader lookups.
+func (t TLSTargets) adminOptions() []client.Option {
+	if t.AdminOptions != nil {
+		return t.AdminOptions
+	}
+	return t.ClientOptions
 }
 
 // ScenarioStats are a scenario's results over the rounds.
@@ -165,10 +269,13 @@ type ScenarioStats struct {
 	// Ratios are ids/s over Ref's ids/s in the same round, for the rounds
 	// where both ran; RoundRatios has one per round, NaN where one failed.
 	Ratios, RoundRatios []float64
+	// PlainRatios and RoundPlainRatios are the same over Plain's ids/s:
+	// TLS on vs off, for tls- rows.
+	PlainRatios, RoundPlainRatios []float64
 	// Medians over the rounds.
 	IDsPerSec, CallsPerSec float64
 	P50, P99, P999         time.Duration
-	Ratio                  float64
+	Ratio, PlainRatio      float64
 	Errors                 int64
 	// Commands are the standalone `ordinal bench` commands equivalent to
 	// each round's run.
@@ -222,12 +329,15 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 		return nil, usagef("compare needs etcd's address to find which ordinal-on-etcd node is elected")
 	}
 	var scenarios []Scenario
+	tlsCluster := false // whether a selected row needs the secured cluster's leader
 	for _, s := range Scenarios {
 		if s.Role == RoleEtcd && cfg.Etcd == "" || s.Role.isEtcdStore() && len(cfg.EtcdCluster) == 0 ||
+			s.Role == RoleTLSNoop && cfg.TLS.Noop == "" || s.Role.isTLSCluster() && len(cfg.TLS.Cluster) == 0 ||
 			len(cfg.Only) > 0 && !slices.Contains(cfg.Only, s.Name) {
 			continue
 		}
 		scenarios = append(scenarios, s)
+		tlsCluster = tlsCluster || s.Role.isTLSCluster()
 	}
 	if len(scenarios) == 0 {
 		return nil, usagef("no scenario selected")
@@ -239,7 +349,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 		cmp.byName[s.Name] = st
 	}
 	for round := 1; round <= cfg.Rounds; round++ {
-		leader, follower, err := findRoles(ctx, cfg.Cluster)
+		leader, follower, err := findRoles(ctx, cfg.Cluster, cfg.ClientOptions)
 		if err != nil {
 			return cmp, fmt.Errorf("round %d: %w", round, err)
 		}
@@ -253,19 +363,46 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 				fmt.Fprintf(cfg.Log, "== round %d: ordinal on etcd: elected %s, not elected %s\n", round, elected, other)
 			}
 		}
+		// A secured cluster that cannot name its leader fails its rows,
+		// not the comparison: the plain rows still measure.
+		var tlsLeader, tlsFollower string
+		var tlsErr error
+		if tlsCluster {
+			if tlsLeader, tlsFollower, tlsErr = findRoles(ctx, cfg.TLS.Cluster, cfg.TLS.adminOptions()); tlsErr != nil {
+				tlsErr = fmt.Errorf("secured cluster: %w", tlsErr)
+				fmt.Fprintf(cfg.Log, "== round %d: %v\n", round, tlsErr)
+			} else {
+				fmt.Fprintf(cfg.Log, "== round %d: secured cluster: leader %s, follower %s\n", round, tlsLeader, tlsFollower)
+			}
+		}
 		for _, st := range cmp.Stats {
 			s := st.Scenario
-			if s.Role.isEtcdStore() && electedErr != nil {
-				cmp.Failures = append(cmp.Failures, fmt.Errorf("round %d, %s: %w", round, s.Name, electedErr))
+			var roleErr error
+			switch {
+			case s.Role.isEtcdStore():
+				roleErr = electedErr
+			case s.Role.isTLSCluster():
+				roleErr = tlsErr
+			}
+			if roleErr != nil {
+				cmp.Failures = append(cmp.Failures, fmt.Errorf("round %d, %s: %w", round, s.Name, roleErr))
 				st.Runs = append(st.Runs, nil)
 				continue
 			}
 			target := map[Role]string{RoleNoop: cfg.Noop, RoleLeader: leader, RoleFollower: follower, RoleEtcd: cfg.Etcd,
-				RoleEtcdStoreElected: elected, RoleEtcdStoreOther: other}[s.Role]
+				RoleEtcdStoreElected: elected, RoleEtcdStoreOther: other,
+				RoleTLSNoop: cfg.TLS.Noop, RoleTLSLeader: tlsLeader, RoleTLSFollower: tlsFollower}[s.Role]
 			rc := Config{Mode: s.Mode, Targets: []string{target}, Concurrency: s.Conc, Duration: cfg.Duration,
 				Warmup: cfg.Warmup, Count: s.Count, Key: s.Key, Label: s.Name}
-			if s.Role == RoleEtcd {
+			flags := ""
+			switch s.Role {
+			case RoleEtcd:
 				rc.Backend = BackendEtcd
+			case RoleLeader, RoleFollower, RoleEtcdStoreElected, RoleEtcdStoreOther:
+				// Ordinal nodes; the no-op server serves plain TCP.
+				rc.ClientOptions = cfg.ClientOptions
+			case RoleTLSNoop, RoleTLSLeader, RoleTLSFollower:
+				rc.ClientOptions, flags = cfg.TLS.ClientOptions, cfg.TLS.Flags
 			}
 			// A clean heap for every run: the previous run's records must
 			// not cost this one a collection.
@@ -296,7 +433,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 				cmp.Failures = append(cmp.Failures, fmt.Errorf("round %d, %s: verification failed: %w", round, s.Name, res.VerifyErr))
 			}
 			st.Runs = append(st.Runs, res)
-			st.Commands = append(st.Commands, commandFor(res.Config, cfg))
+			st.Commands = append(st.Commands, commandFor(res.Config, cfg, flags))
 			st.addCPU(res, target, cfg, before, after)
 			st.addEtcdRequests(res, etcdBefore, etcdAfter)
 		}
@@ -335,15 +472,17 @@ func (st *ScenarioStats) addCPU(res *Result, target string, cfg CompareConfig, b
 	}
 	st.TargetCPU = append(st.TargetCPU, perCall(a-b))
 	nodes := cfg.Cluster
-	switch {
-	case st.Scenario.Role.isEtcdStore():
+	switch role := st.Scenario.Role; {
+	case role.isEtcdStore():
 		nodes = cfg.EtcdCluster
 		b, okb := before[cfg.Etcd]
 		a, oka := after[cfg.Etcd]
 		if okb && oka {
 			st.StoreCPU = append(st.StoreCPU, perCall(a-b))
 		}
-	case st.Scenario.Role != RoleLeader && st.Scenario.Role != RoleFollower:
+	case role.isTLSCluster():
+		nodes = cfg.TLS.Cluster
+	case role != RoleLeader && role != RoleFollower:
 		return
 	}
 	var others time.Duration
@@ -379,12 +518,16 @@ func (st *ScenarioStats) addEtcdRequests(res *Result, before, after etcdRequests
 	st.EtcdTxns = append(st.EtcdTxns, d["Txn"]/float64(res.AllCalls))
 }
 
-// commandFor is the standalone command that makes the same run.
-func commandFor(c Config, cc CompareConfig) string {
+// commandFor is the standalone command that makes the same run; flags
+// are its connection flags (TLS), if any.
+func commandFor(c Config, cc CompareConfig, flags string) string {
 	var b strings.Builder
 	b.WriteString("ordinal bench")
 	if c.Backend == BackendEtcd {
 		b.WriteString(" --backend etcd")
+	}
+	if flags != "" {
+		b.WriteString(" " + flags)
 	}
 	fmt.Fprintf(&b, " --mode %s --targets %s --concurrency %d", c.Mode, strings.Join(c.Targets, ","), c.Concurrency)
 	if c.Mode == ModeBatch {
@@ -397,17 +540,8 @@ func commandFor(c Config, cc CompareConfig) string {
 // summarise computes the medians and same-round ratios.
 func (c *Comparison) summarise() {
 	for _, st := range c.Stats {
-		ref := c.byName[st.Scenario.Ref]
-		for round := range c.Config.Rounds {
-			ratio := math.NaN()
-			if ref != nil && round < len(st.Runs) && round < len(ref.Runs) && st.Runs[round] != nil && ref.Runs[round] != nil {
-				if r := ref.Runs[round].IDsPerSec(); r > 0 {
-					ratio = st.Runs[round].IDsPerSec() / r
-					st.Ratios = append(st.Ratios, ratio)
-				}
-			}
-			st.RoundRatios = append(st.RoundRatios, ratio)
-		}
+		st.Ratios, st.RoundRatios = c.sameRound(st, c.byName[st.Scenario.Ref])
+		st.PlainRatios, st.RoundPlainRatios = c.sameRound(st, c.byName[st.Scenario.Plain])
 	}
 	for _, st := range c.Stats {
 		var ids, calls, p50, p99, p999 []float64
@@ -424,11 +558,28 @@ func (c *Comparison) summarise() {
 		}
 		st.IDsPerSec, st.CallsPerSec = median(ids), median(calls)
 		st.P50, st.P99, st.P999 = time.Duration(median(p50)), time.Duration(median(p99)), time.Duration(median(p999))
-		st.Ratio = median(st.Ratios)
+		st.Ratio, st.PlainRatio = median(st.Ratios), median(st.PlainRatios)
 		st.TargetCPUMed, st.OthersCPUMed, st.LoadCPUMed = median(st.TargetCPU), median(st.OthersCPU), median(st.LoadCPU)
 		st.StoreCPUMed = median(st.StoreCPU)
 		st.EtcdReadsMed, st.EtcdTxnsMed = median(st.EtcdReads), median(st.EtcdTxns)
 	}
+}
+
+// sameRound returns st's ids/s over ref's, round by round: ratios for the
+// rounds where both ran, perRound one per round with NaN where either
+// failed (all NaN when ref is nil: not selected, or none named).
+func (c *Comparison) sameRound(st, ref *ScenarioStats) (ratios, perRound []float64) {
+	for round := range c.Config.Rounds {
+		ratio := math.NaN()
+		if ref != nil && round < len(st.Runs) && round < len(ref.Runs) && st.Runs[round] != nil && ref.Runs[round] != nil {
+			if r := ref.Runs[round].IDsPerSec(); r > 0 {
+				ratio = st.Runs[round].IDsPerSec() / r
+				ratios = append(ratios, ratio)
+			}
+		}
+		perRound = append(perRound, ratio)
+	}
+	return ratios, perRound
 }
 
 func median(v []float64) float64 {
@@ -442,11 +593,12 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// findRoles asks the cluster who leads and picks a follower.
-func findRoles(ctx context.Context, cluster []string) (leader, follower string, err error) {
+// findRoles asks the cluster, through clients made with opts, who leads and
+// picks a follower.
+func findRoles(ctx context.Context, cluster []string, opts []client.Option) (leader, follower string, err error) {
 	var errs []error
 	for _, addr := range cluster {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := client.NewConn(addr, opts...)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -456,6 +608,9 @@ func findRoles(ctx context.Context, cluster []string) (leader, follower string, 
 		cancel()
 		conn.Close()
 		if err != nil {
+			if c := status.Code(err); c == codes.PermissionDenied || c == codes.Unauthenticated {
+				err = fmt.Errorf("%w (asking who leads is an admin call: connect with a client certificate the nodes list in --admin-names, or an admin token)", err)
+			}
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 			continue
 		}
@@ -492,8 +647,12 @@ func (c *Comparison) Markdown(w io.Writer) {
 	fmt.Fprintf(w, "Run %s on %s.\n\n", c.Started.UTC().Format("2006-01-02 15:04 MST"), cfg.Machine)
 	fmt.Fprintf(w, "Produced by `%s`: %d rounds, each running every scenario once in the order below "+
 		"(%v measured after %v of warm-up per run). Numbers are medians over the rounds; "+
-		"**vs no-op** is the median over rounds of the row's ids/s divided by its no-op ceiling's ids/s *in the same round*.\n\n",
+		"**vs no-op** is the median over rounds of the row's ids/s divided by its no-op ceiling's ids/s *in the same round*",
 		cfg.Command, cfg.Rounds, cfg.Duration, max(cfg.Warmup, 0))
+	if c.hasTLS() {
+		fmt.Fprint(w, " (for the mTLS rows, the no-op ceiling over the same mutual TLS)")
+	}
+	fmt.Fprint(w, ".\n\n")
 	fmt.Fprintln(w, "| scenario | ids/s | calls/s | p50 | p99 | p99.9 | vs no-op | errors | target | met? |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
 	for _, st := range c.Stats {
@@ -526,6 +685,7 @@ func (c *Comparison) Markdown(w io.Writer) {
 		}
 	}
 	fmt.Fprintln(w)
+	c.tlsTable(w)
 	c.cpuTable(w)
 	c.etcdTable(w)
 	fmt.Fprintln(w, "Per round (ids/s; ratio to the same round's no-op ceiling in parentheses):")
@@ -555,6 +715,21 @@ func (c *Comparison) Markdown(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w)
+	if c.hasTLS() {
+		fmt.Fprint(w, "The mTLS rows (tls-, noop-tls-) run against servers secured as production runs: ")
+		if len(cfg.TLS.Cluster) > 0 {
+			fmt.Fprintf(w, "a second cluster, %s (mutual TLS between its nodes, TLS on the client port with client certificates "+
+				"required, admin calls for the certificate names in --admin-names), whose leader is looked up before every round "+
+				"with an admin client certificate", strings.Join(cfg.TLS.Cluster, ", "))
+			if cfg.TLS.Noop != "" {
+				fmt.Fprint(w, ", and ")
+			}
+		}
+		if cfg.TLS.Noop != "" {
+			fmt.Fprintf(w, "the no-op server over the same mutual TLS, %s", cfg.TLS.Noop)
+		}
+		fmt.Fprint(w, ". Their calls carry a client certificate that holds the ids role only, as an application's would.\n\n")
+	}
 	if len(cfg.EtcdCluster) > 0 {
 		fmt.Fprintf(w, "The etcdstore- rows run against %s, ordinal nodes serving with `--store etcd` on the etcd above; "+
 			"before every round the elected node, the one that serves STRONG calls, is read from etcd: "+
@@ -568,10 +743,81 @@ func (c *Comparison) Markdown(w io.Writer) {
 	fmt.Fprintln(w, "```")
 	for _, st := range c.Stats {
 		if len(st.Commands) > 0 {
-			fmt.Fprintf(w, "%-20s %s\n", st.Scenario.Name, st.Commands[0])
+			fmt.Fprintf(w, "%-22s %s\n", st.Scenario.Name, st.Commands[0])
 		}
 	}
 	fmt.Fprintln(w, "```")
+}
+
+// hasTLS reports whether any mTLS row ran.
+func (c *Comparison) hasTLS() bool {
+	for _, st := range c.Stats {
+		if st.Scenario.Role.isTLS() {
+			return true
+		}
+	}
+	return false
+}
+
+// totalCPU is the CPU per call of every process measured for st, medians
+// summed, or NaN when st's target was not measured.
+func (st *ScenarioStats) totalCPU() float64 {
+	if len(st.TargetCPU) == 0 {
+		return math.NaN()
+	}
+	return st.TargetCPUMed + st.OthersCPUMed + st.StoreCPUMed + st.LoadCPUMed
+}
+
+// tlsTable writes the mTLS rows next to their plain twins, when both ran.
+func (c *Comparison) tlsTable(w io.Writer) {
+	var rows []*ScenarioStats
+	for _, st := range c.Stats {
+		if st.Scenario.Role.isTLS() && c.byName[st.Scenario.Plain] != nil {
+			rows = append(rows, st)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "TLS on vs off, same run: each mTLS row next to the same scenario with TLS off. **TLS / plain** is the median "+
+		"over rounds of the mTLS row's ids/s divided by the plain row's *in the same round* (each mTLS row runs right after "+
+		"its plain twin); CPU per call is the total of every process measured (table below):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| mTLS row | plain row | ids/s, TLS on | ids/s, TLS off | TLS / plain | per round | CPU µs per call, on / off | target | met? |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---|---:|---|---|")
+	for _, st := range rows {
+		s, plain := st.Scenario, c.byName[st.Scenario.Plain]
+		ratio := "—"
+		if len(st.PlainRatios) > 0 {
+			ratio = fmt.Sprintf("%.2f×", st.PlainRatio)
+		}
+		var rounds []string
+		for _, r := range st.RoundPlainRatios {
+			if math.IsNaN(r) {
+				rounds = append(rounds, "failed")
+			} else {
+				rounds = append(rounds, fmt.Sprintf("%.2f", r))
+			}
+		}
+		cpu := "—"
+		if on, off := st.totalCPU(), plain.totalCPU(); !math.IsNaN(on) && !math.IsNaN(off) {
+			cpu = fmt.Sprintf("%.1f / %.1f", on, off)
+		}
+		goal, verdict := "none set", ""
+		if s.PlainMin > 0 {
+			goal = fmt.Sprintf("≥ %.2f×", s.PlainMin)
+			if s.Check != nil {
+				met, detail := s.Check(st, c.byName)
+				verdict = "**missed**: " + detail
+				if met {
+					verdict = "met: " + detail
+				}
+			}
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s.Name, plain.Scenario.Name, human(st.IDsPerSec),
+			human(plain.IDsPerSec), ratio, strings.Join(rounds, " / "), cpu, goal, verdict)
+	}
+	fmt.Fprintln(w)
 }
 
 // cpuTable writes where the CPU went, when it was measured.
@@ -589,6 +835,9 @@ func (c *Comparison) cpuTable(w io.Writer) {
 	if store {
 		fmt.Fprint(w, "For the etcdstore- rows, \"other ordinal nodes\" are the other ordinal-on-etcd nodes "+
 			"and \"etcd (store)\" is the etcd they keep their counters in. ")
+	}
+	if len(c.Config.TLS.Cluster) > 0 {
+		fmt.Fprint(w, "For the tls- rows, \"other ordinal nodes\" are the other nodes of the secured cluster. ")
 	}
 	fmt.Fprintln(w, "The machine has 2 cores for all of these processes, so a scenario's throughput is bounded by about "+
 		"2 s of CPU per second divided by the total:")

@@ -72,7 +72,11 @@ func findElected(ctx context.Context, etcdAddr, prefix string, nodes []string) (
 	if len(resp.Kvs) == 0 {
 		return "", "", fmt.Errorf("no ordinal-on-etcd node is in the election under %s in etcd %s", pfx, etcdAddr)
 	}
-	elected = string(resp.Kvs[0].Value)
+	v, err := etcdcompat.ParseElectionValue(resp.Kvs[0].Value)
+	if err != nil {
+		return "", "", err
+	}
+	elected = v.GRPCAddr
 	if !slices.Contains(nodes, elected) {
 		return "", "", fmt.Errorf("the node elected under %s is %s, not one of the given ordinal-on-etcd nodes %s",
 			pfx, elected, strings.Join(nodes, ","))

@@ -10,7 +10,6 @@ import (
 
 	"github.com/ordinal-dev/ordinal/etcdcompat"
 	"github.com/ordinal-dev/ordinal/internal/etcdtest"
-	"github.com/ordinal-dev/ordinal/internal/testcluster"
 )
 
 func TestElectionPrefix(t *testing.T) {
@@ -38,7 +37,7 @@ func TestCompareEtcdStore(t *testing.T) {
 	t.Parallel()
 	e := etcdtest.Start(t)
 	prefix := "/bench-test-store/"
-	ec := etcdtest.NewCluster(t, e, etcdtest.Options{Nodes: 2, Store: etcdcompat.Config{Prefix: prefix}})
+	ec := etcdtest.NewCluster(t, e, etcdtest.Options{Nodes: 2, Store: etcdcompat.Config{Prefix: prefix}, Insecure: true})
 	var nodes []string
 	for _, nd := range ec.Nodes() {
 		nodes = append(nodes, nd.GRPCAddr())
@@ -57,7 +56,7 @@ func TestCompareEtcdStore(t *testing.T) {
 		t.Errorf("findElected without the elected node in the list: %v", err)
 	}
 
-	node, noopAddr := testcluster.Single(t).GRPCAddr, startNoop(t)
+	node, noopAddr := insecureSingle(t), startNoop(t)
 	pids := map[string]int{node: os.Getpid(), noopAddr: os.Getpid(), e.Endpoint: os.Getpid()}
 	for _, n := range nodes {
 		pids[n] = os.Getpid() // in this process, like the servers above

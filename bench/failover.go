@@ -37,6 +37,9 @@ type FailoverConfig struct {
 	// Kill kills the process; nil means syscall.Kill(pid, SIGKILL). Tests
 	// replace it.
 	Kill func(pid int) error
+	// ClientOptions are added to the options of the clients of the
+	// targets, for example client.WithTLS and client.WithToken.
+	ClientOptions []client.Option
 }
 
 // FailoverResult is what one trial measured, as times since the kill.
@@ -85,7 +88,7 @@ func Failover(ctx context.Context, cfg FailoverConfig) (*FailoverResult, error) 
 	}
 	clients := make([]*client.Client, len(cfg.Targets))
 	for i, addr := range cfg.Targets {
-		c, err := client.New(addr, client.WithStore(cfg.Store), client.WithRetry(1, 0))
+		c, err := client.New(addr, append(slices.Clip(cfg.ClientOptions), client.WithStore(cfg.Store), client.WithRetry(1, 0))...)
 		if err != nil {
 			return nil, err
 		}

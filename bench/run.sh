@@ -3,27 +3,44 @@
 #
 #   1. builds bin/ordinal (make build);
 #   2. runs the fsm micro-benchmarks while nothing else runs;
-#   3. starts a 3-node ordinal cluster (--bootstrap-expect 3, temp data
-#      dirs), the no-op ceiling server, a single etcd (Debian's
-#      etcd-server) and 3 ordinal nodes on that etcd (--store etcd, their
-#      own key prefix), and waits until all serve;
-#   4. runs `ordinal bench compare`: every scenario, interleaved in rounds,
-#      the ordinal-on-etcd ones (etcdstore-*) included;
-#   5. takes CPU profiles (Go pprof, through --pprof-addr) of the leader
-#      during one more STRONG and one more WEAK run, and of the no-op server
+#   3. makes a PKI with the binary (ordinal tls ca/cert create: peer,
+#      server and client CAs, certificates for the secured nodes, an admin
+#      client and the load generator's client);
+#   4. starts a 3-node ordinal cluster (--bootstrap-expect 3, temp data
+#      dirs, no security), a second 3-node cluster secured as the README's
+#      production setup (peer mTLS, client TLS with client certificates
+#      required, --admin-names), the no-op ceiling server, the same no-op
+#      server over mutual TLS, a single etcd (Debian's etcd-server) and 3
+#      ordinal nodes on that etcd (--store etcd, their own key prefix), and
+#      waits until all serve; then measures what the idle servers cost;
+#   5. runs `ordinal bench compare`: every scenario, interleaved in rounds,
+#      the ordinal-on-etcd ones (etcdstore-*) and the mTLS ones (tls-*,
+#      noop-tls-*, against the secured cluster and the TLS no-op server,
+#      each right after its plain twin) included;
+#   6. takes CPU profiles (Go pprof, through --pprof-addr) of the leader
+#      during one more STRONG and one more WEAK run, of the secured
+#      cluster's leader during one more STRONG run, and of the no-op server
 #      under the same load (BENCH_PROFILE=0 skips them);
-#   6. measures failover: kill -9 of the leader, time until STRONG calls
-#      through the survivors succeed again, restart, BENCH_FAILOVER_TRIALS
-#      times;
-#   7. writes the generated section of BENCHMARKS.md.
+#   7. measures failover (of the plain cluster): kill -9 of the leader,
+#      time until STRONG calls through the survivors succeed again,
+#      restart, BENCH_FAILOVER_TRIALS times;
+#   8. writes the generated section of BENCHMARKS.md.
 #
 # Every process it starts is stopped on exit, whatever happens.
 #
 # Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (5s), BENCH_WARMUP
 # (1s), BENCH_FAILOVER_TRIALS (10), BENCH_PORT_BASE (47100; the servers take
-# base+1 to base+80), BENCH_OUT (BENCHMARKS.md), BENCH_PROFILE (1), ETCD
+# base+1 to base+80), BENCH_OUT (BENCHMARKS.md), BENCH_PROFILE (1),
+# BENCH_ONLY (comma-separated scenario names: compare runs only those; for
+# checks, not for BENCHMARKS.md), ETCD
 # (/usr/bin/etcd).
 set -euo pipefail
+
+# Every flag of ordinal reads ORDINAL_<FLAG> when not given: an
+# ORDINAL_TLS_CA_FILE left exported from the README's secured quick start
+# would secure the connections to the plain servers too. Each command here
+# gets its flags explicitly.
+while read -r v; do unset "$v"; done < <(compgen -e | grep '^ORDINAL_' || true)
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -36,6 +53,11 @@ TRIALS=${BENCH_FAILOVER_TRIALS:-10}
 BASE=${BENCH_PORT_BASE:-47100}
 OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
 PROFILE=${BENCH_PROFILE:-1}
+ONLY=${BENCH_ONLY:-}
+if [ -n "$ONLY" ] && [ "$(realpath -m "$OUT")" = "$ROOT/BENCHMARKS.md" ]; then
+	echo "BENCH_ONLY runs part of the comparison, which BENCHMARKS.md must not quote: set BENCH_OUT to another file" >&2
+	exit 1
+fi
 
 log() { printf '\n### %s %s\n' "$(date +%T)" "$*" >&2; }
 
@@ -44,24 +66,36 @@ if [ ! -x "$ETCD" ]; then
 	exit 1
 fi
 
-GRPC=() RAFT=() PPROF=() NODE_PID=() EGRPC=() ENODE_PID=()
+GRPC=() RAFT=() PPROF=() NODE_PID=() EGRPC=() ERAFT=() ENODE_PID=() SGRPC=() SRAFT=() SPPROF=() SNODE_PID=()
 for i in 1 2 3; do
 	GRPC[i]=127.0.0.1:$((BASE + i))
 	RAFT[i]=127.0.0.1:$((BASE + 10 + i))
 	PPROF[i]=127.0.0.1:$((BASE + 30 + i))
-	EGRPC[i]=127.0.0.1:$((BASE + 50 + i)) # ordinal on etcd
+	EGRPC[i]=127.0.0.1:$((BASE + 50 + i))  # ordinal on etcd: client port
+	ERAFT[i]=127.0.0.1:$((BASE + 55 + i))  # ... and peer port (forwarded calls)
+	SGRPC[i]=127.0.0.1:$((BASE + 60 + i))  # the secured cluster
+	SRAFT[i]=127.0.0.1:$((BASE + 65 + i))
+	SPPROF[i]=127.0.0.1:$((BASE + 70 + i))
 done
 NOOP=127.0.0.1:$((BASE + 20))
 NOOP_PPROF=127.0.0.1:$((BASE + 40))
+TLS_NOOP=127.0.0.1:$((BASE + 75))
+TLS_NOOP_PPROF=127.0.0.1:$((BASE + 76))
 ETCD_CLIENT=127.0.0.1:$((BASE + 79))
 ETCD_PEER=127.0.0.1:$((BASE + 80))
-JOIN=${GRPC[1]},${GRPC[2]},${GRPC[3]}
+# --join takes the nodes' peer addresses (--raft-addr); clients, and bench
+# compare --cluster, their gRPC addresses.
+JOIN=${RAFT[1]},${RAFT[2]},${RAFT[3]}
+CLUSTER=${GRPC[1]},${GRPC[2]},${GRPC[3]}
+SJOIN=${SRAFT[1]},${SRAFT[2]},${SRAFT[3]}
+SCLUSTER=${SGRPC[1]},${SGRPC[2]},${SGRPC[3]}
 ECLUSTER=${EGRPC[1]},${EGRPC[2]},${EGRPC[3]}
 # The ordinal-on-etcd nodes' keys, apart from the etcd baseline's
 # (/layotto/sequencer|||...) and from ordinal's default prefix.
 ESTORE_PREFIX=/bench-ordinal-on-etcd/
 ports_in_use=$(ss -Htln | awk '{print $4}')
-for addr in "${GRPC[@]}" "${RAFT[@]}" "${PPROF[@]}" "${EGRPC[@]}" "$NOOP" "$NOOP_PPROF" "$ETCD_CLIENT" "$ETCD_PEER"; do
+for addr in "${GRPC[@]}" "${RAFT[@]}" "${PPROF[@]}" "${EGRPC[@]}" "${ERAFT[@]}" "${SGRPC[@]}" "${SRAFT[@]}" "${SPPROF[@]}" \
+	"$NOOP" "$NOOP_PPROF" "$TLS_NOOP" "$TLS_NOOP_PPROF" "$ETCD_CLIENT" "$ETCD_PEER"; do
 	if grep -qx "$addr" <<<"$ports_in_use"; then
 		echo "port $addr is in use: set BENCH_PORT_BASE to a free range" >&2
 		exit 1
@@ -69,7 +103,10 @@ for addr in "${GRPC[@]}" "${RAFT[@]}" "${PPROF[@]}" "${EGRPC[@]}" "$NOOP" "$NOOP
 done
 
 WORK=$(mktemp -d /tmp/ordinal-bench.XXXXXX)
-NOOP_PID="" ETCD_PID="" PROF_PID=""
+# The certificates live in $WORK/pki; commands that name them run in $WORK
+# and say pki/..., as the README's secured quick start does.
+PKI=$WORK/pki
+NOOP_PID="" TLS_NOOP_PID="" ETCD_PID="" PROF_PID=""
 
 # stop ends a process started here: SIGTERM, then SIGKILL after 5s.
 stop() {
@@ -88,8 +125,10 @@ cleanup() {
 	trap - EXIT INT TERM
 	stop "$PROF_PID"
 	for i in 1 2 3; do stop "${NODE_PID[i]:-}"; done
+	for i in 1 2 3; do stop "${SNODE_PID[i]:-}"; done
 	for i in 1 2 3; do stop "${ENODE_PID[i]:-}"; done
 	stop "$NOOP_PID"
+	stop "$TLS_NOOP_PID"
 	stop "$ETCD_PID"
 	if [ "$rc" -ne 0 ]; then
 		echo "make bench failed (exit $rc); logs kept in $WORK" >&2
@@ -118,7 +157,37 @@ FSM_MEM_CMD="go test -run 'TestMemoryPerKey' -v -count=1 ./fsm/"
 go test -run '^$' -bench 'Snapshot1M|Restore1M' -benchmem -count=1 ./fsm/ | tee "$WORK/fsm-bench.txt"
 go test -run 'TestMemoryPerKey' -v -count=1 ./fsm/ | tee "$WORK/fsm-mem.txt"
 
-log "start etcd, the no-op server and 3 ordinal nodes"
+log "certificates (ordinal tls) in $PKI"
+# As the README's secured quick start: a CA each for peers, servers and
+# clients; a peer certificate per secured node; one server certificate for
+# all the client ports (and the TLS no-op server) on 127.0.0.1; an admin
+# client, named in --admin-names, for the leader lookups and members; and
+# the load generator's client, "bench", which holds the ids role only.
+PKI_CMDS=(
+	"tls ca create --dir pki --prefix peer- --name bench-peers"
+	"tls ca create --dir pki --prefix server- --name bench-servers"
+	"tls ca create --dir pki --prefix client- --name bench-clients"
+	"tls cert create --peer --node s1 --dir pki --ca pki/peer-ca.pem --ca-key pki/peer-ca-key.pem"
+	"tls cert create --peer --node s2 --dir pki --ca pki/peer-ca.pem --ca-key pki/peer-ca-key.pem"
+	"tls cert create --peer --node s3 --dir pki --ca pki/peer-ca.pem --ca-key pki/peer-ca-key.pem"
+	"tls cert create --server --name node --dns localhost --ip 127.0.0.1 --dir pki --ca pki/server-ca.pem --ca-key pki/server-ca-key.pem"
+	"tls cert create --client --name admin --dir pki --ca pki/client-ca.pem --ca-key pki/client-ca-key.pem"
+	"tls cert create --client --name bench --dir pki --ca pki/client-ca.pem --ca-key pki/client-ca-key.pem"
+)
+for c in "${PKI_CMDS[@]}"; do
+	# shellcheck disable=SC2086 # the commands above are split on purpose
+	(cd "$WORK" && "$BIN" $c >>"$WORK/pki.log" 2>&1) || { cat "$WORK/pki.log" >&2; echo "ordinal $c failed" >&2; exit 1; }
+done
+# Connection flags, relative to $WORK: an admin's, and the load
+# generator's (ids role).
+SADMIN=(--tls-ca-file pki/server-ca.pem --tls-cert-file pki/admin-client.pem --tls-key-file pki/admin-client-key.pem)
+SIDS=(--tls-ca-file pki/server-ca.pem --tls-cert-file pki/bench-client.pem --tls-key-file pki/bench-client-key.pem)
+# in_work COMMAND...: run COMMAND in $WORK, where the pki/ paths hold (in
+# the foreground; a server started in the background needs its own exec,
+# so that $! is its PID).
+in_work() { (cd "$WORK" && "$@"); }
+
+log "start etcd, the no-op servers, 3 ordinal nodes and 3 secured ordinal nodes"
 "$ETCD" --name bench --data-dir "$WORK/etcd" \
 	--listen-client-urls "http://$ETCD_CLIENT" --advertise-client-urls "http://$ETCD_CLIENT" \
 	--listen-peer-urls "http://$ETCD_PEER" --initial-advertise-peer-urls "http://$ETCD_PEER" \
@@ -126,6 +195,12 @@ log "start etcd, the no-op server and 3 ordinal nodes"
 ETCD_PID=$!
 "$BIN" bench serve-noop --addr "$NOOP" --pprof-addr "$NOOP_PPROF" >"$WORK/noop.log" 2>&1 &
 NOOP_PID=$!
+TLS_NOOP_FLAGS="--tls-cert-file pki/node-server.pem --tls-key-file pki/node-server-key.pem --tls-client-ca-file pki/client-ca.pem"
+# In $WORK for the pki/ paths; exec keeps $! the server's PID (stopped on
+# exit, measured by --pids), not a subshell's.
+# shellcheck disable=SC2086
+(cd "$WORK" && exec "$BIN" bench serve-noop --addr "$TLS_NOOP" --pprof-addr "$TLS_NOOP_PPROF" $TLS_NOOP_FLAGS >"$WORK/noop-tls.log" 2>&1) &
+TLS_NOOP_PID=$!
 
 NODE_ARGS=()
 start_node() {
@@ -136,6 +211,22 @@ start_node() {
 	NODE_ARGS[i]="ordinal serve --node-id n$i --data-dir DIR/n$i --grpc-addr ${GRPC[i]} --raft-addr ${RAFT[i]} --bootstrap-expect 3 --join $JOIN --pprof-addr ${PPROF[i]}"
 }
 for i in 1 2 3; do start_node "$i"; done
+
+# The secured cluster: the same flags plus the README's production
+# security flags. The nodes run in $WORK (for the pki/ paths); exec keeps
+# $! the node's PID, not a subshell's.
+SNODE_ARGS=()
+start_secure_node() {
+	local i=$1
+	local sec="--peer-cert-file pki/s$i-peer.pem --peer-key-file pki/s$i-peer-key.pem --peer-ca-file pki/peer-ca.pem"
+	sec+=" --tls-cert-file pki/node-server.pem --tls-key-file pki/node-server-key.pem --tls-client-ca-file pki/client-ca.pem --admin-names admin"
+	# shellcheck disable=SC2086
+	(cd "$WORK" && exec "$BIN" serve --node-id "s$i" --data-dir "$WORK/s$i" --grpc-addr "${SGRPC[i]}" --raft-addr "${SRAFT[i]}" \
+		--bootstrap-expect 3 --join "$SJOIN" --pprof-addr "${SPPROF[i]}" $sec --log-level warn >>"$WORK/s$i.log" 2>&1) &
+	SNODE_PID[i]=$!
+	SNODE_ARGS[i]="ordinal serve --node-id s$i --data-dir DIR/s$i --grpc-addr ${SGRPC[i]} --raft-addr ${SRAFT[i]} --bootstrap-expect 3 --join $SJOIN --pprof-addr ${SPPROF[i]} $sec"
+}
+for i in 1 2 3; do start_secure_node "$i"; done
 
 # wait_for DESCRIPTION SECONDS COMMAND...: retry COMMAND until it succeeds.
 wait_for() {
@@ -150,54 +241,109 @@ wait_for() {
 		sleep 0.2
 	done
 }
-# cluster_healthy: asked through any node, every node is a reachable voter
-# and one leads.
+# cluster_healthy ADDR... [-- FLAG...]: asked through any of the nodes
+# ADDR (connecting with FLAG...), every node is a reachable voter and one
+# leads.
 cluster_healthy() {
-	local m addr
-	for addr in "${GRPC[@]}"; do
-		m=$("$BIN" members --addr "$addr" --timeout 2s 2>/dev/null) || continue
+	local addrs=() m addr
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do
+		addrs+=("$1")
+		shift
+	done
+	[ $# -gt 0 ] && shift
+	for addr in "${addrs[@]}"; do
+		m=$(in_work "$BIN" members --addr "$addr" --timeout 2s "$@" 2>/dev/null) || continue
 		[ "$(grep -c ' voter ' <<<"$m")" -eq 3 ] && ! grep -q unreachable <<<"$m" && grep -q '\*' <<<"$m"
 		return
 	done
 	return 1
 }
 for i in 1 2 3; do wait_for "node n$i" 60 "$BIN" health --addr "${GRPC[i]}" --timeout 1s; done
-wait_for "cluster" 60 cluster_healthy
+wait_for "cluster" 60 cluster_healthy "${GRPC[@]}"
+# health with the load generator's certificate: it must hold the ids role.
+for i in 1 2 3; do wait_for "secured node s$i" 60 in_work "$BIN" health --addr "${SGRPC[i]}" --timeout 1s "${SIDS[@]}"; done
+wait_for "secured cluster" 60 cluster_healthy "${SGRPC[@]}" -- "${SADMIN[@]}"
 wait_for "no-op server" 30 "$BIN" health --addr "$NOOP" --timeout 1s
+wait_for "TLS no-op server" 30 in_work "$BIN" health --addr "$TLS_NOOP" --timeout 1s "${SIDS[@]}"
 wait_for "etcd" 60 "$BIN" bench --backend etcd --targets "$ETCD_CLIENT" --concurrency 1 --duration 100ms --warmup 0
 "$BIN" members --addr "${GRPC[1]}"
+in_work "$BIN" members --addr "${SGRPC[1]}" "${SADMIN[@]}"
 
 # Started once etcd serves, so that they campaign at once. They keep no
 # state of their own: no data directory.
 log "start 3 ordinal nodes on etcd (--store etcd)"
+# Each has a peer port too (forwarded STRONG calls) and a node ID, which
+# its election value names: both must differ between nodes on one host.
 ENODE_ARGS=()
 for i in 1 2 3; do
-	"$BIN" serve --store etcd --etcd-endpoints "$ETCD_CLIENT" --etcd-prefix "$ESTORE_PREFIX" --grpc-addr "${EGRPC[i]}" \
-		--log-level warn >>"$WORK/e$i.log" 2>&1 &
+	"$BIN" serve --store etcd --etcd-endpoints "$ETCD_CLIENT" --etcd-prefix "$ESTORE_PREFIX" --node-id "e$i" \
+		--grpc-addr "${EGRPC[i]}" --raft-addr "${ERAFT[i]}" --log-level warn >>"$WORK/e$i.log" 2>&1 &
 	ENODE_PID[i]=$!
-	ENODE_ARGS[i]="ordinal serve --store etcd --etcd-endpoints $ETCD_CLIENT --etcd-prefix $ESTORE_PREFIX --grpc-addr ${EGRPC[i]}"
+	ENODE_ARGS[i]="ordinal serve --store etcd --etcd-endpoints $ETCD_CLIENT --etcd-prefix $ESTORE_PREFIX --node-id e$i --grpc-addr ${EGRPC[i]} --raft-addr ${ERAFT[i]}"
 done
 # health is SERVING once a node reaches etcd, holds its session and knows
 # the elected node.
 for i in 1 2 3; do wait_for "ordinal-on-etcd node e$i" 60 "$BIN" health --addr "${EGRPC[i]}" --timeout 1s; done
 
+# What the servers cost while nothing loads them: during every row, all
+# servers but the one or three called sit idle on the same two cores.
+IDLE_SECS=5
+log "idle CPU of the servers over ${IDLE_SECS}s"
+# cpu_ms PID...: user + system CPU time of the processes, in ms.
+cpu_ms() {
+	local pid ticks=0 hz
+	hz=$(getconf CLK_TCK)
+	for pid in "$@"; do
+		# Fields 14 and 15 (utime, stime), counted after the command
+		# name, which is in parentheses.
+		ticks=$((ticks + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+	done
+	echo $((ticks * 1000 / hz))
+}
+IDLE_GROUPS=("plain cluster + no-op:${NODE_PID[1]} ${NODE_PID[2]} ${NODE_PID[3]} $NOOP_PID"
+	"secured cluster + TLS no-op:${SNODE_PID[1]} ${SNODE_PID[2]} ${SNODE_PID[3]} $TLS_NOOP_PID"
+	"etcd + ordinal-on-etcd nodes:$ETCD_PID ${ENODE_PID[1]} ${ENODE_PID[2]} ${ENODE_PID[3]}")
+IDLE_BEFORE=()
+for g in "${IDLE_GROUPS[@]}"; do IDLE_BEFORE+=("$(cpu_ms ${g#*:})"); done
+sleep "$IDLE_SECS"
+IDLE_REPORT=""
+for k in "${!IDLE_GROUPS[@]}"; do
+	g=${IDLE_GROUPS[k]}
+	ms=$(($(cpu_ms ${g#*:}) - IDLE_BEFORE[k]))
+	IDLE_REPORT+="${IDLE_REPORT:+; }${g%%:*}: $((ms / IDLE_SECS)) ms/s"
+done
+echo "idle CPU, per second of wall time (of $(($(nproc) * 1000)) ms/s on $(nproc) cores): $IDLE_REPORT" >&2
+
 log "compare: $ROUNDS rounds of every scenario, $DURATION each after $WARMUP warm-up"
-COMPARE_CMD="ordinal bench compare --cluster $JOIN --noop $NOOP --etcd $ETCD_CLIENT --etcd-cluster $ECLUSTER --etcd-cluster-prefix $ESTORE_PREFIX --rounds $ROUNDS --duration $DURATION --warmup $WARMUP --pids <ADDR=PID of each server>"
+TLS_COMPARE_ARGS=(--tls-cluster "$SCLUSTER" --tls-noop "$TLS_NOOP" --tls-cluster-ca-file pki/server-ca.pem
+	--tls-cluster-cert-file pki/bench-client.pem --tls-cluster-key-file pki/bench-client-key.pem
+	--tls-cluster-admin-cert-file pki/admin-client.pem --tls-cluster-admin-key-file pki/admin-client-key.pem)
+COMPARE_CMD="ordinal bench compare --cluster $CLUSTER --noop $NOOP --etcd $ETCD_CLIENT --etcd-cluster $ECLUSTER --etcd-cluster-prefix $ESTORE_PREFIX ${TLS_COMPARE_ARGS[*]} ${ONLY:+--only $ONLY }--rounds $ROUNDS --duration $DURATION --warmup $WARMUP --pids <ADDR=PID of each server>"
+PIDS="${GRPC[1]}=${NODE_PID[1]},${GRPC[2]}=${NODE_PID[2]},${GRPC[3]}=${NODE_PID[3]},$NOOP=$NOOP_PID,$ETCD_CLIENT=$ETCD_PID"
+PIDS+=",${EGRPC[1]}=${ENODE_PID[1]},${EGRPC[2]}=${ENODE_PID[2]},${EGRPC[3]}=${ENODE_PID[3]}"
+PIDS+=",${SGRPC[1]}=${SNODE_PID[1]},${SGRPC[2]}=${SNODE_PID[2]},${SGRPC[3]}=${SNODE_PID[3]},$TLS_NOOP=$TLS_NOOP_PID"
 COMPARE_RC=0
-"$BIN" bench compare --cluster "$JOIN" --noop "$NOOP" --etcd "$ETCD_CLIENT" \
-	--etcd-cluster "$ECLUSTER" --etcd-cluster-prefix "$ESTORE_PREFIX" --rounds "$ROUNDS" \
+in_work "$BIN" bench compare --cluster "$CLUSTER" --noop "$NOOP" --etcd "$ETCD_CLIENT" \
+	--etcd-cluster "$ECLUSTER" --etcd-cluster-prefix "$ESTORE_PREFIX" "${TLS_COMPARE_ARGS[@]}" --rounds "$ROUNDS" \
 	--duration "$DURATION" --warmup "$WARMUP" --out "$WORK/compare.md" \
-	--machine "$MACHINE" --command "$COMPARE_CMD" \
-	--pids "${GRPC[1]}=${NODE_PID[1]},${GRPC[2]}=${NODE_PID[2]},${GRPC[3]}=${NODE_PID[3]},$NOOP=$NOOP_PID,$ETCD_CLIENT=$ETCD_PID,${EGRPC[1]}=${ENODE_PID[1]},${EGRPC[2]}=${ENODE_PID[2]},${EGRPC[3]}=${ENODE_PID[3]}" |
+	--machine "$MACHINE" --command "$COMPARE_CMD" --pids "$PIDS" ${ONLY:+--only "$ONLY"} |
 	tee "$WORK/compare.log" || COMPARE_RC=$?
 [ -s "$WORK/compare.md" ] || { echo "compare wrote no report" >&2; exit 1; }
 
+# leader_index PREFIX ADDR... [-- FLAG...]: the number of the node that
+# leads (its ID is PREFIX and the number), asked through any ADDR.
 leader_index() {
-	local line id
-	for addr in "${GRPC[@]}"; do
-		if line=$("$BIN" leader --addr "$addr" --timeout 2s 2>/dev/null); then
+	local prefix=$1 addrs=() line id addr
+	shift
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do
+		addrs+=("$1")
+		shift
+	done
+	[ $# -gt 0 ] && shift
+	for addr in "${addrs[@]}"; do
+		if line=$(in_work "$BIN" leader --addr "$addr" --timeout 2s "$@" 2>/dev/null); then
 			id=${line%% *}
-			echo "${id#n}"
+			echo "${id#"$prefix"}"
 			return 0
 		fi
 	done
@@ -218,7 +364,7 @@ profile() {
 	sleep 0.2 # the profile starts with the warm-up
 	{
 		echo "go tool pprof -seconds 6 -proto -output prof-$name.pb.gz http://$addr/debug/pprof/profile & ordinal bench $*"
-		"$BIN" bench "$@" --label "profiled-$name"
+		in_work "$BIN" bench "$@" --label "profiled-$name"
 	} | tee "$WORK/prof-$name.txt"
 	wait "$PROF_PID" || { cat "$WORK/prof-$name.log" >&2; PROF_PID=""; return 0; }
 	PROF_PID=""
@@ -227,9 +373,11 @@ profile() {
 	PROFILES+=("$name")
 }
 if [ "$PROFILE" = 1 ]; then
-	L=$(leader_index)
+	L=$(leader_index n "${GRPC[@]}")
 	profile leader-strong "${PPROF[L]}" --mode strong --targets "${GRPC[L]}" --concurrency 64 --duration 5s --warmup 1s --key bench-strong
 	profile leader-weak "${PPROF[L]}" --mode weak --targets "${GRPC[L]}" --concurrency 64 --duration 5s --warmup 1s --key bench-weak
+	L=$(leader_index s "${SGRPC[@]}" -- "${SADMIN[@]}")
+	profile tls-leader-strong "${SPPROF[L]}" "${SIDS[@]}" --mode strong --targets "${SGRPC[L]}" --concurrency 64 --duration 5s --warmup 1s --key bench-strong
 	profile noop "$NOOP_PPROF" --mode strong --targets "$NOOP" --concurrency 64 --duration 5s --warmup 1s --key bench-unary
 fi
 
@@ -237,8 +385,8 @@ log "failover: $TRIALS trials of kill -9 of the leader"
 : >"$WORK/failover.txt"
 FAILOVER_RC=0
 for t in $(seq "$TRIALS"); do
-	wait_for "cluster before failover trial $t" 60 cluster_healthy
-	L=$(leader_index)
+	wait_for "cluster before failover trial $t" 60 cluster_healthy "${GRPC[@]}"
+	L=$(leader_index n "${GRPC[@]}")
 	SURVIVORS=()
 	for i in 1 2 3; do [ "$i" = "$L" ] || SURVIVORS+=("${GRPC[i]}"); done
 	echo "trial $t: leader n$L (pid ${NODE_PID[L]}), survivors ${SURVIVORS[*]}" >&2
@@ -252,7 +400,7 @@ for t in $(seq "$TRIALS"); do
 	start_node "$L"
 	wait_for "restarted n$L" 60 "$BIN" health --addr "${GRPC[L]}" --timeout 1s
 done
-wait_for "cluster after failover" 60 cluster_healthy
+wait_for "cluster after failover" 60 cluster_healthy "${GRPC[@]}"
 
 log "write $OUT"
 ELAPSED=$(($(date +%s) - START))
@@ -269,7 +417,20 @@ GEN=$WORK/generated.md
 	echo "  (\`${NODE_ARGS[1]}\`, likewise n2 and n3, log level warn), the no-op server"
 	echo "  (\`ordinal bench serve-noop --addr $NOOP\`), etcd $("$ETCD" --version | awk '/etcd Version/{print $3}')"
 	echo "  (\`etcd --data-dir DIR/etcd\`, single member, defaults otherwise), and 3 ordinal nodes on that etcd for the"
-	echo "  etcdstore- rows (\`${ENODE_ARGS[1]}\`, likewise ${EGRPC[2]} and ${EGRPC[3]}, log level warn)"
+	echo "  etcdstore- rows (\`${ENODE_ARGS[1]}\`, likewise e2 and e3, log level warn)"
+	echo "- for the mTLS rows (tls-, noop-tls-), in the same run: 3 ordinal nodes secured as the README's"
+	echo "  production setup (\`${SNODE_ARGS[1]}\`, likewise s2 and s3, log level warn) and the no-op server over the"
+	echo "  same mutual TLS (\`ordinal bench serve-noop --addr $TLS_NOOP $TLS_NOOP_FLAGS\`); the load generator"
+	echo "  presents pki/bench-client.pem (ids role only), the leader lookups pki/admin-client.pem (in --admin-names);"
+	echo "  the certificates, made with the binary before any server started, in the run's temp directory:"
+	echo
+	echo '  ```sh'
+	for c in "${PKI_CMDS[@]}"; do echo "  ordinal $c"; done
+	echo '  ```'
+	echo
+	echo "- idle CPU of the servers, per second, measured over ${IDLE_SECS}s with nothing loading them, after start-up and"
+	echo "  before the comparison (during each row, every server but the one to three it loads idles like this; of"
+	echo "  $(($(nproc) * 1000)) ms/s on $(nproc) cores): $IDLE_REPORT"
 	echo
 	echo "### Throughput and latency"
 	echo

@@ -4,10 +4,16 @@
 // one in-memory atomic counter — no Raft, no leadership proof, no
 // forwarding. Its IDs are unique and increasing across all keys, so the
 // benchmark's verifier accepts them in every mode.
+//
+// ListenTLS serves the same over TLS, mutual when the configuration asks
+// for client certificates: the ceiling that ordinal's client port with TLS
+// on is measured against. Neither asks for credentials beyond the
+// handshake: the ceiling is the cost of the RPC and its transport alone.
 package noop
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -15,6 +21,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -93,11 +100,29 @@ type Listener struct {
 // also serves gRPC health, SERVING from the start, so that the tools that
 // wait for an ordinal node wait for it too.
 func Listen(addr string) (*Listener, error) {
+	return listen(addr)
+}
+
+// ListenTLS is Listen serving over TLS configured by cfg, for example
+// tlsutil.ServerConfig's: with cfg.ClientAuth requiring a client
+// certificate it is the ceiling of a node serving mutual TLS
+// (serve --tls-client-ca-file). The certificate is checked once per
+// connection, in the handshake, as on a node; every call then pays the
+// record encryption both ways. cfg must hold a certificate
+// (Certificates, GetCertificate or GetConfigForClient).
+func ListenTLS(addr string, cfg *tls.Config) (*Listener, error) {
+	if cfg == nil || len(cfg.Certificates) == 0 && cfg.GetCertificate == nil && cfg.GetConfigForClient == nil {
+		return nil, errors.New("noop: ListenTLS needs a TLS configuration with a server certificate")
+	}
+	return listen(addr, grpc.Creds(credentials.NewTLS(cfg)))
+}
+
+func listen(addr string, opts ...grpc.ServerOption) (*Listener, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(opts...)
 	ordinalv1.RegisterSequencerServer(g, &Server{})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

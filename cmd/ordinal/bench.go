@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -16,14 +19,17 @@ import (
 
 	"github.com/ordinal-dev/ordinal/bench"
 	"github.com/ordinal-dev/ordinal/bench/noop"
+	"github.com/ordinal-dev/ordinal/client"
 	"github.com/ordinal-dev/ordinal/daemon"
+	"github.com/ordinal-dev/ordinal/tlsutil"
 )
 
 const benchUsage = `ordinal bench [--mode strong|weak|batch|stream] [--backend ordinal|etcd] [--targets HOST:PORT,...]
            [--concurrency N] [--duration D] [--warmup D] [--count N] [--key K] [--keys N] [--store S]
-       ordinal bench serve-noop [--addr HOST:PORT]
+       ordinal bench serve-noop [--addr HOST:PORT] [--tls-cert-file F --tls-key-file F [--tls-client-ca-file F]]
        ordinal bench failover --kill-pid PID --targets SURVIVOR,...
-       ordinal bench compare --cluster A,B,C --noop HOST:PORT [--etcd HOST:PORT] [--etcd-cluster D,E,F] [--out FILE]
+       ordinal bench compare --cluster A,B,C --noop HOST:PORT [--etcd HOST:PORT] [--etcd-cluster D,E,F]
+           [--tls-cluster G,H,I --tls-noop HOST:PORT --tls-cluster-ca-file F ...] [--out FILE]
 
 Runs a bounded load and verifies every ID received: no ID twice, STRONG IDs
 in real-time order across targets, WEAK IDs in order per target. Exits 1 if
@@ -50,8 +56,10 @@ func runBench(args []string) error {
 		mode, backend    string
 		targets          string
 		concurrency, nks int
+		conn             connFlags
 	)
 	fs := newFlagSet("bench", benchUsage)
+	conn.register(fs)
 	fs.StringVar(&mode, "mode", "strong", "strong or weak (one ID per GetNextId call), batch (--count IDs per GetNextIds call, STRONG) or stream (STRONG through client.WithStreaming, one client per target shared by all callers)")
 	fs.StringVar(&backend, "backend", "ordinal", "ordinal (ordinal nodes or the no-op server) or etcd (Layotto's etcd sequencer: one transaction per ID)")
 	fs.StringVar(&targets, "targets", "", "comma-separated addresses to send calls to, round-robin over callers; default "+daemon.DefaultGRPCAddr+", or 127.0.0.1:2379 for etcd")
@@ -92,6 +100,12 @@ func runBench(args []string) error {
 	if _, err := cfg.WithDefaults(); err != nil {
 		return usageErrorf("bench: %v", err)
 	}
+	if cfg.Backend == bench.BackendEtcd && (conn.tlsEnabled() || conn.tokenFile != "") {
+		return usageErrorf("bench: --tls, --tls-* and --token-file secure the connections to ordinal nodes; --backend etcd does not use them")
+	}
+	if cfg.ClientOptions, err = conn.clientOptions(); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if cpuProfile != "" {
@@ -121,27 +135,65 @@ func runBench(args []string) error {
 }
 
 func runBenchServeNoop(args []string) error {
-	var addr string
-	fs := newFlagSet("bench serve-noop", "ordinal bench serve-noop [--addr HOST:PORT]\n\n"+
+	var addr, certFile, keyFile, clientCAFile string
+	fs := newFlagSet("bench serve-noop", "ordinal bench serve-noop [--addr HOST:PORT] [--tls-cert-file F --tls-key-file F [--tls-client-ca-file F]]\n\n"+
 		"Serves ordinal.v1.Sequencer GetNextId, GetNextIds and NextIdStream from one\n"+
-		"atomic counter, with no consensus: the ceiling for ordinal's benchmarks.")
+		"atomic counter, with no consensus: the ceiling for ordinal's benchmarks.\n"+
+		"With --tls-cert-file it serves over TLS, and with --tls-client-ca-file it\n"+
+		"requires client certificates (mutual TLS), as ordinal serve's same flags do:\n"+
+		"the ceiling of a node serving TLS.")
 	fs.StringVar(&addr, "addr", "127.0.0.1:34906", "address to listen on; port 0 picks a free one")
 	var pprofAddr string
 	fs.StringVar(&pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address, as ordinal serve does (off when empty)")
+	fs.StringVar(&certFile, "tls-cert-file", "", "server certificate (PEM): serve over TLS, as ordinal serve --tls-cert-file does")
+	fs.StringVar(&keyFile, "tls-key-file", "", "key (PEM) of --tls-cert-file")
+	fs.StringVar(&clientCAFile, "tls-client-ca-file", "", "CA (PEM) of client certificates: clients must present one it signed (mutual TLS)")
 	if err := noArgs("bench serve-noop", fs, args); err != nil {
 		return err
 	}
+	switch {
+	case (certFile == "") != (keyFile == ""):
+		return usageErrorf("bench serve-noop: --tls-cert-file and --tls-key-file go together")
+	case clientCAFile != "" && certFile == "":
+		return usageErrorf("bench serve-noop: --tls-client-ca-file needs --tls-cert-file and --tls-key-file: client certificates are checked during a TLS handshake")
+	}
 	if pprofAddr != "" {
-		if err := servePprof(pprofAddr, hclog.NewNullLogger()); err != nil {
+		if err := servePprof(pprofAddr, nil, hclog.NewNullLogger()); err != nil {
 			return fmt.Errorf("bench serve-noop: %w", err)
 		}
 	}
-	l, err := noop.Listen(addr)
+	var (
+		l   *noop.Listener
+		kp  *tlsutil.KeyPair
+		cas *tlsutil.CAPool
+		err error
+	)
+	if certFile != "" {
+		// The configuration ordinal serve builds for its client port, so
+		// that the ceiling pays the same handshake and record layer.
+		if kp, err = tlsutil.LoadKeyPair(certFile, keyFile, nil); err != nil {
+			return usageErrorf("bench serve-noop: --tls-cert-file: %v", err)
+		}
+		if clientCAFile != "" {
+			if cas, err = tlsutil.LoadCAPool(clientCAFile, nil); err != nil {
+				return usageErrorf("bench serve-noop: --tls-client-ca-file: %v", err)
+			}
+		}
+		l, err = noop.ListenTLS(addr, tlsutil.ServerConfig(kp, cas, cas != nil))
+	} else {
+		l, err = noop.Listen(addr)
+	}
 	if err != nil {
 		return fmt.Errorf("bench serve-noop: %w", err)
 	}
 	defer l.Close()
 	fmt.Printf("no-op sequencer listening on %s\n", l.Addr())
+	switch {
+	case cas != nil:
+		fmt.Println("serving over mutual TLS: client certificates of --tls-client-ca-file required")
+	case kp != nil:
+		fmt.Println("serving over TLS")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	select {
@@ -156,6 +208,7 @@ func runBenchFailover(args []string) error {
 	var (
 		cfg     bench.FailoverConfig
 		targets string
+		conn    connFlags
 	)
 	fs := newFlagSet("bench failover", "ordinal bench failover --kill-pid PID --targets SURVIVOR,...\n\n"+
 		"Takes a STRONG ID through every target, kills PID (the leader) with SIGKILL,\n"+
@@ -169,12 +222,17 @@ func runBenchFailover(args []string) error {
 	fs.DurationVar(&cfg.Interval, "interval", 10*time.Millisecond, "time between calls after the kill")
 	fs.DurationVar(&cfg.CallTimeout, "call-timeout", time.Second, "how long calls in flight when the run ends may take before they are abandoned")
 	fs.DurationVar(&cfg.Timeout, "timeout", 15*time.Second, "give up this long after the kill")
+	conn.register(fs)
 	if err := noArgs("bench failover", fs, args); err != nil {
 		return err
 	}
 	cfg.Targets = splitList(targets)
 	if cfg.KillPID <= 0 || len(cfg.Targets) == 0 {
 		return usageErrorf("bench failover: --kill-pid and --targets are required")
+	}
+	var err error
+	if cfg.ClientOptions, err = conn.clientOptions(); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -194,11 +252,21 @@ func runBenchCompare(args []string) error {
 		duration, warmup     time.Duration
 		machine, commandLine string
 	)
-	fs := newFlagSet("bench compare", "ordinal bench compare --cluster A,B,C --noop HOST:PORT [--etcd HOST:PORT] [--etcd-cluster D,E,F] [--out FILE]\n\n"+
+	fs := newFlagSet("bench compare", "ordinal bench compare --cluster A,B,C --noop HOST:PORT [--etcd HOST:PORT] [--etcd-cluster D,E,F]\n"+
+		"           [--tls-cluster G,H,I --tls-noop HOST:PORT --tls-cluster-ca-file F --tls-cluster-cert-file F --tls-cluster-key-file F\n"+
+		"            --tls-cluster-admin-cert-file F --tls-cluster-admin-key-file F] [--out FILE]\n\n"+
 		"Runs every benchmark scenario against the cluster's leader and a follower, the\n"+
 		"no-op server, etcd and ordinal nodes on etcd (--etcd-cluster), interleaved in\n"+
 		"rounds, and writes the markdown tables of BENCHMARKS.md (medians over rounds,\n"+
-		"ratios to the same round's no-op run).")
+		"ratios to the same round's no-op run).\n\n"+
+		"With --tls-cluster and --tls-noop it also runs the mTLS rows (tls-*, noop-tls-*)\n"+
+		"against a second cluster secured with TLS and client certificates and a no-op\n"+
+		"server over the same mutual TLS ('bench serve-noop --tls-cert-file ...\n"+
+		"--tls-client-ca-file ...'), each right after its plain twin, and reports TLS on\n"+
+		"vs off. Their calls present --tls-cluster-cert-file, which needs only the ids\n"+
+		"role; the leader lookup presents --tls-cluster-admin-cert-file, a certificate\n"+
+		"named in the nodes' --admin-names. --tls-ca-file and the other connection flags\n"+
+		"secure --cluster and --etcd-cluster instead.")
 	fs.StringVar(&cluster, "cluster", "", "comma-separated gRPC addresses of the ordinal nodes")
 	fs.StringVar(&cfg.Noop, "noop", "", "address of `ordinal bench serve-noop`")
 	fs.StringVar(&cfg.Etcd, "etcd", "", "etcd client address; empty skips the etcd rows")
@@ -214,6 +282,10 @@ func runBenchCompare(args []string) error {
 	fs.StringVar(&commandLine, "command", "", "the command to name as the source of the numbers; default this one")
 	var pids string
 	fs.StringVar(&pids, "pids", "", "comma-separated ADDR=PID of the servers, to measure their CPU time per call (Linux)")
+	var conn connFlags
+	conn.register(fs) // for the ordinal nodes: --noop and --etcd are plain TCP
+	var tf tlsTargetFlags
+	tf.register(fs)
 	if err := noArgs("bench compare", fs, args); err != nil {
 		return err
 	}
@@ -227,6 +299,13 @@ func runBenchCompare(args []string) error {
 	}
 	if warmup == 0 {
 		cfg.Warmup = -1
+	}
+	var err error
+	if cfg.ClientOptions, err = conn.clientOptions(); err != nil {
+		return err
+	}
+	if cfg.TLS, err = tf.targets(); err != nil {
+		return err
 	}
 	if pids != "" {
 		cfg.PIDs = map[string]int{}
@@ -266,4 +345,95 @@ func runBenchCompare(args []string) error {
 		return fmt.Errorf("bench compare: %d run(s) failed; first: %w", len(cmp.Failures), cmp.Failures[0])
 	}
 	return nil
+}
+
+// tlsTargetFlags are bench compare's flags for the servers of the mTLS
+// rows (bench.TLSTargets): a secured cluster, a no-op server over mutual
+// TLS, and the two client certificates that reach them.
+type tlsTargetFlags struct {
+	cluster, noop               string
+	caFile, certFile, keyFile   string
+	adminCertFile, adminKeyFile string
+	serverName                  string
+}
+
+func (f *tlsTargetFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.cluster, "tls-cluster", "", "comma-separated gRPC addresses of a cluster secured with TLS and client certificates, for the tls- rows; empty skips them")
+	fs.StringVar(&f.noop, "tls-noop", "", "address of 'ordinal bench serve-noop --tls-cert-file ... --tls-client-ca-file ...', the ceiling of the mTLS rows; empty skips its rows")
+	fs.StringVar(&f.caFile, "tls-cluster-ca-file", "", "CA (PEM) that signed the server certificates of --tls-cluster and --tls-noop")
+	fs.StringVar(&f.certFile, "tls-cluster-cert-file", "", "client certificate (PEM) the calls of the mTLS rows present; any certificate of the nodes' client CA (the ids role) will do")
+	fs.StringVar(&f.keyFile, "tls-cluster-key-file", "", "key (PEM) of --tls-cluster-cert-file")
+	fs.StringVar(&f.adminCertFile, "tls-cluster-admin-cert-file", "", "client certificate (PEM) named in the nodes' --admin-names, for the leader lookup before every round (an admin call); default --tls-cluster-cert-file")
+	fs.StringVar(&f.adminKeyFile, "tls-cluster-admin-key-file", "", "key (PEM) of --tls-cluster-admin-cert-file")
+	fs.StringVar(&f.serverName, "tls-cluster-server-name", "", "name to verify in the servers' certificates; default the host of each address dialled")
+}
+
+// targets returns the servers and client options the flags describe; zero
+// when neither --tls-cluster nor --tls-noop is given.
+func (f *tlsTargetFlags) targets() (bench.TLSTargets, error) {
+	var t bench.TLSTargets
+	t.Cluster, t.Noop = splitList(f.cluster), f.noop
+	const cmd = "bench compare"
+	if len(t.Cluster) == 0 && t.Noop == "" {
+		if f.caFile != "" || f.certFile != "" || f.keyFile != "" || f.adminCertFile != "" || f.adminKeyFile != "" || f.serverName != "" {
+			return t, usageErrorf("%s: the --tls-cluster-* flags secure the connections to --tls-cluster and --tls-noop; give those, or use --tls-ca-file and its kin for --cluster", cmd)
+		}
+		return t, nil
+	}
+	switch {
+	case len(t.Cluster) == 1:
+		return t, usageErrorf("%s: --tls-cluster needs two nodes or more, as --cluster does: every round picks a follower (tls-weak-follower-64)", cmd)
+	case f.caFile == "":
+		return t, usageErrorf("%s: --tls-cluster and --tls-noop need --tls-cluster-ca-file, the CA that signed their server certificates", cmd)
+	case f.certFile == "" || f.keyFile == "":
+		return t, usageErrorf("%s: --tls-cluster and --tls-noop need --tls-cluster-cert-file and --tls-cluster-key-file: they require client certificates", cmd)
+	case (f.adminCertFile == "") != (f.adminKeyFile == ""):
+		return t, usageErrorf("%s: --tls-cluster-admin-cert-file and --tls-cluster-admin-key-file go together", cmd)
+	}
+	roots, err := loadCAFile(f.caFile)
+	if err != nil {
+		return t, usageErrorf("%s: --tls-cluster-ca-file: %v", cmd, err)
+	}
+	cfg, err := clientTLSConfig(roots, f.certFile, f.keyFile, f.serverName)
+	if err != nil {
+		return t, usageErrorf("%s: --tls-cluster-cert-file and --tls-cluster-key-file: %v", cmd, err)
+	}
+	t.ClientOptions = []client.Option{client.WithTLS(cfg)}
+	t.Flags = "--tls-ca-file " + f.caFile + " --tls-cert-file " + f.certFile + " --tls-key-file " + f.keyFile
+	if f.serverName != "" {
+		t.Flags += " --tls-server-name " + f.serverName
+	}
+	if f.adminCertFile != "" {
+		admin, err := clientTLSConfig(roots, f.adminCertFile, f.adminKeyFile, f.serverName)
+		if err != nil {
+			return t, usageErrorf("%s: --tls-cluster-admin-cert-file and --tls-cluster-admin-key-file: %v", cmd, err)
+		}
+		t.AdminOptions = []client.Option{client.WithTLS(admin)}
+	}
+	return t, nil
+}
+
+// loadCAFile reads a pool of CA certificates from a PEM file.
+func loadCAFile(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+// clientTLSConfig is the TLS configuration of a client that trusts roots
+// and presents the certificate in certFile: the configuration `ordinal
+// bench --tls-ca-file --tls-cert-file --tls-key-file` makes (connFlags),
+// so that the standalone commands of the report measure the same thing.
+func clientTLSConfig(roots *x509.CertPool, certFile, keyFile, serverName string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, Certificates: []tls.Certificate{cert}, ServerName: serverName}, nil
 }
