@@ -1165,6 +1165,379 @@ func (x *ReserveResponse) GetLast() uint64 {
 	return 0
 }
 
+type WaitAppliedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitAppliedRequest) Reset() {
+	*x = WaitAppliedRequest{}
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitAppliedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitAppliedRequest) ProtoMessage() {}
+
+func (x *WaitAppliedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitAppliedRequest.ProtoReflect.Descriptor instead.
+func (*WaitAppliedRequest) Descriptor() ([]byte, []int) {
+	return file_ordinal_v1_cluster_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *WaitAppliedRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type WaitAppliedResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// applied_index is the node's applied index when it answered.
+	AppliedIndex  uint64 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	NodeId        string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitAppliedResponse) Reset() {
+	*x = WaitAppliedResponse{}
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitAppliedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitAppliedResponse) ProtoMessage() {}
+
+func (x *WaitAppliedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitAppliedResponse.ProtoReflect.Descriptor instead.
+func (*WaitAppliedResponse) Descriptor() ([]byte, []int) {
+	return file_ordinal_v1_cluster_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *WaitAppliedResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *WaitAppliedResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type BackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_ordinal_v1_cluster_proto_rawDescGZIP(), []int{21}
+}
+
+type BackupChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupChunk) Reset() {
+	*x = BackupChunk{}
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupChunk) ProtoMessage() {}
+
+func (x *BackupChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
+func (*BackupChunk) Descriptor() ([]byte, []int) {
+	return file_ordinal_v1_cluster_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *BackupChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type KeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// store_name limits the listing to one store; empty lists every store.
+	StoreName string `protobuf:"bytes,1,opt,name=store_name,json=storeName,proto3" json:"store_name,omitempty"`
+	// prefix limits it to keys that start with it.
+	Prefix string `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// page_token continues a listing: the next_page_token of the previous
+	// page.
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// page_size is the most keys to return; 0 means 1000, the maximum is
+	// 10000.
+	PageSize      uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeysRequest) Reset() {
+	*x = KeysRequest{}
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeysRequest) ProtoMessage() {}
+
+func (x *KeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeysRequest.ProtoReflect.Descriptor instead.
+func (*KeysRequest) Descriptor() ([]byte, []int) {
+	return file_ordinal_v1_cluster_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *KeysRequest) GetStoreName() string {
+	if x != nil {
+		return x.StoreName
+	}
+	return ""
+}
+
+func (x *KeysRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *KeysRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *KeysRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+type KeyInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StoreName     string                 `protobuf:"bytes,1,opt,name=store_name,json=storeName,proto3" json:"store_name,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	HighWater     int64                  `protobuf:"varint,3,opt,name=high_water,json=highWater,proto3" json:"high_water,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyInfo) Reset() {
+	*x = KeyInfo{}
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyInfo) ProtoMessage() {}
+
+func (x *KeyInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyInfo.ProtoReflect.Descriptor instead.
+func (*KeyInfo) Descriptor() ([]byte, []int) {
+	return file_ordinal_v1_cluster_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *KeyInfo) GetStoreName() string {
+	if x != nil {
+		return x.StoreName
+	}
+	return ""
+}
+
+func (x *KeyInfo) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *KeyInfo) GetHighWater() int64 {
+	if x != nil {
+		return x.HighWater
+	}
+	return 0
+}
+
+type KeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Keys  []*KeyInfo             `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// next_page_token is empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// total is how many keys the node holds in all (every store).
+	Total         uint64 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeysResponse) Reset() {
+	*x = KeysResponse{}
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeysResponse) ProtoMessage() {}
+
+func (x *KeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeysResponse.ProtoReflect.Descriptor instead.
+func (*KeysResponse) Descriptor() ([]byte, []int) {
+	return file_ordinal_v1_cluster_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *KeysResponse) GetKeys() []*KeyInfo {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *KeysResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *KeysResponse) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
 var File_ordinal_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_ordinal_v1_cluster_proto_rawDesc = "" +
@@ -1249,20 +1622,48 @@ const file_ordinal_v1_cluster_proto_rawDesc = "" +
 	"\x04need\x18\x04 \x01(\x04R\x04need\";\n" +
 	"\x0fReserveResponse\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\x04R\x05first\x12\x12\n" +
-	"\x04last\x18\x02 \x01(\x04R\x04last2\xef\x02\n" +
+	"\x04last\x18\x02 \x01(\x04R\x04last\"*\n" +
+	"\x12WaitAppliedRequest\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"S\n" +
+	"\x13WaitAppliedResponse\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"\x0f\n" +
+	"\rBackupRequest\"!\n" +
+	"\vBackupChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\x80\x01\n" +
+	"\vKeysRequest\x12\x1d\n" +
+	"\n" +
+	"store_name\x18\x01 \x01(\tR\tstoreName\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\rR\bpageSize\"Y\n" +
+	"\aKeyInfo\x12\x1d\n" +
+	"\n" +
+	"store_name\x18\x01 \x01(\tR\tstoreName\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1d\n" +
+	"\n" +
+	"high_water\x18\x03 \x01(\x03R\thighWater\"u\n" +
+	"\fKeysResponse\x12'\n" +
+	"\x04keys\x18\x01 \x03(\v2\x13.ordinal.v1.KeyInfoR\x04keys\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x04R\x05total2\xea\x03\n" +
 	"\aCluster\x129\n" +
 	"\x04Join\x12\x17.ordinal.v1.JoinRequest\x1a\x18.ordinal.v1.JoinResponse\x12?\n" +
 	"\x06Remove\x12\x19.ordinal.v1.RemoveRequest\x1a\x1a.ordinal.v1.RemoveResponse\x12B\n" +
 	"\aMembers\x12\x1a.ordinal.v1.MembersRequest\x1a\x1b.ordinal.v1.MembersResponse\x12?\n" +
 	"\x06Leader\x12\x19.ordinal.v1.LeaderRequest\x1a\x1a.ordinal.v1.LeaderResponse\x12c\n" +
-	"\x12TransferLeadership\x12%.ordinal.v1.TransferLeadershipRequest\x1a&.ordinal.v1.TransferLeadershipResponse2\xb4\x03\n" +
+	"\x12TransferLeadership\x12%.ordinal.v1.TransferLeadershipRequest\x1a&.ordinal.v1.TransferLeadershipResponse\x12>\n" +
+	"\x06Backup\x12\x19.ordinal.v1.BackupRequest\x1a\x17.ordinal.v1.BackupChunk0\x01\x129\n" +
+	"\x04Keys\x12\x17.ordinal.v1.KeysRequest\x1a\x18.ordinal.v1.KeysResponse2\x84\x04\n" +
 	"\x04Peer\x12?\n" +
 	"\x06Status\x12\x19.ordinal.v1.StatusRequest\x1a\x1a.ordinal.v1.StatusResponse\x129\n" +
 	"\x04Join\x12\x17.ordinal.v1.JoinRequest\x1a\x18.ordinal.v1.JoinResponse\x12B\n" +
 	"\aPublish\x12\x1a.ordinal.v1.PublishRequest\x1a\x1b.ordinal.v1.PublishResponse\x12N\n" +
 	"\vConfirmTerm\x12\x1e.ordinal.v1.ConfirmTermRequest\x1a\x1f.ordinal.v1.ConfirmTermResponse\x12X\n" +
 	"\x11ConfirmTermStream\x12\x1e.ordinal.v1.ConfirmTermRequest\x1a\x1f.ordinal.v1.ConfirmTermResponse(\x010\x01\x12B\n" +
-	"\aReserve\x12\x1a.ordinal.v1.ReserveRequest\x1a\x1b.ordinal.v1.ReserveResponseB8Z6github.com/ordinal-dev/ordinal/api/ordinalv1;ordinalv1b\x06proto3"
+	"\aReserve\x12\x1a.ordinal.v1.ReserveRequest\x1a\x1b.ordinal.v1.ReserveResponse\x12N\n" +
+	"\vWaitApplied\x12\x1e.ordinal.v1.WaitAppliedRequest\x1a\x1f.ordinal.v1.WaitAppliedResponseB8Z6github.com/ordinal-dev/ordinal/api/ordinalv1;ordinalv1b\x06proto3"
 
 var (
 	file_ordinal_v1_cluster_proto_rawDescOnce sync.Once
@@ -1276,7 +1677,7 @@ func file_ordinal_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_ordinal_v1_cluster_proto_rawDescData
 }
 
-var file_ordinal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_ordinal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_ordinal_v1_cluster_proto_goTypes = []any{
 	(*JoinRequest)(nil),                // 0: ordinal.v1.JoinRequest
 	(*JoinResponse)(nil),               // 1: ordinal.v1.JoinResponse
@@ -1297,37 +1698,51 @@ var file_ordinal_v1_cluster_proto_goTypes = []any{
 	(*ConfirmTermResponse)(nil),        // 16: ordinal.v1.ConfirmTermResponse
 	(*ReserveRequest)(nil),             // 17: ordinal.v1.ReserveRequest
 	(*ReserveResponse)(nil),            // 18: ordinal.v1.ReserveResponse
+	(*WaitAppliedRequest)(nil),         // 19: ordinal.v1.WaitAppliedRequest
+	(*WaitAppliedResponse)(nil),        // 20: ordinal.v1.WaitAppliedResponse
+	(*BackupRequest)(nil),              // 21: ordinal.v1.BackupRequest
+	(*BackupChunk)(nil),                // 22: ordinal.v1.BackupChunk
+	(*KeysRequest)(nil),                // 23: ordinal.v1.KeysRequest
+	(*KeyInfo)(nil),                    // 24: ordinal.v1.KeyInfo
+	(*KeysResponse)(nil),               // 25: ordinal.v1.KeysResponse
 }
 var file_ordinal_v1_cluster_proto_depIdxs = []int32{
 	7,  // 0: ordinal.v1.MembersResponse.members:type_name -> ordinal.v1.Member
 	7,  // 1: ordinal.v1.StatusResponse.servers:type_name -> ordinal.v1.Member
-	0,  // 2: ordinal.v1.Cluster.Join:input_type -> ordinal.v1.JoinRequest
-	4,  // 3: ordinal.v1.Cluster.Remove:input_type -> ordinal.v1.RemoveRequest
-	6,  // 4: ordinal.v1.Cluster.Members:input_type -> ordinal.v1.MembersRequest
-	9,  // 5: ordinal.v1.Cluster.Leader:input_type -> ordinal.v1.LeaderRequest
-	11, // 6: ordinal.v1.Cluster.TransferLeadership:input_type -> ordinal.v1.TransferLeadershipRequest
-	13, // 7: ordinal.v1.Peer.Status:input_type -> ordinal.v1.StatusRequest
-	0,  // 8: ordinal.v1.Peer.Join:input_type -> ordinal.v1.JoinRequest
-	2,  // 9: ordinal.v1.Peer.Publish:input_type -> ordinal.v1.PublishRequest
-	15, // 10: ordinal.v1.Peer.ConfirmTerm:input_type -> ordinal.v1.ConfirmTermRequest
-	15, // 11: ordinal.v1.Peer.ConfirmTermStream:input_type -> ordinal.v1.ConfirmTermRequest
-	17, // 12: ordinal.v1.Peer.Reserve:input_type -> ordinal.v1.ReserveRequest
-	1,  // 13: ordinal.v1.Cluster.Join:output_type -> ordinal.v1.JoinResponse
-	5,  // 14: ordinal.v1.Cluster.Remove:output_type -> ordinal.v1.RemoveResponse
-	8,  // 15: ordinal.v1.Cluster.Members:output_type -> ordinal.v1.MembersResponse
-	10, // 16: ordinal.v1.Cluster.Leader:output_type -> ordinal.v1.LeaderResponse
-	12, // 17: ordinal.v1.Cluster.TransferLeadership:output_type -> ordinal.v1.TransferLeadershipResponse
-	14, // 18: ordinal.v1.Peer.Status:output_type -> ordinal.v1.StatusResponse
-	1,  // 19: ordinal.v1.Peer.Join:output_type -> ordinal.v1.JoinResponse
-	3,  // 20: ordinal.v1.Peer.Publish:output_type -> ordinal.v1.PublishResponse
-	16, // 21: ordinal.v1.Peer.ConfirmTerm:output_type -> ordinal.v1.ConfirmTermResponse
-	16, // 22: ordinal.v1.Peer.ConfirmTermStream:output_type -> ordinal.v1.ConfirmTermResponse
-	18, // 23: ordinal.v1.Peer.Reserve:output_type -> ordinal.v1.ReserveResponse
-	13, // [13:24] is the sub-list for method output_type
-	2,  // [2:13] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	24, // 2: ordinal.v1.KeysResponse.keys:type_name -> ordinal.v1.KeyInfo
+	0,  // 3: ordinal.v1.Cluster.Join:input_type -> ordinal.v1.JoinRequest
+	4,  // 4: ordinal.v1.Cluster.Remove:input_type -> ordinal.v1.RemoveRequest
+	6,  // 5: ordinal.v1.Cluster.Members:input_type -> ordinal.v1.MembersRequest
+	9,  // 6: ordinal.v1.Cluster.Leader:input_type -> ordinal.v1.LeaderRequest
+	11, // 7: ordinal.v1.Cluster.TransferLeadership:input_type -> ordinal.v1.TransferLeadershipRequest
+	21, // 8: ordinal.v1.Cluster.Backup:input_type -> ordinal.v1.BackupRequest
+	23, // 9: ordinal.v1.Cluster.Keys:input_type -> ordinal.v1.KeysRequest
+	13, // 10: ordinal.v1.Peer.Status:input_type -> ordinal.v1.StatusRequest
+	0,  // 11: ordinal.v1.Peer.Join:input_type -> ordinal.v1.JoinRequest
+	2,  // 12: ordinal.v1.Peer.Publish:input_type -> ordinal.v1.PublishRequest
+	15, // 13: ordinal.v1.Peer.ConfirmTerm:input_type -> ordinal.v1.ConfirmTermRequest
+	15, // 14: ordinal.v1.Peer.ConfirmTermStream:input_type -> ordinal.v1.ConfirmTermRequest
+	17, // 15: ordinal.v1.Peer.Reserve:input_type -> ordinal.v1.ReserveRequest
+	19, // 16: ordinal.v1.Peer.WaitApplied:input_type -> ordinal.v1.WaitAppliedRequest
+	1,  // 17: ordinal.v1.Cluster.Join:output_type -> ordinal.v1.JoinResponse
+	5,  // 18: ordinal.v1.Cluster.Remove:output_type -> ordinal.v1.RemoveResponse
+	8,  // 19: ordinal.v1.Cluster.Members:output_type -> ordinal.v1.MembersResponse
+	10, // 20: ordinal.v1.Cluster.Leader:output_type -> ordinal.v1.LeaderResponse
+	12, // 21: ordinal.v1.Cluster.TransferLeadership:output_type -> ordinal.v1.TransferLeadershipResponse
+	22, // 22: ordinal.v1.Cluster.Backup:output_type -> ordinal.v1.BackupChunk
+	25, // 23: ordinal.v1.Cluster.Keys:output_type -> ordinal.v1.KeysResponse
+	14, // 24: ordinal.v1.Peer.Status:output_type -> ordinal.v1.StatusResponse
+	1,  // 25: ordinal.v1.Peer.Join:output_type -> ordinal.v1.JoinResponse
+	3,  // 26: ordinal.v1.Peer.Publish:output_type -> ordinal.v1.PublishResponse
+	16, // 27: ordinal.v1.Peer.ConfirmTerm:output_type -> ordinal.v1.ConfirmTermResponse
+	16, // 28: ordinal.v1.Peer.ConfirmTermStream:output_type -> ordinal.v1.ConfirmTermResponse
+	18, // 29: ordinal.v1.Peer.Reserve:output_type -> ordinal.v1.ReserveResponse
+	20, // 30: ordinal.v1.Peer.WaitApplied:output_type -> ordinal.v1.WaitAppliedResponse
+	17, // [17:31] is the sub-list for method output_type
+	3,  // [3:17] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_ordinal_v1_cluster_proto_init() }
@@ -1341,7 +1756,7 @@ func file_ordinal_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ordinal_v1_cluster_proto_rawDesc), len(file_ordinal_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -35,6 +35,8 @@ const (
 	Cluster_Members_FullMethodName            = "/ordinal.v1.Cluster/Members"
 	Cluster_Leader_FullMethodName             = "/ordinal.v1.Cluster/Leader"
 	Cluster_TransferLeadership_FullMethodName = "/ordinal.v1.Cluster/TransferLeadership"
+	Cluster_Backup_FullMethodName             = "/ordinal.v1.Cluster/Backup"
+	Cluster_Keys_FullMethodName               = "/ordinal.v1.Cluster/Keys"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -58,6 +60,13 @@ type ClusterClient interface {
 	// TransferLeadership moves leadership to node_id, or to the most
 	// up-to-date voter when node_id is empty.
 	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
+	// Backup streams a consistent copy of the cluster's state from the
+	// leader: the chunks, concatenated, are a backup file (package backup
+	// defines its format, checksummed end to end). Forwarded to the leader.
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
+	// Keys lists keys with their high-water marks, in order (store, then
+	// key), a page at a time, as this node has applied them.
+	Keys(ctx context.Context, in *KeysRequest, opts ...grpc.CallOption) (*KeysResponse, error)
 }
 
 type clusterClient struct {
@@ -118,6 +127,35 @@ func (c *clusterClient) TransferLeadership(ctx context.Context, in *TransferLead
 	return out, nil
 }
 
+func (c *clusterClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_Backup_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRequest, BackupChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_BackupClient = grpc.ServerStreamingClient[BackupChunk]
+
+func (c *clusterClient) Keys(ctx context.Context, in *KeysRequest, opts ...grpc.CallOption) (*KeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeysResponse)
+	err := c.cc.Invoke(ctx, Cluster_Keys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -139,6 +177,13 @@ type ClusterServer interface {
 	// TransferLeadership moves leadership to node_id, or to the most
 	// up-to-date voter when node_id is empty.
 	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
+	// Backup streams a consistent copy of the cluster's state from the
+	// leader: the chunks, concatenated, are a backup file (package backup
+	// defines its format, checksummed end to end). Forwarded to the leader.
+	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error
+	// Keys lists keys with their high-water marks, in order (store, then
+	// key), a page at a time, as this node has applied them.
+	Keys(context.Context, *KeysRequest) (*KeysResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -163,6 +208,12 @@ func (UnimplementedClusterServer) Leader(context.Context, *LeaderRequest) (*Lead
 }
 func (UnimplementedClusterServer) TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TransferLeadership not implemented")
+}
+func (UnimplementedClusterServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error {
+	return status.Error(codes.Unimplemented, "method Backup not implemented")
+}
+func (UnimplementedClusterServer) Keys(context.Context, *KeysRequest) (*KeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Keys not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -275,6 +326,35 @@ func _Cluster_TransferLeadership_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServer).Backup(m, &grpc.GenericServerStream[BackupRequest, BackupChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_BackupServer = grpc.ServerStreamingServer[BackupChunk]
+
+func _Cluster_Keys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Keys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Keys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Keys(ctx, req.(*KeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -302,8 +382,18 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "TransferLeadership",
 			Handler:    _Cluster_TransferLeadership_Handler,
 		},
+		{
+			MethodName: "Keys",
+			Handler:    _Cluster_Keys_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Backup",
+			Handler:       _Cluster_Backup_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "ordinal/v1/cluster.proto",
 }
 
@@ -314,6 +404,7 @@ const (
 	Peer_ConfirmTerm_FullMethodName       = "/ordinal.v1.Peer/ConfirmTerm"
 	Peer_ConfirmTermStream_FullMethodName = "/ordinal.v1.Peer/ConfirmTermStream"
 	Peer_Reserve_FullMethodName           = "/ordinal.v1.Peer/Reserve"
+	Peer_WaitApplied_FullMethodName       = "/ordinal.v1.Peer/WaitApplied"
 )
 
 // PeerClient is the client API for Peer service.
@@ -345,6 +436,11 @@ type PeerClient interface {
 	// Reserve reserves a range of IDs through the leader's log, for a node
 	// that serves WEAK IDs from its own ranges.
 	Reserve(ctx context.Context, in *ReserveRequest, opts ...grpc.CallOption) (*ReserveResponse, error)
+	// WaitApplied answers once the node has applied the log up to index
+	// (and so dropped every ID below the floors set up to there), or fails
+	// with DeadlineExceeded. The leader asks every member after committing a
+	// floor, so that SetFloor returns as soon as the floor holds everywhere.
+	WaitApplied(ctx context.Context, in *WaitAppliedRequest, opts ...grpc.CallOption) (*WaitAppliedResponse, error)
 }
 
 type peerClient struct {
@@ -418,6 +514,16 @@ func (c *peerClient) Reserve(ctx context.Context, in *ReserveRequest, opts ...gr
 	return out, nil
 }
 
+func (c *peerClient) WaitApplied(ctx context.Context, in *WaitAppliedRequest, opts ...grpc.CallOption) (*WaitAppliedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitAppliedResponse)
+	err := c.cc.Invoke(ctx, Peer_WaitApplied_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -447,6 +553,11 @@ type PeerServer interface {
 	// Reserve reserves a range of IDs through the leader's log, for a node
 	// that serves WEAK IDs from its own ranges.
 	Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error)
+	// WaitApplied answers once the node has applied the log up to index
+	// (and so dropped every ID below the floors set up to there), or fails
+	// with DeadlineExceeded. The leader asks every member after committing a
+	// floor, so that SetFloor returns as soon as the floor holds everywhere.
+	WaitApplied(context.Context, *WaitAppliedRequest) (*WaitAppliedResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -474,6 +585,9 @@ func (UnimplementedPeerServer) ConfirmTermStream(grpc.BidiStreamingServer[Confir
 }
 func (UnimplementedPeerServer) Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Reserve not implemented")
+}
+func (UnimplementedPeerServer) WaitApplied(context.Context, *WaitAppliedRequest) (*WaitAppliedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WaitApplied not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -593,6 +707,24 @@ func _Peer_Reserve_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_WaitApplied_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitAppliedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).WaitApplied(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_WaitApplied_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).WaitApplied(ctx, req.(*WaitAppliedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -619,6 +751,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Reserve",
 			Handler:    _Peer_Reserve_Handler,
+		},
+		{
+			MethodName: "WaitApplied",
+			Handler:    _Peer_WaitApplied_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
