@@ -77,6 +77,18 @@ type Config struct {
 	// dropped key's ranges is never handed out (a gap). Default 5m.
 	IdleTimeout time.Duration
 
+	// WeakRangeTTL bounds how long a WEAK range may serve IDs, measured on
+	// this node's monotonic clock from the moment its reservation was
+	// asked for; an older range is dropped (a gap) and a new one reserved.
+	// It is what makes a floor hold on a node that cannot be told about
+	// it (cut off, paused): SetFloor returns once every node confirmed it
+	// applied the floor or, failing that, once every range reserved
+	// before the floor has expired (FloorHold). Every node of a cluster
+	// must use the same value. Shorter makes SetFloor return sooner when a
+	// node does not answer, but makes a key used less often than once per
+	// TTL reserve on every use. Default DefaultWeakRangeTTL.
+	WeakRangeTTL time.Duration
+
 	// Logger receives debug logs about failed reservations. Nil means none.
 	Logger hclog.Logger
 }
@@ -101,6 +113,7 @@ func (c Config) withDefaults() Config {
 	defDur(&c.ReserveTimeout, 5*time.Second)
 	defDur(&c.FenceTimeout, 2*time.Second)
 	defDur(&c.IdleTimeout, 5*time.Minute)
+	defDur(&c.WeakRangeTTL, DefaultWeakRangeTTL)
 	if c.FenceRounds <= 0 {
 		c.FenceRounds = 1
 	}
@@ -108,6 +121,19 @@ func (c Config) withDefaults() Config {
 		c.Logger = hclog.NewNullLogger()
 	}
 	return c
+}
+
+// DefaultWeakRangeTTL is the default Config.WeakRangeTTL.
+const DefaultWeakRangeTTL = 10 * time.Second
+
+// FloorHold is how long after a floor committed every WEAK range reserved
+// before it has expired on every node, whatever its clock: ttl measured on
+// one monotonic clock is taken to last at most 10% longer on another (Linux
+// slews clocks by at most 0.05%), plus a margin for the time between a
+// range's reservation being asked for and this node learning the floor
+// committed, which only makes the wait longer than needed.
+func FloorHold(ttl time.Duration) time.Duration {
+	return ttl + ttl/10 + 100*time.Millisecond
 }
 
 // staleFenceRetries bounds how often a STRONG call takes a new leadership
@@ -238,17 +264,45 @@ func (a *Allocator) HighWater(ctx context.Context, key fsm.Key) (uint64, error) 
 	return a.backend.HighWater(ctx, key)
 }
 
-// SetFloor raises key's counter so that every ID handed out by this node
-// after SetFloor returns is above floor, and returns the high-water mark
-// after the change. Other nodes drop their WEAK ranges below the floor as
-// they apply it.
+// SetFloor raises key's counter so that every ID any node hands out after
+// SetFloor returns, in either mode, is above floor, and returns the
+// high-water mark after the change.
+//
+// The floor holds on this node at once. Other nodes drop their WEAK ranges
+// below it as they apply it; SetFloor returns once the backend confirms
+// that every node that may hold a range applied it (FloorHolder), or else
+// once FloorHold(WeakRangeTTL) has passed since the floor committed, when
+// every range reserved before it has expired wherever it is. If ctx ends
+// first, SetFloor fails with an error wrapping ErrFloorPending: the floor
+// is committed and will hold by then; repeating the call is harmless.
 func (a *Allocator) SetFloor(ctx context.Context, key fsm.Key, floor uint64) (uint64, error) {
 	hw, err := a.backend.Floor(ctx, key, floor)
 	if err != nil {
 		return 0, err
 	}
+	committed := time.Now() // the floor committed before this
 	a.RaiseFloor(key, floor)
-	return hw, nil
+	hold := FloorHold(a.cfg.WeakRangeTTL)
+	if h, ok := a.backend.(FloorHolder); ok {
+		hctx, cancel := context.WithTimeout(ctx, hold)
+		err := h.HoldFloor(hctx, hold)
+		cancel()
+		if err == nil {
+			return hw, nil
+		}
+		a.logger.Debug("not every node confirmed the floor; waiting for older WEAK ranges to expire",
+			"store", key.Store, "key", key.Name, "wait", time.Until(committed.Add(hold)), "error", err)
+	}
+	t := time.NewTimer(time.Until(committed.Add(hold)))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return hw, nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%w: not every node confirmed it, and WEAK ranges reserved before it may serve until %s from now; "+
+			"no node will hand out an ID at or below it after that (%w)",
+			ErrFloorPending, time.Until(committed.Add(hold)).Round(time.Millisecond), ctx.Err())
+	}
 }
 
 // RaiseFloor drops every ID at or below floor from this node's ranges for

@@ -10,6 +10,7 @@ package alloc
 
 import (
 	"context"
+	"time"
 
 	"github.com/ordinal-dev/ordinal/fsm"
 )
@@ -56,4 +57,18 @@ type Backend interface {
 	// it reflects every reservation that committed before Confirm was
 	// called.
 	HighWater(ctx context.Context, key fsm.Key) (uint64, error)
+}
+
+// FloorHolder is implemented by backends that can tell when a floor holds
+// on every node that may hold ranges, so that SetFloor need not wait for
+// older WEAK ranges to expire.
+type FloorHolder interface {
+	// HoldFloor returns nil once every node that may hold a range of any
+	// key has applied everything this node committed before the call (and
+	// so every floor up to there). hold is how long after a change a node
+	// may still serve from ranges it held before (FloorHold of the WEAK
+	// range TTL): nodes removed, or a leadership taken, less than hold ago
+	// may be unknown to this node, and HoldFloor then fails. Any error
+	// means "not known": the caller waits hold out instead.
+	HoldFloor(ctx context.Context, hold time.Duration) error
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/ordinal-dev/ordinal/fsm"
 )
@@ -121,3 +122,7 @@ func (b *memBackend) confirmCount() int {
 	defer b.mu.Unlock()
 	return b.confirms
 }
+
+// HoldFloor implements FloorHolder: the memBackend is the only node, and
+// the allocator applied the floor itself.
+func (b *memBackend) HoldFloor(context.Context, time.Duration) error { return nil }

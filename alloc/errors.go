@@ -16,6 +16,12 @@ var (
 	// succeed if retried later.
 	ErrUnavailable = errors.New("alloc: store unavailable")
 
+	// ErrFloorPending is returned by SetFloor when its context ended after
+	// the floor committed but before it was known to hold on every node
+	// (see Allocator.SetFloor). The floor will hold; retry the call to
+	// wait for it.
+	ErrFloorPending = fmt.Errorf("alloc: floor committed, not yet held on every node: %w", ErrUnavailable)
+
 	// ErrClosed is returned by every call after Close.
 	ErrClosed = fmt.Errorf("alloc: allocator closed: %w", ErrUnavailable)
 )

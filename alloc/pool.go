@@ -33,8 +33,10 @@ type pool struct {
 	mu        sync.Mutex
 	cur       Range
 	curEpoch  Epoch
+	curUntil  time.Time // a WEAK cur serves until then (WeakRangeTTL)
 	next      Range
 	nextEpoch Epoch
+	nextUntil time.Time
 	floor     uint64 // no ID at or below floor may be served
 	size      uint64 // IDs asked for by the next reservation
 	lastStart time.Time
@@ -56,6 +58,9 @@ type refill struct {
 	// do not grow the next reservation.
 	prevSize  uint64
 	prevStart time.Time
+	// asked is when the reservation was asked for: a WEAK range serves
+	// until asked + WeakRangeTTL.
+	asked time.Time
 }
 
 // result tells a caller that waited for r whether to look at the pool again.
@@ -107,6 +112,7 @@ func (p *pool) take(ctx context.Context, count uint64, epoch Epoch) (uint64, err
 			p.mu.Unlock()
 			return 0, err
 		}
+		p.discardExpired()
 		if p.cur.Len() >= count {
 			first := p.cur.First
 			p.cur.First += count
@@ -117,7 +123,7 @@ func (p *pool) take(ctx context.Context, count uint64, epoch Epoch) (uint64, err
 		if p.next.Len() > 0 {
 			// What is left of cur is too small for this call; skipping it
 			// leaves a gap, which is allowed, and keeps IDs increasing.
-			p.cur, p.curEpoch = p.next, p.nextEpoch
+			p.cur, p.curEpoch, p.curUntil = p.next, p.nextEpoch, p.nextUntil
 			p.next = emptyRange
 			continue
 		}
@@ -155,6 +161,25 @@ func (p *pool) discardStale(epoch Epoch) error {
 	return nil
 }
 
+// discardExpired drops WEAK ranges older than WeakRangeTTL: a floor this
+// node has not heard of (it is cut off, or was paused) may lie above them,
+// and the node that set it waits no longer than their expiry (see
+// Allocator.SetFloor). What is left of them is a gap. STRONG ranges are
+// fenced by a leadership proof instead, and the leader applies every floor
+// before SetFloor returns.
+func (p *pool) discardExpired() {
+	if p.strong || p.cur.Len() == 0 && p.next.Len() == 0 {
+		return
+	}
+	now := time.Now()
+	if p.cur.Len() > 0 && !now.Before(p.curUntil) {
+		p.cur = emptyRange
+	}
+	if p.next.Len() > 0 && !now.Before(p.nextUntil) {
+		p.next = emptyRange
+	}
+}
+
 // prefetch reserves the next range in the background once cur is half used,
 // so that a busy key does not stall at the boundary.
 func (p *pool) prefetch(epoch Epoch) {
@@ -167,8 +192,9 @@ func (p *pool) prefetch(epoch Epoch) {
 // startRefill starts a reservation of at least need IDs for a caller whose
 // fence proved epoch (0 for WEAK). The caller holds p.mu.
 func (p *pool) startRefill(need uint64, epoch Epoch) *refill {
-	r := &refill{done: make(chan struct{}), startedUnder: epoch, prevSize: p.size, prevStart: p.lastStart}
-	p.adaptSize(time.Now())
+	now := time.Now()
+	r := &refill{done: make(chan struct{}), startedUnder: epoch, prevSize: p.size, prevStart: p.lastStart, asked: now}
+	p.adaptSize(now)
 	want := max(p.size, need)
 	p.inflight = r
 	p.alloc.wg.Add(1)
@@ -201,7 +227,7 @@ func (p *pool) runRefill(r *refill, want, need uint64) {
 	p.mu.Lock()
 	p.inflight = nil
 	if err == nil {
-		p.install(rng, epoch)
+		p.install(rng, epoch, r.asked.Add(p.alloc.cfg.WeakRangeTTL))
 	} else {
 		p.size, p.lastStart = r.prevSize, r.prevStart
 		p.alloc.logger.Debug("reservation failed", "store", p.key.Store, "key", p.key.Name, "error", err)
@@ -211,14 +237,15 @@ func (p *pool) runRefill(r *refill, want, need uint64) {
 	close(r.done)
 }
 
-// install adds a freshly reserved range behind the current one.
-func (p *pool) install(rng Range, epoch Epoch) {
+// install adds a freshly reserved range behind the current one; a WEAK
+// range serves until until.
+func (p *pool) install(rng Range, epoch Epoch, until time.Time) {
 	rng = clip(rng, p.floor)
 	if p.cur.Len() == 0 {
-		p.cur, p.curEpoch = rng, epoch
+		p.cur, p.curEpoch, p.curUntil = rng, epoch, until
 		return
 	}
-	p.next, p.nextEpoch = rng, epoch
+	p.next, p.nextEpoch, p.nextUntil = rng, epoch, until
 }
 
 // raiseFloor makes sure no ID at or below floor is served from now on.

@@ -27,7 +27,9 @@ func (n *Node) watchLeadership() {
 				n.logger.Info("lost leadership")
 				continue
 			}
-			n.logger.Info("became leader", "term", n.raft.CurrentTerm())
+			term := n.raft.CurrentTerm()
+			n.tenure.Store(&tenure{term: term, start: time.Now()})
+			n.logger.Info("became leader", "term", term)
 			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 			if err := n.onLeader(ctx); err != nil {
 				n.logger.Warn("leader setup failed", "error", err)
@@ -220,6 +222,9 @@ func (n *Node) watchPeers(peers <-chan raft.Observation) {
 			return
 		case o := <-peers:
 			if po, ok := o.Data.(raft.PeerObservation); ok {
+				if po.Removed {
+					n.noteRemoval()
+				}
 				n.prover.forgetIncarnation(string(po.Peer.ID))
 			}
 		}

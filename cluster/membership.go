@@ -203,6 +203,7 @@ func (n *Node) admit(ctx context.Context, req *ordinalv1.JoinRequest) error {
 		return n.await(ctx, n.raft.AddNonvoter(id, addr, 0, n.cfg.ApplyTimeout))
 	case existing.Address != addr && existing.Suffrage == raft.Voter:
 		n.logger.Info("member moved", "node_id", id, "from", existing.Address, "to", addr)
+		n.noteRemoval()
 		return n.await(ctx, n.raft.AddVoter(id, addr, 0, n.cfg.ApplyTimeout))
 	case existing.Address != addr:
 		return n.await(ctx, n.raft.AddNonvoter(id, addr, 0, n.cfg.ApplyTimeout))
@@ -236,6 +237,7 @@ func (n *Node) Remove(ctx context.Context, nodeID string) error {
 		return n.removeSelf(ctx, cfg)
 	}
 	n.logger.Info("removing member", "node_id", nodeID)
+	n.noteRemoval()
 	if err := n.await(ctx, n.raft.RemoveServer(raft.ServerID(nodeID), 0, n.cfg.ApplyTimeout)); err != nil {
 		return err
 	}

@@ -60,6 +60,11 @@ type Node struct {
 	readyTerm atomic.Uint64
 	barrierMu sync.Mutex
 
+	// tenure is when this node last became leader; lastRemoval when it,
+	// as leader, last saw a member leave or move (see HoldFloor).
+	tenure      atomic.Pointer[tenure]
+	lastRemoval atomic.Pointer[time.Time]
+
 	notifyCh chan bool
 	closeCh  chan struct{}
 	wg       sync.WaitGroup

@@ -84,3 +84,48 @@ func TestPausedLeaderNeverServesStaleIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFloorHoldsOnAPausedFollower freezes a follower that holds a WEAK
+// range, sets a floor above it through the leader, and resumes the
+// follower: its first WEAK calls, sent at once, must not return an ID at
+// or below the floor (its range expired while it was frozen, by its own
+// monotonic clock, which runs on under SIGSTOP).
+func TestFloorHoldsOnAPausedFollower(t *testing.T) {
+	c := proccluster.Start(t, 3)
+	leader := c.Leader()
+	var follower *proccluster.Node
+	for _, nd := range c.Nodes {
+		if nd != leader {
+			follower = nd
+			break
+		}
+	}
+	const key = "floor-paused"
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	resp, err := follower.Sequencer().GetNextId(ctx, &ordinalv1.GetNextIdRequest{Key: key})
+	cancel()
+	if err != nil || resp.GetNextId() != 1 {
+		t.Fatalf("first WEAK id via %s: %v, %v", follower.ID, resp, err)
+	}
+	follower.Pause()
+	const floor = 1_000_000
+	start := time.Now()
+	ctx, cancel = context.WithTimeout(context.Background(), 3*proccluster.WeakRangeTTL+5*time.Second)
+	_, err = leader.Sequencer().SetFloor(ctx, &ordinalv1.SetFloorRequest{Key: key, Floor: floor})
+	cancel()
+	if err != nil {
+		t.Fatalf("SetFloor while %s is paused: %v", follower.ID, err)
+	}
+	if took := time.Since(start); took < proccluster.WeakRangeTTL {
+		t.Fatalf("SetFloor returned after %v, before the paused follower's range could have expired", took)
+	}
+	follower.Resume()
+	for i := 0; i < 20; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		resp, err := follower.Sequencer().GetNextId(ctx, &ordinalv1.GetNextIdRequest{Key: key})
+		cancel()
+		if err == nil && resp.GetNextId() <= floor {
+			t.Fatalf("WEAK via %s right after it resumed: %d, at or below the floor %d", follower.ID, resp.GetNextId(), floor)
+		}
+	}
+}

@@ -191,6 +191,16 @@ func (p *PeerServer) Drain() {
 	p.drain.Do(func() { close(p.draining) })
 }
 
+// WaitApplied implements ordinal.v1.Peer: it answers once this node
+// applied the log up to the index asked for, within the caller's deadline.
+func (p *PeerServer) WaitApplied(ctx context.Context, req *ordinalv1.WaitAppliedRequest) (*ordinalv1.WaitAppliedResponse, error) {
+	applied, err := p.node.WaitApplied(ctx, req.GetIndex())
+	if err != nil {
+		return nil, clusterStatus(err)
+	}
+	return &ordinalv1.WaitAppliedResponse{AppliedIndex: applied, NodeId: p.node.NodeID()}, nil
+}
+
 // Reserve implements ordinal.v1.Peer. It is never forwarded: a node
 // that forwarded a reservation to a node that no longer leads retries with
 // its own, newer view of the leader.

@@ -13,6 +13,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/daemon"
@@ -29,6 +30,7 @@ func startDaemon(tb testing.TB, ready bool) (*daemon.Daemon, ordinalv1.Sequencer
 	cfg := daemon.Config{
 		Cluster:  cluster.Config{NodeID: "n1", DataDir: tb.TempDir(), RaftAddr: "127.0.0.1:0", Bootstrap: true},
 		GRPCAddr: "127.0.0.1:0",
+		Alloc:    alloc.Config{WeakRangeTTL: testcluster.TestWeakRangeTTL},
 	}
 	testcluster.Secure(tb, pki, "n1", &cfg)
 	d, err := daemon.Start(cfg)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/auth"
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/daemon"
@@ -30,6 +31,7 @@ type serveFlags struct {
 	logLevel, logFormat                 string
 	pprofAddr                           string
 	store                               string
+	weakRangeTTL                        time.Duration
 	etcd                                etcdFlags
 	security                            securityFlags
 }
@@ -100,6 +102,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty); a non-loopback address needs admin credentials (an admin bearer token) and security on")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fs.DurationVar(&f.weakRangeTTL, "weak-range-ttl", alloc.DefaultWeakRangeTTL, "how long a range of WEAK IDs may serve after it was reserved; SetFloor waits about this long when a node cannot confirm the floor (every node of a cluster needs the same value)")
 	fs.StringVar(&f.store, "store", "raft", "where the counters live: raft (this cluster's own Raft log) or etcd (an existing etcd cluster, see --etcd-*; the nodes then hold no state)")
 	addEtcdFlags(fs, &f.etcd)
 	addSecurityFlags(fs, &f.security)
@@ -132,6 +135,7 @@ func runServe(args []string) error {
 			ClusterToken:  token,
 		},
 		GRPCAddr:             f.grpcAddr,
+		Alloc:                alloc.Config{WeakRangeTTL: f.weakRangeTTL},
 		Security:             sec,
 		MaxConcurrentStreams: uint32(f.security.maxStreams),
 		Logger:               logger,

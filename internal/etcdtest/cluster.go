@@ -77,6 +77,9 @@ func NewCluster(tb testing.TB, e *Etcd, opts Options) *Cluster {
 	if cfg.SessionTTL == 0 {
 		cfg.SessionTTL = 2 * time.Second
 	}
+	if opts.Alloc.WeakRangeTTL == 0 {
+		opts.Alloc.WeakRangeTTL = testcluster.TestWeakRangeTTL
+	}
 	c := &Cluster{t: tb, Etcd: e, Config: cfg, alloc: opts.Alloc, logger: testLogger()}
 	if !opts.Insecure {
 		c.pki = testpki.New(tb, "")

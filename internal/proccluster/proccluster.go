@@ -33,6 +33,10 @@ import (
 // AdminName is the client certificate name with the admin role.
 const AdminName = testpki.AdminName
 
+// WeakRangeTTL is the nodes' --weak-range-ttl: SetFloor waits about
+// this long at most.
+const WeakRangeTTL = time.Second
+
 // ReadyTimeout bounds how long a node may take to serve after it starts.
 const ReadyTimeout = 30 * time.Second
 
@@ -121,7 +125,8 @@ func (nd *Node) Start() {
 	t := nd.c.t
 	t.Helper()
 	args := append([]string{"serve", "--node-id", nd.ID, "--data-dir", nd.Dir,
-		"--grpc-addr", nd.GRPCAddr, "--raft-addr", nd.RaftAddr, "--log-level", "info"}, nd.c.pki.ServeArgs(nd.ID)...)
+		"--grpc-addr", nd.GRPCAddr, "--raft-addr", nd.RaftAddr, "--log-level", "info",
+		"--weak-range-ttl", WeakRangeTTL.String()}, nd.c.pki.ServeArgs(nd.ID)...)
 	args = append(args, nd.Args...)
 	nd.log = &testutil.SyncBuffer{}
 	nd.cmd = exec.Command(nd.c.bin, args...)

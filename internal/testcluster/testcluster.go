@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/auth"
 	"github.com/ordinal-dev/ordinal/cluster"
@@ -35,6 +36,10 @@ import (
 	"github.com/ordinal-dev/ordinal/tlsutil"
 	"github.com/ordinal-dev/ordinal/transport"
 )
+
+// TestWeakRangeTTL is the WEAK range TTL of test nodes: SetFloor waits
+// alloc.FloorHold of it at most.
+const TestWeakRangeTTL = time.Second
 
 // AdminName is the client certificate name that has the admin role in a
 // secured test cluster.
@@ -194,7 +199,10 @@ func (nd *Node) start() {
 			Logger:          nd.c.logger.Named(nd.ID),
 		},
 		GRPCAddr: nd.GRPCAddr,
-		Logger:   nd.c.logger.Named(nd.ID),
+		// Short WEAK ranges, so that a floor a node cannot confirm holds
+		// (and SetFloor returns) within about a second.
+		Alloc:  alloc.Config{WeakRangeTTL: TestWeakRangeTTL},
+		Logger: nd.c.logger.Named(nd.ID),
 	}
 	if fnet := nd.c.opts.Net; fnet != nil {
 		cfg.Cluster.PeerDial = fnet.Dialer(nd.ID).Dial
