@@ -115,4 +115,3 @@ func TestSetFloorWithShortDeadlineSaysPending(t *testing.T) {
 		t.Fatalf("SetFloor again: %v", err)
 	}
 }
-
