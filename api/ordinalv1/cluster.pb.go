@@ -1538,6 +1538,165 @@ func (x *KeysResponse) GetTotal() uint64 {
 	return 0
 }
 
+type ReserveBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reservations  []*ReserveRequest      `protobuf:"bytes,1,rep,name=reservations,proto3" json:"reservations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReserveBatchRequest) Reset() {
+	*x = ReserveBatchRequest{}
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveBatchRequest) ProtoMessage() {}
+
+func (x *ReserveBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveBatchRequest.ProtoReflect.Descriptor instead.
+func (*ReserveBatchRequest) Descriptor() ([]byte, []int) {
+	return file_ordinal_v1_cluster_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ReserveBatchRequest) GetReservations() []*ReserveRequest {
+	if x != nil {
+		return x.Reservations
+	}
+	return nil
+}
+
+type ReserveResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	First uint64                 `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	Last  uint64                 `protobuf:"varint,2,opt,name=last,proto3" json:"last,omitempty"`
+	// code is the gRPC status code of this reservation (0: OK), message its
+	// error message.
+	Code          int32  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReserveResult) Reset() {
+	*x = ReserveResult{}
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveResult) ProtoMessage() {}
+
+func (x *ReserveResult) ProtoReflect() protoreflect.Message {
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveResult.ProtoReflect.Descriptor instead.
+func (*ReserveResult) Descriptor() ([]byte, []int) {
+	return file_ordinal_v1_cluster_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ReserveResult) GetFirst() uint64 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *ReserveResult) GetLast() uint64 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
+func (x *ReserveResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ReserveResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type ReserveBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results answer the reservations in the order they were asked.
+	Results       []*ReserveResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReserveBatchResponse) Reset() {
+	*x = ReserveBatchResponse{}
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveBatchResponse) ProtoMessage() {}
+
+func (x *ReserveBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ordinal_v1_cluster_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveBatchResponse.ProtoReflect.Descriptor instead.
+func (*ReserveBatchResponse) Descriptor() ([]byte, []int) {
+	return file_ordinal_v1_cluster_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ReserveBatchResponse) GetResults() []*ReserveResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 var File_ordinal_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_ordinal_v1_cluster_proto_rawDesc = "" +
@@ -1647,7 +1806,16 @@ const file_ordinal_v1_cluster_proto_rawDesc = "" +
 	"\fKeysResponse\x12'\n" +
 	"\x04keys\x18\x01 \x03(\v2\x13.ordinal.v1.KeyInfoR\x04keys\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x14\n" +
-	"\x05total\x18\x03 \x01(\x04R\x05total2\xea\x03\n" +
+	"\x05total\x18\x03 \x01(\x04R\x05total\"U\n" +
+	"\x13ReserveBatchRequest\x12>\n" +
+	"\freservations\x18\x01 \x03(\v2\x1a.ordinal.v1.ReserveRequestR\freservations\"g\n" +
+	"\rReserveResult\x12\x14\n" +
+	"\x05first\x18\x01 \x01(\x04R\x05first\x12\x12\n" +
+	"\x04last\x18\x02 \x01(\x04R\x04last\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"K\n" +
+	"\x14ReserveBatchResponse\x123\n" +
+	"\aresults\x18\x01 \x03(\v2\x19.ordinal.v1.ReserveResultR\aresults2\xea\x03\n" +
 	"\aCluster\x129\n" +
 	"\x04Join\x12\x17.ordinal.v1.JoinRequest\x1a\x18.ordinal.v1.JoinResponse\x12?\n" +
 	"\x06Remove\x12\x19.ordinal.v1.RemoveRequest\x1a\x1a.ordinal.v1.RemoveResponse\x12B\n" +
@@ -1655,14 +1823,15 @@ const file_ordinal_v1_cluster_proto_rawDesc = "" +
 	"\x06Leader\x12\x19.ordinal.v1.LeaderRequest\x1a\x1a.ordinal.v1.LeaderResponse\x12c\n" +
 	"\x12TransferLeadership\x12%.ordinal.v1.TransferLeadershipRequest\x1a&.ordinal.v1.TransferLeadershipResponse\x12>\n" +
 	"\x06Backup\x12\x19.ordinal.v1.BackupRequest\x1a\x17.ordinal.v1.BackupChunk0\x01\x129\n" +
-	"\x04Keys\x12\x17.ordinal.v1.KeysRequest\x1a\x18.ordinal.v1.KeysResponse2\x84\x04\n" +
+	"\x04Keys\x12\x17.ordinal.v1.KeysRequest\x1a\x18.ordinal.v1.KeysResponse2\xd7\x04\n" +
 	"\x04Peer\x12?\n" +
 	"\x06Status\x12\x19.ordinal.v1.StatusRequest\x1a\x1a.ordinal.v1.StatusResponse\x129\n" +
 	"\x04Join\x12\x17.ordinal.v1.JoinRequest\x1a\x18.ordinal.v1.JoinResponse\x12B\n" +
 	"\aPublish\x12\x1a.ordinal.v1.PublishRequest\x1a\x1b.ordinal.v1.PublishResponse\x12N\n" +
 	"\vConfirmTerm\x12\x1e.ordinal.v1.ConfirmTermRequest\x1a\x1f.ordinal.v1.ConfirmTermResponse\x12X\n" +
 	"\x11ConfirmTermStream\x12\x1e.ordinal.v1.ConfirmTermRequest\x1a\x1f.ordinal.v1.ConfirmTermResponse(\x010\x01\x12B\n" +
-	"\aReserve\x12\x1a.ordinal.v1.ReserveRequest\x1a\x1b.ordinal.v1.ReserveResponse\x12N\n" +
+	"\aReserve\x12\x1a.ordinal.v1.ReserveRequest\x1a\x1b.ordinal.v1.ReserveResponse\x12Q\n" +
+	"\fReserveBatch\x12\x1f.ordinal.v1.ReserveBatchRequest\x1a .ordinal.v1.ReserveBatchResponse\x12N\n" +
 	"\vWaitApplied\x12\x1e.ordinal.v1.WaitAppliedRequest\x1a\x1f.ordinal.v1.WaitAppliedResponseB8Z6github.com/ordinal-dev/ordinal/api/ordinalv1;ordinalv1b\x06proto3"
 
 var (
@@ -1677,7 +1846,7 @@ func file_ordinal_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_ordinal_v1_cluster_proto_rawDescData
 }
 
-var file_ordinal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_ordinal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_ordinal_v1_cluster_proto_goTypes = []any{
 	(*JoinRequest)(nil),                // 0: ordinal.v1.JoinRequest
 	(*JoinResponse)(nil),               // 1: ordinal.v1.JoinResponse
@@ -1705,44 +1874,51 @@ var file_ordinal_v1_cluster_proto_goTypes = []any{
 	(*KeysRequest)(nil),                // 23: ordinal.v1.KeysRequest
 	(*KeyInfo)(nil),                    // 24: ordinal.v1.KeyInfo
 	(*KeysResponse)(nil),               // 25: ordinal.v1.KeysResponse
+	(*ReserveBatchRequest)(nil),        // 26: ordinal.v1.ReserveBatchRequest
+	(*ReserveResult)(nil),              // 27: ordinal.v1.ReserveResult
+	(*ReserveBatchResponse)(nil),       // 28: ordinal.v1.ReserveBatchResponse
 }
 var file_ordinal_v1_cluster_proto_depIdxs = []int32{
 	7,  // 0: ordinal.v1.MembersResponse.members:type_name -> ordinal.v1.Member
 	7,  // 1: ordinal.v1.StatusResponse.servers:type_name -> ordinal.v1.Member
 	24, // 2: ordinal.v1.KeysResponse.keys:type_name -> ordinal.v1.KeyInfo
-	0,  // 3: ordinal.v1.Cluster.Join:input_type -> ordinal.v1.JoinRequest
-	4,  // 4: ordinal.v1.Cluster.Remove:input_type -> ordinal.v1.RemoveRequest
-	6,  // 5: ordinal.v1.Cluster.Members:input_type -> ordinal.v1.MembersRequest
-	9,  // 6: ordinal.v1.Cluster.Leader:input_type -> ordinal.v1.LeaderRequest
-	11, // 7: ordinal.v1.Cluster.TransferLeadership:input_type -> ordinal.v1.TransferLeadershipRequest
-	21, // 8: ordinal.v1.Cluster.Backup:input_type -> ordinal.v1.BackupRequest
-	23, // 9: ordinal.v1.Cluster.Keys:input_type -> ordinal.v1.KeysRequest
-	13, // 10: ordinal.v1.Peer.Status:input_type -> ordinal.v1.StatusRequest
-	0,  // 11: ordinal.v1.Peer.Join:input_type -> ordinal.v1.JoinRequest
-	2,  // 12: ordinal.v1.Peer.Publish:input_type -> ordinal.v1.PublishRequest
-	15, // 13: ordinal.v1.Peer.ConfirmTerm:input_type -> ordinal.v1.ConfirmTermRequest
-	15, // 14: ordinal.v1.Peer.ConfirmTermStream:input_type -> ordinal.v1.ConfirmTermRequest
-	17, // 15: ordinal.v1.Peer.Reserve:input_type -> ordinal.v1.ReserveRequest
-	19, // 16: ordinal.v1.Peer.WaitApplied:input_type -> ordinal.v1.WaitAppliedRequest
-	1,  // 17: ordinal.v1.Cluster.Join:output_type -> ordinal.v1.JoinResponse
-	5,  // 18: ordinal.v1.Cluster.Remove:output_type -> ordinal.v1.RemoveResponse
-	8,  // 19: ordinal.v1.Cluster.Members:output_type -> ordinal.v1.MembersResponse
-	10, // 20: ordinal.v1.Cluster.Leader:output_type -> ordinal.v1.LeaderResponse
-	12, // 21: ordinal.v1.Cluster.TransferLeadership:output_type -> ordinal.v1.TransferLeadershipResponse
-	22, // 22: ordinal.v1.Cluster.Backup:output_type -> ordinal.v1.BackupChunk
-	25, // 23: ordinal.v1.Cluster.Keys:output_type -> ordinal.v1.KeysResponse
-	14, // 24: ordinal.v1.Peer.Status:output_type -> ordinal.v1.StatusResponse
-	1,  // 25: ordinal.v1.Peer.Join:output_type -> ordinal.v1.JoinResponse
-	3,  // 26: ordinal.v1.Peer.Publish:output_type -> ordinal.v1.PublishResponse
-	16, // 27: ordinal.v1.Peer.ConfirmTerm:output_type -> ordinal.v1.ConfirmTermResponse
-	16, // 28: ordinal.v1.Peer.ConfirmTermStream:output_type -> ordinal.v1.ConfirmTermResponse
-	18, // 29: ordinal.v1.Peer.Reserve:output_type -> ordinal.v1.ReserveResponse
-	20, // 30: ordinal.v1.Peer.WaitApplied:output_type -> ordinal.v1.WaitAppliedResponse
-	17, // [17:31] is the sub-list for method output_type
-	3,  // [3:17] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	17, // 3: ordinal.v1.ReserveBatchRequest.reservations:type_name -> ordinal.v1.ReserveRequest
+	27, // 4: ordinal.v1.ReserveBatchResponse.results:type_name -> ordinal.v1.ReserveResult
+	0,  // 5: ordinal.v1.Cluster.Join:input_type -> ordinal.v1.JoinRequest
+	4,  // 6: ordinal.v1.Cluster.Remove:input_type -> ordinal.v1.RemoveRequest
+	6,  // 7: ordinal.v1.Cluster.Members:input_type -> ordinal.v1.MembersRequest
+	9,  // 8: ordinal.v1.Cluster.Leader:input_type -> ordinal.v1.LeaderRequest
+	11, // 9: ordinal.v1.Cluster.TransferLeadership:input_type -> ordinal.v1.TransferLeadershipRequest
+	21, // 10: ordinal.v1.Cluster.Backup:input_type -> ordinal.v1.BackupRequest
+	23, // 11: ordinal.v1.Cluster.Keys:input_type -> ordinal.v1.KeysRequest
+	13, // 12: ordinal.v1.Peer.Status:input_type -> ordinal.v1.StatusRequest
+	0,  // 13: ordinal.v1.Peer.Join:input_type -> ordinal.v1.JoinRequest
+	2,  // 14: ordinal.v1.Peer.Publish:input_type -> ordinal.v1.PublishRequest
+	15, // 15: ordinal.v1.Peer.ConfirmTerm:input_type -> ordinal.v1.ConfirmTermRequest
+	15, // 16: ordinal.v1.Peer.ConfirmTermStream:input_type -> ordinal.v1.ConfirmTermRequest
+	17, // 17: ordinal.v1.Peer.Reserve:input_type -> ordinal.v1.ReserveRequest
+	26, // 18: ordinal.v1.Peer.ReserveBatch:input_type -> ordinal.v1.ReserveBatchRequest
+	19, // 19: ordinal.v1.Peer.WaitApplied:input_type -> ordinal.v1.WaitAppliedRequest
+	1,  // 20: ordinal.v1.Cluster.Join:output_type -> ordinal.v1.JoinResponse
+	5,  // 21: ordinal.v1.Cluster.Remove:output_type -> ordinal.v1.RemoveResponse
+	8,  // 22: ordinal.v1.Cluster.Members:output_type -> ordinal.v1.MembersResponse
+	10, // 23: ordinal.v1.Cluster.Leader:output_type -> ordinal.v1.LeaderResponse
+	12, // 24: ordinal.v1.Cluster.TransferLeadership:output_type -> ordinal.v1.TransferLeadershipResponse
+	22, // 25: ordinal.v1.Cluster.Backup:output_type -> ordinal.v1.BackupChunk
+	25, // 26: ordinal.v1.Cluster.Keys:output_type -> ordinal.v1.KeysResponse
+	14, // 27: ordinal.v1.Peer.Status:output_type -> ordinal.v1.StatusResponse
+	1,  // 28: ordinal.v1.Peer.Join:output_type -> ordinal.v1.JoinResponse
+	3,  // 29: ordinal.v1.Peer.Publish:output_type -> ordinal.v1.PublishResponse
+	16, // 30: ordinal.v1.Peer.ConfirmTerm:output_type -> ordinal.v1.ConfirmTermResponse
+	16, // 31: ordinal.v1.Peer.ConfirmTermStream:output_type -> ordinal.v1.ConfirmTermResponse
+	18, // 32: ordinal.v1.Peer.Reserve:output_type -> ordinal.v1.ReserveResponse
+	28, // 33: ordinal.v1.Peer.ReserveBatch:output_type -> ordinal.v1.ReserveBatchResponse
+	20, // 34: ordinal.v1.Peer.WaitApplied:output_type -> ordinal.v1.WaitAppliedResponse
+	20, // [20:35] is the sub-list for method output_type
+	5,  // [5:20] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_ordinal_v1_cluster_proto_init() }
@@ -1756,7 +1932,7 @@ func file_ordinal_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ordinal_v1_cluster_proto_rawDesc), len(file_ordinal_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

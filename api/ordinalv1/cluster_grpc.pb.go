@@ -404,6 +404,7 @@ const (
 	Peer_ConfirmTerm_FullMethodName       = "/ordinal.v1.Peer/ConfirmTerm"
 	Peer_ConfirmTermStream_FullMethodName = "/ordinal.v1.Peer/ConfirmTermStream"
 	Peer_Reserve_FullMethodName           = "/ordinal.v1.Peer/Reserve"
+	Peer_ReserveBatch_FullMethodName      = "/ordinal.v1.Peer/ReserveBatch"
 	Peer_WaitApplied_FullMethodName       = "/ordinal.v1.Peer/WaitApplied"
 )
 
@@ -436,6 +437,11 @@ type PeerClient interface {
 	// Reserve reserves a range of IDs through the leader's log, for a node
 	// that serves WEAK IDs from its own ranges.
 	Reserve(ctx context.Context, in *ReserveRequest, opts ...grpc.CallOption) (*ReserveResponse, error)
+	// ReserveBatch is Reserve for several keys at once: a node sends the
+	// reservations its callers wait for together, and the leader commits
+	// them with others waiting at the same time, in one log entry. Each
+	// reservation succeeds or fails on its own.
+	ReserveBatch(ctx context.Context, in *ReserveBatchRequest, opts ...grpc.CallOption) (*ReserveBatchResponse, error)
 	// WaitApplied answers once the node has applied the log up to index
 	// (and so dropped every ID below the floors set up to there), or fails
 	// with DeadlineExceeded. The leader asks every member after committing a
@@ -514,6 +520,16 @@ func (c *peerClient) Reserve(ctx context.Context, in *ReserveRequest, opts ...gr
 	return out, nil
 }
 
+func (c *peerClient) ReserveBatch(ctx context.Context, in *ReserveBatchRequest, opts ...grpc.CallOption) (*ReserveBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReserveBatchResponse)
+	err := c.cc.Invoke(ctx, Peer_ReserveBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *peerClient) WaitApplied(ctx context.Context, in *WaitAppliedRequest, opts ...grpc.CallOption) (*WaitAppliedResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(WaitAppliedResponse)
@@ -553,6 +569,11 @@ type PeerServer interface {
 	// Reserve reserves a range of IDs through the leader's log, for a node
 	// that serves WEAK IDs from its own ranges.
 	Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error)
+	// ReserveBatch is Reserve for several keys at once: a node sends the
+	// reservations its callers wait for together, and the leader commits
+	// them with others waiting at the same time, in one log entry. Each
+	// reservation succeeds or fails on its own.
+	ReserveBatch(context.Context, *ReserveBatchRequest) (*ReserveBatchResponse, error)
 	// WaitApplied answers once the node has applied the log up to index
 	// (and so dropped every ID below the floors set up to there), or fails
 	// with DeadlineExceeded. The leader asks every member after committing a
@@ -585,6 +606,9 @@ func (UnimplementedPeerServer) ConfirmTermStream(grpc.BidiStreamingServer[Confir
 }
 func (UnimplementedPeerServer) Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Reserve not implemented")
+}
+func (UnimplementedPeerServer) ReserveBatch(context.Context, *ReserveBatchRequest) (*ReserveBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReserveBatch not implemented")
 }
 func (UnimplementedPeerServer) WaitApplied(context.Context, *WaitAppliedRequest) (*WaitAppliedResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WaitApplied not implemented")
@@ -707,6 +731,24 @@ func _Peer_Reserve_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_ReserveBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReserveBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).ReserveBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_ReserveBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).ReserveBatch(ctx, req.(*ReserveBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Peer_WaitApplied_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(WaitAppliedRequest)
 	if err := dec(in); err != nil {
@@ -751,6 +793,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Reserve",
 			Handler:    _Peer_Reserve_Handler,
+		},
+		{
+			MethodName: "ReserveBatch",
+			Handler:    _Peer_ReserveBatch_Handler,
 		},
 		{
 			MethodName: "WaitApplied",
