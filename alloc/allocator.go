@@ -234,6 +234,13 @@ func (a *Allocator) Next(ctx context.Context, key fsm.Key, mode Mode, count uint
 			}
 		}
 	}
+	// On the leader, a key with nothing reserved (a new key, or one whose
+	// range ran out) starts its reservation now, so that it commits while
+	// the call waits for its leadership proof instead of after (see
+	// DESIGN.md, "A new key's first call"). A follower forwards the call.
+	if l, ok := a.backend.(interface{ IsLeader() bool }); ok && l.IsLeader() {
+		a.pool(key, true).reserveAhead(count)
+	}
 	for attempt := 0; ; attempt++ {
 		epoch, err := a.fence.wait(ctx)
 		if err != nil {

@@ -126,3 +126,11 @@ func (b *memBackend) confirmCount() int {
 // HoldFloor implements FloorHolder: the memBackend is the only node, and
 // the allocator applied the floor itself.
 func (b *memBackend) HoldFloor(context.Context, time.Duration) error { return nil }
+
+// IsLeader tells the allocator whether to reserve ahead of a STRONG call's
+// proof.
+func (b *memBackend) IsLeader() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.leader
+}

@@ -144,6 +144,21 @@ func (p *pool) take(ctx context.Context, count uint64, epoch Epoch) (uint64, err
 	}
 }
 
+// reserveAhead starts a reservation of at least count IDs when the pool
+// holds fewer and none is in flight, before the caller knows its epoch:
+// the range lands tagged with the epoch it was reserved in, and the caller
+// uses it only if that is the epoch its own proof establishes, exactly as
+// a range reserved after the proof (refill.result treats a reservation
+// started under no proven epoch like one started under an older one).
+func (p *pool) reserveAhead(count uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.evicted || p.inflight != nil || p.cur.Len() >= count || p.next.Len() >= count {
+		return
+	}
+	p.startRefill(count, 0)
+}
+
 // discardStale drops ranges a STRONG call may not use under epoch.
 func (p *pool) discardStale(epoch Epoch) error {
 	if !p.strong {

@@ -60,6 +60,12 @@ type Node struct {
 	readyTerm atomic.Uint64
 	barrierMu sync.Mutex
 
+	// commits groups the ops committed on the leader, forwards the
+	// reservations a follower sends to the leader (group.go);
+	// groupedEntries and groupedOps count what commits wrote.
+	commits, forwards          *group
+	groupedEntries, groupedOps atomic.Uint64
+
 	// tenure is when this node last became leader; lastRemoval when it,
 	// as leader, last saw a member leave or move (see HoldFloor).
 	tenure      atomic.Pointer[tenure]
@@ -98,6 +104,8 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.peers = newPeers(n.peerPort)
+	n.commits = &group{send: n.commitBatch}
+	n.forwards = &group{send: n.forwardBatch}
 	n.prover = newProver(cfg.NodeID, n.peers, cfg.Logger.Named("prover"))
 	return n, nil
 }

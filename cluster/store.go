@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/ordinal-dev/ordinal/alloc"
-	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/fsm"
 )
 
@@ -21,21 +20,25 @@ func (n *Node) Reserve(ctx context.Context, key fsm.Key, want, need uint64) (all
 	if !n.isStarted() {
 		return alloc.Range{}, 0, ErrNotReady
 	}
+	op := fsm.Op{Kind: fsm.OpReserve, Key: key, Want: want, Need: need}
+	g := n.commits
 	if n.raft.State() != raft.Leader {
-		return n.forwardReserve(ctx, key, want, need)
+		g = n.forwards
 	}
-	// The term read before Apply is never newer than the entry's own term,
-	// so a range is never claimed for a tenure it was not reserved in.
-	term := n.raft.CurrentTerm()
-	res, err := n.apply(ctx, fsm.Command{Ops: []fsm.Op{{Kind: fsm.OpReserve, Key: key, Want: want, Need: need}}})
+	ps, err := g.do(ctx, op)
 	if err != nil {
 		return alloc.Range{}, 0, err
 	}
-	r := res.Results[0]
-	if r.Err != nil {
-		return alloc.Range{}, 0, fmt.Errorf("reserve %d ids of %s/%s: %w", need, key.Store, key.Name, r.Err)
+	p := ps[0]
+	switch {
+	case p.err != nil:
+		return alloc.Range{}, 0, p.err
+	case p.res.Err != nil:
+		return alloc.Range{}, 0, fmt.Errorf("reserve %d ids of %s/%s: %w", need, key.Store, key.Name, p.res.Err)
 	}
-	return alloc.Range{First: r.First, Last: r.Last}, alloc.Epoch(term), nil
+	// A range a follower got from the leader has epoch 0 (term 0): it
+	// serves WEAK calls only.
+	return alloc.Range{First: p.res.First, Last: p.res.Last}, alloc.Epoch(p.term), nil
 }
 
 // Floor raises key's high-water mark to at least value through the log.
@@ -46,11 +49,14 @@ func (n *Node) Floor(ctx context.Context, key fsm.Key, value uint64) (uint64, er
 	if n.raft.State() != raft.Leader {
 		return 0, n.notLeader()
 	}
-	res, err := n.apply(ctx, fsm.Command{Ops: []fsm.Op{{Kind: fsm.OpFloor, Key: key, Value: value}}})
+	ps, err := n.commits.do(ctx, fsm.Op{Kind: fsm.OpFloor, Key: key, Value: value})
 	if err != nil {
 		return 0, err
 	}
-	return res.Results[0].HighWater, nil
+	if ps[0].err != nil {
+		return 0, ps[0].err
+	}
+	return ps[0].res.HighWater, nil
 }
 
 // HighWater returns key's high-water mark as applied on this node.
@@ -124,18 +130,6 @@ func (n *Node) ReserveLocal(ctx context.Context, key fsm.Key, want, need uint64)
 	}
 	r, _, err := n.Reserve(ctx, key, want, need)
 	return r, err
-}
-
-func (n *Node) forwardReserve(ctx context.Context, key fsm.Key, want, need uint64) (alloc.Range, alloc.Epoch, error) {
-	c, err := n.leaderConn()
-	if err != nil {
-		return alloc.Range{}, 0, err
-	}
-	resp, err := ordinalv1.NewPeerClient(c).Reserve(ctx, &ordinalv1.ReserveRequest{StoreName: key.Store, Key: key.Name, Want: want, Need: need})
-	if err != nil {
-		return alloc.Range{}, 0, fromStatus(err)
-	}
-	return alloc.Range{First: resp.GetFirst(), Last: resp.GetLast()}, 0, nil
 }
 
 // leaderConn returns a connection to the leader's peer port, which

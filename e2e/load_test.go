@@ -6,6 +6,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -29,18 +31,31 @@ type load struct {
 }
 
 func startLoad(c *proccluster.Cluster, key string) *load {
+	return startManyKeyLoad(c, 1, 1, key)
+}
+
+// startManyKeyLoad runs callers per node and mode, each call on one of
+// keys keys (named prefix0, prefix1, ...) picked at random: first calls on
+// keys, and reservations of many keys at once, which nodes group.
+func startManyKeyLoad(c *proccluster.Cluster, keys, callers int, prefix string) *load {
 	l := &load{rec: history.NewRecorder(), stop: make(chan struct{})}
+	key := func() string { return prefix }
+	if keys > 1 {
+		key = func() string { return fmt.Sprintf("%s%d", prefix, rand.IntN(keys)) }
+	}
 	for _, nd := range c.Nodes {
 		for _, strong := range []bool{true, false} {
-			l.wg.Add(1)
-			go l.run(l.clients, nd, key, strong)
-			l.clients++
+			for range callers {
+				l.wg.Add(1)
+				go l.run(l.clients, nd, key, strong)
+				l.clients++
+			}
 		}
 	}
 	return l
 }
 
-func (l *load) run(client int, nd *proccluster.Node, key string, strong bool) {
+func (l *load) run(client int, nd *proccluster.Node, nextKey func() string, strong bool) {
 	defer l.wg.Done()
 	opts := &ordinalv1.SequencerOptions{}
 	if strong {
@@ -52,6 +67,7 @@ func (l *load) run(client int, nd *proccluster.Node, key string, strong bool) {
 			return
 		default:
 		}
+		key := nextKey()
 		op := l.rec.Do(history.Op{Client: client, Node: nd.ID, Key: key, Strong: strong}, func() (int64, int64, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 			defer cancel()
@@ -118,6 +134,31 @@ func TestKillNineLeaderThenFollower(t *testing.T) {
 	follower.Restart()
 	l.progress(t, 100, "after the follower restarted")
 	l.finish(t)
+}
+
+// TestKillNineLeaderWithManyKeys kills the leader while nodes reserve
+// ranges of many keys at once, grouped into shared log entries and batched
+// calls to the leader, some of them in flight: whatever part of a group
+// was lost, no ID is handed out twice, and STRONG stays linearizable, key
+// by key.
+func TestKillNineLeaderWithManyKeys(t *testing.T) {
+	c := proccluster.Start(t, 3)
+	l := startManyKeyLoad(c, 200, 4, "tenant-")
+	l.progress(t, 500, "before faults")
+	leader := c.Leader()
+	leader.Kill()
+	c.Leader(leader)
+	l.progress(t, 500, "after kill -9 of the leader")
+	leader.Restart()
+	l.progress(t, 300, "after the old leader restarted")
+	ops := l.finish(t)
+	keys := map[string]bool{}
+	for _, op := range ops {
+		keys[op.Key] = true
+	}
+	if len(keys) < 100 {
+		t.Fatalf("the load touched %d keys, want many", len(keys))
+	}
 }
 
 func TestFullClusterKillAndRestart(t *testing.T) {

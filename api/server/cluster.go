@@ -205,23 +205,73 @@ func (p *PeerServer) WaitApplied(ctx context.Context, req *ordinalv1.WaitApplied
 // that forwarded a reservation to a node that no longer leads retries with
 // its own, newer view of the leader.
 func (p *PeerServer) Reserve(ctx context.Context, req *ordinalv1.ReserveRequest) (*ordinalv1.ReserveResponse, error) {
-	key, err := keyOf(req.GetStoreName(), req.GetKey())
+	key, err := p.checkReserve(req)
 	if err != nil {
 		return nil, err
-	}
-	switch need, want := req.GetNeed(), req.GetWant(); {
-	case need == 0 || need > want:
-		return nil, invalid("reserve needs 1 <= need <= want, got need %d, want %d", need, want)
-	case need > p.maxCount:
-		return nil, invalid("reserve: need is %d; it must be at most %d, as for GetNextIds", need, p.maxCount)
-	case want > max(need, MaxReserve):
-		return nil, invalid("reserve: want is %d; a reservation takes at most %d ids", want, uint64(MaxReserve))
 	}
 	r, err := p.node.ReserveLocal(ctx, key, req.GetWant(), req.GetNeed())
 	if err != nil {
 		return nil, toStatus(err, key)
 	}
 	return &ordinalv1.ReserveResponse{First: r.First, Last: r.Last}, nil
+}
+
+// checkReserve validates one reservation a node asks for.
+func (p *PeerServer) checkReserve(req *ordinalv1.ReserveRequest) (fsm.Key, error) {
+	key, err := keyOf(req.GetStoreName(), req.GetKey())
+	if err != nil {
+		return key, err
+	}
+	switch need, want := req.GetNeed(), req.GetWant(); {
+	case need == 0 || need > want:
+		return key, invalid("reserve needs 1 <= need <= want, got need %d, want %d", need, want)
+	case need > p.maxCount:
+		return key, invalid("reserve: need is %d; it must be at most %d, as for GetNextIds", need, p.maxCount)
+	case want > max(need, MaxReserve):
+		return key, invalid("reserve: want is %d; a reservation takes at most %d ids", want, uint64(MaxReserve))
+	}
+	return key, nil
+}
+
+// maxReserveBatch bounds the reservations of one ReserveBatch call.
+const maxReserveBatch = 4096
+
+// ReserveBatch implements ordinal.v1.Peer: every valid reservation is
+// committed through this node's log together with whatever else waits;
+// each answer carries its own code. Never forwarded, as Reserve.
+func (p *PeerServer) ReserveBatch(ctx context.Context, req *ordinalv1.ReserveBatchRequest) (*ordinalv1.ReserveBatchResponse, error) {
+	rs := req.GetReservations()
+	if len(rs) > maxReserveBatch {
+		return nil, invalid("reserve batch of %d; at most %d", len(rs), maxReserveBatch)
+	}
+	out := &ordinalv1.ReserveBatchResponse{Results: make([]*ordinalv1.ReserveResult, len(rs))}
+	var ops []fsm.Op
+	var at []int // index in rs of each op
+	for i, r := range rs {
+		key, err := p.checkReserve(r)
+		if err != nil {
+			st := status.Convert(err)
+			out.Results[i] = &ordinalv1.ReserveResult{Code: int32(st.Code()), Message: st.Message()}
+			continue
+		}
+		ops = append(ops, fsm.Op{Kind: fsm.OpReserve, Key: key, Want: r.GetWant(), Need: r.GetNeed()})
+		at = append(at, i)
+	}
+	if len(ops) > 0 {
+		results, err := p.node.ReserveBatch(ctx, ops)
+		if err != nil {
+			return nil, toStatus(err, fsm.Key{})
+		}
+		for j, res := range results {
+			rr := &ordinalv1.ReserveResult{First: res.First, Last: res.Last}
+			if res.Err != nil {
+				st := status.Convert(toStatus(res.Err, ops[j].Key))
+				rr = &ordinalv1.ReserveResult{Code: int32(st.Code()), Message: st.Message()}
+			}
+			out.Results[at[j]] = rr
+		}
+	}
+	return out, nil
 }
 
 // clusterStatus maps the cluster package's errors to status codes: the one
