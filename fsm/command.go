@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math"
 	"strings"
 )
@@ -27,16 +28,33 @@ const (
 	MaxNodeFieldLen = 1024
 )
 
-// commandVersion is the first byte of every encoded Command. Bump it (and
-// keep decoding the old value) whenever the layout changes, because old
-// entries stay in the Raft log and in snapshots' predecessors forever.
-const commandVersion = 1
+// Command format versions: the first byte of every encoded Command. Bump
+// commandVersion (and keep decoding every older value) whenever the layout
+// changes, because old entries stay in Raft logs for as long as a node has
+// not compacted them.
+const (
+	// commandVersionV1 is the original layout, without a checksum. Encode
+	// no longer writes it; Decode still reads it so that logs written
+	// before version 2 replay.
+	commandVersionV1 = 1
+	// commandVersion is what Encode writes: version 1's layout followed by
+	// a CRC-32C of every byte before it.
+	commandVersion = 2
+	// crcLen is the size of version 2's checksum trailer.
+	crcLen = 4
+)
 
 var (
 	// ErrMalformed is returned, wrapped with a precise reason, when command
 	// or snapshot bytes are not valid. State is never changed by malformed
 	// input.
 	ErrMalformed = errors.New("malformed command or snapshot")
+
+	// ErrChecksum is returned, together with ErrMalformed, when a command or
+	// snapshot does not match the CRC-32C it carries: its bytes changed
+	// after they were written (a damaged disk, file or transfer), so
+	// nothing in it can be trusted, not even the parts that still parse.
+	ErrChecksum = errors.New("checksum mismatch")
 
 	// ErrOverflow is reported in Result.Err when an OpReserve cannot get
 	// Need IDs without passing MaxID. Nothing was reserved and the key's
@@ -188,11 +206,12 @@ func checkNodeField(field, v string) error {
 	return nil
 }
 
-// Command wire format, version 1. All integers are unsigned LEB128 varints
+// Command wire format, version 2. All integers are unsigned LEB128 varints
 // (encoding/binary uvarint) in their shortest form; strings are a uvarint
 // byte length followed by the bytes.
 //
-//	command     = version:byte(1) count:uvarint op*count
+//	command     = version:byte(2) body crc:uint32 big-endian (CRC-32C of every byte before it)
+//	body        = count:uvarint op*count
 //	op          = kind:byte fields
 //	reserve(1)  = store:string name:string want:uvarint need:uvarint
 //	floor(2)    = store:string name:string value:uvarint
@@ -200,8 +219,10 @@ func checkNodeField(field, v string) error {
 //	remove(4)   = node_id:string
 //	init(5)     = cluster_id:string
 //
-// Decode rejects non-shortest varints and trailing bytes, so every valid
-// encoding is canonical: Encode(Decode(b)) == b.
+// Version 1 is version:byte(1) body, without the checksum; Decode still
+// accepts it. Decode rejects non-shortest varints and trailing bytes, so
+// every valid encoding is canonical: Encode(Decode(b)) == b for version 2
+// input (version 1 input re-encodes as version 2).
 
 // Encode returns the binary encoding of c. It does not validate c: an
 // invalid command encodes to bytes that Decode (and therefore Apply)
@@ -213,7 +234,15 @@ func (c Command) Encode() []byte {
 // AppendEncode appends the binary encoding of c to dst and returns the
 // extended slice, so callers can reuse buffers.
 func (c Command) AppendEncode(dst []byte) []byte {
+	start := len(dst)
 	dst = append(dst, commandVersion)
+	dst = c.appendBody(dst)
+	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+// appendBody appends the op count and the ops, the part of the encoding
+// that versions 1 and 2 share.
+func (c Command) appendBody(dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(c.Ops)))
 	for _, op := range c.Ops {
 		dst = op.appendEncode(dst)
@@ -248,7 +277,7 @@ func (op Op) appendEncode(dst []byte) []byte {
 // encodedLen returns the exact length of c's encoding, so Encode allocates
 // once.
 func (c Command) encodedLen() int {
-	n := 1 + uvarintLen(uint64(len(c.Ops)))
+	n := 1 + uvarintLen(uint64(len(c.Ops))) + crcLen
 	for _, op := range c.Ops {
 		n++
 		switch op.Kind {
@@ -267,10 +296,13 @@ func (c Command) encodedLen() int {
 	return n
 }
 
-// Decode parses an encoded Command. It never panics. Any deviation from the
-// format (unknown version or kind, truncation, trailing bytes, non-shortest
-// varints, over-limit lengths or counts, or field values that Validate
-// rejects) yields an error wrapping ErrMalformed with the reason.
+// Decode parses an encoded Command of any supported version. It never
+// panics. Any deviation from the format (unknown version or kind,
+// truncation, trailing bytes, non-shortest varints, over-limit lengths or
+// counts, or field values that Validate rejects) yields an error wrapping
+// ErrMalformed with the reason. A version 2 command whose checksum does not
+// match is rejected before anything else is read from it, with an error
+// wrapping both ErrMalformed and ErrChecksum.
 //
 // Strings in the result are freshly allocated and never alias b, so the FSM
 // can keep them as map keys without pinning the Raft log buffer.
@@ -305,11 +337,20 @@ type decoder struct {
 	store string
 }
 
-// command parses a whole command and insists that nothing follows it.
+// command parses a whole command and insists that nothing follows it. A
+// version 2 command's checksum is verified first and the trailer cut off,
+// so the parser only ever reads bytes the checksum vouches for.
 func (d *decoder) command() (Command, error) {
 	version := d.byte("version")
-	if d.err == nil && version != commandVersion {
-		return Command{}, fmt.Errorf("unsupported command version %d (want %d)", version, commandVersion)
+	switch {
+	case d.err != nil:
+		return Command{}, d.err
+	case version == commandVersion:
+		if err := d.verifyChecksum(); err != nil {
+			return Command{}, err
+		}
+	case version != commandVersionV1:
+		return Command{}, fmt.Errorf("unsupported command version %d (this version reads %d and %d)", version, commandVersionV1, commandVersion)
 	}
 	count := d.uvarint("op count")
 	if d.err != nil {
@@ -335,6 +376,21 @@ func (d *decoder) command() (Command, error) {
 		return Command{}, fmt.Errorf("%d trailing bytes at offset %d", len(d.b)-d.off, d.off)
 	}
 	return c, nil
+}
+
+// verifyChecksum checks the CRC-32C trailer of a version 2 command against
+// every byte before it and removes the trailer from d.b.
+func (d *decoder) verifyChecksum() error {
+	if len(d.b) < 1+crcLen {
+		return fmt.Errorf("checksum: truncated: the command is %d bytes, version %d needs at least %d", len(d.b), commandVersion, 1+crcLen)
+	}
+	end := len(d.b) - crcLen
+	stored := binary.BigEndian.Uint32(d.b[end:])
+	if computed := crc32.Checksum(d.b[:end], castagnoli); computed != stored {
+		return fmt.Errorf("%w: stored %08x, computed %08x over %d bytes", ErrChecksum, stored, computed, end)
+	}
+	d.b = d.b[:end]
+	return nil
 }
 
 // op parses op number i and validates it.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"reflect"
 	"strings"
 	"testing"
@@ -49,6 +50,9 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 			if b[0] != commandVersion {
 				t.Errorf("first byte = %d, want version %d", b[0], commandVersion)
 			}
+			if v1 := encodeV1(tt.cmd); !bytes.Equal(b[1:len(b)-crcLen], v1[1:]) {
+				t.Errorf("version 2 body differs from version 1's:\nv2 %x\nv1 %x", b, v1)
+			}
 			got, err := Decode(b)
 			if err != nil {
 				t.Fatalf("Decode: %v", err)
@@ -79,7 +83,8 @@ func TestEncodeIgnoresUnusedFields(t *testing.T) {
 }
 
 // TestEncodeLayout pins the byte layout so that an accidental format change
-// (which would make old log entries undecodable) fails loudly.
+// (which would make old log entries undecodable) fails loudly. Version 1's
+// layout is pinned by the fixtures in testdata (TestDecodeV1Fixtures).
 func TestEncodeLayout(t *testing.T) {
 	c := Command{Ops: []Op{
 		{Kind: OpReserve, Key: Key{Store: "s", Name: "k"}, Want: 300, Need: 2},
@@ -89,87 +94,170 @@ func TestEncodeLayout(t *testing.T) {
 		{Kind: OpInit, ClusterID: "c"},
 	}}
 	want := []byte{
-		1, 5, // version, op count
+		2, 5, // version, op count
 		1, 1, 's', 1, 'k', 0xac, 0x02, 2, // reserve: store, key, want=300, need=2
 		2, 0, 2, 'a', 'b', 1, // floor: "", "ab", value=1
 		3, 1, 'n', 1, 'a', // set-node
 		4, 1, 'n', // remove-node
 		5, 1, 'c', // init
+		0x53, 0x35, 0xc3, 0x01, // CRC-32C of every byte above, big-endian
 	}
 	if got := c.Encode(); !bytes.Equal(got, want) {
 		t.Errorf("Encode = %v\nwant     %v", got, want)
 	}
+	// The trailer is the standard CRC-32C (iSCSI polynomial), computed here
+	// without the package's table so a wrong table would show.
+	if sum := crc32.Checksum(want[:len(want)-4], crc32.MakeTable(0x82f63b78)); binary.BigEndian.Uint32(want[len(want)-4:]) != sum {
+		t.Errorf("pinned trailer is not the CRC-32C of the body: want %08x", sum)
+	}
 }
 
+// TestDecodeRejects runs every structural defect through both versions:
+// as a version 1 command, and as a version 2 command whose checksum is
+// correct, so that the parser behind the checksum is what rejects it.
 func TestDecodeRejects(t *testing.T) {
-	valid := Command{Ops: []Op{{Kind: OpReserve, Key: Key{Store: "s", Name: "k"}, Want: 10, Need: 1}}}.Encode()
-	enc := func(ops ...Op) []byte { return Command{Ops: ops}.Encode() }
+	valid := Command{Ops: []Op{{Kind: OpReserve, Key: Key{Store: "s", Name: "k"}, Want: 10, Need: 1}}}.appendBody(nil)
+	body := func(ops ...Op) []byte { return Command{Ops: ops}.appendBody(nil) }
 	over := func(n int) string { return strings.Repeat("x", n+1) }
-	tooMany := binary.AppendUvarint([]byte{commandVersion}, MaxOpsPerCommand+1)
+	tooMany := binary.AppendUvarint(nil, MaxOpsPerCommand+1)
 	for range MaxOpsPerCommand + 1 {
 		tooMany = append(tooMany, byte(OpRemoveNode), 1, 'n')
 	}
 
 	tests := []struct {
 		name   string
-		input  []byte
+		body   []byte // everything after the version byte (and before a v2 checksum)
 		reason string // substring the error must contain
 	}{
-		{"nil", nil, "version: truncated"},
-		{"empty", []byte{}, "version: truncated"},
-		{"bad version 0", []byte{0, 0}, "unsupported command version 0"},
-		{"bad version 2", append([]byte{2}, valid[1:]...), "unsupported command version 2"},
-		{"missing op count", []byte{1}, "op count: truncated"},
-		{"truncated op count varint", []byte{1, 0x80}, "op count: truncated"},
-		{"non-shortest op count", []byte{1, 0x80, 0x00}, "not in shortest form"},
-		{"op count overflows 64 bits", []byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, "overflows"},
-		{"too many ops", binary.AppendUvarint([]byte{1}, MaxOpsPerCommand+1), "op count 65537 exceeds"},
+		{"missing op count", []byte{}, "op count: truncated"},
+		{"truncated op count varint", []byte{0x80}, "op count: truncated"},
+		{"non-shortest op count", []byte{0x80, 0x00}, "not in shortest form"},
+		{"op count overflows 64 bits", []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, "overflows"},
+		{"too many ops", binary.AppendUvarint(nil, MaxOpsPerCommand+1), "op count 65537 exceeds"},
 		{"too many ops with bodies", tooMany, "op count 65537 exceeds"},
-		{"missing op", []byte{1, 1}, "op 0: kind: truncated"},
-		{"fewer ops than count", append([]byte{1, 2}, valid[2:]...), "op 1: kind: truncated"},
-		{"unknown kind 0", []byte{1, 1, 0}, "unknown op kind 0"},
-		{"unknown kind 6", []byte{1, 1, 6}, "unknown op kind 6"},
-		{"truncated store", []byte{1, 1, 1, 3, 's'}, "store: truncated"},
-		{"truncated key", []byte{1, 1, 1, 1, 's'}, "key length: truncated"},
-		{"truncated want", []byte{1, 1, 1, 0, 0}, "want: truncated"},
-		{"truncated need", []byte{1, 1, 1, 0, 0, 5}, "need: truncated"},
-		{"truncated varint in need", []byte{1, 1, 1, 0, 0, 5, 0x81}, "need: truncated"},
-		{"non-shortest want", []byte{1, 1, 1, 0, 0, 0x85, 0x00, 1}, "want: uvarint overflows 64 bits or is not in shortest form"},
-		{"need zero", enc(Op{Kind: OpReserve, Key: Key{Name: "k"}, Want: 5}), "need is 0"},
-		{"need zero want zero", enc(Op{Kind: OpReserve, Key: Key{Name: "k"}}), "need is 0"},
-		{"need above want", enc(Op{Kind: OpReserve, Key: Key{Name: "k"}, Want: 5, Need: 6}), "need 6 exceeds want 5"},
-		{"floor above max id", enc(Op{Kind: OpFloor, Key: Key{Name: "k"}, Value: MaxID + 1}), "exceeds the maximum id"},
-		{"floor max uint64", enc(Op{Kind: OpFloor, Key: Key{Name: "k"}, Value: ^uint64(0)}), "exceeds the maximum id"},
-		{"oversize store", enc(Op{Kind: OpReserve, Key: Key{Store: over(MaxStoreLen), Name: "k"}, Want: 1, Need: 1}), "store is 257 bytes, limit is 256"},
-		{"oversize key", enc(Op{Kind: OpFloor, Key: Key{Name: over(MaxKeyLen)}, Value: 1}), "key is 1025 bytes, limit is 1024"},
-		{"oversize node id", enc(Op{Kind: OpSetNode, NodeID: over(MaxNodeFieldLen), Addr: "a"}), "node id is 1025 bytes"},
-		{"oversize address", enc(Op{Kind: OpSetNode, NodeID: "n", Addr: over(MaxNodeFieldLen)}), "address is 1025 bytes"},
-		{"oversize cluster id", enc(Op{Kind: OpInit, ClusterID: over(MaxNodeFieldLen)}), "cluster id is 1025 bytes"},
-		{"huge string length", []byte{1, 1, 5, 0xff, 0xff, 0xff, 0xff, 0x0f}, "cluster id is 4294967295 bytes"},
-		{"empty node id", enc(Op{Kind: OpRemoveNode}), "node id is empty"},
-		{"empty address", enc(Op{Kind: OpSetNode, NodeID: "n"}), "address is empty"},
-		{"empty cluster id", enc(Op{Kind: OpInit}), "cluster id is empty"},
+		{"missing op", []byte{1}, "op 0: kind: truncated"},
+		{"fewer ops than count", append([]byte{2}, valid[1:]...), "op 1: kind: truncated"},
+		{"unknown kind 0", []byte{1, 0}, "unknown op kind 0"},
+		{"unknown kind 6", []byte{1, 6}, "unknown op kind 6"},
+		{"truncated store", []byte{1, 1, 3, 's'}, "store: truncated"},
+		{"truncated key", []byte{1, 1, 1, 's'}, "key length: truncated"},
+		{"truncated want", []byte{1, 1, 0, 0}, "want: truncated"},
+		{"truncated need", []byte{1, 1, 0, 0, 5}, "need: truncated"},
+		{"truncated varint in need", []byte{1, 1, 0, 0, 5, 0x81}, "need: truncated"},
+		{"non-shortest want", []byte{1, 1, 0, 0, 0x85, 0x00, 1}, "want: uvarint overflows 64 bits or is not in shortest form"},
+		{"need zero", body(Op{Kind: OpReserve, Key: Key{Name: "k"}, Want: 5}), "need is 0"},
+		{"need zero want zero", body(Op{Kind: OpReserve, Key: Key{Name: "k"}}), "need is 0"},
+		{"need above want", body(Op{Kind: OpReserve, Key: Key{Name: "k"}, Want: 5, Need: 6}), "need 6 exceeds want 5"},
+		{"floor above max id", body(Op{Kind: OpFloor, Key: Key{Name: "k"}, Value: MaxID + 1}), "exceeds the maximum id"},
+		{"floor max uint64", body(Op{Kind: OpFloor, Key: Key{Name: "k"}, Value: ^uint64(0)}), "exceeds the maximum id"},
+		{"oversize store", body(Op{Kind: OpReserve, Key: Key{Store: over(MaxStoreLen), Name: "k"}, Want: 1, Need: 1}), "store is 257 bytes, limit is 256"},
+		{"oversize key", body(Op{Kind: OpFloor, Key: Key{Name: over(MaxKeyLen)}, Value: 1}), "key is 1025 bytes, limit is 1024"},
+		{"oversize node id", body(Op{Kind: OpSetNode, NodeID: over(MaxNodeFieldLen), Addr: "a"}), "node id is 1025 bytes"},
+		{"oversize address", body(Op{Kind: OpSetNode, NodeID: "n", Addr: over(MaxNodeFieldLen)}), "address is 1025 bytes"},
+		{"oversize cluster id", body(Op{Kind: OpInit, ClusterID: over(MaxNodeFieldLen)}), "cluster id is 1025 bytes"},
+		{"huge string length", []byte{1, 5, 0xff, 0xff, 0xff, 0xff, 0x0f}, "cluster id is 4294967295 bytes"},
+		{"empty node id", body(Op{Kind: OpRemoveNode}), "node id is empty"},
+		{"empty address", body(Op{Kind: OpSetNode, NodeID: "n"}), "address is empty"},
+		{"empty cluster id", body(Op{Kind: OpInit}), "cluster id is empty"},
 		{"trailing byte", append(valid[:len(valid):len(valid)], 0), "1 trailing bytes"},
-		{"trailing op", append(valid[:len(valid):len(valid)], valid[2:]...), "trailing bytes"},
+		{"trailing op", append(valid[:len(valid):len(valid)], valid[1:]...), "trailing bytes"},
 		{"truncated last byte", valid[:len(valid)-1], "need: truncated"},
 	}
 	for _, tt := range tests {
+		for _, v := range []struct {
+			name  string
+			input []byte
+		}{
+			{"v1", append([]byte{commandVersionV1}, tt.body...)},
+			{"v2", sealV2(tt.body)},
+		} {
+			t.Run(tt.name+"/"+v.name, func(t *testing.T) {
+				requireDecodeError(t, v.input, tt.reason)
+			})
+		}
+	}
+}
+
+// TestDecodeRejectsVersionAndChecksum covers what is checked before the
+// body is parsed: the version byte and version 2's checksum.
+func TestDecodeRejectsVersionAndChecksum(t *testing.T) {
+	valid := Command{Ops: []Op{{Kind: OpReserve, Key: Key{Store: "s", Name: "k"}, Want: 10, Need: 1}}}.Encode()
+	flipped := bytes.Clone(valid)
+	flipped[3] ^= 0x10
+	tests := []struct {
+		name     string
+		input    []byte
+		reason   string
+		checksum bool // the error must wrap ErrChecksum
+	}{
+		{"nil", nil, "version: truncated", false},
+		{"empty", []byte{}, "version: truncated", false},
+		{"bad version 0", append([]byte{0}, valid[1:]...), "unsupported command version 0", false},
+		{"bad version 3", append([]byte{3}, valid[1:]...), "unsupported command version 3", false},
+		{"v2 without checksum", []byte{2}, "checksum: truncated", false},
+		{"v2 shorter than a checksum", []byte{2, 0, 0, 0}, "checksum: truncated", false},
+		{"v2 flipped bit in the body", flipped, "checksum mismatch", true},
+		{"v2 flipped bit in the checksum", append(bytes.Clone(valid[:len(valid)-1]), valid[len(valid)-1]^1), "checksum mismatch", true},
+		{"v2 trailing byte", append(bytes.Clone(valid), 0), "checksum mismatch", true},
+		{"v2 last byte cut", valid[:len(valid)-1], "checksum mismatch", true},
+		{"v2 body of a v1 command", append([]byte{2}, valid[1:len(valid)-4]...), "checksum mismatch", true},
+		{"v1 with a v2 checksum", append([]byte{1}, valid[1:]...), "trailing bytes", false},
+	}
+	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Decode(tt.input)
-			if err == nil {
-				t.Fatalf("Decode succeeded with %+v, want error containing %q", got, tt.reason)
-			}
-			if !errors.Is(err, ErrMalformed) {
-				t.Errorf("error %v does not wrap ErrMalformed", err)
-			}
-			if !strings.Contains(err.Error(), tt.reason) {
-				t.Errorf("error %q does not contain %q", err, tt.reason)
-			}
-			if got.Ops != nil {
-				t.Errorf("failed Decode returned ops %+v", got.Ops)
+			err := requireDecodeError(t, tt.input, tt.reason)
+			if got := errors.Is(err, ErrChecksum); got != tt.checksum {
+				t.Errorf("errors.Is(%v, ErrChecksum) = %v, want %v", err, got, tt.checksum)
 			}
 		})
 	}
+}
+
+// TestDecodeDetectsEveryBitFlip flips each bit of a version 2 command in
+// turn: every one must be rejected, and none may decode to another
+// command. (A CRC detects every single-bit error; a flip in the version
+// byte lands on an unsupported version, never on 1: 1 and 2 differ in two
+// bits, so one flip cannot turn a version 2 entry into an unchecked
+// version 1 entry.)
+func TestDecodeDetectsEveryBitFlip(t *testing.T) {
+	b := Command{Ops: []Op{
+		{Kind: OpReserve, Key: Key{Store: "default", Name: "orders"}, Want: 1000, Need: 1},
+		{Kind: OpFloor, Key: Key{Store: "default", Name: "users"}, Value: 1 << 40},
+	}}.Encode()
+	for i := range len(b) * 8 {
+		d := bytes.Clone(b)
+		d[i/8] ^= 1 << (i % 8)
+		c, err := Decode(d)
+		if err == nil {
+			t.Fatalf("bit %d flipped: Decode accepted %+v", i, c)
+		}
+		if !errors.Is(err, ErrMalformed) {
+			t.Fatalf("bit %d flipped: error %v does not wrap ErrMalformed", i, err)
+		}
+		if i >= 8 && !errors.Is(err, ErrChecksum) {
+			t.Fatalf("bit %d flipped: error %v does not wrap ErrChecksum", i, err)
+		}
+	}
+}
+
+// requireDecodeError fails the test unless Decode rejects input with an
+// error wrapping ErrMalformed that contains reason, and returns the error.
+func requireDecodeError(t *testing.T, input []byte, reason string) error {
+	t.Helper()
+	got, err := Decode(input)
+	if err == nil {
+		t.Fatalf("Decode succeeded with %+v, want error containing %q", got, reason)
+	}
+	if !errors.Is(err, ErrMalformed) {
+		t.Errorf("error %v does not wrap ErrMalformed", err)
+	}
+	if !strings.Contains(err.Error(), reason) {
+		t.Errorf("error %q does not contain %q", err, reason)
+	}
+	if got.Ops != nil {
+		t.Errorf("failed Decode returned ops %+v", got.Ops)
+	}
+	return err
 }
 
 // TestDecodeEveryTruncation checks that no proper prefix of a valid

@@ -10,10 +10,13 @@
 package fsm
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -43,25 +46,80 @@ type ApplyResponse struct {
 	Results []Result
 }
 
+// ErrFailed is wrapped by every error of an FSM that stopped because a log
+// entry or snapshot could not be applied (see FailedError). A stopped FSM
+// never applies anything again: the node must be rebuilt from its peers.
+var ErrFailed = errors.New("state machine stopped")
+
+// FailedError says why an FSM stopped: which log entry it could not apply,
+// or that a snapshot could not be restored, and why. It wraps both
+// ErrFailed and the cause, so errors.Is finds either (ErrChecksum for a
+// damaged entry, ErrMalformed for any undecodable one).
+type FailedError struct {
+	// Index and Term identify the log entry that could not be applied.
+	// Both are 0 when Snapshot is set.
+	Index, Term uint64
+	// Snapshot is set when a snapshot could not be restored.
+	Snapshot bool
+	// Err is the cause: the decode error of the entry, or the error
+	// Restore met reading the snapshot.
+	Err error
+}
+
+// Error names the entry or snapshot and the cause.
+func (e *FailedError) Error() string {
+	if e.Snapshot {
+		return fmt.Sprintf("%v: a snapshot could not be restored: %v", ErrFailed, e.Err)
+	}
+	return fmt.Sprintf("%v: the log entry at index %d (term %d) could not be applied: %v", ErrFailed, e.Index, e.Term, e.Err)
+}
+
+// Unwrap returns ErrFailed and the cause.
+func (e *FailedError) Unwrap() []error { return []error{ErrFailed, e.Err} }
+
 // FSM is the replicated state machine. Apply, Snapshot and Restore are
 // called by Raft from its single FSM goroutine; the read accessors
-// (HighWater, Nodes, ClusterID, Len, AppliedIndex) are safe to call from any
-// goroutine at any time.
+// (HighWater, Nodes, ClusterID, Len, AppliedIndex, Err) are safe to call
+// from any goroutine at any time.
+//
+// An FSM never skips what it cannot apply. A log entry that does not decode
+// (a damaged or unknown encoding), or a snapshot that does not restore,
+// stops it for good: Err reports which and why, Failed is closed, and every
+// later Apply, Snapshot and Restore fails without changing anything. The
+// state it holds is then incomplete and must not be used to hand out IDs;
+// see DESIGN.md, "Never skip".
 type FSM struct {
 	logger hclog.Logger
+
+	// failed is set once, by the first entry or snapshot that cannot be
+	// applied; failedCh is closed then. It is atomic so the check on
+	// every Apply costs one load.
+	failed   atomic.Pointer[FailedError]
+	failedCh chan struct{}
 
 	mu sync.RWMutex
 	// stores maps store name -> key name -> high-water mark. A key is
 	// present only once its mark is above zero, so an absent key and a key
-	// at zero are the same state and snapshots stay canonical. The nested
-	// map with plain uint64 values is the cheapest layout Go offers for
-	// millions of short keys (see DESIGN.md, "Memory per key").
-	stores    map[string]map[string]uint64
+	// at zero are the same state and snapshots stay canonical. A store's
+	// keyMap is a Go map with plain uint64 values, the cheapest layout Go
+	// offers for millions of short keys, split in shards once large (see
+	// DESIGN.md, "Memory per key", and keymap.go).
+	stores    map[string]*keyMap
 	keys      int // total keys across stores, kept so Len is O(1)
 	nodes     map[string]string
 	clusterID string
 	applied   uint64
 	onFloor   func(Key, uint64)
+	onReserve func(k Key, ids uint64, at time.Time)
+
+	// order holds each store's key names and storeOrder the store names,
+	// sorted, so that Keys lists a page without sorting; names holds the
+	// bytes of every key name in large chunks, so that millions of keys
+	// are not millions of heap objects for the garbage collector to mark
+	// (keys.go).
+	order      map[string]*sortedNames
+	storeOrder sortedNames
+	names      nameArena
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -73,31 +131,70 @@ func New(logger hclog.Logger) *FSM {
 		logger = hclog.NewNullLogger()
 	}
 	return &FSM{
-		logger: logger,
-		stores: make(map[string]map[string]uint64),
-		nodes:  make(map[string]string),
+		logger:   logger,
+		failedCh: make(chan struct{}),
+		stores:   make(map[string]*keyMap),
+		nodes:    make(map[string]string),
 	}
 }
 
+// Err returns nil while the FSM applies entries, and a *FailedError (which
+// wraps ErrFailed) once it has stopped.
+func (f *FSM) Err() error {
+	if e := f.failed.Load(); e != nil {
+		return e
+	}
+	return nil
+}
+
+// Failed returns a channel that is closed when the FSM stops; Err then
+// says why. The node watches it to shut Raft down.
+func (f *FSM) Failed() <-chan struct{} { return f.failedCh }
+
+// fail stops the FSM with e, unless it already stopped, and returns the
+// error it stopped with.
+func (f *FSM) fail(e *FailedError) *FailedError {
+	if !f.failed.CompareAndSwap(nil, e) {
+		return f.failed.Load()
+	}
+	close(f.failedCh)
+	if e.Snapshot {
+		f.logger.Error("stopping: a snapshot could not be restored; this node's state is incomplete and it must not serve", "error", e.Err)
+	} else {
+		f.logger.Error("stopping: a log entry could not be applied; this node's state is incomplete and it must not serve",
+			"index", e.Index, "term", e.Term, "error", e.Err)
+	}
+	return e
+}
+
 // Apply applies one committed Raft log entry. For a raft.LogCommand it
-// decodes the payload, applies every op and returns an *ApplyResponse. A
-// payload that does not decode changes no state, is logged at Error level
-// and returns an error wrapping ErrMalformed: every replica rejects the same
-// bytes the same way, so rejecting is deterministic. Other log types return
-// nil. In every case the entry's index becomes AppliedIndex.
+// decodes the payload, applies every op and returns an *ApplyResponse;
+// other log types return nil. Either way the entry's index becomes
+// AppliedIndex.
+//
+// A payload that does not decode, or whose checksum does not match, is
+// never skipped: skipping a reservation would leave this replica's
+// high-water mark too low, and once it led it would hand the same IDs out
+// again. Instead the FSM stops (see Err and Failed) and Apply returns an
+// error wrapping ErrFailed and the decode error (ErrMalformed, ErrChecksum).
+// Once stopped, every Apply returns such an error and changes nothing,
+// AppliedIndex included.
 func (f *FSM) Apply(l *raft.Log) interface{} {
+	if e := f.failed.Load(); e != nil {
+		return fmt.Errorf("fsm: apply log index %d: %w", l.Index, e)
+	}
 	if l.Type != raft.LogCommand {
 		f.setApplied(l.Index)
 		return nil
 	}
 	cmd, err := decode(l.Data)
 	if err != nil {
-		f.setApplied(l.Index)
-		f.logger.Error("rejecting malformed command", "index", l.Index, "term", l.Term, "error", err)
-		return fmt.Errorf("fsm: apply log index %d: %w", l.Index, err)
+		e := f.fail(&FailedError{Index: l.Index, Term: l.Term, Err: err})
+		return fmt.Errorf("fsm: apply log index %d: %w", l.Index, e)
 	}
 	resp := f.apply(cmd, l.Index)
 	f.notifyFloors(cmd)
+	f.notifyReserves(cmd, resp, l.AppendedAt)
 	return resp
 }
 
@@ -121,6 +218,34 @@ func (f *FSM) notifyFloors(cmd Command) {
 	for _, op := range cmd.Ops {
 		if op.Kind == OpFloor {
 			fn(op.Key, op.Value)
+		}
+	}
+}
+
+// SetReserveHook registers fn to be called, outside the FSM's lock, for
+// every OpReserve applied from the Raft log that granted IDs: ids is how
+// many, at the time the leader appended the entry (raft.Log.AppendedAt;
+// zero for entries written before raft recorded it). The FSM reads no
+// clock: at is part of the entry, so replaying the log reports the
+// reservations at the times they were made. Nodes use it to measure each
+// key's reservation rate for backups. Register it before Raft starts; fn
+// must not block.
+func (f *FSM) SetReserveHook(fn func(k Key, ids uint64, at time.Time)) {
+	f.mu.Lock()
+	f.onReserve = fn
+	f.mu.Unlock()
+}
+
+func (f *FSM) notifyReserves(cmd Command, resp *ApplyResponse, at time.Time) {
+	f.mu.RLock()
+	fn := f.onReserve
+	f.mu.RUnlock()
+	if fn == nil {
+		return
+	}
+	for i, op := range cmd.Ops {
+		if r := resp.Results[i]; op.Kind == OpReserve && r.Last != 0 {
+			fn(op.Key, r.Last-r.First+1, at)
 		}
 	}
 }
@@ -186,7 +311,7 @@ func (f *FSM) applyOp(op Op) Result {
 // outright (ErrOverflow, no state change) if fewer than need fit, so callers
 // never receive a range smaller than they said they can use.
 func (f *FSM) reserve(k Key, need, want uint64) Result {
-	hw := f.stores[k.Store][k.Name]
+	hw := f.stores[k.Store].get(k.Name)
 	avail := MaxID - hw // hw <= MaxID is an invariant, so this cannot wrap.
 	if avail < need {
 		f.logger.Warn("reservation would pass the maximum id", "store", k.Store, "key", k.Name, "high_water", hw, "need", need)
@@ -200,7 +325,7 @@ func (f *FSM) reserve(k Key, need, want uint64) Result {
 // floor raises k's high-water mark to value if it is lower. It never lowers
 // a mark: IDs already granted must stay unique.
 func (f *FSM) floor(k Key, value uint64) Result {
-	hw := f.stores[k.Store][k.Name]
+	hw := f.stores[k.Store].get(k.Name)
 	if value <= hw {
 		return Result{HighWater: hw}
 	}
@@ -209,16 +334,17 @@ func (f *FSM) floor(k Key, value uint64) Result {
 }
 
 // set stores a non-zero high-water mark for k, creating its store and
-// counting the key if they are new. The caller holds the write lock.
+// counting and indexing the key if they are new. The caller holds the
+// write lock.
 func (f *FSM) set(k Key, hw uint64) {
 	m := f.stores[k.Store]
 	if m == nil {
-		m = make(map[string]uint64)
+		m = newKeyMap(0)
 		f.stores[k.Store] = m
 	}
-	before := len(m)
-	m[k.Name] = hw
-	f.keys += len(m) - before
+	if name, created := m.set(k.Name, hw, f.names.copy); created {
+		f.created(Key{Store: k.Store, Name: name})
+	}
 }
 
 // HighWater returns k's high-water mark: the largest ID granted for k or the
@@ -226,7 +352,7 @@ func (f *FSM) set(k Key, hw uint64) {
 func (f *FSM) HighWater(k Key) uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.stores[k.Store][k.Name]
+	return f.stores[k.Store].get(k.Name)
 }
 
 // Nodes returns a copy of the node metadata, node ID -> gRPC address. The
@@ -277,7 +403,15 @@ func (f *FSM) AppliedIndex() uint64 {
 // goroutine, so Apply cannot run meanwhile; it copies the state into flat
 // slices under the read lock (readers are not blocked) and leaves sorting
 // and I/O to Persist, which runs concurrently with later Applies.
+//
+// A stopped FSM refuses: its state lacks the entry it could not apply, and
+// a snapshot of it would let Raft compact that entry away, so that the
+// node would restart from the incomplete state with nothing left to show
+// that it is incomplete.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	if e := f.failed.Load(); e != nil {
+		return nil, fmt.Errorf("fsm: snapshot: %w", e)
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.capture(), nil
@@ -285,16 +419,24 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 
 // Restore replaces all state with the snapshot read from rc. The snapshot is
 // parsed and its checksum verified in full before anything is replaced, so
-// on any error (wrapping ErrMalformed for corrupt data) the previous state
-// stays in place. Following the raft.FSM contract, the caller closes rc.
+// on any error (wrapping ErrMalformed for corrupt data, and ErrChecksum too
+// for a checksum mismatch) the previous state stays in place. A snapshot
+// that does not restore stops the FSM as an undecodable log entry does:
+// Raft only ever restores snapshots it has stored on this node's disk, so
+// a failure means the node's data is damaged. A stopped FSM refuses to
+// restore. Following the raft.FSM contract, the caller closes rc.
 func (f *FSM) Restore(rc io.ReadCloser) error {
+	if e := f.failed.Load(); e != nil {
+		return fmt.Errorf("fsm: restore snapshot: %w", e)
+	}
 	st, err := readSnapshot(rc)
 	if err != nil {
-		f.logger.Error("failed to restore snapshot", "error", err)
-		return fmt.Errorf("fsm: restore snapshot: %w", err)
+		e := f.fail(&FailedError{Snapshot: true, Err: err})
+		return fmt.Errorf("fsm: restore snapshot: %w", e)
 	}
 	f.mu.Lock()
 	f.stores, f.keys, f.nodes, f.clusterID, f.applied = st.stores, st.keys, st.nodes, st.clusterID, st.applied
+	f.order, f.storeOrder, f.names = st.order, st.storeOrder, st.names
 	f.mu.Unlock()
 	f.logger.Info("restored snapshot", "keys", st.keys, "nodes", len(st.nodes), "applied_index", st.applied)
 	return nil

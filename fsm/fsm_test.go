@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"errors"
 	"maps"
 	"strings"
@@ -221,40 +222,121 @@ func checkResults(t *testing.T, stepIdx int, got, want []Result) {
 	}
 }
 
-func TestApplyMalformedLog(t *testing.T) {
+// TestApplyUndecodableEntryStopsFSM checks that an entry the FSM cannot
+// decode is never skipped: the FSM stops, names the entry, changes
+// nothing, and refuses every later Apply, Snapshot and Restore.
+func TestApplyUndecodableEntryStopsFSM(t *testing.T) {
 	valid := Command{Ops: []Op{reserve("s", "k", 1, 1)}}.Encode()
+	flipped := bytes.Clone(valid)
+	flipped[5] ^= 0x04
 	tests := []struct {
-		name string
-		data []byte
+		name     string
+		data     []byte
+		checksum bool // the cause must wrap ErrChecksum
 	}{
-		{"empty", nil},
-		{"garbage", []byte("not a command")},
-		{"bad version", append([]byte{9}, valid[1:]...)},
-		{"truncated", valid[:len(valid)-1]},
-		{"trailing", append(valid[:len(valid):len(valid)], 0)},
+		{"empty", nil, false},
+		{"garbage", []byte("not a command"), false},
+		{"bad version", append([]byte{9}, valid[1:]...), false},
+		{"flipped bit", flipped, true},
+		{"truncated", valid[:len(valid)-1], true},
+		{"trailing", append(valid[:len(valid):len(valid)], 0), true},
+		{"v1 truncated", encodeV1(Command{Ops: []Op{reserve("s", "k", 1, 1)}})[:5], false},
 		// A bad op after a good one must not let the good one apply.
-		{"bad second op", Command{Ops: []Op{reserve("s", "k", 1, 1), reserve("s", "k", 0, 1)}}.Encode()},
+		{"bad second op", Command{Ops: []Op{reserve("s", "k", 1, 1), reserve("s", "k", 0, 1)}}.Encode(), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := New(nil)
 			applyLog(t, f, 1, Command{Ops: []Op{reserve("s", "k", 5, 5), {Kind: OpInit, ClusterID: "c"}}})
 			before := dumpOf(f)
+			select {
+			case <-f.Failed():
+				t.Fatal("Failed closed before anything failed")
+			default:
+			}
 
-			out := f.Apply(&raft.Log{Type: raft.LogCommand, Index: 2, Data: tt.data})
+			out := f.Apply(&raft.Log{Type: raft.LogCommand, Index: 2, Term: 3, Data: tt.data})
 			err, ok := out.(error)
 			if !ok {
 				t.Fatalf("Apply returned %T (%v), want an error", out, out)
 			}
-			if !errors.Is(err, ErrMalformed) {
-				t.Errorf("Apply error %v does not wrap ErrMalformed", err)
+			for _, target := range []error{ErrFailed, ErrMalformed} {
+				if !errors.Is(err, target) {
+					t.Errorf("Apply error %v does not wrap %v", err, target)
+				}
 			}
-			after := dumpOf(f)
-			before.Applied = 2 // The entry was consumed even though it was rejected.
-			if !equalDump(before, after) {
-				t.Errorf("state changed by a malformed entry:\nbefore %+v\nafter  %+v", before, after)
+			if got := errors.Is(err, ErrChecksum); got != tt.checksum {
+				t.Errorf("errors.Is(%v, ErrChecksum) = %v, want %v", err, got, tt.checksum)
+			}
+			var fe *FailedError
+			if !errors.As(f.Err(), &fe) || fe.Index != 2 || fe.Term != 3 || fe.Snapshot {
+				t.Fatalf("Err() = %#v, want a FailedError for index 2, term 3", f.Err())
+			}
+			if !strings.Contains(fe.Error(), "the log entry at index 2 (term 3) could not be applied") {
+				t.Errorf("Err() = %q does not name the entry", fe)
+			}
+			select {
+			case <-f.Failed():
+			default:
+				t.Fatal("Failed not closed after a failed Apply")
+			}
+			// Nothing changed, not even the applied index: the entry was
+			// not applied.
+			if after := dumpOf(f); !equalDump(before, after) {
+				t.Errorf("state changed by an undecodable entry:\nbefore %+v\nafter  %+v", before, after)
+			}
+
+			// Everything after it is refused, valid or not.
+			for i, l := range []*raft.Log{
+				{Type: raft.LogCommand, Index: 3, Data: Command{Ops: []Op{reserve("s", "k", 1, 1)}}.Encode()},
+				{Type: raft.LogNoop, Index: 4},
+			} {
+				if err, ok := f.Apply(l).(error); !ok || !errors.Is(err, ErrFailed) {
+					t.Errorf("later Apply %d = %v, want ErrFailed", i, f.Apply(l))
+				}
+			}
+			if _, err := f.Snapshot(); !errors.Is(err, ErrFailed) {
+				t.Errorf("Snapshot of a stopped FSM: %v, want ErrFailed", err)
+			}
+			if err := restoreBytes(f, snapshotBytes(t, populated(t))); !errors.Is(err, ErrFailed) {
+				t.Errorf("Restore into a stopped FSM: %v, want ErrFailed", err)
+			}
+			if after := dumpOf(f); !equalDump(before, after) {
+				t.Errorf("a stopped FSM changed:\nbefore %+v\nafter  %+v", before, after)
+			}
+			// The first failure is the one reported.
+			if fe2, _ := f.Err().(*FailedError); fe2 != fe {
+				t.Errorf("Err changed from %v to %v", fe, fe2)
 			}
 		})
+	}
+}
+
+// TestRestoreFailureStopsFSM checks that a snapshot that does not restore
+// stops the FSM like an undecodable entry, keeping the old state.
+func TestRestoreFailureStopsFSM(t *testing.T) {
+	good := snapshotBytes(t, populated(t))
+	damaged := bytes.Clone(good)
+	damaged[len(damaged)/2] ^= 0x01
+	f := New(nil)
+	applyLog(t, f, 1, Command{Ops: []Op{reserve("s", "k", 5, 5)}})
+	before := dumpOf(f)
+	err := restoreBytes(f, damaged)
+	if !errors.Is(err, ErrFailed) || !errors.Is(err, ErrMalformed) {
+		t.Fatalf("Restore of a damaged snapshot: %v, want ErrFailed and ErrMalformed", err)
+	}
+	var fe *FailedError
+	if !errors.As(f.Err(), &fe) || !fe.Snapshot {
+		t.Fatalf("Err() = %#v, want a FailedError for a snapshot", f.Err())
+	}
+	if !equalDump(before, dumpOf(f)) {
+		t.Errorf("a failed Restore changed the state")
+	}
+	if err := restoreBytes(f, good); !errors.Is(err, ErrFailed) {
+		t.Errorf("Restore of a good snapshot into a stopped FSM: %v, want ErrFailed", err)
+	}
+	if out, ok := f.Apply(&raft.Log{Type: raft.LogCommand, Index: 2, Data: Command{Ops: []Op{reserve("s", "k", 1, 1)}}.Encode()}).(error); !ok || !errors.Is(out, ErrFailed) {
+		t.Errorf("Apply after a failed Restore: %v, want ErrFailed", out)
 	}
 }
 

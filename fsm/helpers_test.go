@@ -89,7 +89,7 @@ func dumpOf(f *FSM) dump {
 		Applied:   f.applied,
 	}
 	for name, m := range f.stores {
-		d.Stores[name] = maps.Clone(m)
+		d.Stores[name] = maps.Collect(m.all())
 	}
 	return d
 }
