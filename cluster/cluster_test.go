@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sort"
 	"sync"
@@ -470,4 +471,56 @@ func TestLeaderAndMembersShowBothAddresses(t *testing.T) {
 		}
 		return len(m.GetMembers()) == 3
 	})
+}
+
+// A node that becomes the leader while a STRONG call through it waits to
+// be forwarded serves the call itself, instead of waiting until the
+// deadline for a leader other than itself.
+func TestCallsThroughANewLeaderDoNotWaitForAnother(t *testing.T) {
+	c := testcluster.New(t, 3)
+	for round := 0; round < 3; round++ {
+		leader := c.Leader()
+		target := c.Followers(leader)[0]
+		stop := make(chan struct{})
+		errs := make(chan error, 1)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				start := time.Now()
+				_, err := target.Sequencer().GetNextId(ctx, &ordinalv1.GetNextIdRequest{Key: "moving", Options: strongOpts})
+				cancel()
+				if took := time.Since(start); took > 3*time.Second {
+					select {
+					case errs <- fmt.Errorf("a STRONG call through %s took %v (%v)", target.ID, took, err):
+					default:
+					}
+					return
+				}
+			}
+		}()
+		if _, err := leader.Cluster().TransferLeadership(callCtx(t), &ordinalv1.TransferLeadershipRequest{NodeId: target.ID}); err != nil {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("transfer to %s: %v", target.ID, err)
+		}
+		// Calls keep going through the new leader for a moment.
+		if _, err := target.Sequencer().GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "moving", Options: strongOpts}); err != nil {
+			t.Fatalf("STRONG via the new leader %s: %v", target.ID, err)
+		}
+		close(stop)
+		wg.Wait()
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		default:
+		}
+	}
 }

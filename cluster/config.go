@@ -96,6 +96,13 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 
+	// MaxKeys bounds the number of keys (of all stores together): a
+	// reservation or floor that would create a key while the cluster
+	// holds MaxKeys fails with a *KeyLimitError (ErrKeyLimit), and keys
+	// that exist keep working. The leader's value applies; give every
+	// node the same. Zero means no limit. See DESIGN.md, "Key quota".
+	MaxKeys int
+
 	// TrailingLogs is how many entries stay in the log after a snapshot,
 	// so that a briefly lagging follower catches up without a snapshot.
 	// Default 10240.
@@ -139,6 +146,8 @@ func (c Config) validate() error {
 		return errors.New("cluster: raft address is required")
 	case c.BootstrapExpect < 0:
 		return errors.New("cluster: bootstrap-expect must not be negative")
+	case c.MaxKeys < 0:
+		return errors.New("cluster: max-keys must not be negative (0 means no limit)")
 	case c.BootstrapExpect > 0 && len(c.Join) == 0 && c.BootstrapExpect > 1:
 		return errors.New("cluster: bootstrap-expect needs the other nodes' addresses in join")
 	}

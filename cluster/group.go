@@ -89,8 +89,22 @@ func (g *group) loop() {
 	}
 }
 
-// commitBatch commits a batch as one Raft entry (on the leader).
+// commitBatch commits a batch as one Raft entry (on the leader). An op the
+// state machine would refuse fails alone, before the entry is proposed: a
+// refused entry would stop every replica (fsm/DESIGN.md, "Never skip").
 func (n *Node) commitBatch(batch []*pending) {
+	valid := batch[:0:0]
+	for _, p := range batch {
+		if err := (fsm.Command{Ops: []fsm.Op{p.op}}).Validate(); err != nil {
+			p.err = fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+			continue
+		}
+		valid = append(valid, p)
+	}
+	if len(valid) == 0 {
+		return
+	}
+	batch = valid
 	ops := make([]fsm.Op, len(batch))
 	for i, p := range batch {
 		ops[i] = p.op

@@ -178,6 +178,11 @@ func (n *Node) CurrentTerm() uint64 {
 // answer, with whatever term it picked up first, must not complete that
 // leader's quorum.
 func (n *Node) ConfirmableTerm() (uint64, error) {
+	if err := n.Err(); err != nil {
+		// Raft is shut down and its term frozen: answering would let a
+		// deposed leader count a voter that no longer takes part.
+		return 0, fmt.Errorf("%w: %w", ErrShutdown, err)
+	}
 	term := n.CurrentTerm()
 	if term == 0 {
 		return 0, fmt.Errorf("%w: raft is not running on this node yet", ErrNotReady)

@@ -19,6 +19,7 @@ import (
 	"go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 
+	"github.com/ordinal-dev/ordinal/backup"
 	"github.com/ordinal-dev/ordinal/fsm"
 	"github.com/ordinal-dev/ordinal/transport"
 )
@@ -48,6 +49,9 @@ type Node struct {
 	prover    *prover
 	hasState  bool // the data directory held Raft state when the node opened
 
+	// rates measures reservation rates for backups (backup.go).
+	rates *backup.Rates
+
 	// raft is set once by startRaft and closes started; read it only after
 	// started is closed (Raft() does that check).
 	raft    *raft.Raft
@@ -59,6 +63,9 @@ type Node struct {
 	// by earlier leaders, so reads from it are complete.
 	readyTerm atomic.Uint64
 	barrierMu sync.Mutex
+
+	// quota counts the keys being created, for Config.MaxKeys (keys.go).
+	quota keyQuota
 
 	// commits groups the ops committed on the leader, forwards the
 	// reservations a follower sends to the leader (group.go);
@@ -76,6 +83,12 @@ type Node struct {
 	wg       sync.WaitGroup
 	closeMu  sync.Mutex
 	closed   bool
+
+	// failedCh is closed, and failure set, when the node stops itself
+	// because its data turned out damaged (check.go, fail).
+	failOnce sync.Once
+	failedCh chan struct{}
+	failure  error
 }
 
 // New opens the node's data directory and starts listening for Raft
@@ -98,7 +111,9 @@ func New(cfg Config) (*Node, error) {
 		notifyCh:    make(chan bool, leaderNotifySize),
 		closeCh:     make(chan struct{}),
 		started:     make(chan struct{}),
+		failedCh:    make(chan struct{}),
 	}
+	n.watchRates()
 	if err := n.open(); err != nil {
 		n.closeStores()
 		return nil, err
@@ -107,10 +122,17 @@ func New(cfg Config) (*Node, error) {
 	n.commits = &group{send: n.commitBatch}
 	n.forwards = &group{send: n.forwardBatch}
 	n.prover = newProver(cfg.NodeID, n.peers, cfg.Logger.Named("prover"))
+	n.wg.Add(1)
+	go n.watchFSM()
 	return n, nil
 }
 
 func (n *Node) open() error {
+	// Check the data directory before Raft reads it: a damaged raft.db
+	// would crash the process, a damaged entry stop the node later.
+	if err := checkOnOpen(n); err != nil {
+		return err
+	}
 	var err error
 	n.boltStore, err = raftboltdb.New(raftboltdb.Options{
 		Path:        filepath.Join(n.cfg.DataDir, raftDBFile),
@@ -160,6 +182,9 @@ func (n *Node) startRaft(bootstrap *raft.Configuration) error {
 	if n.raft != nil {
 		return nil
 	}
+	if err := n.Err(); err != nil {
+		return err
+	}
 	if bootstrap != nil {
 		n.logger.Info("bootstrapping a new cluster", "servers", fmt.Sprint(bootstrap.Servers))
 		err := raft.BootstrapCluster(n.raftConfig(), n.logs, n.boltStore, n.snapshots, n.transport, *bootstrap)
@@ -169,6 +194,11 @@ func (n *Node) startRaft(bootstrap *raft.Configuration) error {
 	}
 	r, err := raft.NewRaft(n.raftConfig(), n.fsm, n.logs, n.boltStore, n.snapshots, n.transport)
 	if err != nil {
+		// Raft restores the newest snapshot it can; the state machine
+		// stops on one it cannot restore and refuses the older ones.
+		if ferr := n.failFromFSM(); ferr != nil {
+			return ferr
+		}
 		return fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
@@ -265,13 +295,15 @@ func (n *Node) WaitReady(ctx context.Context) error {
 			return fmt.Errorf("%w: %w", ErrNotReady, ctx.Err())
 		case <-n.closeCh:
 			return ErrShutdown
+		case <-n.failedCh:
+			return n.Err()
 		case <-t.C:
 		}
 	}
 }
 
 func (n *Node) ready() bool {
-	if !n.isStarted() {
+	if !n.isStarted() || n.Err() != nil {
 		return false
 	}
 	// The node's published gRPC address is not waited for: nodes reach
@@ -295,10 +327,11 @@ func (n *Node) SetFloorHook(fn func(key fsm.Key, floor uint64)) {
 }
 
 // Healthy reports whether the node knows a leader and is a member of the
-// cluster's configuration. A removed node, or one cut off from a quorum for
-// longer than an election, is not healthy.
+// cluster's configuration. A removed node, one cut off from a quorum for
+// longer than an election, or one stopped because its data is damaged
+// (Err), is not healthy.
 func (n *Node) Healthy() bool {
-	if !n.isStarted() {
+	if !n.isStarted() || n.Err() != nil {
 		return false
 	}
 	if id, _ := n.Leader(); id == "" {

@@ -56,23 +56,49 @@ func (n *Node) Floor(ctx context.Context, key fsm.Key, value uint64) (uint64, er
 	if ps[0].err != nil {
 		return 0, ps[0].err
 	}
+	if err := ps[0].res.Err; err != nil { // the key quota (keys.go)
+		return 0, fmt.Errorf("floor %s/%s: %w", key.Store, key.Name, err)
+	}
 	return ps[0].res.HighWater, nil
 }
 
-// HighWater returns key's high-water mark as applied on this node.
+// HighWater returns key's high-water mark as applied on this node, or the
+// floor of every key of a restored cluster when that is higher (the key's
+// next ID is above it; see raiseToAllKeysFloor).
 func (n *Node) HighWater(_ context.Context, key fsm.Key) (uint64, error) {
-	return n.fsm.HighWater(key), nil
+	if err := n.Err(); err != nil { // a stopped state machine's marks may be too low
+		return 0, fmt.Errorf("%w: %w", ErrShutdown, err)
+	}
+	return max(n.fsm.HighWater(key), n.allKeysFloor()), nil
 }
 
 // apply commits cmd and returns the state machine's response.
 func (n *Node) apply(ctx context.Context, cmd fsm.Command) (*fsm.ApplyResponse, error) {
+	// The key quota (--max-keys) first: refused ops are answered here and
+	// never proposed (keys.go).
+	adm, err := n.admitKeys(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	defer adm.done()
+	if cmd = adm.cmd; len(cmd.Ops) == 0 && adm.refused != nil {
+		return adm.merge(nil), nil // every op refused: nothing to commit
+	}
+	if err := n.raiseToAllKeysFloor(ctx, cmd); err != nil {
+		return nil, err
+	}
+	// Never propose a command the state machine would refuse: it would
+	// stop every replica (fsm/DESIGN.md, "Never skip").
+	if err := cmd.Validate(); err != nil {
+		return nil, err
+	}
 	f := n.raft.Apply(cmd.Encode(), n.cfg.ApplyTimeout)
-	if err := n.await(ctx, f); err != nil {
+	if err := n.await(ctx, adm.watch(f)); err != nil {
 		return nil, err
 	}
 	switch resp := f.Response().(type) {
 	case *fsm.ApplyResponse:
-		return resp, nil
+		return adm.merge(resp), nil
 	case error:
 		return nil, resp
 	default:

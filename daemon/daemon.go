@@ -165,6 +165,7 @@ type Daemon struct {
 
 	stopStart context.CancelFunc // ends a Start still looking for peers
 	startErr  chan error         // Start's result
+	fatal     chan error         // see Err
 
 	healthOnce sync.Once
 	closeOnce  sync.Once
@@ -203,7 +204,7 @@ func Start(cfg Config) (*Daemon, error) {
 		cfg.Cluster.RaftAdvertise = advertisable(cfg.Cluster.RaftAddr)
 	}
 	d := &Daemon{logger: cfg.Logger, authz: authz, lis: lis, served: make(chan error, 1), peerServed: make(chan error, 1),
-		startErr: make(chan error, 1), closing: make(chan struct{})}
+		startErr: make(chan error, 1), fatal: make(chan error, 1), closing: make(chan struct{})}
 	if err := d.openStore(cfg); err != nil {
 		lis.Close()
 		return nil, err
@@ -241,6 +242,10 @@ func Start(cfg Config) (*Daemon, error) {
 	}
 	go func() { d.served <- d.grpc.Serve(lis) }()
 	go func() { d.peerServed <- d.peerGRPC.Serve(d.peerPort.GRPCListener()) }()
+	if f, ok := d.store.(failingStore); ok {
+		d.wg.Add(1)
+		go d.watchFailure(f)
+	}
 
 	// Peers must be able to ask this node's status while it looks for them,
 	// so the gRPC servers run before the node joins or forms a cluster.
@@ -343,6 +348,11 @@ func (d *Daemon) WaitReady(ctx context.Context) error {
 		return err
 	}
 	d.api.SetReady(true)
+	if f, ok := d.store.(failingStore); ok && f.Err() != nil {
+		// The node stopped while this call opened it for calls.
+		d.api.SetReady(false)
+		return f.Err()
+	}
 	d.healthOnce.Do(func() {
 		d.wg.Add(1)
 		go d.watchHealth()
@@ -369,6 +379,34 @@ func (d *Daemon) watchHealth() {
 		}
 	}
 }
+
+// failingStore is a store that can stop itself because its data is
+// damaged (a *cluster.Node).
+type failingStore interface {
+	Failed() <-chan struct{}
+	Err() error
+}
+
+// watchFailure closes the node for calls as soon as its store stops itself,
+// and hands the reason to Err.
+func (d *Daemon) watchFailure(f failingStore) {
+	defer d.wg.Done()
+	select {
+	case <-d.closing:
+		return
+	case <-f.Failed():
+	}
+	d.api.SetReady(false)
+	d.fatal <- f.Err()
+}
+
+// Err returns a channel that delivers, once, the error a node stopped
+// itself with because its data is damaged (wrapping cluster.ErrDamaged):
+// a log entry or snapshot it could not apply. The node then answers every
+// call Unavailable and reports NOT_SERVING, and the process should exit
+// with that error, which says what to do. Nothing is delivered for a store
+// that cannot fail this way, nor after Close.
+func (d *Daemon) Err() <-chan error { return d.fatal }
 
 // GRPCAddr returns the address the gRPC server listens on.
 func (d *Daemon) GRPCAddr() string { return d.lis.Addr().String() }

@@ -77,6 +77,67 @@ func (c *ClusterServer) TransferLeadership(ctx context.Context, req *ordinalv1.T
 	return &ordinalv1.TransferLeadershipResponse{NodeId: id}, nil
 }
 
+// Backup implements ordinal.v1.Cluster: the leader streams a backup (the
+// file format of package backup) in chunks of at most backupChunk bytes;
+// a follower relays the leader's. A call that arrived on the peer port
+// was forwarded by a follower already and is not forwarded again.
+func (c *ClusterServer) Backup(_ *ordinalv1.BackupRequest, stream ordinalv1.Cluster_BackupServer) error {
+	_, forwarded := transport.PeerFromContext(stream.Context())
+	w := &chunkSender{send: stream.Send}
+	if err := c.node.Backup(stream.Context(), w, !forwarded); err != nil {
+		return clusterStatus(err)
+	}
+	return clusterStatus(w.flush())
+}
+
+// backupChunk is the most bytes one BackupChunk carries, well below
+// gRPC's default 4 MiB message limit.
+const backupChunk = 256 << 10
+
+// chunkSender collects a stream of bytes into BackupChunks of backupChunk
+// bytes. gRPC encodes a message before Send returns, so the buffer is
+// reused.
+type chunkSender struct {
+	send func(*ordinalv1.BackupChunk) error
+	buf  []byte
+}
+
+func (s *chunkSender) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if s.buf == nil {
+			s.buf = make([]byte, 0, backupChunk)
+		}
+		k := copy(s.buf[len(s.buf):cap(s.buf)], p)
+		s.buf, p = s.buf[:len(s.buf)+k], p[k:]
+		if len(s.buf) == cap(s.buf) {
+			if err := s.flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// flush sends what is buffered.
+func (s *chunkSender) flush() error {
+	if len(s.buf) == 0 {
+		return nil
+	}
+	err := s.send(&ordinalv1.BackupChunk{Data: s.buf})
+	s.buf = s.buf[:0]
+	return err
+}
+
+// Keys implements ordinal.v1.Cluster: a page of keys with their
+// high-water marks, from this node's state machine as it applied the log
+// (a follower's may trail the leader's). Never forwarded, so that an
+// operator can list any node's keys; see cluster.Node.Keys.
+func (c *ClusterServer) Keys(ctx context.Context, req *ordinalv1.KeysRequest) (*ordinalv1.KeysResponse, error) {
+	resp, err := c.node.Keys(ctx, req)
+	return resp, clusterStatus(err)
+}
+
 // PeerServer implements ordinal.v1.Peer, the calls nodes make to each
 // other. The daemon registers it only on the peer port, so every caller
 // passed the peer handshake: it holds a peer certificate naming its node,

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/alloc"
+	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/fsm"
 )
 
@@ -21,7 +22,14 @@ func toStatus(err error, key fsm.Key) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
+	var keyLimit *cluster.KeyLimitError
 	switch {
+	case errors.As(err, &keyLimit):
+		// The quota's own message: it names the key, the limit and
+		// what to do, without the layers that wrapped it.
+		return status.Error(codes.ResourceExhausted, keyLimit.Error())
+	case errors.Is(err, cluster.ErrKeyLimit):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, fsm.ErrOverflow):
 		return status.Errorf(codes.OutOfRange,
 			"key %q in store %q has too few ids left below 2^63-1; nothing was handed out", key.Name, key.Store)

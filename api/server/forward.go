@@ -81,6 +81,10 @@ func (f *forwarder) client(ctx context.Context) (*client.Client, error) {
 	return c, nil
 }
 
+// errLeadsNow tells a caller waiting to forward that this node leads now:
+// it serves the call itself (serveOrForward).
+var errLeadsNow = errors.New("this node leads now")
+
 // leaderPollInterval is how often a call waiting for an election checks
 // whether a leader is known.
 const leaderPollInterval = 10 * time.Millisecond
@@ -100,7 +104,7 @@ func (f *forwarder) awaitLeader(ctx context.Context) (leaderKey, error) {
 		case addr == "":
 			why = fmt.Sprintf("leader %s has no known peer address yet: retry", id)
 		case id == f.self:
-			why = "leadership is changing: retry"
+			return leaderKey{}, errLeadsNow
 		default:
 			return leaderKey{id: id, addr: addr}, nil
 		}

@@ -14,7 +14,7 @@ func TestWithMarginMovesTheDeadlineEarlier(t *testing.T) {
 		left   time.Duration
 		margin time.Duration
 	}{
-		{"ten percent of a short deadline", time.Second, 100 * time.Millisecond},
+		{"a fifth of a short deadline", time.Second, 200 * time.Millisecond},
 		{"capped for a long deadline", time.Hour, maxDeadlineMargin},
 	}
 	for _, tt := range tests {

@@ -179,16 +179,12 @@ func (s *Server) GetHighWater(ctx context.Context, req *ordinalv1.GetHighWaterRe
 	if err != nil {
 		return nil, err
 	}
-	inner, cancel := withMargin(ctx)
-	defer cancel()
-	hw, err := s.seq.HighWater(inner, key)
-	if isNotLeader(err) && !forwarded(ctx) {
+	return serveOrForward(ctx, s, key, func(inner context.Context) (*ordinalv1.GetHighWaterResponse, error) {
+		hw, err := s.seq.HighWater(inner, key)
+		return &ordinalv1.GetHighWaterResponse{HighWater: int64(hw)}, err
+	}, func() (*ordinalv1.GetHighWaterResponse, error) {
 		return s.fwd.highWater(ctx, key)
-	}
-	if err != nil {
-		return nil, toStatus(marginError(ctx, err), key)
-	}
-	return &ordinalv1.GetHighWaterResponse{HighWater: int64(hw)}, nil
+	})
 }
 
 // SetFloor implements ordinal.v1.Sequencer.
@@ -200,16 +196,42 @@ func (s *Server) SetFloor(ctx context.Context, req *ordinalv1.SetFloorRequest) (
 	if req.GetFloor() < 0 {
 		return nil, invalid("floor is %d; it must not be negative", req.GetFloor())
 	}
+	return serveOrForward(ctx, s, key, func(inner context.Context) (*ordinalv1.SetFloorResponse, error) {
+		hw, err := s.seq.SetFloor(inner, key, uint64(req.GetFloor()))
+		return &ordinalv1.SetFloorResponse{HighWater: int64(hw)}, err
+	}, func() (*ordinalv1.SetFloorResponse, error) {
+		return s.fwd.setFloor(ctx, key, req.GetFloor())
+	})
+}
+
+// serveOrForward serves a call only the leader may answer: here, or, when
+// this node does not lead, on the leader (forward). A node that became the
+// leader while the call waited to be forwarded serves it after all, within
+// the caller's deadline, instead of waiting for a leader other than
+// itself. Forwarded calls are never forwarded again.
+func serveOrForward[T any](ctx context.Context, s *Server, key fsm.Key, local func(context.Context) (T, error), forward func() (T, error)) (T, error) {
 	inner, cancel := withMargin(ctx)
 	defer cancel()
-	hw, err := s.seq.SetFloor(inner, key, uint64(req.GetFloor()))
-	if isNotLeader(err) && !forwarded(ctx) {
-		return s.fwd.setFloor(ctx, key, req.GetFloor())
+	for {
+		v, err := local(inner)
+		if isNotLeader(err) && !forwarded(ctx) {
+			v, err = forward()
+			if errors.Is(err, errLeadsNow) && inner.Err() == nil {
+				// Give the new leader a moment to finish taking over.
+				select {
+				case <-inner.Done():
+				case <-time.After(leaderPollInterval):
+				}
+				continue
+			}
+			return v, err
+		}
+		if err != nil {
+			var zero T
+			return zero, toStatus(marginError(ctx, err), key)
+		}
+		return v, nil
 	}
-	if err != nil {
-		return nil, toStatus(marginError(ctx, err), key)
-	}
-	return &ordinalv1.SetFloorResponse{HighWater: int64(hw)}, nil
 }
 
 func (s *Server) nextFromRequest(ctx context.Context, store, name string, inc ordinalv1.SequencerOptions_AutoIncrement, count uint64) (int64, error) {
@@ -221,16 +243,21 @@ func (s *Server) nextFromRequest(ctx context.Context, store, name string, inc or
 	if err != nil {
 		return 0, err
 	}
-	inner, cancel := withMargin(ctx)
-	defer cancel()
-	first, err := s.seq.Next(inner, key, mode, count)
-	if isNotLeader(err) && mode == alloc.Strong && !forwarded(ctx) {
+	if mode == alloc.Weak {
+		inner, cancel := withMargin(ctx)
+		defer cancel()
+		first, err := s.seq.Next(inner, key, mode, count)
+		if err != nil {
+			return 0, toStatus(marginError(ctx, err), key)
+		}
+		return int64(first), nil
+	}
+	return serveOrForward(ctx, s, key, func(inner context.Context) (int64, error) {
+		first, err := s.seq.Next(inner, key, mode, count)
+		return int64(first), err
+	}, func() (int64, error) {
 		return s.fwd.next(ctx, key, count)
-	}
-	if err != nil {
-		return 0, toStatus(marginError(ctx, err), key)
-	}
-	return int64(first), nil
+	})
 }
 
 // deadlineMargin is the share of a caller's remaining time kept back so
@@ -238,7 +265,7 @@ func (s *Server) nextFromRequest(ctx context.Context, store, name string, inc or
 // Unavailable, which says "retry elsewhere or later", before the caller's
 // own deadline turns it into an uninformative DeadlineExceeded.
 const (
-	deadlineMargin    = 10 // percent
+	deadlineMargin    = 20 // percent
 	maxDeadlineMargin = 250 * time.Millisecond
 )
 

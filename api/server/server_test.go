@@ -180,3 +180,23 @@ func TestInvalidUTF8IsInvalidArgument(t *testing.T) {
 		}
 	}
 }
+
+// Stores whose names start with "_ordinal" hold ordinal's own marks (a
+// restored cluster's floor of every key): no caller may take IDs of them,
+// raise them or read them.
+func TestReservedStoresAreRefused(t *testing.T) {
+	_, c, _ := startDaemon(t, true)
+	for _, store := range []string{"_ordinal", "_ordinal/x", "_ordinalfoo"} {
+		_, err := c.GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{StoreName: store, Key: "all-keys-floor"})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("GetNextId in store %q: %v, want InvalidArgument", store, err)
+		}
+		_, err = c.SetFloor(callCtx(t), &ordinalv1.SetFloorRequest{StoreName: store, Key: "all-keys-floor", Floor: 1 << 40})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("SetFloor in store %q: %v, want InvalidArgument", store, err)
+		}
+	}
+	if _, err := c.GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{StoreName: "ordinal_", Key: "k"}); err != nil {
+		t.Errorf("an ordinary store: %v", err)
+	}
+}

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"strings"
+
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/fsm"
@@ -8,6 +10,11 @@ import (
 
 // DefaultStore is the store a request with an empty store_name uses.
 const DefaultStore = "default"
+
+// ReservedStorePrefix starts the names of the stores ordinal keeps its own
+// marks in (a restored cluster's floor of every key, see package backup);
+// no call may name one.
+const ReservedStorePrefix = "_ordinal"
 
 // DefaultMaxCount is the largest block GetNextIds hands out by default.
 const DefaultMaxCount = 1_000_000
@@ -20,6 +27,8 @@ func keyOf(store, name string) (fsm.Key, error) {
 		return fsm.Key{}, invalid("key is %d bytes long; the limit is %d", len(name), fsm.MaxKeyLen)
 	case len(store) > fsm.MaxStoreLen:
 		return fsm.Key{}, invalid("store_name is %d bytes long; the limit is %d", len(store), fsm.MaxStoreLen)
+	case strings.HasPrefix(store, ReservedStorePrefix):
+		return fsm.Key{}, invalid("store_name %q: names starting with %q are ordinal's own", store, ReservedStorePrefix)
 	case store == "":
 		store = DefaultStore
 	}

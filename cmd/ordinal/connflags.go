@@ -206,7 +206,7 @@ func (f *connFlags) securityHint(code codes.Code, msg string) string {
 // authorization knows it.
 func (f *connFlags) role() string {
 	switch f.cmd {
-	case "members", "remove", "leader", "leader transfer", "backup":
+	case "members", "remove", "leader", "leader transfer", "backup", "keys list":
 		return "admin"
 	}
 	return "ids"

@@ -52,8 +52,18 @@ func run(args []string) error {
 		return runLeader(args[1:])
 	case "health":
 		return runHealth(args[1:])
+	case "keys":
+		return runKeys(args[1:])
 	case "bench":
 		return runBench(args[1:])
+	case "backup":
+		return runBackup(args[1:])
+	case "restore":
+		return runRestore(args[1:])
+	case "check":
+		return runCheck(args[1:])
+	case "import":
+		return runImport(args[1:])
 	case "token":
 		return runToken(args[1:])
 	case "tls":
@@ -85,7 +95,14 @@ Usage:
   ordinal leader [transfer [NODE_ID]]
                              show the leader, or move leadership
   ordinal health [flags]     exit 0 if the node serves calls (for healthchecks)
+  ordinal keys list [flags]  list keys and their high-water marks, a page at a time (--all for every page)
   ordinal bench [flags]      load-test nodes and verify every ID; see ordinal bench --help
+  ordinal backup FILE        write a consistent backup of the cluster to FILE (online, from the leader)
+  ordinal restore FILE --data-dir D --node-id ID
+                             create a new single-node cluster from a backup, every key advanced past
+                             what the old cluster may have handed out since; see ordinal restore --help
+  ordinal check --data-dir D verify a stopped node's raft.db, every log entry and its snapshots
+  ordinal import [flags]     set floors in bulk from a CSV or JSON file or Layotto's etcd keys; see ordinal import --help
   ordinal token create       make a bearer token for --auth-tokens-file; see ordinal token create --help
   ordinal tls init|ca create|cert create
                              make certificates for TLS; see ordinal tls --help

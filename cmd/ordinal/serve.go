@@ -32,6 +32,7 @@ type serveFlags struct {
 	pprofAddr                           string
 	store                               string
 	weakRangeTTL                        time.Duration
+	maxKeys                             int
 	etcd                                etcdFlags
 	security                            securityFlags
 }
@@ -103,6 +104,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&f.weakRangeTTL, "weak-range-ttl", alloc.DefaultWeakRangeTTL, "how long a range of WEAK IDs may serve after it was reserved; SetFloor waits about this long when a node cannot confirm the floor (every node of a cluster needs the same value)")
+	fs.IntVar(&f.maxKeys, "max-keys", defaultMaxKeys, "most keys the cluster holds, all stores together (0: no limit): creating one more fails with ResourceExhausted, keys that exist keep working; up to 90 bytes of memory each, see the README (every node needs the same value; the leader's applies)")
 	fs.StringVar(&f.store, "store", "raft", "where the counters live: raft (this cluster's own Raft log) or etcd (an existing etcd cluster, see --etcd-*; the nodes then hold no state)")
 	addEtcdFlags(fs, &f.etcd)
 	addSecurityFlags(fs, &f.security)
@@ -157,6 +159,7 @@ func runServe(args []string) error {
 			return err
 		}
 		cfg.Cluster.DataDir = f.dataDir
+		cfg.Cluster.MaxKeys = f.maxKeys
 		cfg.Cluster.Join = splitList(f.join)
 		cfg.Cluster.BootstrapExpect = f.bootstrapExpect
 		// Without --join or --bootstrap-expect a node with an empty data
@@ -192,7 +195,14 @@ func serve(logger hclog.Logger, cfg daemon.Config, pprofAddr string) error {
 		logger.Info("ordinal ready", "version", version.Version, "node_id", cfg.Cluster.NodeID,
 			"grpc_addr", d.GRPCAddr(), "raft_addr", d.RaftAddr(), "data_dir", cfg.Cluster.DataDir)
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case err := <-d.Err():
+		// The node found its data damaged and stopped: exit non-zero with
+		// the reason, which says what to do.
+		_ = d.Close()
+		return err
+	}
 	logger.Info("shutting down")
 	if err := d.Close(); err != nil {
 		return fmt.Errorf("shut down: %w", err)
@@ -217,6 +227,9 @@ func checkStoreFlags(fs *flag.FlagSet, f serveFlags) error {
 		if len(etcdSet) > 0 {
 			return usageErrorf("serve: %s: the --etcd-* flags need --store etcd", strings.Join(etcdSet, ", "))
 		}
+		if f.maxKeys < 0 {
+			return usageErrorf("serve: --max-keys %d: use 0 for no limit, or the most keys the cluster may hold", f.maxKeys)
+		}
 	case "etcd":
 		for _, name := range []string{"join", "bootstrap-expect"} {
 			if explicitlySet(fs, name) {
@@ -225,6 +238,9 @@ func checkStoreFlags(fs *flag.FlagSet, f serveFlags) error {
 		}
 		if f.etcd.endpoints == "" {
 			return usageErrorf("serve: --store etcd needs --etcd-endpoints host:2379[,...]")
+		}
+		if explicitlySet(fs, "max-keys") {
+			return usageErrorf("serve: --max-keys only applies to --store raft; with --store etcd the keys live in etcd, whose --quota-backend-bytes bounds them")
 		}
 	default:
 		return usageErrorf("serve: unknown --store %q: use raft or etcd", f.store)
@@ -308,3 +324,12 @@ func newLogger(level, format string) (hclog.Logger, error) {
 		Output:     os.Stderr,
 	}), nil
 }
+
+// defaultMaxKeys is --max-keys when not given. A sequencer keeps a key
+// per kind of thing it numbers, so a million is far more than deployments
+// use, while a client that makes a new key per call (a bug, or a request
+// ID used as a key) stops at it long before the node runs out of memory:
+// a million keys cost about 90 MB of heap and snapshot and restore in
+// well under a second (fsm/DESIGN.md, "Memory per key"). Clusters that do
+// need more raise it; make bench measures 10M.
+const defaultMaxKeys = 1_000_000
