@@ -9,7 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/keyspace"
 )
 
 // Mode selects how an ID is allocated.
@@ -154,8 +154,8 @@ type Allocator struct {
 	wg     sync.WaitGroup // reservations in flight
 
 	mu     sync.RWMutex
-	strong map[fsm.Key]*pool
-	weak   map[fsm.Key]*pool
+	strong map[keyspace.Key]*pool
+	weak   map[keyspace.Key]*pool
 }
 
 // New returns an Allocator over backend.
@@ -169,8 +169,8 @@ func New(backend Backend, cfg Config) *Allocator {
 		fence:   newFenceGroup(backend.Confirm, cfg.FenceTimeout, cfg.FenceRounds),
 		ctx:     ctx,
 		cancel:  cancel,
-		strong:  make(map[fsm.Key]*pool),
-		weak:    make(map[fsm.Key]*pool),
+		strong:  make(map[keyspace.Key]*pool),
+		weak:    make(map[keyspace.Key]*pool),
 	}
 	a.wg.Add(1)
 	go a.sweepIdle()
@@ -193,7 +193,7 @@ func (a *Allocator) sweepIdle() {
 }
 
 func (a *Allocator) evictIdle() {
-	for _, pools := range []map[fsm.Key]*pool{a.strong, a.weak} {
+	for _, pools := range []map[keyspace.Key]*pool{a.strong, a.weak} {
 		a.mu.RLock()
 		var idle []*pool
 		for _, p := range pools {
@@ -217,9 +217,9 @@ func (a *Allocator) evictIdle() {
 // A Strong call fails with an error wrapping ErrNotLeader on a node that
 // does not lead; the caller forwards it to the leader. A Weak call only
 // fails when the node has no IDs left in its ranges and cannot reserve more.
-// A call that would pass fsm.MaxID fails with an error wrapping
-// fsm.ErrOverflow.
-func (a *Allocator) Next(ctx context.Context, key fsm.Key, mode Mode, count uint64) (uint64, error) {
+// A call that would pass keyspace.MaxID fails with an error wrapping
+// keyspace.ErrOverflow.
+func (a *Allocator) Next(ctx context.Context, key keyspace.Key, mode Mode, count uint64) (uint64, error) {
 	if count == 0 {
 		return 0, fmt.Errorf("alloc: count must be at least 1")
 	}
@@ -264,7 +264,7 @@ func (a *Allocator) Next(ctx context.Context, key fsm.Key, mode Mode, count uint
 // HighWater returns key's high-water mark, linearizably: every ID handed
 // out before the call started, in either mode, is at or below it. It fails
 // with an error wrapping ErrNotLeader on a node that does not lead.
-func (a *Allocator) HighWater(ctx context.Context, key fsm.Key) (uint64, error) {
+func (a *Allocator) HighWater(ctx context.Context, key keyspace.Key) (uint64, error) {
 	if _, err := a.fence.wait(ctx); err != nil {
 		return 0, err
 	}
@@ -282,7 +282,7 @@ func (a *Allocator) HighWater(ctx context.Context, key fsm.Key) (uint64, error) 
 // every range reserved before it has expired wherever it is. If ctx ends
 // first, SetFloor fails with an error wrapping ErrFloorPending: the floor
 // is committed and will hold by then; repeating the call is harmless.
-func (a *Allocator) SetFloor(ctx context.Context, key fsm.Key, floor uint64) (uint64, error) {
+func (a *Allocator) SetFloor(ctx context.Context, key keyspace.Key, floor uint64) (uint64, error) {
 	hw, err := a.backend.Floor(ctx, key, floor)
 	if err != nil {
 		return 0, err
@@ -315,7 +315,7 @@ func (a *Allocator) SetFloor(ctx context.Context, key fsm.Key, floor uint64) (ui
 // RaiseFloor drops every ID at or below floor from this node's ranges for
 // key. The store calls it when it applies a floor, so that nodes other than
 // the one that took the call stop serving IDs below it too.
-func (a *Allocator) RaiseFloor(key fsm.Key, floor uint64) {
+func (a *Allocator) RaiseFloor(key keyspace.Key, floor uint64) {
 	a.mu.RLock()
 	s, w := a.strong[key], a.weak[key]
 	a.mu.RUnlock()
@@ -334,7 +334,7 @@ func (a *Allocator) Close() {
 	a.wg.Wait()
 }
 
-func (a *Allocator) pool(key fsm.Key, strong bool) *pool {
+func (a *Allocator) pool(key keyspace.Key, strong bool) *pool {
 	pools := a.weak
 	if strong {
 		pools = a.strong

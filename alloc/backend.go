@@ -12,7 +12,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/keyspace"
 )
 
 // Epoch identifies one leadership tenure of this node (for Raft, the term).
@@ -41,8 +41,8 @@ type Backend interface {
 	// leadership tenure the reservation committed in, or 0 when it was not
 	// committed by this node as leader (a follower forwarding it, say); only
 	// ranges with a non-zero epoch may serve STRONG calls. It returns an error
-	// wrapping fsm.ErrOverflow when fewer than need IDs are left.
-	Reserve(ctx context.Context, key fsm.Key, want, need uint64) (Range, Epoch, error)
+	// wrapping keyspace.ErrOverflow when fewer than need IDs are left.
+	Reserve(ctx context.Context, key keyspace.Key, want, need uint64) (Range, Epoch, error)
 
 	// Confirm proves that this node leads, with a round trip to a quorum
 	// that starts after Confirm was called, and returns the current epoch.
@@ -51,12 +51,12 @@ type Backend interface {
 
 	// Floor durably raises key's high-water mark to at least value and
 	// returns the mark after the change.
-	Floor(ctx context.Context, key fsm.Key, value uint64) (uint64, error)
+	Floor(ctx context.Context, key keyspace.Key, value uint64) (uint64, error)
 
 	// HighWater returns key's high-water mark. After a successful Confirm
 	// it reflects every reservation that committed before Confirm was
 	// called.
-	HighWater(ctx context.Context, key fsm.Key) (uint64, error)
+	HighWater(ctx context.Context, key keyspace.Key) (uint64, error)
 }
 
 // FloorHolder is implemented by backends that can tell when a floor holds
@@ -72,3 +72,19 @@ type FloorHolder interface {
 	// means "not known": the caller waits hold out instead.
 	HoldFloor(ctx context.Context, hold time.Duration) error
 }
+
+// Sequencer hands out IDs: the Allocator does, from the ranges a Backend
+// reserves, and so does a store that serves every call itself (etcd's
+// Layotto layout: one write per ID). The API serves from one.
+type Sequencer interface {
+	// Next hands out count contiguous IDs of key and returns the first.
+	Next(ctx context.Context, key keyspace.Key, mode Mode, count uint64) (uint64, error)
+	// HighWater returns key's high-water mark: no ID above it has been
+	// handed out.
+	HighWater(ctx context.Context, key keyspace.Key) (uint64, error)
+	// SetFloor raises key's counter so that every later ID is above floor,
+	// and returns the high-water mark after the change.
+	SetFloor(ctx context.Context, key keyspace.Key, floor uint64) (uint64, error)
+}
+
+var _ Sequencer = (*Allocator)(nil)

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/keyspace"
 )
 
 // errEvicted means the pool was dropped for idleness after the caller
@@ -26,7 +26,7 @@ var emptyRange = Range{First: 1, Last: 0}
 // reserved after cur, and the store only ever reserves above what it
 // reserved before.
 type pool struct {
-	key    fsm.Key
+	key    keyspace.Key
 	strong bool // ranges are bound to the epoch they were reserved in
 	alloc  *Allocator
 
@@ -86,7 +86,7 @@ func (r *refill) result(strong bool, epoch Epoch) error {
 	}
 }
 
-func newPool(a *Allocator, key fsm.Key, strong bool) *pool {
+func newPool(a *Allocator, key keyspace.Key, strong bool) *pool {
 	return &pool{
 		key:    key,
 		strong: strong,

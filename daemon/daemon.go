@@ -22,7 +22,7 @@ import (
 	"github.com/ordinal-dev/ordinal/api/server"
 	"github.com/ordinal-dev/ordinal/auth"
 	"github.com/ordinal-dev/ordinal/cluster"
-	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/keyspace"
 	"github.com/ordinal-dev/ordinal/internal/grpccodec"
 	"github.com/ordinal-dev/ordinal/tlsutil"
 	"github.com/ordinal-dev/ordinal/transport"
@@ -112,12 +112,12 @@ type Security struct {
 }
 
 // Store is where a node keeps its counters: a Raft cluster
-// (*cluster.Node) or etcd. The allocator and the gRPC handlers see only this.
-// A Store that also implements server.Sequencer serves the gRPC calls
-// itself, in place of the allocator.
+// (*cluster.Node) or etcd (package etcdcompat). It is the part every store
+// has: a lifecycle and, for forwarding, a leader. How a store hands out
+// IDs is a capability of its own: a RangeStore reserves ranges for the
+// allocator; a DirectStore hands out IDs itself. A store is one or the
+// other, and implements nothing it cannot do.
 type Store interface {
-	alloc.Backend
-
 	// Start brings the store up: resumes, forms or joins a cluster, or
 	// connects. It blocks until the store runs or ctx ends.
 	Start(ctx context.Context) error
@@ -125,22 +125,36 @@ type Store interface {
 	// WaitReady blocks until the store can serve calls.
 	WaitReady(ctx context.Context) error
 
-	// Leader returns the node ID and gRPC address of the node that serves
-	// STRONG calls, or empty strings when none is known.
-	Leader() (id, grpcAddr string)
+	// Leader returns the node ID and peer address of the node that serves
+	// STRONG calls, or empty strings when none is known (or none exists).
+	Leader() (id, peerAddr string)
 
 	// Healthy reports whether the node should receive traffic.
 	Healthy() bool
-
-	// SetFloorHook registers fn to be called for every floor any node
-	// sets, so this node drops IDs below it from the ranges it holds.
-	SetFloorHook(fn func(key fsm.Key, floor uint64))
 
 	// Close releases the store.
 	Close() error
 }
 
-var _ Store = (*cluster.Node)(nil)
+// RangeStore is a Store the allocator serves IDs from: it reserves ranges
+// and proves leadership (alloc.Backend), and tells the allocator of every
+// floor any node sets, so that this node drops IDs below it from the
+// ranges it holds.
+type RangeStore interface {
+	Store
+	alloc.Backend
+	SetFloorHook(fn func(key keyspace.Key, floor uint64))
+}
+
+// DirectStore is a Store that hands out IDs itself, with no ranges
+// (etcd's Layotto layout: one write per ID); the API serves from it in
+// place of the allocator.
+type DirectStore interface {
+	Store
+	alloc.Sequencer
+}
+
+var _ RangeStore = (*cluster.Node)(nil)
 
 // Daemon is a running node.
 type Daemon struct {
@@ -209,14 +223,22 @@ func Start(cfg Config) (*Daemon, error) {
 		lis.Close()
 		return nil, err
 	}
-	cfg.Alloc.Logger = cfg.Logger.Named("alloc")
-	d.alloc = alloc.New(d.store, cfg.Alloc)
-	d.store.SetFloorHook(d.alloc.RaiseFloor)
-	// A store that hands out IDs itself, with no ranges to allocate from
-	// (etcd's Layotto layout: one Put per ID), serves the calls directly.
-	var seq server.Sequencer = d.alloc
-	if direct, ok := d.store.(server.Sequencer); ok {
-		seq = direct
+	var seq alloc.Sequencer
+	switch st := d.store.(type) {
+	case DirectStore:
+		seq = st
+	case RangeStore:
+		cfg.Alloc.Logger = cfg.Logger.Named("alloc")
+		d.alloc = alloc.New(st, cfg.Alloc)
+		st.SetFloorHook(d.alloc.RaiseFloor)
+		seq = d.alloc
+	default:
+		_ = d.store.Close()
+		if d.ownPeer {
+			_ = d.peerPort.Close()
+		}
+		lis.Close()
+		return nil, fmt.Errorf("daemon: store %T neither reserves ranges (RangeStore) nor hands out IDs (DirectStore)", d.store)
 	}
 	d.api = server.New(server.Config{
 		Sequencer: seq,
@@ -443,7 +465,9 @@ func (d *Daemon) close() error {
 	}
 	serveErr := stopGracefully(d.grpc, d.served)
 	peerErr := stopGracefully(d.peerGRPC, d.peerServed)
-	d.alloc.Close()
+	if d.alloc != nil {
+		d.alloc.Close()
+	}
 	errs := []error{serveErr, peerErr, d.api.Close(), d.store.Close()}
 	if d.ownPeer {
 		errs = append(errs, d.peerPort.Close())

@@ -1,6 +1,7 @@
 // Package etcdcompat keeps a node's counters in etcd instead of ordinal's
-// own Raft cluster, for teams that already run etcd. Its stores implement
-// daemon.Store, so the allocator and the gRPC layer work unchanged:
+// own Raft cluster, for teams that already run etcd. Its stores plug into
+// a node as the Raft store does (the daemon wires them; this package knows
+// nothing of it), so the allocator and the gRPC layer work unchanged:
 //
 //   - The native layout (LayoutNative) keeps one high-water mark per key
 //     and reserves ranges of IDs with compare-and-swap transactions, so no
@@ -18,6 +19,7 @@
 package etcdcompat
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -29,10 +31,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/ordinal-dev/ordinal/alloc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-
-	"github.com/ordinal-dev/ordinal/daemon"
 )
 
 // Layout says which keys and values a store reads and writes in etcd.
@@ -129,7 +131,8 @@ type Config struct {
 	// publishes both in the election value so that nodes forward STRONG
 	// calls to the leader, over the peer port and only to the node the
 	// election names. GRPCAdvertise, its client address, is published for
-	// tools. daemon.Start fills them in through NewStore.
+	// tools. Whoever opens the store fills them in (the daemon, through its
+	// NewStore).
 	NodeID, PeerAdvertise, GRPCAdvertise string
 
 	// Logger receives the store's logs. Nil means none.
@@ -190,7 +193,7 @@ func (cfg Config) withDefaults() (Config, error) {
 }
 
 // Validate reports what is wrong with cfg, TLS files included, without
-// connecting to etcd. NodeID and PeerAdvertise are not checked: daemon.Start fills them
+// connecting to etcd. NodeID and PeerAdvertise are not checked: whoever opens the store fills them
 // in.
 func (cfg Config) Validate() error {
 	cfg, err := cfg.withDefaults()
@@ -274,9 +277,54 @@ func (cfg Config) clientConfig() (clientv3.Config, error) {
 	}, nil
 }
 
-// Open returns the store cfg describes, not yet connected: daemon.Start
-// calls its Start, which waits for etcd.
-func Open(cfg Config) (daemon.Store, error) {
+// WithNode returns cfg with this node's identity and logger filled in
+// where cfg leaves them empty: what whoever opens the store (the daemon)
+// knows and the flags do not.
+func (cfg Config) WithNode(nodeID, peerAddr, grpcAddr string, logger hclog.Logger) Config {
+	if cfg.NodeID == "" {
+		cfg.NodeID = nodeID
+	}
+	if cfg.PeerAdvertise == "" {
+		cfg.PeerAdvertise = peerAddr
+	}
+	if cfg.GRPCAdvertise == "" {
+		cfg.GRPCAdvertise = grpcAddr
+	}
+	if cfg.Logger == nil && logger != nil {
+		cfg.Logger = logger.Named("etcd")
+	}
+	return cfg
+}
+
+// Node is a store Open returns, not yet connected: a *Store (native
+// layout, which reserves ranges for the allocator: alloc.Backend) or a
+// *LayottoStore (which hands out IDs itself: alloc.Sequencer). Its Start
+// waits for etcd.
+type Node interface {
+	// Start connects, waiting for etcd, and (native layout) campaigns.
+	Start(ctx context.Context) error
+	// WaitReady blocks until the store can serve calls.
+	WaitReady(ctx context.Context) error
+	// Leader returns the node ID and peer address of the node that serves
+	// STRONG calls, or empty strings when none is known (always, in the
+	// Layotto layout).
+	Leader() (id, peerAddr string)
+	// Healthy reports whether the node reaches etcd (and, native layout,
+	// knows a leader).
+	Healthy() bool
+	// Close releases the store.
+	Close() error
+}
+
+var (
+	_ Node            = (*Store)(nil)
+	_ alloc.Backend   = (*Store)(nil)
+	_ Node            = (*LayottoStore)(nil)
+	_ alloc.Sequencer = (*LayottoStore)(nil)
+)
+
+// Open returns the store cfg describes, not yet connected.
+func Open(cfg Config) (Node, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -292,25 +340,4 @@ func Open(cfg Config) (daemon.Store, error) {
 		return nil, errors.New("etcdcompat: the native layout needs this node's ID and advertised peer address, for forwarding STRONG calls to the leader")
 	}
 	return newStore(c), nil
-}
-
-// NewStore returns a function for daemon.Config.NewStore that opens the
-// store cfg describes, with the node's identity and logger.
-func (cfg Config) NewStore() func(self daemon.Self, logger hclog.Logger) (daemon.Store, error) {
-	return func(self daemon.Self, logger hclog.Logger) (daemon.Store, error) {
-		c := cfg
-		if c.NodeID == "" {
-			c.NodeID = self.NodeID
-		}
-		if c.PeerAdvertise == "" {
-			c.PeerAdvertise = self.PeerAddr
-		}
-		if c.GRPCAdvertise == "" {
-			c.GRPCAdvertise = self.GRPCAddr
-		}
-		if c.Logger == nil && logger != nil {
-			c.Logger = logger.Named("etcd")
-		}
-		return Open(c)
-	}
 }

@@ -8,7 +8,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
-	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/keyspace"
 )
 
 // Key spaces of the native layout, under the configured prefix:
@@ -26,25 +26,25 @@ const (
 )
 
 // keyIn returns the etcd key of k under dir.
-func keyIn(dir string, k fsm.Key) string {
+func keyIn(dir string, k keyspace.Key) string {
 	return dir + url.PathEscape(k.Store) + "/" + k.Name
 }
 
 // parseKeyIn is the inverse of keyIn.
-func parseKeyIn(dir, etcdKey string) (fsm.Key, error) {
+func parseKeyIn(dir, etcdKey string) (keyspace.Key, error) {
 	rest, ok := strings.CutPrefix(etcdKey, dir)
 	if !ok {
-		return fsm.Key{}, fmt.Errorf("etcd key %q is not under %q", etcdKey, dir)
+		return keyspace.Key{}, fmt.Errorf("etcd key %q is not under %q", etcdKey, dir)
 	}
 	store, name, ok := strings.Cut(rest, "/")
 	if !ok || name == "" {
-		return fsm.Key{}, fmt.Errorf("etcd key %q has no <store>/<key> part", etcdKey)
+		return keyspace.Key{}, fmt.Errorf("etcd key %q has no <store>/<key> part", etcdKey)
 	}
 	store, err := url.PathUnescape(store)
 	if err != nil {
-		return fsm.Key{}, fmt.Errorf("etcd key %q: bad store: %w", etcdKey, err)
+		return keyspace.Key{}, fmt.Errorf("etcd key %q: bad store: %w", etcdKey, err)
 	}
-	return fsm.Key{Store: store, Name: name}, nil
+	return keyspace.Key{Store: store, Name: name}, nil
 }
 
 // counter is a counter key as last read: its value and its mod revision,
@@ -62,8 +62,8 @@ func counterOf(kvs []*mvccpb.KeyValue) (counter, error) {
 	}
 	kv := kvs[0]
 	v, err := strconv.ParseUint(string(kv.Value), 10, 64)
-	if err != nil || v > fsm.MaxID {
-		return counter{}, fmt.Errorf("etcd key %s holds %q, not an ordinal counter (a decimal number up to %d): was it written by something else?", kv.Key, kv.Value, fsm.MaxID)
+	if err != nil || v > keyspace.MaxID {
+		return counter{}, fmt.Errorf("etcd key %s holds %q, not an ordinal counter (a decimal number up to %d): was it written by something else?", kv.Key, kv.Value, keyspace.MaxID)
 	}
 	return counter{value: v, modRev: kv.ModRevision}, nil
 }

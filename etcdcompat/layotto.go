@@ -10,9 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/alloc"
-	"github.com/ordinal-dev/ordinal/api/server"
-	"github.com/ordinal-dev/ordinal/daemon"
-	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/keyspace"
 )
 
 // Key layout of Layotto's sequencer API and its etcd component. Layotto's
@@ -35,17 +33,12 @@ const (
 //
 // There are no ranges and no leader: every node serves every call, and
 // STRONG and WEAK calls are both linearizable. The price is one etcd write
-// per ID. It implements server.Sequencer, which the daemon uses in place of
-// the range allocator.
+// per ID. It is an alloc.Sequencer, which the daemon serves from in place
+// of the range allocator, and reserves no ranges.
 type LayottoStore struct {
 	*conn
 	keyPrefix string // <prefix>sequencer|||[<appid>||]
 }
-
-var (
-	_ daemon.Store     = (*LayottoStore)(nil)
-	_ server.Sequencer = (*LayottoStore)(nil)
-)
 
 func newLayottoStore(c *conn) *LayottoStore {
 	kp := c.cfg.Prefix + layottoAPIPrefix
@@ -66,13 +59,10 @@ func (s *LayottoStore) Start(ctx context.Context) error { return s.connect(ctx) 
 func (s *LayottoStore) WaitReady(ctx context.Context) error { return s.waitConnected(ctx) }
 
 // Leader returns no leader: no call is ever forwarded.
-func (s *LayottoStore) Leader() (id, grpcAddr string) { return "", "" }
+func (s *LayottoStore) Leader() (id, peerAddr string) { return "", "" }
 
 // Healthy reports whether the client's connection to etcd is up.
 func (s *LayottoStore) Healthy() bool { return s.reachable() }
-
-// SetFloorHook does nothing: there are no ranges to clip.
-func (s *LayottoStore) SetFloorHook(func(fsm.Key, uint64)) {}
 
 // Close closes the client.
 func (s *LayottoStore) Close() error { return s.close(nil) }
@@ -86,11 +76,11 @@ func checkLayottoKey(name string) error {
 	return nil
 }
 
-// Next implements server.Sequencer with Layotto's transaction. count must
+// Next implements alloc.Sequencer with Layotto's transaction. count must
 // be 1: the IDs are etcd versions, raised by one per Put, and Puts by other
 // nodes and sidecars interleave, so no block of contiguous IDs can be
 // reserved.
-func (s *LayottoStore) Next(ctx context.Context, key fsm.Key, _ alloc.Mode, count uint64) (uint64, error) {
+func (s *LayottoStore) Next(ctx context.Context, key keyspace.Key, _ alloc.Mode, count uint64) (uint64, error) {
 	if count != 1 {
 		return 0, status.Errorf(codes.FailedPrecondition,
 			"GetNextIds with count %d is not available with the Layotto etcd layout (--etcd-layout layotto): "+
@@ -125,7 +115,7 @@ func (s *LayottoStore) Next(ctx context.Context, key fsm.Key, _ alloc.Mode, coun
 
 // HighWater returns the key's etcd version: the last ID handed out, by
 // ordinal or by Layotto. A linearizable read.
-func (s *LayottoStore) HighWater(ctx context.Context, key fsm.Key) (uint64, error) {
+func (s *LayottoStore) HighWater(ctx context.Context, key keyspace.Key) (uint64, error) {
 	if err := checkLayottoKey(key.Name); err != nil {
 		return 0, err
 	}
@@ -145,14 +135,14 @@ func (s *LayottoStore) HighWater(ctx context.Context, key fsm.Key) (uint64, erro
 	return uint64(resp.Kvs[0].Version), nil
 }
 
-// SetFloor implements server.Sequencer with Layotto's biggerThan
+// SetFloor implements alloc.Sequencer with Layotto's biggerThan
 // semantics: Layotto's etcd component cannot raise a counter (a version
 // grows by one per Put), so it only checks, at start-up, that the current
 // version is at least biggerThan, and refuses to start otherwise. SetFloor
 // does the same check on the key it serves IDs from: it succeeds when
 // every later ID is already above floor and answers FailedPrecondition
 // otherwise, changing nothing.
-func (s *LayottoStore) SetFloor(ctx context.Context, key fsm.Key, floor uint64) (uint64, error) {
+func (s *LayottoStore) SetFloor(ctx context.Context, key keyspace.Key, floor uint64) (uint64, error) {
 	hw, err := s.HighWater(ctx, key)
 	if err != nil {
 		return 0, err
@@ -164,24 +154,4 @@ func (s *LayottoStore) SetFloor(ctx context.Context, key fsm.Key, floor uint64) 
 			key.Name, s.EtcdKey(key.Name), hw, floor)
 	}
 	return hw, nil
-}
-
-// Floor implements alloc.Backend as SetFloor does.
-func (s *LayottoStore) Floor(ctx context.Context, key fsm.Key, value uint64) (uint64, error) {
-	return s.SetFloor(ctx, key, value)
-}
-
-// Reserve implements alloc.Backend with one Put: a range of one ID. The
-// daemon never reserves through it, since the store serves IDs itself.
-func (s *LayottoStore) Reserve(ctx context.Context, key fsm.Key, _, need uint64) (alloc.Range, alloc.Epoch, error) {
-	id, err := s.Next(ctx, key, alloc.Weak, max(need, 1))
-	if err != nil {
-		return alloc.Range{}, 0, err
-	}
-	return alloc.Range{First: id, Last: id}, 0, nil
-}
-
-// Confirm implements alloc.Backend: there is no leader in this layout.
-func (s *LayottoStore) Confirm(context.Context) (alloc.Epoch, error) {
-	return 0, fmt.Errorf("%w: the Layotto etcd layout has no leader; every call is one etcd Put", alloc.ErrNotLeader)
 }

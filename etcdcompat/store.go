@@ -11,12 +11,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/ordinal-dev/ordinal/alloc"
-	"github.com/ordinal-dev/ordinal/daemon"
-	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/keyspace"
 )
 
 // Store keeps counters in etcd in the native layout. It implements
-// daemon.Store: the allocator reserves ranges through Reserve and fences
+// alloc.Backend (a daemon's RangeStore): the allocator reserves ranges through Reserve and fences
 // STRONG calls with Confirm, exactly as it does over Raft. See DESIGN.md.
 type Store struct {
 	*conn
@@ -35,7 +34,7 @@ type Store struct {
 	leader atomic.Pointer[leaderInfo]
 
 	sessionLive atomic.Bool // this node holds a live etcd session
-	floorHook   atomic.Pointer[func(fsm.Key, uint64)]
+	floorHook   atomic.Pointer[func(keyspace.Key, uint64)]
 
 	// counters caches the last known state of counter keys, so that a
 	// reservation is usually one transaction. A stale entry only costs a
@@ -60,8 +59,6 @@ type leaderInfo struct {
 	addr string
 	rev  int64
 }
-
-var _ daemon.Store = (*Store)(nil)
 
 // maxCachedCounters bounds the counter cache; past it the cache starts
 // over, which costs one extra read per key.
@@ -161,7 +158,7 @@ func (s *Store) Healthy() bool {
 }
 
 // SetFloorHook registers fn to be called for every floor any node sets.
-func (s *Store) SetFloorHook(fn func(key fsm.Key, floor uint64)) {
+func (s *Store) SetFloorHook(fn func(key keyspace.Key, floor uint64)) {
 	s.floorHook.Store(&fn)
 }
 
@@ -186,7 +183,7 @@ func (s *Store) notLeader() error {
 // still existed, with the tenure's create revision, at the transaction's
 // revision, so only ranges reserved while this node led serve STRONG
 // calls.
-func (s *Store) Reserve(ctx context.Context, key fsm.Key, want, need uint64) (alloc.Range, alloc.Epoch, error) {
+func (s *Store) Reserve(ctx context.Context, key keyspace.Key, want, need uint64) (alloc.Range, alloc.Epoch, error) {
 	cli, err := s.cliForCall()
 	if err != nil {
 		return alloc.Range{}, 0, err
@@ -203,9 +200,9 @@ func (s *Store) Reserve(ctx context.Context, key fsm.Key, want, need uint64) (al
 				return alloc.Range{}, 0, err
 			}
 		}
-		avail := fsm.MaxID - cur.value
+		avail := keyspace.MaxID - cur.value
 		if avail < need {
-			return alloc.Range{}, 0, fmt.Errorf("reserve %d ids of %s/%s at %d: %w", need, key.Store, key.Name, cur.value, fsm.ErrOverflow)
+			return alloc.Range{}, 0, fmt.Errorf("reserve %d ids of %s/%s at %d: %w", need, key.Store, key.Name, cur.value, keyspace.ErrOverflow)
 		}
 		last := cur.value + min(want, avail)
 		then := []clientv3.Op{clientv3.OpPut(ck, encode(last))}
@@ -273,7 +270,7 @@ func (s *Store) Confirm(ctx context.Context) (alloc.Epoch, error) {
 // drops IDs below the floor before the call returns; other nodes forward
 // the call to it. The floor is also recorded under floors/, which every
 // node watches to drop WEAK IDs below it.
-func (s *Store) Floor(ctx context.Context, key fsm.Key, value uint64) (uint64, error) {
+func (s *Store) Floor(ctx context.Context, key keyspace.Key, value uint64) (uint64, error) {
 	t := s.tenure.Load()
 	if t == nil {
 		return 0, s.notLeader()
@@ -331,7 +328,7 @@ func (s *Store) Floor(ctx context.Context, key fsm.Key, value uint64) (uint64, e
 }
 
 // HighWater implements alloc.Backend with a linearizable read.
-func (s *Store) HighWater(ctx context.Context, key fsm.Key) (uint64, error) {
+func (s *Store) HighWater(ctx context.Context, key keyspace.Key) (uint64, error) {
 	cli, err := s.cliForCall()
 	if err != nil {
 		return 0, err

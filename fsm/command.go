@@ -5,22 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"math"
 	"strings"
+
+	"github.com/ordinal-dev/ordinal/keyspace"
 )
 
-// MaxID is the largest ID the FSM ever hands out. IDs travel as int64 on the
-// wire, so the unsigned high-water mark is capped at math.MaxInt64.
-const MaxID uint64 = math.MaxInt64
+// MaxID is the largest ID the FSM ever hands out (keyspace.MaxID).
+const MaxID = keyspace.MaxID
 
 // Limits enforced by Decode and by snapshot restore. They bound the memory a
 // single command or snapshot entry can make the FSM allocate, so that a
 // corrupt or hostile log entry cannot exhaust memory on every replica.
 const (
 	// MaxStoreLen is the longest store name, in bytes.
-	MaxStoreLen = 256
+	MaxStoreLen = keyspace.MaxStoreLen
 	// MaxKeyLen is the longest key name, in bytes.
-	MaxKeyLen = 1024
+	MaxKeyLen = keyspace.MaxKeyLen
 	// MaxOpsPerCommand is the largest number of ops one Command may carry.
 	MaxOpsPerCommand = 65536
 	// MaxNodeFieldLen is the longest node ID, node address or cluster ID, in
@@ -58,16 +58,14 @@ var (
 
 	// ErrOverflow is reported in Result.Err when an OpReserve cannot get
 	// Need IDs without passing MaxID. Nothing was reserved and the key's
-	// high-water mark is unchanged.
-	ErrOverflow = errors.New("reservation would pass the maximum id")
+	// high-water mark is unchanged. It is keyspace.ErrOverflow.
+	ErrOverflow = keyspace.ErrOverflow
 )
 
-// Key names one counter. Store is a namespace; the FSM stores it exactly as
-// given (callers normalise an empty store to "default" before proposing).
-type Key struct {
-	Store string
-	Name  string
-}
+// Key names one counter (keyspace.Key). Store is a namespace; the FSM
+// stores it exactly as given (callers normalise an empty store to
+// "default" before proposing).
+type Key = keyspace.Key
 
 // OpKind identifies the operation an Op performs. Its numeric value is part
 // of the wire format and must never be reused for a different meaning.
@@ -150,7 +148,7 @@ func (c Command) Validate() error {
 func (op Op) validate() error {
 	switch op.Kind {
 	case OpReserve:
-		if err := op.Key.validate(); err != nil {
+		if err := validateKey(op.Key); err != nil {
 			return err
 		}
 		if op.Need == 0 {
@@ -160,7 +158,7 @@ func (op Op) validate() error {
 			return fmt.Errorf("need %d exceeds want %d", op.Need, op.Want)
 		}
 	case OpFloor:
-		if err := op.Key.validate(); err != nil {
+		if err := validateKey(op.Key); err != nil {
 			return err
 		}
 		if op.Value > MaxID {
@@ -183,7 +181,7 @@ func (op Op) validate() error {
 
 // validate checks the length limits of a key. Empty store and key names are
 // allowed: normalisation is the caller's business, not the log's.
-func (k Key) validate() error {
+func validateKey(k Key) error {
 	if len(k.Store) > MaxStoreLen {
 		return fmt.Errorf("store name is %d bytes, limit is %d", len(k.Store), MaxStoreLen)
 	}

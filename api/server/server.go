@@ -27,13 +27,9 @@ import (
 	"github.com/ordinal-dev/ordinal/fsm"
 )
 
-// Sequencer is what the handlers serve IDs from; *alloc.Allocator
-// implements it.
-type Sequencer interface {
-	Next(ctx context.Context, key fsm.Key, mode alloc.Mode, count uint64) (uint64, error)
-	HighWater(ctx context.Context, key fsm.Key) (uint64, error)
-	SetFloor(ctx context.Context, key fsm.Key, floor uint64) (uint64, error)
-}
+// Sequencer is what the handlers serve IDs from: the allocator, or a store
+// that hands out IDs itself.
+type Sequencer = alloc.Sequencer
 
 // LeaderFunc returns the current leader's node ID and peer address (where
 // other nodes forward calls to it), or empty strings when no leader is

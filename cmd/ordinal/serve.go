@@ -153,7 +153,7 @@ func runServe(args []string) error {
 		if cfg.Cluster.NodeID, err = resolveNodeID(f.nodeID, ""); err != nil {
 			return err
 		}
-		cfg.NewStore = ecfg.NewStore()
+		cfg.NewStore = etcdStore(ecfg)
 	} else {
 		if cfg.Cluster.NodeID, err = resolveNodeID(f.nodeID, f.dataDir); err != nil {
 			return err
@@ -209,6 +209,14 @@ func serve(logger hclog.Logger, cfg daemon.Config, pprofAddr string) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// etcdStore returns the daemon's NewStore for the etcd store cfg: the
+// daemon wires stores, and etcdcompat knows nothing of it.
+func etcdStore(cfg etcdcompat.Config) func(daemon.Self, hclog.Logger) (daemon.Store, error) {
+	return func(self daemon.Self, logger hclog.Logger) (daemon.Store, error) {
+		return etcdcompat.Open(cfg.WithNode(self.NodeID, self.PeerAddr, self.GRPCAddr, logger))
+	}
 }
 
 // checkStoreFlags rejects flags that do not apply to the chosen store.

@@ -146,7 +146,7 @@ func (nd *Node) start() {
 		Alloc:    nd.c.alloc,
 		Logger:   logger,
 		NewStore: func(self daemon.Self, lg hclog.Logger) (daemon.Store, error) {
-			s, err := cfg.NewStore()(self, lg)
+			s, err := etcdcompat.Open(cfg.WithNode(self.NodeID, self.PeerAddr, self.GRPCAddr, lg))
 			nd.store = s
 			return s, err
 		},
