@@ -7,7 +7,10 @@ import (
 	"github.com/ordinal-dev/ordinal/internal/testcluster"
 	"net"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -188,7 +191,9 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Mode: ModeStream, Backend: BackendEtcd, Targets: []string{"x"}}, "one ID per call"},
 		{Config{Mode: ModeStrong, Backend: "redis", Targets: []string{"x"}}, "unknown backend"},
 		{Config{Mode: ModeBatch, Count: -1, Targets: []string{"x"}}, "count"},
-		{Config{Mode: ModeStrong, Keys: 70000, Targets: []string{"x"}}, "keys"},
+		{Config{Mode: ModeStrong, Keys: MaxKeys + 1, Targets: []string{"x"}}, "keys"},
+		{Config{Mode: ModeStrong, KeyDist: "uniform", Targets: []string{"x"}}, "unknown key distribution"},
+		{Config{Mode: ModeStrong, KeyDist: KeyFresh, Keys: 10, Targets: []string{"x"}}, "fresh"},
 	}
 	for _, tt := range tests {
 		_, err := Run(context.Background(), tt.cfg)
@@ -256,6 +261,64 @@ func TestCompareAndMarkdown(t *testing.T) {
 	}
 }
 
+// Compare runs the many-key rows and the 5-node row against an in-process
+// node (standing in for both clusters) and reports entries per new key.
+func TestCompareManyKeys(t *testing.T) {
+	t.Parallel()
+	node, noopAddr := insecureSingle(t), startNoop(t)
+	var log bytes.Buffer
+	only := []string{"noop-unary-64", "strong-leader-64", "strong-leader-64-5nodes", "fresh-strong-leader-64", "fresh-weak-follower-64",
+		"keys100k-strong-leader-64", "zipf100k-strong-leader-64", "zipf100k-weak-follower-64", "noop-unary-1", "strong-leader-1", "fresh-strong-leader-1"}
+	cmp, err := Compare(context.Background(), CompareConfig{
+		// The no-op server stands in for a follower, the node for the
+		// 5-node cluster.
+		Cluster: []string{node, noopAddr}, Cluster5: []string{node}, Noop: noopAddr, Rounds: 1,
+		Duration: 300 * time.Millisecond, Warmup: 100 * time.Millisecond,
+		Only: only, Log: &log, Machine: "a test", Command: "go test",
+	})
+	if err != nil {
+		t.Fatalf("Compare: %v\n%s", err, log.String())
+	}
+	if len(cmp.Failures) > 0 {
+		t.Fatalf("failures: %v\n%s", cmp.Failures, log.String())
+	}
+	if len(cmp.Stats) != len(only) {
+		t.Fatalf("%d rows ran; want %d", len(cmp.Stats), len(only))
+	}
+	var md bytes.Buffer
+	cmp.Markdown(&md)
+	text := md.String()
+	t.Log(text)
+	for _, want := range []string{
+		"| a new key per call: STRONG unary, 64 callers → leader |", "≥ 0.5× no-op and ≥ 2× etcd", "etcd-64 not measured",
+		"| 100,000 keys, Zipf: STRONG unary, 64 callers → leader |", "≥ 0.6× no-op",
+		"p99 ≤ 1.5× strong-leader-1's", "× strong-leader-1's",
+		"Raft entries per call", "**entries per new key**", "≤ 0.1 per new key",
+		"Quorum size", "| strong-leader-64-5nodes | strong-leader-64 |", "× strong-leader-64 (3 nodes, same round)",
+		"The many-key rows", "The 5-node row runs against " + node,
+		"--key-dist fresh --duration", "--keys 100000 --key-dist zipf", "--keys 100000 --duration",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("markdown lacks %q", want)
+		}
+	}
+	for _, name := range []string{"fresh-strong-leader-64", "fresh-strong-leader-1", "keys100k-strong-leader-64"} {
+		st := cmp.byName[name]
+		if len(st.EntriesPerCall) != 1 || st.EntriesPerCall[0] <= 0 || st.EntriesPerCall[0] > 1.5 {
+			t.Errorf("%s: entries per call %v; want one figure, above 0 (the calls reserve) and about 1 at most", name, st.EntriesPerCall)
+		}
+		if !regexp.MustCompile(`\| ` + name + ` \| [0-9]+ \| [0-9]+ \| [0-9]+\.[0-9]{4} \|`).MatchString(text) {
+			t.Errorf("the entries table has no figure for %s", name)
+		}
+	}
+	if st := cmp.byName["fresh-strong-leader-64"]; st.Runs[0].Keys != st.Runs[0].AllCalls || st.Runs[0].Config.KeyDist != KeyFresh {
+		t.Errorf("fresh row: %d keys over %d calls, dist %s", st.Runs[0].Keys, st.Runs[0].AllCalls, st.Runs[0].Config.KeyDist)
+	}
+	if st := cmp.byName["strong-leader-64-5nodes"]; len(st.PlainRatios) != 1 {
+		t.Errorf("5-node row: ratios to the 3-node row %v", st.PlainRatios)
+	}
+}
+
 func TestProcessCPU(t *testing.T) {
 	t.Parallel()
 	deadline := time.Now().Add(50 * time.Millisecond)
@@ -272,41 +335,258 @@ func TestProcessCPU(t *testing.T) {
 
 // A worker's compact record expands to the same Records a caller making
 // those calls would have written out in full, across chunk boundaries and
-// failures.
+// failures, whichever way keys are picked.
 func TestWorkerRecords(t *testing.T) {
-	const nkeys, count, target = 3, 5, 2
-	var w worker
-	var want []Record
-	now, key := int64(100), 1
-	w.restart(now, key)
-	for i := range 5000 {
-		start := now
-		now += int64(1 + i%7)
-		callKey := key
-		if key++; key == nkeys {
-			key = 0
-		}
-		if i%997 == 500 { // a failure, then a pause before the next call
-			w.fail(status.Error(codes.Unavailable, "down"))
-			now += 1000
-			w.restart(now, key)
-			continue
-		}
-		first := int64(10 * (i + 1))
-		w.record(now, first)
-		want = append(want, Record{Start: start, End: now, First: first, Count: count, Target: target, Key: uint16(callKey)})
+	const count, target = 5, 2
+	for _, cfg := range []Config{
+		{Keys: 3, KeyDist: KeyCycle, Concurrency: 4},
+		{Keys: 1, KeyDist: KeyFresh, Concurrency: 4},
+		{Keys: 1000, KeyDist: KeyZipf, Concurrency: 4, Seed: 7},
+	} {
+		t.Run(string(cfg.KeyDist), func(t *testing.T) {
+			const caller = 1
+			var w worker
+			var want []Record
+			seq := newKeySeq(cfg, caller)
+			now, key := int64(100), seq.next()
+			w.restart(now, 0)
+			for i := range 5000 {
+				start := now
+				now += int64(1 + i%7)
+				callKey := key
+				key = seq.next()
+				if i%997 == 500 || i%1999 == 900 || i%1999 == 901 { // failures, then a pause before the next call
+					w.fail(status.Error(codes.Unavailable, "down"))
+					now += 1000
+					w.restart(now, seq.draws-1)
+					continue
+				}
+				first := int64(10 * (i + 1))
+				w.record(now, first)
+				want = append(want, Record{Start: start, End: now, First: first, Count: count, Target: target, Key: callKey})
+			}
+			if w.n != len(want) || w.errors[codes.Unavailable] != 11 {
+				t.Fatalf("worker counted %d calls and errors %v; want %d calls, 11 Unavailable", w.n, w.errors, len(want))
+			}
+			got := w.appendTo([]Record{{First: -1}}, count, target, newKeySeq(cfg, caller))
+			if len(got) != len(want)+1 || got[0].First != -1 {
+				t.Fatalf("appendTo returned %d records; want the 1 given plus %d", len(got), len(want))
+			}
+			for i, r := range got[1:] {
+				if r != want[i] {
+					t.Fatalf("record %d is %+v; want %+v", i, r, want[i])
+				}
+			}
+		})
 	}
-	if w.n != len(want) || w.errors[codes.Unavailable] != 5 {
-		t.Fatalf("worker counted %d calls and errors %v; want %d calls, 5 Unavailable", w.n, w.errors, len(want))
+}
+
+// Fresh keys never repeat: not within a caller, not across callers, not
+// across runs (the nonce), and their names say so too.
+func TestKeySeqFresh(t *testing.T) {
+	cfg, err := Config{Mode: ModeStrong, Targets: []string{"x"}, Concurrency: 7, Key: "f", KeyDist: KeyFresh}.WithDefaults()
+	if err != nil {
+		t.Fatal(err)
 	}
-	got := w.appendTo([]Record{{First: -1}}, count, target, nkeys)
-	if len(got) != len(want)+1 || got[0].First != -1 {
-		t.Fatalf("appendTo returned %d records; want the 1 given plus %d", len(got), len(want))
-	}
-	for i, r := range got[1:] {
-		if r != want[i] {
-			t.Fatalf("record %d is %+v; want %+v", i, r, want[i])
+	names := cfg.keyNames()
+	seen := map[uint64]bool{}
+	seenName := map[string]bool{}
+	var buf []byte
+	for c := range cfg.Concurrency {
+		seq := newKeySeq(cfg, c)
+		for range 3000 {
+			k := seq.next()
+			name := names.name(k, &buf)
+			if seen[k] || seenName[name] {
+				t.Fatalf("caller %d drew key %d (%q) again", c, k, name)
+			}
+			seen[k], seenName[name] = true, true
 		}
+	}
+	if other := cfg.keyNames(); other.prefix == names.prefix || !strings.HasPrefix(names.prefix, "f-") {
+		t.Errorf("two runs' fresh prefixes: %q and %q; want different ones, starting with the key", names.prefix, other.prefix)
+	}
+}
+
+// Zipf keys stay among the Keys keys, are skewed as ZipfS says (key 0 the
+// most popular), differ between callers and repeat for the same seed.
+func TestKeySeqZipf(t *testing.T) {
+	const n, draws = 100_000, 200_000
+	cfg := Config{Keys: n, KeyDist: KeyZipf, Concurrency: 64, Seed: 3}
+	counts := make([]int, n)
+	a, b, again := newKeySeq(cfg, 0), newKeySeq(cfg, 1), newKeySeq(cfg, 0)
+	same := 0
+	for range draws {
+		k := a.next()
+		if k >= n {
+			t.Fatalf("drew key %d of %d", k, n)
+		}
+		counts[k]++
+		if k2 := again.next(); k2 != k {
+			t.Fatalf("the same seed and caller drew %d, then %d", k, k2)
+		}
+		if b.next() == k {
+			same++
+		}
+	}
+	sorted := slices.Sorted(slices.Values(counts))
+	slices.Reverse(sorted)
+	top1pct := 0
+	for _, c := range sorted[:n/100] {
+		top1pct += c
+	}
+	distinct := 0
+	for _, c := range counts {
+		if c > 0 {
+			distinct++
+		}
+	}
+	t.Logf("key 0: %.1f%% of draws; top 1%% of keys: %.1f%%; keys drawn at least once: %d; callers 0 and 1 drew the same key %d times",
+		100*float64(counts[0])/draws, 100*float64(top1pct)/draws, distinct, same)
+	// (k+1)^-1.1 over 100,000 keys: key 0 about 13.5%, the top 1% about 75%.
+	if share := float64(counts[0]) / draws; share < 0.11 || share > 0.16 || counts[0] != sorted[0] {
+		t.Errorf("key 0 has %.3f of the draws (the most: %v); want about 0.135, the most", share, counts[0] == sorted[0])
+	}
+	if share := float64(top1pct) / draws; share < 0.7 || share > 0.8 {
+		t.Errorf("the top 1%% of keys have %.3f of the draws; want about 0.75", share)
+	}
+	if same > draws/5 {
+		t.Errorf("callers 0 and 1 drew the same key %d times of %d: not independent sources", same, draws)
+	}
+}
+
+// Cycling callers start spread over the keys and go through them in turn.
+func TestKeySeqCycle(t *testing.T) {
+	cfg := Config{Keys: 100_000, KeyDist: KeyCycle, Concurrency: 64}
+	for _, c := range []int{0, 1, 63} {
+		seq := newKeySeq(cfg, c)
+		start := uint64(c) * 100_000 / 64
+		for i := range uint64(200_000) {
+			if k := seq.next(); k != (start+i)%100_000 {
+				t.Fatalf("caller %d, call %d: key %d; want %d", c, i, k, (start+i)%100_000)
+			}
+		}
+	}
+	seq := newKeySeq(Config{Keys: 1, KeyDist: KeyCycle, Concurrency: 3}, 2)
+	for range 5 {
+		if k := seq.next(); k != 0 {
+			t.Fatalf("one key: drew %d", k)
+		}
+	}
+}
+
+// keyServer hands out IDs from one counter, remembers the key each was
+// handed out for, and fails every 50th call.
+type keyServer struct {
+	ordinalv1.UnimplementedSequencerServer
+	n    atomic.Int64
+	mu   sync.Mutex
+	keys map[int64]string
+}
+
+func (s *keyServer) GetNextId(_ context.Context, req *ordinalv1.GetNextIdRequest) (*ordinalv1.GetNextIdResponse, error) {
+	id := s.n.Add(1)
+	if id%50 == 0 {
+		return nil, status.Error(codes.Unavailable, "every 50th call fails")
+	}
+	s.mu.Lock()
+	s.keys[id] = req.GetKey()
+	s.mu.Unlock()
+	return &ordinalv1.GetNextIdResponse{NextId: id}, nil
+}
+
+// The records of a run carry the key each call asked for, with every key
+// distribution and with failed calls in between: the server's own account
+// of which key each ID went to is the judge.
+func TestRecordsCarryTheKey(t *testing.T) {
+	t.Parallel()
+	for _, dist := range []KeyDist{KeyCycle, KeyFresh, KeyZipf} {
+		t.Run(string(dist), func(t *testing.T) {
+			srv := &keyServer{keys: map[int64]string{}}
+			addr := serveFaulty(t, srv)
+			cfg := testConfig(ModeStrong, addr)
+			cfg.KeyDist, cfg.Keys, cfg.Key = dist, 1000, "rk"
+			if dist == KeyFresh {
+				cfg.Keys = 0
+			}
+			res, records, names, err := run(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.VerifyErr != nil || res.Errors[codes.Unavailable] == 0 || len(records) < 100 {
+				t.Fatalf("verify %v, errors %v, %d records; want a verified run with some failures", res.VerifyErr, res.Errors, len(records))
+			}
+			distinct := map[uint64]bool{}
+			var buf []byte
+			for _, r := range records {
+				srv.mu.Lock()
+				want, ok := srv.keys[r.First]
+				srv.mu.Unlock()
+				if got := names.name(r.Key, &buf); !ok || got != want {
+					t.Fatalf("the call that got ID %d is recorded with key %q; the server handed it out for %q", r.First, got, want)
+				}
+				distinct[r.Key] = true
+			}
+			switch {
+			case dist == KeyFresh && (len(distinct) != len(records) || res.Keys != res.AllCalls):
+				t.Errorf("fresh: %d distinct keys over %d calls, Keys %d, AllCalls %d", len(distinct), len(records), res.Keys, res.AllCalls)
+			case dist != KeyFresh && (len(distinct) < 10 || res.Keys != 1000):
+				t.Errorf("%s: %d distinct keys, Keys %d", dist, len(distinct), res.Keys)
+			}
+			if !strings.Contains(res.Summary(), "key_dist="+string(dist)) {
+				t.Errorf("summary %q", res.Summary())
+			}
+		})
+	}
+}
+
+// BenchmarkCallerBookkeeping is what a caller spends per call besides the
+// call itself: drawing the key, naming it and recording the call. "old"
+// is the loop before key distributions (a uint16 key cycling through the
+// names, for comparison).
+func BenchmarkCallerBookkeeping(b *testing.B) {
+	const n = 100_000
+	b.Run("old", func(b *testing.B) {
+		names := make([]string, n)
+		var w worker
+		w.restart(0, 0)
+		k := 0
+		var sink string
+		for i := range b.N {
+			sink = names[k]
+			if k++; k == n {
+				k = 0
+			}
+			w.record(int64(i), int64(i))
+			if w.n == 1<<20 {
+				w = worker{}
+			}
+		}
+		_ = sink
+	})
+	for _, dist := range []KeyDist{KeyCycle, KeyFresh, KeyZipf} {
+		b.Run(string(dist), func(b *testing.B) {
+			cfg := Config{Key: "bench", Keys: n, KeyDist: dist, Concurrency: 64}
+			if dist == KeyFresh {
+				cfg.Keys = 1
+			}
+			names := cfg.keyNames()
+			seq := newKeySeq(cfg, 5)
+			var w worker
+			var buf []byte
+			k := seq.next()
+			w.restart(0, 0)
+			var sink string
+			for i := range b.N {
+				sink = names.name(k, &buf)
+				k = seq.next()
+				w.record(int64(i), int64(i))
+				if w.n == 1<<20 {
+					w = worker{}
+				}
+			}
+			_ = sink
+		})
 	}
 }
 

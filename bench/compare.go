@@ -26,6 +26,9 @@ const (
 	RoleLeader   Role = "leader"   // the ordinal leader
 	RoleFollower Role = "follower" // an ordinal follower
 	RoleEtcd     Role = "etcd"     // etcd, Layotto's way
+	// RoleLeader5 is the leader of the plain 5-node cluster
+	// (CompareConfig.Cluster5).
+	RoleLeader5 Role = "leader-5nodes"
 )
 
 // Roles of the tls- rows: the servers of CompareConfig.TLS, secured as
@@ -54,6 +57,10 @@ type Scenario struct {
 	Conc  int
 	Count int64
 	Key   string
+	// Keys and KeyDist are the run's Config.Keys and Config.KeyDist: how
+	// many keys, and how each call picks one (default one key).
+	Keys    int
+	KeyDist KeyDist
 	// Ref names the no-op scenario of the same shape; the row's ratio is
 	// its ids/s over Ref's, taken in the same round.
 	Ref string
@@ -61,12 +68,18 @@ type Scenario struct {
 	// it. Both empty for reference rows.
 	Goal  string
 	Check func(s *ScenarioStats, all map[string]*ScenarioStats) (bool, string)
-	// Plain, on a tls- row, names the same scenario with TLS off; the
-	// row's "TLS on vs off" ratio is its ids/s over Plain's, taken in the
-	// same round. PlainMin, when not zero, is the least that ratio may be
-	// (the target, checked by Check).
+	// Plain names the same scenario on the plain 3-node cluster: on a
+	// tls- row the same with TLS off, on the 5-node row the same with 3
+	// nodes. The row's ratio to it (for tls- rows "TLS on vs off") is its
+	// ids/s over Plain's, taken in the same round. PlainMin, when not
+	// zero, is the least that ratio may be (the target, checked by
+	// Check).
 	Plain    string
 	PlainMin float64
+	// MaxEntriesPerCall, when not zero, is the target for the Raft
+	// entries the row's calls cost (ScenarioStats.EntriesPerCall): for
+	// the fresh- rows, entries per new key.
+	MaxEntriesPerCall float64
 }
 
 // Scenarios is the comparison `make bench` runs, in the order each round
@@ -80,6 +93,16 @@ type Scenario struct {
 // (Plain), so that the pair sees the same moment of a noisy machine; the
 // target is that turning security on costs STRONG at 64 callers at most a
 // tenth of its throughput.
+//
+// The many-key rows (issue #12) spread calls over many keys, as a sequence
+// per tenant, table or conversation does: fresh- rows ask for a key never
+// used before on every call, keys100k- go through 100,000 keys in turn,
+// zipf100k- draw from them with Zipf popularity (ZipfS). Every reservation
+// of a key (its first call, and each time its range runs out) costs a
+// Raft op; the rows measure how well ops of different keys share entries,
+// and the entries table counts them. strong-leader-64-5nodes is the hot
+// STRONG row on a 5-node cluster (CompareConfig.Cluster5), right after the
+// 3-node one and its mTLS twin: what two more voters cost.
 var Scenarios = []Scenario{
 	{Name: "noop-unary-64", Title: "no-op ceiling, unary, 64 callers", Role: RoleNoop, Mode: ModeStrong, Conc: 64, Key: "bench-unary"},
 	{Name: "noop-tls-unary-64", Title: "no-op ceiling over mTLS, unary, 64 callers", Role: RoleTLSNoop, Mode: ModeStrong, Conc: 64, Key: "bench-unary",
@@ -88,6 +111,8 @@ var Scenarios = []Scenario{
 		Ref: "noop-unary-64", Goal: "≥ 0.8× no-op and above etcd", Check: strongGoal},
 	{Name: "tls-strong-leader-64", Title: "mTLS: STRONG unary, 64 callers → leader", Role: RoleTLSLeader, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-tls-unary-64", Plain: "strong-leader-64", PlainMin: 0.9, Goal: "≥ 0.9× strong-leader-64 (TLS off, same run)", Check: plainGoal},
+	{Name: "strong-leader-64-5nodes", Title: "5-node cluster: STRONG unary, 64 callers → leader", Role: RoleLeader5, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
+		Ref: "noop-unary-64", Plain: "strong-leader-64", Goal: "none set (5 nodes vs 3: the quorum table)"},
 	{Name: "strong-follower-64", Title: "STRONG unary, 64 callers → follower (forwarded)", Role: RoleFollower, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-unary-64", Goal: "≥ 0.8× no-op and above etcd", Check: strongGoal},
 	{Name: "etcd-64", Title: "etcd, Layotto's Txn per id, 64 callers", Role: RoleEtcd, Mode: ModeStrong, Conc: 64, Key: "bench-etcd",
@@ -102,9 +127,26 @@ var Scenarios = []Scenario{
 		Ref: "noop-unary-64", Goal: "≥ 0.9× no-op", Check: ratioGoal(0.9)},
 	{Name: "etcdstore-weak-64", Title: "ordinal on etcd: WEAK unary, 64 callers → a node not elected", Role: RoleEtcdStoreOther, Mode: ModeWeak, Conc: 64, Key: "bench-etcdstore-weak",
 		Ref: "noop-unary-64", Goal: "none set"},
+	{Name: "fresh-strong-leader-64", Title: "a new key per call: STRONG unary, 64 callers → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 64,
+		Key: "bench-fresh-strong", KeyDist: KeyFresh, MaxEntriesPerCall: 0.1,
+		Ref: "noop-unary-64", Goal: "≥ 0.5× no-op and ≥ 2× etcd", Check: etcdGoal(0.5, 2)},
+	{Name: "fresh-weak-follower-64", Title: "a new key per call: WEAK unary, 64 callers → follower", Role: RoleFollower, Mode: ModeWeak, Conc: 64,
+		Key: "bench-fresh-weak", KeyDist: KeyFresh, MaxEntriesPerCall: 0.1,
+		Ref: "noop-unary-64", Goal: "≥ 0.5× no-op and ≥ 2× etcd", Check: etcdGoal(0.5, 2)},
+	{Name: "keys100k-strong-leader-64", Title: "100,000 keys in turn: STRONG unary, 64 callers → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 64,
+		Key: "bench-keys100k-strong", Keys: 100_000, KeyDist: KeyCycle, Ref: "noop-unary-64", Goal: "≥ 0.6× no-op", Check: ratioGoal(0.6)},
+	{Name: "keys100k-weak-follower-64", Title: "100,000 keys in turn: WEAK unary, 64 callers → follower", Role: RoleFollower, Mode: ModeWeak, Conc: 64,
+		Key: "bench-keys100k-weak", Keys: 100_000, KeyDist: KeyCycle, Ref: "noop-unary-64", Goal: "≥ 0.6× no-op", Check: ratioGoal(0.6)},
+	{Name: "zipf100k-strong-leader-64", Title: "100,000 keys, Zipf: STRONG unary, 64 callers → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 64,
+		Key: "bench-zipf100k-strong", Keys: 100_000, KeyDist: KeyZipf, Ref: "noop-unary-64", Goal: "≥ 0.6× no-op", Check: ratioGoal(0.6)},
+	{Name: "zipf100k-weak-follower-64", Title: "100,000 keys, Zipf: WEAK unary, 64 callers → follower", Role: RoleFollower, Mode: ModeWeak, Conc: 64,
+		Key: "bench-zipf100k-weak", Keys: 100_000, KeyDist: KeyZipf, Ref: "noop-unary-64", Goal: "≥ 0.6× no-op", Check: ratioGoal(0.6)},
 	{Name: "noop-unary-1", Title: "no-op ceiling, unary, 1 caller", Role: RoleNoop, Mode: ModeStrong, Conc: 1, Key: "bench-unary"},
 	{Name: "strong-leader-1", Title: "STRONG unary, 1 caller → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 1, Key: "bench-strong",
 		Ref: "noop-unary-1", Goal: "p99 ≤ 0.5 ms", Check: p99Goal(500 * time.Microsecond)},
+	{Name: "fresh-strong-leader-1", Title: "a new key per call: STRONG unary, 1 caller → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 1,
+		Key: "bench-fresh-strong-1", KeyDist: KeyFresh,
+		Ref: "noop-unary-1", Goal: "p99 ≤ 1.5× strong-leader-1's", Check: p99VsGoal("strong-leader-1", 1.5)},
 	{Name: "etcd-1", Title: "etcd, Layotto's Txn per id, 1 caller", Role: RoleEtcd, Mode: ModeStrong, Conc: 1, Key: "bench-etcd",
 		Ref: "noop-unary-1", Goal: "baseline"},
 	{Name: "noop-batch-64", Title: "no-op ceiling, GetNextIds ×1000, 64 callers", Role: RoleNoop, Mode: ModeBatch, Conc: 64, Count: 1000, Key: "bench-batch"},
@@ -147,6 +189,54 @@ func strongGoal(s *ScenarioStats, all map[string]*ScenarioStats) (bool, string) 
 		detail += fmt.Sprintf("; %.1f× etcd", s.IDsPerSec/etcd.IDsPerSec)
 	}
 	return met, detail
+}
+
+// etcdGoal is ratioGoal(minNoop) and, besides, ids/s at least minEtcd
+// times etcd-64's: the median over rounds of the same-round ratio.
+func etcdGoal(minNoop, minEtcd float64) func(s *ScenarioStats, all map[string]*ScenarioStats) (bool, string) {
+	return func(s *ScenarioStats, all map[string]*ScenarioStats) (bool, string) {
+		met, detail := ratioGoal(minNoop)(s, all)
+		x, ok := roundRatio(s, all["etcd-64"])
+		switch {
+		case !ok:
+			return false, detail + "; etcd-64 not measured in the same rounds"
+		case x >= minEtcd:
+			return met, detail + fmt.Sprintf("; %.1f× etcd ≥ %.0f×", x, minEtcd)
+		}
+		return false, detail + fmt.Sprintf("; %.1f× etcd, %.0f%% short of %.0f×", x, 100*(1-x/minEtcd), minEtcd)
+	}
+}
+
+// roundRatio is the median over rounds of st's ids/s over ref's in the
+// same round; false when no round ran both.
+func roundRatio(st, ref *ScenarioStats) (float64, bool) {
+	if ref == nil {
+		return 0, false
+	}
+	var v []float64
+	for r := range min(len(st.Runs), len(ref.Runs)) {
+		if st.Runs[r] != nil && ref.Runs[r] != nil && ref.Runs[r].IDsPerSec() > 0 {
+			v = append(v, st.Runs[r].IDsPerSec()/ref.Runs[r].IDsPerSec())
+		}
+	}
+	return median(v), len(v) > 0
+}
+
+// p99VsGoal checks a row's p99 against ref's: at most factor times it
+// (medians over rounds).
+func p99VsGoal(ref string, factor float64) func(s *ScenarioStats, all map[string]*ScenarioStats) (bool, string) {
+	return func(s *ScenarioStats, all map[string]*ScenarioStats) (bool, string) {
+		r := all[ref]
+		if r == nil || r.P99 <= 0 {
+			return false, fmt.Sprintf("not measured: %s did not run", ref)
+		}
+		x := float64(s.P99) / float64(r.P99)
+		detail := fmt.Sprintf("p99 %v = %.2f× %s's %v", round(s.P99), x, ref, round(r.P99))
+		if x <= factor {
+			return true, detail + fmt.Sprintf(" ≤ %.1f×", factor)
+		}
+		return false, detail + fmt.Sprintf(", above %.1f×", factor)
+	}
 }
 
 // plainGoal checks a tls- row against its plain twin: the median of the
@@ -219,6 +309,11 @@ type CompareConfig struct {
 	ClientOptions []client.Option
 	// TLS are the servers of the tls- rows; zero skips those rows.
 	TLS TLSTargets
+	// Cluster5 are the gRPC addresses of a plain 5-node cluster, whose
+	// leader (looked up before every round) serves the
+	// strong-leader-64-5nodes row; empty skips it. ClientOptions secure
+	// it as they secure Cluster.
+	Cluster5 []string
 }
 
 // TLSTargets are the servers of the tls- rows, which measure what turning
@@ -295,6 +390,14 @@ type ScenarioStats struct {
 	// almost all leadership proofs: one per batch of STRONG calls.
 	EtcdReads, EtcdTxns       []float64
 	EtcdReadsMed, EtcdTxnsMed float64
+	// Entries are, per round where read (rows on the plain cluster), the
+	// Raft entries the run cost: the leader's commit index after the run
+	// minus before it, warm-up included; EntriesPerCall is that over the
+	// calls made (AllCalls, warm-up and failures included), which for the
+	// fresh- rows, a new key per call, is entries per new key. And their
+	// medians.
+	Entries, EntriesPerCall       []float64
+	EntriesMed, EntriesPerCallMed float64
 }
 
 // Comparison is the outcome of Compare.
@@ -330,14 +433,17 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 	}
 	var scenarios []Scenario
 	tlsCluster := false // whether a selected row needs the secured cluster's leader
+	cluster5 := false   // ... the 5-node cluster's
 	for _, s := range Scenarios {
 		if s.Role == RoleEtcd && cfg.Etcd == "" || s.Role.isEtcdStore() && len(cfg.EtcdCluster) == 0 ||
 			s.Role == RoleTLSNoop && cfg.TLS.Noop == "" || s.Role.isTLSCluster() && len(cfg.TLS.Cluster) == 0 ||
+			s.Role == RoleLeader5 && len(cfg.Cluster5) == 0 ||
 			len(cfg.Only) > 0 && !slices.Contains(cfg.Only, s.Name) {
 			continue
 		}
 		scenarios = append(scenarios, s)
 		tlsCluster = tlsCluster || s.Role.isTLSCluster()
+		cluster5 = cluster5 || s.Role == RoleLeader5
 	}
 	if len(scenarios) == 0 {
 		return nil, usagef("no scenario selected")
@@ -375,6 +481,17 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 				fmt.Fprintf(cfg.Log, "== round %d: secured cluster: leader %s, follower %s\n", round, tlsLeader, tlsFollower)
 			}
 		}
+		// Likewise the 5-node cluster.
+		var leader5 string
+		var err5 error
+		if cluster5 {
+			if leader5, err5 = findLeader(ctx, cfg.Cluster5, cfg.ClientOptions); err5 != nil {
+				err5 = fmt.Errorf("5-node cluster: %w", err5)
+				fmt.Fprintf(cfg.Log, "== round %d: %v\n", round, err5)
+			} else {
+				fmt.Fprintf(cfg.Log, "== round %d: 5-node cluster: leader %s\n", round, leader5)
+			}
+		}
 		for _, st := range cmp.Stats {
 			s := st.Scenario
 			var roleErr error
@@ -383,6 +500,8 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 				roleErr = electedErr
 			case s.Role.isTLSCluster():
 				roleErr = tlsErr
+			case s.Role == RoleLeader5:
+				roleErr = err5
 			}
 			if roleErr != nil {
 				cmp.Failures = append(cmp.Failures, fmt.Errorf("round %d, %s: %w", round, s.Name, roleErr))
@@ -391,14 +510,14 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 			}
 			target := map[Role]string{RoleNoop: cfg.Noop, RoleLeader: leader, RoleFollower: follower, RoleEtcd: cfg.Etcd,
 				RoleEtcdStoreElected: elected, RoleEtcdStoreOther: other,
-				RoleTLSNoop: cfg.TLS.Noop, RoleTLSLeader: tlsLeader, RoleTLSFollower: tlsFollower}[s.Role]
+				RoleTLSNoop: cfg.TLS.Noop, RoleTLSLeader: tlsLeader, RoleTLSFollower: tlsFollower, RoleLeader5: leader5}[s.Role]
 			rc := Config{Mode: s.Mode, Targets: []string{target}, Concurrency: s.Conc, Duration: cfg.Duration,
-				Warmup: cfg.Warmup, Count: s.Count, Key: s.Key, Label: s.Name}
+				Warmup: cfg.Warmup, Count: s.Count, Key: s.Key, Keys: s.Keys, KeyDist: s.KeyDist, Label: s.Name}
 			flags := ""
 			switch s.Role {
 			case RoleEtcd:
 				rc.Backend = BackendEtcd
-			case RoleLeader, RoleFollower, RoleEtcdStoreElected, RoleEtcdStoreOther:
+			case RoleLeader, RoleFollower, RoleLeader5, RoleEtcdStoreElected, RoleEtcdStoreOther:
 				// Ordinal nodes; the no-op server serves plain TCP.
 				rc.ClientOptions = cfg.ClientOptions
 			case RoleTLSNoop, RoleTLSLeader, RoleTLSFollower:
@@ -412,9 +531,24 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 			if countEtcd {
 				etcdBefore = scrapeEtcdLogged(ctx, cfg)
 			}
+			// The Raft entries of rows on the plain cluster: the leader's
+			// commit index around the run.
+			countEntries := s.Role == RoleLeader || s.Role == RoleFollower
+			var commitBefore uint64
+			var commitErr error
+			if countEntries {
+				commitBefore, commitErr = commitIndex(ctx, leader, cfg.ClientOptions)
+			}
 			before := processCPUs(cfg.PIDs)
 			res, err := Run(ctx, rc)
 			after := processCPUs(cfg.PIDs)
+			var commitAfter uint64
+			if countEntries && commitErr == nil {
+				commitAfter, commitErr = commitIndex(ctx, leader, cfg.ClientOptions)
+			}
+			if commitErr != nil {
+				fmt.Fprintf(cfg.Log, "%s: Raft entries not counted: %v\n", s.Name, commitErr)
+			}
 			var etcdAfter etcdRequests
 			if countEtcd {
 				etcdAfter = scrapeEtcdLogged(ctx, cfg)
@@ -436,6 +570,11 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 			st.Commands = append(st.Commands, commandFor(res.Config, cfg, flags))
 			st.addCPU(res, target, cfg, before, after)
 			st.addEtcdRequests(res, etcdBefore, etcdAfter)
+			if countEntries && commitErr == nil {
+				st.addEntries(res, commitBefore, commitAfter)
+				fmt.Fprintf(cfg.Log, "  raft       %d entries committed during the run (warm-up included), %.4f per call made\n",
+					commitAfter-commitBefore, st.EntriesPerCall[len(st.EntriesPerCall)-1])
+			}
 		}
 	}
 	cmp.summarise()
@@ -482,6 +621,8 @@ func (st *ScenarioStats) addCPU(res *Result, target string, cfg CompareConfig, b
 		}
 	case role.isTLSCluster():
 		nodes = cfg.TLS.Cluster
+	case role == RoleLeader5:
+		nodes = cfg.Cluster5
 	case role != RoleLeader && role != RoleFollower:
 		return
 	}
@@ -518,6 +659,33 @@ func (st *ScenarioStats) addEtcdRequests(res *Result, before, after etcdRequests
 	st.EtcdTxns = append(st.EtcdTxns, d["Txn"]/float64(res.AllCalls))
 }
 
+// addEntries records the Raft entries of one run: the leader's commit
+// index before and after it.
+func (st *ScenarioStats) addEntries(res *Result, before, after uint64) {
+	if res.AllCalls == 0 || after < before {
+		return
+	}
+	st.Entries = append(st.Entries, float64(after-before))
+	st.EntriesPerCall = append(st.EntriesPerCall, float64(after-before)/float64(res.AllCalls))
+}
+
+// commitIndex asks the node at addr for the leader's commit index: the
+// admin Members call, which a follower forwards to the leader.
+func commitIndex(ctx context.Context, addr string, opts []client.Option) (uint64, error) {
+	conn, err := client.NewConn(addr, opts...)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := ordinalv1.NewClusterClient(conn).Members(cctx, &ordinalv1.MembersRequest{})
+	if err != nil {
+		return 0, fmt.Errorf("%s: Members: %w", addr, err)
+	}
+	return resp.GetCommitIndex(), nil
+}
+
 // commandFor is the standalone command that makes the same run; flags
 // are its connection flags (TLS), if any.
 func commandFor(c Config, cc CompareConfig, flags string) string {
@@ -532,6 +700,12 @@ func commandFor(c Config, cc CompareConfig, flags string) string {
 	fmt.Fprintf(&b, " --mode %s --targets %s --concurrency %d", c.Mode, strings.Join(c.Targets, ","), c.Concurrency)
 	if c.Mode == ModeBatch {
 		fmt.Fprintf(&b, " --count %d", c.Count)
+	}
+	if c.Keys > 1 {
+		fmt.Fprintf(&b, " --keys %d", c.Keys)
+	}
+	if c.KeyDist != KeyCycle {
+		fmt.Fprintf(&b, " --key-dist %s", c.KeyDist)
 	}
 	fmt.Fprintf(&b, " --duration %v --warmup %v --key %s", cc.Duration, max(cc.Warmup, 0), c.Key)
 	return b.String()
@@ -562,6 +736,7 @@ func (c *Comparison) summarise() {
 		st.TargetCPUMed, st.OthersCPUMed, st.LoadCPUMed = median(st.TargetCPU), median(st.OthersCPU), median(st.LoadCPU)
 		st.StoreCPUMed = median(st.StoreCPU)
 		st.EtcdReadsMed, st.EtcdTxnsMed = median(st.EtcdReads), median(st.EtcdTxns)
+		st.EntriesMed, st.EntriesPerCallMed = median(st.Entries), median(st.EntriesPerCall)
 	}
 }
 
@@ -596,6 +771,19 @@ func median(v []float64) float64 {
 // findRoles asks the cluster, through clients made with opts, who leads and
 // picks a follower.
 func findRoles(ctx context.Context, cluster []string, opts []client.Option) (leader, follower string, err error) {
+	if leader, err = findLeader(ctx, cluster, opts); err != nil {
+		return "", "", err
+	}
+	for _, addr := range cluster {
+		if addr != leader {
+			return leader, addr, nil
+		}
+	}
+	return "", "", fmt.Errorf("the leader %s is the only node given: no follower", leader)
+}
+
+// findLeader asks the cluster, through clients made with opts, who leads.
+func findLeader(ctx context.Context, cluster []string, opts []client.Option) (leader string, err error) {
 	var errs []error
 	for _, addr := range cluster {
 		conn, err := client.NewConn(addr, opts...)
@@ -618,14 +806,9 @@ func findRoles(ctx context.Context, cluster []string, opts []client.Option) (lea
 		break
 	}
 	if leader == "" {
-		return "", "", fmt.Errorf("no node named the leader: %w", errors.Join(errs...))
+		return "", fmt.Errorf("no node named the leader: %w", errors.Join(errs...))
 	}
-	for _, addr := range cluster {
-		if addr != leader {
-			return leader, addr, nil
-		}
-	}
-	return "", "", fmt.Errorf("the leader %s is the only node given: no follower", leader)
+	return leader, nil
 }
 
 // human writes a rate with a k/M suffix.
@@ -672,6 +855,9 @@ func (c *Comparison) Markdown(w io.Writer) {
 				verdict = "met: " + detail
 			}
 		}
+		if s.Role == RoleLeader5 && len(st.PlainRatios) > 0 {
+			verdict = fmt.Sprintf("no target; %.2f× %s (3 nodes, same round)", st.PlainRatio, s.Plain)
+		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %d | %s | %s |\n", s.Title, human(st.IDsPerSec), human(st.CallsPerSec),
 			fmtLatency(st.P50), fmtLatency(st.P99), fmtLatency(st.P999), ratio, st.Errors, goal, verdict)
 	}
@@ -686,6 +872,8 @@ func (c *Comparison) Markdown(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	c.tlsTable(w)
+	c.quorumTable(w)
+	c.entriesTable(w)
 	c.cpuTable(w)
 	c.etcdTable(w)
 	fmt.Fprintln(w, "Per round (ids/s; ratio to the same round's no-op ceiling in parentheses):")
@@ -730,6 +918,20 @@ func (c *Comparison) Markdown(w io.Writer) {
 		}
 		fmt.Fprint(w, ". Their calls carry a client certificate that holds the ids role only, as an application's would.\n\n")
 	}
+	if c.hasManyKeys() {
+		fmt.Fprintf(w, "The many-key rows spread their calls over keys: the fresh- rows ask for a key never used before on every call "+
+			"(`<key>-<nonce>-<n>`, the nonce drawn per run, so no round finds a key of an earlier one); the keys100k- rows go "+
+			"through 100,000 keys in turn, caller i starting at key i·100000/64 so that the callers spread over the keys; the "+
+			"zipf100k- rows draw each call's key from the same number of keys with Zipf popularity (s = %g: key k, from 0, "+
+			"with probability proportional to (k+1)^-%g; each caller its own seeded source). The keys100k- and zipf100k- rows "+
+			"use the same keys every round, so the first round makes them and later rounds find them reserved: the per-round "+
+			"table shows both.\n\n", ZipfS, ZipfS)
+	}
+	if len(cfg.Cluster5) > 0 {
+		fmt.Fprintf(w, "The 5-node row runs against %s, a second plain cluster whose leader is looked up before every round; "+
+			"it idles through every other row, as the 3-node cluster idles through its row.\n\n",
+			strings.Join(cfg.Cluster5, ", "))
+	}
 	if len(cfg.EtcdCluster) > 0 {
 		fmt.Fprintf(w, "The etcdstore- rows run against %s, ordinal nodes serving with `--store etcd` on the etcd above; "+
 			"before every round the elected node, the one that serves STRONG calls, is read from etcd: "+
@@ -741,9 +943,13 @@ func (c *Comparison) Markdown(w io.Writer) {
 	fmt.Fprintln(w, "The standalone command for each row (addresses as in round 1; the leader is looked up before every round):")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "```")
+	width := 22
+	for _, st := range c.Stats {
+		width = max(width, len(st.Scenario.Name))
+	}
 	for _, st := range c.Stats {
 		if len(st.Commands) > 0 {
-			fmt.Fprintf(w, "%-22s %s\n", st.Scenario.Name, st.Commands[0])
+			fmt.Fprintf(w, "%-*s %s\n", width, st.Scenario.Name, st.Commands[0])
 		}
 	}
 	fmt.Fprintln(w, "```")
@@ -757,6 +963,106 @@ func (c *Comparison) hasTLS() bool {
 		}
 	}
 	return false
+}
+
+// hasManyKeys reports whether any row spread its calls over many keys.
+func (c *Comparison) hasManyKeys() bool {
+	for _, st := range c.Stats {
+		if st.Scenario.KeyDist != "" && st.Scenario.KeyDist != KeyCycle || st.Scenario.Keys > 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// quorumTable writes the 5-node row next to the 3-node one, when both ran.
+func (c *Comparison) quorumTable(w io.Writer) {
+	var rows []*ScenarioStats
+	for _, st := range c.Stats {
+		if st.Scenario.Role == RoleLeader5 && c.byName[st.Scenario.Plain] != nil {
+			rows = append(rows, st)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Quorum size, same run: the 5-node cluster's row next to the 3-node one. **5 / 3** is the median over "+
+		"rounds of the 5-node row's ids/s divided by the 3-node row's *in the same round*. A STRONG call's proof asks "+
+		"every voter and waits for a majority (3 of 5 instead of 2 of 3), so the leader sends and receives twice the "+
+		"proof messages; on this machine the extra followers' CPU also comes from the same cores, and loopback has no "+
+		"network latency for the larger quorum to add. No target is set:")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| 5-node row | 3-node row | ids/s, 5 nodes | ids/s, 3 nodes | 5 / 3 | per round | p50, 5 / 3 | p99, 5 / 3 | CPU µs per call, 5 / 3 |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---|---:|---:|---:|")
+	for _, st := range rows {
+		s, three := st.Scenario, c.byName[st.Scenario.Plain]
+		ratio := "—"
+		if len(st.PlainRatios) > 0 {
+			ratio = fmt.Sprintf("%.2f×", st.PlainRatio)
+		}
+		var rounds []string
+		for _, r := range st.RoundPlainRatios {
+			if math.IsNaN(r) {
+				rounds = append(rounds, "failed")
+			} else {
+				rounds = append(rounds, fmt.Sprintf("%.2f", r))
+			}
+		}
+		cpu := "—"
+		if five, three := st.totalCPU(), three.totalCPU(); !math.IsNaN(five) && !math.IsNaN(three) {
+			cpu = fmt.Sprintf("%.1f / %.1f", five, three)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s |\n", s.Name, three.Scenario.Name,
+			human(st.IDsPerSec), human(three.IDsPerSec), ratio, strings.Join(rounds, " / "),
+			fmtLatency(st.P50), fmtLatency(three.P50), fmtLatency(st.P99), fmtLatency(three.P99), cpu)
+	}
+	fmt.Fprintln(w)
+}
+
+// entriesTable writes the Raft entries the rows on the plain cluster cost,
+// when counted.
+func (c *Comparison) entriesTable(w io.Writer) {
+	var rows []*ScenarioStats
+	for _, st := range c.Stats {
+		if len(st.EntriesPerCall) > 0 {
+			rows = append(rows, st)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Raft entries per call (medians over rounds): the leader's commit index, read with the admin "+
+		"`ordinal.v1.Cluster/Members` call before and after each whole run, **warm-up included**, divided by the "+
+		"calls made (warm-up and failed calls included). Every call of a fresh- row asks for a new key, so there "+
+		"it is **entries per new key**; each reservation, of whatever key, is an op in some entry, so fewer entries "+
+		"than new keys means ops of different keys shared entries:")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| scenario | entries per run | calls per run | entries per call | per round | target | met? |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---|---|---|")
+	for _, st := range rows {
+		s := st.Scenario
+		var calls []float64
+		for _, r := range st.Runs {
+			if r != nil {
+				calls = append(calls, float64(r.AllCalls))
+			}
+		}
+		var rounds []string
+		for _, v := range st.EntriesPerCall {
+			rounds = append(rounds, fmt.Sprintf("%.4f", v))
+		}
+		goal, verdict := "none set", "—"
+		if s.MaxEntriesPerCall > 0 {
+			goal = fmt.Sprintf("≤ %g per new key", s.MaxEntriesPerCall)
+			verdict = fmt.Sprintf("**missed**: %.3f, %.1f× the target", st.EntriesPerCallMed, st.EntriesPerCallMed/s.MaxEntriesPerCall)
+			if st.EntriesPerCallMed <= s.MaxEntriesPerCall {
+				verdict = fmt.Sprintf("met: %.3f ≤ %g", st.EntriesPerCallMed, s.MaxEntriesPerCall)
+			}
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.4f | %s | %s | %s |\n", s.Name, st.EntriesMed, median(calls),
+			st.EntriesPerCallMed, strings.Join(rounds, " / "), goal, verdict)
+	}
+	fmt.Fprintln(w)
 }
 
 // totalCPU is the CPU per call of every process measured for st, medians

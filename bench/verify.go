@@ -9,17 +9,19 @@ import (
 
 // Record is one successful call: who sent it where, when, and the block of
 // IDs it got. Failed calls are not recorded: they returned nothing, so
-// they constrain nothing. The struct is 32 bytes and holds no pointers, so
-// that millions of them cost little memory and no GC scanning.
+// they constrain nothing. The struct is 40 bytes and holds no pointers, so
+// that millions of them cost little memory and no GC scanning. Records
+// exist only after the run: during it a worker keeps 16 bytes per call.
 type Record struct {
 	Start int64 // ns since the run started, taken before the call was sent
 	End   int64 // ns since the run started, taken after the answer arrived
 	First int64 // first ID of the answer
+	// Key is the index of the key the call asked for: of the run's keys,
+	// or of its fresh keys (keyNames).
+	Key   uint64
 	Count int32 // IDs in the answer: First .. First+Count-1
 	// Target is the index of the address the call was sent to.
 	Target uint16
-	// Key is the index of the key the call asked for.
-	Key uint16
 }
 
 func (r Record) last() int64 { return r.First + int64(r.Count) - 1 }
@@ -62,7 +64,7 @@ func Verify(records []Record, order Order) error {
 }
 
 // verify is Verify with the names of the keys and targets, for messages.
-func verify(records []Record, order Order, keys, targets []string) error {
+func verify(records []Record, order Order, keys *keyNames, targets []string) error {
 	n := namer{keys, targets}
 	// Uniqueness across targets, per key.
 	slices.SortFunc(records, func(a, b Record) int {
@@ -121,11 +123,15 @@ func checkOrder(group []Record, order Order, n namer) error {
 }
 
 // namer names keys and targets by index in messages.
-type namer struct{ keys, targets []string }
+type namer struct {
+	keys    *keyNames
+	targets []string
+}
 
-func (n namer) key(i uint16) string {
-	if int(i) < len(n.keys) {
-		return fmt.Sprintf("%q", n.keys[i])
+func (n namer) key(i uint64) string {
+	if n.keys != nil && (n.keys.names == nil || i < uint64(len(n.keys.names))) {
+		var buf []byte
+		return fmt.Sprintf("%q", n.keys.name(i, &buf))
 	}
 	return fmt.Sprintf("#%d", i)
 }

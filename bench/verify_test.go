@@ -10,7 +10,7 @@ import (
 	"github.com/ordinal-dev/ordinal/internal/history"
 )
 
-func rec(start, end, first int64, count int32, target, key uint16) Record {
+func rec(start, end, first int64, count int32, target uint16, key uint64) Record {
 	return Record{Start: start, End: end, First: first, Count: count, Target: target, Key: key}
 }
 
@@ -72,7 +72,7 @@ func TestVerifyAgreesWithHistory(t *testing.T) {
 		records := make([]Record, n)
 		for j := range records {
 			start := rng.Int64N(20)
-			records[j] = rec(start, start+rng.Int64N(6), 1+rng.Int64N(12), int32(1+rng.IntN(3)), uint16(rng.IntN(2)), uint16(rng.IntN(2)))
+			records[j] = rec(start, start+rng.Int64N(6), 1+rng.Int64N(12), int32(1+rng.IntN(3)), uint16(rng.IntN(2)), uint64(rng.IntN(2)))
 		}
 		for _, order := range []Order{OrderStrong, OrderPerTarget} {
 			got := Verify(slices.Clone(records), order)

@@ -25,11 +25,12 @@ import (
 )
 
 const benchUsage = `ordinal bench [--mode strong|weak|batch|stream] [--backend ordinal|etcd] [--targets HOST:PORT,...]
-           [--concurrency N] [--duration D] [--warmup D] [--count N] [--key K] [--keys N] [--store S]
+           [--concurrency N] [--duration D] [--warmup D] [--count N] [--key K] [--keys N]
+           [--key-dist cycle|fresh|zipf] [--seed N] [--store S]
        ordinal bench serve-noop [--addr HOST:PORT] [--tls-cert-file F --tls-key-file F [--tls-client-ca-file F]]
        ordinal bench failover --kill-pid PID --targets SURVIVOR,...
        ordinal bench compare --cluster A,B,C --noop HOST:PORT [--etcd HOST:PORT] [--etcd-cluster D,E,F]
-           [--tls-cluster G,H,I --tls-noop HOST:PORT --tls-cluster-ca-file F ...] [--out FILE]
+           [--tls-cluster G,H,I --tls-noop HOST:PORT --tls-cluster-ca-file F ...] [--cluster5 A,B,C,D,E] [--out FILE]
 
 Runs a bounded load and verifies every ID received: no ID twice, STRONG IDs
 in real-time order across targets, WEAK IDs in order per target. Exits 1 if
@@ -54,7 +55,7 @@ func runBench(args []string) error {
 	var (
 		cfg              bench.Config
 		mode, backend    string
-		targets          string
+		targets, keyDist string
 		concurrency, nks int
 		conn             connFlags
 	)
@@ -67,8 +68,11 @@ func runBench(args []string) error {
 	fs.DurationVar(&cfg.Duration, "duration", bench.DefaultDuration, "how long calls are measured, after the warm-up")
 	fs.DurationVar(&cfg.Warmup, "warmup", bench.DefaultWarmup, "calls made before measuring starts (verified, not measured); 0 for none")
 	fs.Int64Var(&cfg.Count, "count", 0, fmt.Sprintf("IDs per call; default %d in batch mode, else 1", bench.DefaultBatchCount))
-	fs.StringVar(&cfg.Key, "key", bench.DefaultKey, "the key, or with --keys N the prefix of keys KEY-0..KEY-(N-1)")
-	fs.IntVar(&nks, "keys", 1, "how many keys each caller cycles through")
+	fs.StringVar(&cfg.Key, "key", bench.DefaultKey, "the key, or with --keys N the prefix of keys KEY-0..KEY-(N-1), or with --key-dist fresh the prefix of the fresh keys")
+	fs.IntVar(&nks, "keys", 1, fmt.Sprintf("how many keys the callers spread over (at most %d); not with --key-dist fresh", bench.MaxKeys))
+	fs.StringVar(&keyDist, "key-dist", string(bench.KeyCycle), fmt.Sprintf("how each call picks its key: cycle (each caller through the --keys keys in turn, callers starting spread over them), "+
+		"fresh (a key never used before on every call: KEY-<nonce>-<n>) or zipf (drawn from the --keys keys with Zipf popularity, s=%g, KEY-0 the most popular)", bench.ZipfS))
+	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed of the callers' sources for --key-dist zipf (caller i draws from a PCG seeded with SEED and i)")
 	fs.StringVar(&cfg.Store, "store", "", "store of the keys (ordinal only)")
 	fs.DurationVar(&cfg.Timeout, "timeout", bench.DefaultTimeout, "how long calls in flight when the run ends may take before they are abandoned")
 	fs.IntVar(&cfg.Conns, "conns", 1, "clients (gRPC connections) per target, shared by the callers")
@@ -83,7 +87,7 @@ func runBench(args []string) error {
 		return usageErrorf("bench: unexpected argument %q; subcommands are serve-noop, failover and compare", positional[0])
 	}
 	cfg.Mode, cfg.Backend = bench.Mode(strings.ToLower(mode)), bench.Backend(strings.ToLower(backend))
-	cfg.Concurrency, cfg.Keys = concurrency, nks
+	cfg.Concurrency, cfg.Keys, cfg.KeyDist = concurrency, nks, bench.KeyDist(strings.ToLower(keyDist))
 	if cfg.Warmup == 0 {
 		cfg.Warmup = -1 // none; bench.Config's zero value means the default
 	}
@@ -266,8 +270,12 @@ func runBenchCompare(args []string) error {
 		"vs off. Their calls present --tls-cluster-cert-file, which needs only the ids\n"+
 		"role; the leader lookup presents --tls-cluster-admin-cert-file, a certificate\n"+
 		"named in the nodes' --admin-names. --tls-ca-file and the other connection flags\n"+
-		"secure --cluster and --etcd-cluster instead.")
+		"secure --cluster and --etcd-cluster instead.\n\n"+
+		"With --cluster5 it also runs strong-leader-64-5nodes against the leader of that\n"+
+		"plain 5-node cluster, next to the 3-node row.")
 	fs.StringVar(&cluster, "cluster", "", "comma-separated gRPC addresses of the ordinal nodes")
+	var cluster5 string
+	fs.StringVar(&cluster5, "cluster5", "", "comma-separated gRPC addresses of a plain 5-node cluster, for strong-leader-64-5nodes; empty skips that row")
 	fs.StringVar(&cfg.Noop, "noop", "", "address of `ordinal bench serve-noop`")
 	fs.StringVar(&cfg.Etcd, "etcd", "", "etcd client address; empty skips the etcd rows")
 	var etcdCluster string
@@ -289,7 +297,7 @@ func runBenchCompare(args []string) error {
 	if err := noArgs("bench compare", fs, args); err != nil {
 		return err
 	}
-	cfg.Cluster, cfg.Only, cfg.EtcdCluster = splitList(cluster), splitList(only), splitList(etcdCluster)
+	cfg.Cluster, cfg.Only, cfg.EtcdCluster, cfg.Cluster5 = splitList(cluster), splitList(only), splitList(etcdCluster), splitList(cluster5)
 	cfg.Rounds, cfg.Duration, cfg.Warmup, cfg.Machine = rounds, duration, warmup, machine
 	if len(cfg.Cluster) < 2 || cfg.Noop == "" || rounds < 1 || duration <= 0 || warmup < 0 {
 		return usageErrorf("bench compare: --cluster (two nodes or more) and --noop are required; --rounds and --duration must be positive")

@@ -66,6 +66,21 @@ func TestBenchAgainstNoop(t *testing.T) {
 	}
 }
 
+func TestBenchKeyDists(t *testing.T) {
+	t.Parallel()
+	addr := startNoopProc(t)
+	for _, args := range [][]string{{"--key-dist", "fresh"}, {"--key-dist", "zipf", "--keys", "1000", "--seed", "3"}, {"--keys", "100000"}} {
+		out := mustRun(t, nil, append([]string{"bench", "--targets", addr, "--duration", "300ms", "--warmup", "100ms", "--concurrency", "4"}, args...)...)
+		dist := "cycle"
+		if args[0] == "--key-dist" {
+			dist = args[1]
+		}
+		if !strings.Contains(out, "key_dist="+dist) || !strings.Contains(out, "verified=ok") {
+			t.Errorf("ordinal bench %s: output lacks key_dist=%s or verified=ok:\n%s", strings.Join(args, " "), dist, out)
+		}
+	}
+}
+
 func TestBenchErrors(t *testing.T) {
 	t.Parallel()
 	unused := testutil.FreeAddr(t)
@@ -77,6 +92,8 @@ func TestBenchErrors(t *testing.T) {
 		{[]string{"bench", "--mode", "fast"}, 2, `bench: unknown mode "fast"`},
 		{[]string{"bench", "--backend", "etcd", "--mode", "stream"}, 2, "bench: backend etcd takes one ID per call"},
 		{[]string{"bench", "--concurrency", "0"}, 2, "must be positive"},
+		{[]string{"bench", "--key-dist", "uniform"}, 2, `bench: unknown key distribution "uniform"`},
+		{[]string{"bench", "--key-dist", "fresh", "--keys", "10"}, 2, "leave keys out"},
 		{[]string{"bench", "extra"}, 2, `bench: unexpected argument "extra"`},
 		{[]string{"bench", "failover"}, 2, "--kill-pid and --targets are required"},
 		{[]string{"bench", "compare", "--noop", unused}, 2, "--cluster"},
