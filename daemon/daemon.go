@@ -22,8 +22,8 @@ import (
 	"github.com/ordinal-dev/ordinal/api/server"
 	"github.com/ordinal-dev/ordinal/auth"
 	"github.com/ordinal-dev/ordinal/cluster"
-	"github.com/ordinal-dev/ordinal/keyspace"
 	"github.com/ordinal-dev/ordinal/internal/grpccodec"
+	"github.com/ordinal-dev/ordinal/keyspace"
 	"github.com/ordinal-dev/ordinal/tlsutil"
 	"github.com/ordinal-dev/ordinal/transport"
 )
