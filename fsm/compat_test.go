@@ -115,8 +115,8 @@ func TestApplyV1Log(t *testing.T) {
 		t.Errorf("reservation after the version 1 log = %+v, want 5001..5010", r)
 	}
 	want := map[Key]uint64{
-		{"default", "orders"}: 5010, {"a", "k"}: 5, {"a", "k2"}: 300, {"a", "max"}: MaxID,
-		{"b", "ключ/日本"}: 1, {"", ""}: 1 << 24,
+		{Store: "default", Name: "orders"}: 5010, {Store: "a", Name: "k"}: 5, {Store: "a", Name: "k2"}: 300, {Store: "a", Name: "max"}: MaxID,
+		{Store: "b", Name: "ключ/日本"}: 1, {Store: "", Name: ""}: 1 << 24,
 	}
 	if got := dumpToModel(dumpOf(f)); !reflect.DeepEqual(got, want) {
 		t.Errorf("state = %v\nwant    %v", got, want)

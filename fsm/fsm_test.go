@@ -41,7 +41,7 @@ func TestApplySemantics(t *testing.T) {
 		{
 			name:    "fresh key starts at 1",
 			steps:   []step{{[]Op{reserve("s", "k", 1, 10)}, []Result{granted(1, 10)}}},
-			wantHW:  map[Key]uint64{{"s", "k"}: 10},
+			wantHW:  map[Key]uint64{{Store: "s", Name: "k"}: 10},
 			wantLen: 1,
 		},
 		{
@@ -51,7 +51,7 @@ func TestApplySemantics(t *testing.T) {
 				{[]Op{reserve("s", "k", 1, 5)}, []Result{granted(11, 15)}},
 				{[]Op{reserve("s", "k", 1, 1), reserve("s", "k", 2, 3)}, []Result{granted(16, 16), granted(17, 19)}},
 			},
-			wantHW:  map[Key]uint64{{"s", "k"}: 19},
+			wantHW:  map[Key]uint64{{Store: "s", Name: "k"}: 19},
 			wantLen: 1,
 		},
 		{
@@ -60,7 +60,7 @@ func TestApplySemantics(t *testing.T) {
 				{[]Op{floor("s", "k", MaxID-5)}, []Result{{HighWater: MaxID - 5}}},
 				{[]Op{reserve("s", "k", 1, 100)}, []Result{granted(MaxID-4, MaxID)}},
 			},
-			wantHW:  map[Key]uint64{{"s", "k"}: MaxID},
+			wantHW:  map[Key]uint64{{Store: "s", Name: "k"}: MaxID},
 			wantLen: 1,
 		},
 		{
@@ -69,7 +69,7 @@ func TestApplySemantics(t *testing.T) {
 				{[]Op{floor("s", "k", MaxID-5)}, []Result{{HighWater: MaxID - 5}}},
 				{[]Op{reserve("s", "k", 5, 5)}, []Result{granted(MaxID-4, MaxID)}},
 			},
-			wantHW:  map[Key]uint64{{"s", "k"}: MaxID},
+			wantHW:  map[Key]uint64{{Store: "s", Name: "k"}: MaxID},
 			wantLen: 1,
 		},
 		{
@@ -79,7 +79,7 @@ func TestApplySemantics(t *testing.T) {
 				{[]Op{reserve("s", "k", 6, 10)}, []Result{overflow(MaxID - 5)}},
 				{[]Op{reserve("s", "k", 2, 2)}, []Result{granted(MaxID-4, MaxID-3)}},
 			},
-			wantHW:  map[Key]uint64{{"s", "k"}: MaxID - 3},
+			wantHW:  map[Key]uint64{{Store: "s", Name: "k"}: MaxID - 3},
 			wantLen: 1,
 		},
 		{
@@ -88,19 +88,19 @@ func TestApplySemantics(t *testing.T) {
 				{[]Op{floor("s", "k", MaxID)}, []Result{{HighWater: MaxID}}},
 				{[]Op{reserve("s", "k", 1, 1)}, []Result{overflow(MaxID)}},
 			},
-			wantHW:  map[Key]uint64{{"s", "k"}: MaxID},
+			wantHW:  map[Key]uint64{{Store: "s", Name: "k"}: MaxID},
 			wantLen: 1,
 		},
 		{
 			name:    "overflow on a fresh key creates nothing",
 			steps:   []step{{[]Op{reserve("s", "k", MaxID+1, MaxID+1)}, []Result{overflow(0)}}},
-			wantHW:  map[Key]uint64{{"s", "k"}: 0},
+			wantHW:  map[Key]uint64{{Store: "s", Name: "k"}: 0},
 			wantLen: 0,
 		},
 		{
 			name:    "whole id space in one reservation",
 			steps:   []step{{[]Op{reserve("s", "k", MaxID, ^uint64(0))}, []Result{granted(1, MaxID)}}},
-			wantHW:  map[Key]uint64{{"s", "k"}: MaxID},
+			wantHW:  map[Key]uint64{{Store: "s", Name: "k"}: MaxID},
 			wantLen: 1,
 		},
 		{
@@ -109,7 +109,7 @@ func TestApplySemantics(t *testing.T) {
 				[]Op{floor("s", "a", MaxID), reserve("s", "a", 1, 1), reserve("s", "b", 1, 1)},
 				[]Result{{HighWater: MaxID}, overflow(MaxID), granted(1, 1)},
 			}},
-			wantHW:  map[Key]uint64{{"s", "a"}: MaxID, {"s", "b"}: 1},
+			wantHW:  map[Key]uint64{{Store: "s", Name: "a"}: MaxID, {Store: "s", Name: "b"}: 1},
 			wantLen: 2,
 		},
 		{
@@ -121,7 +121,7 @@ func TestApplySemantics(t *testing.T) {
 				{[]Op{floor("s", "k", 0)}, []Result{{HighWater: 100}}},
 				{[]Op{floor("s", "k", 101)}, []Result{{HighWater: 101}}},
 			},
-			wantHW:  map[Key]uint64{{"s", "k"}: 101},
+			wantHW:  map[Key]uint64{{Store: "s", Name: "k"}: 101},
 			wantLen: 1,
 		},
 		{
@@ -131,13 +131,13 @@ func TestApplySemantics(t *testing.T) {
 				{[]Op{floor("s", "k", 3)}, []Result{{HighWater: 10}}},
 				{[]Op{reserve("s", "k", 1, 1)}, []Result{granted(11, 11)}},
 			},
-			wantHW:  map[Key]uint64{{"s", "k"}: 11},
+			wantHW:  map[Key]uint64{{Store: "s", Name: "k"}: 11},
 			wantLen: 1,
 		},
 		{
 			name:    "floor zero on a fresh key creates nothing",
 			steps:   []step{{[]Op{floor("s", "k", 0)}, []Result{{HighWater: 0}}}},
-			wantHW:  map[Key]uint64{{"s", "k"}: 0},
+			wantHW:  map[Key]uint64{{Store: "s", Name: "k"}: 0},
 			wantLen: 0,
 		},
 		{
@@ -146,7 +146,7 @@ func TestApplySemantics(t *testing.T) {
 				{[]Op{floor("s", "k", 1000)}, []Result{{HighWater: 1000}}},
 				{[]Op{reserve("s", "k", 1, 10)}, []Result{granted(1001, 1010)}},
 			},
-			wantHW:  map[Key]uint64{{"s", "k"}: 1010},
+			wantHW:  map[Key]uint64{{Store: "s", Name: "k"}: 1010},
 			wantLen: 1,
 		},
 		{
@@ -155,7 +155,7 @@ func TestApplySemantics(t *testing.T) {
 				[]Op{reserve("a", "k", 5, 5), reserve("b", "k", 1, 1), reserve("", "k", 2, 2), reserve("default", "k", 3, 3), reserve("a", "k", 1, 1)},
 				[]Result{granted(1, 5), granted(1, 1), granted(1, 2), granted(1, 3), granted(6, 6)},
 			}},
-			wantHW:  map[Key]uint64{{"a", "k"}: 6, {"b", "k"}: 1, {"", "k"}: 2, {"default", "k"}: 3, {"a", "other"}: 0},
+			wantHW:  map[Key]uint64{{Store: "a", Name: "k"}: 6, {Store: "b", Name: "k"}: 1, {Store: "", Name: "k"}: 2, {Store: "default", Name: "k"}: 3, {Store: "a", Name: "other"}: 0},
 			wantLen: 4,
 		},
 		{
@@ -377,7 +377,7 @@ func TestApplyCommand(t *testing.T) {
 			t.Errorf("result %d = %+v, want only an ErrMalformed error", i, r)
 		}
 	}
-	if got := f.HighWater(Key{"s", "k"}); got != 4 {
+	if got := f.HighWater(Key{Store: "s", Name: "k"}); got != 4 {
 		t.Errorf("HighWater = %d, want 4", got)
 	}
 	if got := f.AppliedIndex(); got != 0 {
@@ -393,7 +393,7 @@ func TestApplyCommandCopiesStrings(t *testing.T) {
 	f := New(nil)
 	f.ApplyCommand(Command{Ops: []Op{floor("s", name, 9)}})
 	copy(buf, "XXXXXXXXX")
-	if got := f.HighWater(Key{"s", "key"}); got != 9 {
+	if got := f.HighWater(Key{Store: "s", Name: "key"}); got != 9 {
 		t.Errorf("HighWater(key) = %d after mutating the caller's buffer, want 9", got)
 	}
 }
@@ -448,7 +448,7 @@ func TestConcurrentReads(t *testing.T) {
 					return
 				default:
 				}
-				_ = f.HighWater(Key{"s", keyName(1)})
+				_ = f.HighWater(Key{Store: "s", Name: keyName(1)})
 				_ = f.Nodes()
 				_ = f.ClusterID()
 				_ = f.Len()

@@ -161,7 +161,7 @@ func allKeys(f *FSM) []KeyMark {
 	var out []KeyMark
 	for store, m := range f.stores {
 		for name, hw := range m.all() {
-			out = append(out, KeyMark{Key: Key{store, name}, HighWater: hw})
+			out = append(out, KeyMark{Key: Key{Store: store, Name: name}, HighWater: hw})
 		}
 	}
 	slices.SortFunc(out, compareMarks)
@@ -211,7 +211,7 @@ func TestKeys(t *testing.T) {
 		}
 		return out, false
 	}
-	at := func(store, name string) *Key { return &Key{store, name} }
+	at := func(store, name string) *Key { return &Key{Store: store, Name: name} }
 	tests := []struct {
 		name string
 		q    KeysQuery
@@ -352,7 +352,7 @@ func TestKeyNamesAreArenaCopies(t *testing.T) {
 	}
 	checkIndex(t, f)
 	for _, name := range names {
-		if f.HighWater(Key{"s", name}) != 1 {
+		if f.HighWater(Key{Store: "s", Name: name}) != 1 {
 			t.Fatalf("key %.20q... lost", name)
 		}
 	}
@@ -361,7 +361,7 @@ func TestKeyNamesAreArenaCopies(t *testing.T) {
 func TestMissing(t *testing.T) {
 	f := New(nil)
 	applyLog(t, f, 1, Command{Ops: []Op{floor("s", "a", 1), floor("s", "b", 2), floor("t", "a", 3)}})
-	keys := []Key{{"s", "a"}, {"s", "c"}, {"u", "a"}, {"t", "a"}, {"s", ""}}
+	keys := []Key{{Store: "s", Name: "a"}, {Store: "s", Name: "c"}, {Store: "u", Name: "a"}, {Store: "t", Name: "a"}, {Store: "s", Name: ""}}
 	missing := make([]bool, len(keys))
 	if held := f.Missing(keys, missing); held != 3 {
 		t.Errorf("Missing reports %d keys held, want 3", held)

@@ -317,7 +317,7 @@ func TestSnapshotLargeRoundTrip(t *testing.T) {
 			t.Fatalf("HighWater(%s) = %d, want %d", k.Name, got, want)
 		}
 	}
-	if got := dst.HighWater(Key{"second", "k"}); got != 5 {
+	if got := dst.HighWater(Key{Store: "second", Name: "k"}); got != 5 {
 		t.Errorf("HighWater(second/k) = %d, want 5", got)
 	}
 	if got, want := dst.AppliedIndex(), src.AppliedIndex(); got != want {
