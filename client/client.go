@@ -95,11 +95,12 @@ var ErrInvalidOption = errors.New("client: invalid option")
 // Client is a connection to an ordinal node. It is safe for concurrent use;
 // share one per process rather than opening one per call.
 type Client struct {
-	conn  *grpc.ClientConn
-	seq   ordinalv1.SequencerClient
-	retry retryPolicy
-	def   *Store
-	strm  *streamer // nil unless WithStreaming
+	conn     *grpc.ClientConn
+	ownsConn bool // false for NewFromConn: the caller closes conn
+	seq      ordinalv1.SequencerClient
+	retry    retryPolicy
+	def      *Store
+	strm     *streamer // nil unless WithStreaming
 }
 
 // New returns a Client for the node at addr (host:port). It does not
@@ -115,6 +116,30 @@ func New(addr string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	c := newClient(conn, &o)
+	c.ownsConn = true
+	return c, nil
+}
+
+// NewFromConn returns a Client that makes its calls on conn, a connection
+// the caller made and keeps: Close ends the Client's streams but leaves
+// conn open. Only the options about calls apply (WithStore, WithRetry,
+// WithStreaming); transport security, tokens, metadata and dial options
+// are conn's own business. It is for programs that already hold a
+// connection to a node, such as a node forwarding calls to its leader over
+// a shared pool.
+func NewFromConn(conn *grpc.ClientConn, opts ...Option) (*Client, error) {
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if conn == nil {
+		return nil, fmt.Errorf("%w: NewFromConn needs a connection", ErrInvalidOption)
+	}
+	return newClient(conn, &o), nil
+}
+
+func newClient(conn *grpc.ClientConn, o *options) *Client {
 	c := &Client{
 		conn:  conn,
 		seq:   ordinalv1.NewSequencerClient(conn),
@@ -124,7 +149,7 @@ func New(addr string, opts ...Option) (*Client, error) {
 	if o.stream {
 		c.strm = newStreamer(c.seq)
 	}
-	return c, nil
+	return c
 }
 
 // NewConn returns a gRPC connection to the node at addr made as New makes
@@ -190,10 +215,15 @@ func (c *Client) SetFloor(ctx context.Context, key string, floor int64) (int64, 
 	return c.def.SetFloor(ctx, key, floor)
 }
 
-// Close closes the connection. Calls in flight fail with Canceled.
+// Close closes the connection (for a Client from NewFromConn, only its
+// streams: the connection is the caller's). Calls in flight fail with
+// Canceled.
 func (c *Client) Close() error {
 	if c.strm != nil {
 		c.strm.close()
+	}
+	if !c.ownsConn {
+		return nil
 	}
 	return c.conn.Close()
 }

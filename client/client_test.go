@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"errors"
-	"github.com/ordinal-dev/ordinal/internal/testcluster"
 	"net"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/client"
+	"github.com/ordinal-dev/ordinal/internal/testcluster"
 )
 
 // testTimeout bounds every call a test makes, so a hung node fails the test
@@ -308,5 +308,52 @@ func TestModeString(t *testing.T) {
 		if got := tt.mode.String(); got != tt.want {
 			t.Errorf("Mode(%d).String() = %q, want %q", int(tt.mode), got, tt.want)
 		}
+	}
+}
+
+// A Client on a connection it was given makes its calls there and, when
+// closed, leaves the connection to its owner.
+func TestNewFromConn(t *testing.T) {
+	addr, secure := single(t)
+	conn, err := client.NewConn(addr, secure)
+	if err != nil {
+		t.Fatalf("NewConn: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ctx := testContext(t)
+	for _, streaming := range []bool{false, true} {
+		opts := []client.Option{client.WithStore("shared")}
+		if streaming {
+			opts = append(opts, client.WithStreaming())
+		}
+		c, err := client.NewFromConn(conn, opts...)
+		if err != nil {
+			t.Fatalf("NewFromConn: %v", err)
+		}
+		first, err := c.NextID(ctx, "k", client.Strong)
+		if err != nil {
+			t.Fatalf("NextID (streaming %v): %v", streaming, err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if _, err := c.NextID(ctx, "k", client.Strong); streaming && status.Code(err) != codes.Canceled {
+			t.Fatalf("streaming NextID after Close: %v, want Canceled", err)
+		}
+		// The connection is still the owner's and still works.
+		again, err := client.NewFromConn(conn, client.WithStore("shared"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, err := again.NextID(ctx, "k", client.Strong)
+		if err != nil {
+			t.Fatalf("NextID on the connection after a Client on it closed: %v", err)
+		}
+		if next <= first {
+			t.Fatalf("NextID = %d after %d on store 'shared', want larger", next, first)
+		}
+	}
+	if _, err := client.NewFromConn(nil); !errors.Is(err, client.ErrInvalidOption) {
+		t.Fatalf("NewFromConn(nil): %v, want ErrInvalidOption", err)
 	}
 }

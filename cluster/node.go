@@ -17,7 +17,6 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
-	"google.golang.org/grpc"
 
 	"github.com/ordinal-dev/ordinal/backup"
 	"github.com/ordinal-dev/ordinal/fsm"
@@ -254,12 +253,6 @@ func (n *Node) LeaderGRPC() (id, grpcAddr string) {
 // gRPC services on its GRPCListener.
 func (n *Node) PeerPort() *transport.Peer { return n.peerPort }
 
-// PeerDialOptions returns the gRPC options to call node nodeID on its peer
-// port (any member of the cluster when nodeID is empty).
-func (n *Node) PeerDialOptions(nodeID string) []grpc.DialOption {
-	return n.peerPort.DialOptions(nodeID)
-}
-
 // IsLeader reports whether this node currently believes it leads. Use
 // Confirm where a stale belief would be unsafe.
 func (n *Node) IsLeader() bool {
@@ -361,7 +354,7 @@ func (n *Node) Close() error {
 	n.startMu.Unlock()
 	n.wg.Wait()
 	n.prover.close()
-	return errors.Join(err, n.peers.close(), n.closeStores())
+	return errors.Join(err, n.closeStores())
 }
 
 func (n *Node) closeStores() error {

@@ -170,7 +170,6 @@ func newTestProver(t *testing.T, addr string) *testProver {
 	p := newProver("self", ps, hclog.NewNullLogger())
 	t.Cleanup(func() {
 		p.close()
-		_ = ps.close()
 		_ = port.Close()
 	})
 	return &testProver{prover: p, addr: addr}

@@ -244,7 +244,7 @@ func Start(cfg Config) (*Daemon, error) {
 		Sequencer: seq,
 		Leader:    d.store.Leader,
 		SelfID:    cfg.Cluster.NodeID,
-		PeerDial:  d.peerPort.DialOptions,
+		PeerConn:  d.peerPort.Conn,
 		MaxCount:  cfg.MaxCount,
 		Logger:    cfg.Logger.Named("api"),
 	})

@@ -3,6 +3,9 @@ package transport
 import "errors"
 
 var (
+	// ErrClosed is returned by Peer.Conn once the peer port is closed.
+	ErrClosed = errors.New("transport: peer port closed")
+
 	// ErrUnadvertisable is returned by NewStreamLayer and Listen when the
 	// address other nodes would use to reach this one is missing, malformed,
 	// has port 0, or has an unspecified host (0.0.0.0, ::, or empty). Raft

@@ -228,6 +228,9 @@ type Peer struct {
 	wg      sync.WaitGroup
 	pending chan struct{}
 
+	poolMu sync.Mutex
+	pool   map[connKey]*grpc.ClientConn // nil once closed; see Conn
+
 	logLimit  atomic.Int64 // unix nanoseconds of the last refusal logged
 	refusals  atomic.Int64 // refusals not logged since
 	closeOnce sync.Once
@@ -271,6 +274,7 @@ func ListenPeer(bindAddr, advertise string, cfg PeerConfig) (*Peer, error) {
 		logger:    logger,
 		raftLn:    newChanListener(adv),
 		grpcLn:    newChanListener(adv),
+		pool:      map[connKey]*grpc.ClientConn{},
 		ctx:       ctx,
 		cancel:    cancel,
 		pending:   make(chan struct{}, maxPendingHandshakes),
@@ -433,12 +437,13 @@ func (p *Peer) refused(from net.Addr, err error) {
 		"refused_since_last_message", p.refusals.Swap(0))
 }
 
-// Close stops listening, ends handshakes in progress and closes the Raft
-// and gRPC listeners. Connections already handed out are their owners'.
+// Close stops listening, ends handshakes in progress, closes the Raft and
+// gRPC listeners and the pooled connections (Conn). Other connections
+// already handed out are their owners'.
 func (p *Peer) Close() error {
 	p.closeOnce.Do(func() {
 		p.cancel()
-		p.closeErr = p.ln.Close()
+		p.closeErr = errors.Join(p.ln.Close(), p.closePool())
 		// Before waiting: a handshake that finished hands its connection
 		// to a listener nobody may accept from any more.
 		_ = p.raftLn.Close()

@@ -13,7 +13,6 @@ import (
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/client"
-	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/fsm"
 	"github.com/ordinal-dev/ordinal/transport"
 )
@@ -33,7 +32,7 @@ func forwarded(ctx context.Context) bool {
 type forwarder struct {
 	leader   LeaderFunc
 	self     string
-	peerDial func(nodeID string) []grpc.DialOption
+	peerConn func(nodeID, addr string) (*grpc.ClientConn, error)
 
 	mu      sync.Mutex
 	clients map[leaderKey]*client.Client
@@ -42,23 +41,24 @@ type forwarder struct {
 // leaderKey names a leader's connection: its ID and peer address.
 type leaderKey struct{ id, addr string }
 
-func newForwarder(leader LeaderFunc, self string, peerDial func(string) []grpc.DialOption) *forwarder {
-	return &forwarder{leader: leader, self: self, peerDial: peerDial, clients: map[leaderKey]*client.Client{}}
+func newForwarder(leader LeaderFunc, self string, peerConn func(nodeID, addr string) (*grpc.ClientConn, error)) *forwarder {
+	return &forwarder{leader: leader, self: self, peerConn: peerConn, clients: map[leaderKey]*client.Client{}}
 }
 
 // client returns a client of the leader. It streams and coalesces: the
 // STRONG calls a follower forwards concurrently for one key travel to the
 // leader as one request, whose block is split among them in arrival order.
 // Every call joined a batch not yet sent, so its IDs are allocated after it
-// started, as linearizability requires. Its connection goes to the
-// leader's peer port and runs the peer handshake, which refuses any node
+// started, as linearizability requires. Its connection, from the node's
+// one pool of peer connections (Config.PeerConn), goes to the leader's
+// peer port and runs the peer handshake, which refuses any node
 // but the leader it was made for (with peer TLS, any node without a
 // certificate naming it) and any node of another cluster, so an ID is only
 // ever taken from the node this node's Raft says leads, which serves it
 // only after proving it still leads. It does not retry: the caller's own
 // client decides that.
 func (f *forwarder) client(ctx context.Context) (*client.Client, error) {
-	if f.leader == nil || f.peerDial == nil {
+	if f.leader == nil || f.peerConn == nil {
 		return nil, status.Error(codes.Unavailable, "this node is not the leader and forwarding is off: retry")
 	}
 	k, err := f.awaitLeader(ctx)
@@ -70,10 +70,11 @@ func (f *forwarder) client(ctx context.Context) (*client.Client, error) {
 	if c := f.clients[k]; c != nil {
 		return c, nil
 	}
-	c, err := client.New(k.addr,
-		client.WithDialOptions(append([]grpc.DialOption{cluster.PeerBackoff}, f.peerDial(k.id)...)...),
-		client.WithStreaming(),
-		client.WithRetry(1, 0))
+	conn, err := f.peerConn(k.id, k.addr)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "connect to leader %s at %s: %v", k.id, k.addr, err)
+	}
+	c, err := client.NewFromConn(conn, client.WithStreaming(), client.WithRetry(1, 0))
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "connect to leader %s at %s: %v", k.id, k.addr, err)
 	}
@@ -158,6 +159,7 @@ func forward[T any](ctx context.Context, f *forwarder, call func(*client.Client,
 	return resp, nil
 }
 
+// close ends the forwarding streams; the connections are the pool's.
 func (f *forwarder) close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

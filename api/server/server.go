@@ -48,11 +48,12 @@ type Config struct {
 	// SelfID is this node's ID; a call is never forwarded to it.
 	SelfID string
 
-	// PeerDial returns the options to reach the leader nodeID's peer port,
-	// where calls are forwarded (transport.Peer.DialOptions: a connection
-	// that only node nodeID of this cluster can answer). Nil means calls
-	// are never forwarded.
-	PeerDial func(nodeID string) []grpc.DialOption
+	// PeerConn returns the connection to the leader nodeID's peer port at
+	// addr, where calls are forwarded: transport.Peer.Conn, the node's one
+	// pool of node-to-node connections, each of which only node nodeID of
+	// this cluster can answer. The server does not close it. Nil means
+	// calls are never forwarded.
+	PeerConn func(nodeID, addr string) (*grpc.ClientConn, error)
 
 	// MaxCount is the largest block GetNextIds hands out. Larger blocks
 	// make bigger batches possible but let one caller burn through a key's
@@ -89,7 +90,7 @@ func New(cfg Config) *Server {
 		seq:      cfg.Sequencer,
 		maxCount: min(cfg.MaxCount, math.MaxInt64),
 		logger:   cfg.Logger,
-		fwd:      newForwarder(cfg.Leader, cfg.SelfID, cfg.PeerDial),
+		fwd:      newForwarder(cfg.Leader, cfg.SelfID, cfg.PeerConn),
 		health:   health.NewServer(),
 		draining: make(chan struct{}),
 	}
