@@ -782,8 +782,34 @@ func findRoles(ctx context.Context, cluster []string, opts []client.Option) (lea
 	return "", "", fmt.Errorf("the leader %s is the only node given: no follower", leader)
 }
 
-// findLeader asks the cluster, through clients made with opts, who leads.
-func findLeader(ctx context.Context, cluster []string, opts []client.Option) (leader string, err error) {
+// leaderWait bounds how long findLeader waits for an election to end.
+const leaderWait = 15 * time.Second
+
+// findLeader asks the cluster, through clients made with opts, who leads,
+// asking again while no node knows (an election, or a leader whose client
+// address is not published yet) for up to leaderWait.
+func findLeader(ctx context.Context, cluster []string, opts []client.Option) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, leaderWait)
+	defer cancel()
+	for {
+		leader, errs := askLeader(ctx, cluster, opts)
+		if leader != "" {
+			return leader, nil
+		}
+		select {
+		case <-ctx.Done():
+			if len(errs) == 0 {
+				return "", fmt.Errorf("no node named the leader within %s: the nodes answered that none is known", leaderWait)
+			}
+			return "", fmt.Errorf("no node named the leader within %s: %w", leaderWait, errors.Join(errs...))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// askLeader asks each node in turn who leads and returns the first
+// leader's client address named, or the errors of the nodes that failed.
+func askLeader(ctx context.Context, cluster []string, opts []client.Option) (string, []error) {
 	var errs []error
 	for _, addr := range cluster {
 		conn, err := client.NewConn(addr, opts...)
@@ -802,13 +828,11 @@ func findLeader(ctx context.Context, cluster []string, opts []client.Option) (le
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 			continue
 		}
-		leader = resp.GetGrpcAddr()
-		break
+		if leader := resp.GetGrpcAddr(); leader != "" {
+			return leader, nil
+		}
 	}
-	if leader == "" {
-		return "", fmt.Errorf("no node named the leader: %w", errors.Join(errs...))
-	}
-	return leader, nil
+	return "", errs
 }
 
 // human writes a rate with a k/M suffix.
