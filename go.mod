@@ -7,7 +7,9 @@ module github.com/ordinal-dev/ordinal
 // v0.5.4. bbolt is raised to v1.4.3 from raft-boltdb's v1.3.5, whose
 // unsafe pointer use trips Go's checkptr under -race.
 
-go 1.26.8
+// The go line is the oldest release that builds the module (etcd's client
+// and golang.org/x/net need 1.26.0), not the toolchain we test with.
+go 1.26.0
 
 require (
 	github.com/anishathalye/porcupine v1.3.1

@@ -164,7 +164,7 @@ func (n *Node) open() error {
 	if err != nil {
 		return fmt.Errorf("open the peer port on %s: %w", n.cfg.RaftAddr, err)
 	}
-	n.transport = transport.NewTransport(n.peerPort.Raft(), transport.TransportConfig{Logger: n.logger.Named("transport")})
+	n.transport = transport.NewTransport(n.peerPort.Raft(), transport.RaftConfig{Logger: n.logger.Named("transport")})
 	return nil
 }
 

@@ -116,25 +116,32 @@ func (p *prover) close() {
 // voter is asked at its address in the configuration, over a connection
 // that only that node can answer (the peer handshake checks its ID).
 func (p *prover) prove(ctx context.Context, term uint64, voters []raft.Server) error {
-	seq := p.seq.Add(1)
-	need := len(voters)/2 + 1
-	self := 0
-	links := make([]*voterLink, 0, len(voters))
+	pr := proof{seq: p.seq.Add(1), term: term, need: len(voters)/2 + 1, links: make([]*voterLink, 0, len(voters))}
 	for _, v := range voters {
 		if string(v.ID) == p.nodeID {
-			self = 1
+			pr.self = 1
 			continue
 		}
 		l, err := p.link(string(v.ID), string(v.Address))
 		if err != nil {
 			return err
 		}
-		links = append(links, l)
+		pr.links = append(pr.links, l)
 	}
-	for _, l := range links {
-		p.ask(ctx, l, seq, term)
+	for _, l := range pr.links {
+		p.ask(ctx, l, pr.seq, term)
 	}
-	return p.await(ctx, seq, term, self, need, links)
+	return p.await(ctx, &pr)
+}
+
+// proof is one call of prove: the voters it asked and how many answers
+// decide it.
+type proof struct {
+	seq   uint64       // this proof's number: answers to seq or later count
+	term  uint64       // the term to prove
+	self  int          // 1 if this node is a voter (its own vote), else 0
+	need  int          // votes needed: a majority of the voters
+	links []*voterLink // the other voters
 }
 
 // ask sends the proof seq to l's voter: over its stream when that is up,
@@ -156,15 +163,28 @@ func (p *prover) ask(ctx context.Context, l *voterLink, seq, term uint64) {
 		}
 		return
 	}
-	go p.askUnary(ctx, l, seq, term, true)
+	go p.askUnary(ctx, l, seq, term, forOneProof)
 }
 
+// askScope says whose context a unary ask runs under.
+type askScope int
+
+const (
+	// forOneProof: ctx is one proof's. An ask cut short by that proof's
+	// deadline says nothing about the voter, and recording it as a
+	// failure would fail the older proofs still waiting for their own
+	// asks to it; a voter not yet a voter in its own configuration is
+	// asked again until that deadline.
+	forOneProof askScope = iota
+	// forTheLink: ctx is the link's own (a re-ask after its stream broke):
+	// every failure is recorded.
+	forTheLink
+)
+
 // askUnary asks l's voter with a unary ConfirmTerm on behalf of the proofs
-// up to seq. ctx belongs to one proof when forProof is set: an ask cut
-// short by that proof's deadline says nothing about the voter, and
-// recording it as a failure would fail the older proofs still waiting for
-// their own asks to it.
-func (p *prover) askUnary(ctx context.Context, l *voterLink, seq, term uint64, forProof bool) {
+// up to seq, under ctx of the given scope.
+func (p *prover) askUnary(ctx context.Context, l *voterLink, seq, term uint64, scope askScope) {
+	forProof := scope == forOneProof
 	for {
 		resp, err := p.confirmTerm(ctx, l, term)
 		if err == nil {
@@ -257,14 +277,15 @@ func (p *prover) client(l *voterLink) (ordinalv1.PeerClient, error) {
 	return p.peers.client(l.id, *l.addr.Load())
 }
 
-// await waits until the answers to seq decide the proof.
-func (p *prover) await(ctx context.Context, seq, term uint64, self, need int, links []*voterLink) error {
+// await waits until the answers to pr.seq decide the proof.
+func (p *prover) await(ctx context.Context, pr *proof) error {
+	seq, term, need := pr.seq, pr.term, pr.need
 	for {
 		p.mu.Lock()
-		acks, open := self, 0
+		acks, open := pr.self, 0
 		var newer *voterLink
 		var lastErr error
-		for _, l := range links {
+		for _, l := range pr.links {
 			switch {
 			case l.ackSeq >= seq && l.ackTerm > term:
 				newer = l
@@ -284,7 +305,7 @@ func (p *prover) await(ctx context.Context, seq, term uint64, self, need int, li
 		case acks >= need:
 			return nil
 		case acks+open < need:
-			err := fmt.Errorf("%w: %d of %d voters confirmed term %d, %d needed", ErrNoQuorum, acks, len(links)+self, term, need)
+			err := fmt.Errorf("%w: %d of %d voters confirmed term %d, %d needed", ErrNoQuorum, acks, len(pr.links)+pr.self, term, need)
 			if lastErr != nil {
 				err = fmt.Errorf("%w; last error: %w", err, lastErr)
 			}
@@ -444,7 +465,7 @@ func (p *prover) reaskUnary(l *voterLink) {
 		defer p.wg.Done()
 		ctx, cancel := context.WithTimeout(p.ctx, linkReaskTimeout)
 		defer cancel()
-		p.askUnary(ctx, l, seq, l.wantTerm.Load(), false)
+		p.askUnary(ctx, l, seq, l.wantTerm.Load(), forTheLink)
 	}()
 }
 

@@ -10,7 +10,10 @@ import (
 )
 
 // Budgets of TestKeysAtScale: issue #11's targets for 10M keys, and a
-// page of a listing.
+// page of a listing. The time budgets are checked only when make bench
+// runs it (ORDINAL_SCALE_KEYS set, on a machine doing nothing else): make
+// test runs the same code paths for correctness and memory, but a timed
+// assertion there would measure the load of the other tests.
 const (
 	scaleHeapPerKey  = 100.0 // bytes
 	scaleSnapshot    = 10 * time.Second
@@ -46,6 +49,7 @@ func scaleKeys(t *testing.T) int {
 // tests, which would pollute the heap and time measurements.
 func TestKeysAtScale(t *testing.T) {
 	n := scaleKeys(t)
+	timed := os.Getenv("ORDINAL_SCALE_KEYS") != ""
 	m := map[string]string{"keys": strconv.Itoa(n)}
 	heapBefore := heapAlloc()
 
@@ -80,7 +84,7 @@ func TestKeysAtScale(t *testing.T) {
 		}
 		per := time.Since(start) / scalePagesTimed
 		m["page_"+p.name+"_ms"] = fmt.Sprintf("%.3f", float64(per)/1e6)
-		if per > scalePage {
+		if timed && per > scalePage {
 			t.Errorf("a page of %d keys (%s) of %d took %v, budget %v", scalePageSize, p.name, n, per, scalePage)
 		}
 	}
@@ -101,7 +105,7 @@ func TestKeysAtScale(t *testing.T) {
 	took := time.Since(start)
 	m["snapshot_s"] = seconds(took)
 	m["snapshot_mb"] = fmt.Sprintf("%.1f", float64(sink.buf.Len())/1e6)
-	if took > scaleSnapshot {
+	if timed && took > scaleSnapshot {
 		t.Errorf("snapshot of %d keys took %v, budget %v", n, took, scaleSnapshot)
 	}
 
@@ -116,7 +120,7 @@ func TestKeysAtScale(t *testing.T) {
 	}
 	took = time.Since(start)
 	m["restore_s"] = seconds(took)
-	if took > scaleRestore {
+	if timed && took > scaleRestore {
 		t.Errorf("restore of %d keys took %v, budget %v", n, took, scaleRestore)
 	}
 	perKey = float64(heapAlloc()-heapBefore) / float64(n)

@@ -101,7 +101,7 @@ func startNode(t *testing.T, id raft.ServerID, sl *StreamLayer) *testNode {
 	conf.CommitTimeout = 10 * time.Millisecond
 	conf.Logger = hclog.NewNullLogger()
 
-	trans := NewTransport(sl, TransportConfig{Timeout: 2 * time.Second})
+	trans := NewTransport(sl, RaftConfig{Timeout: 2 * time.Second})
 	store := raft.NewInmemStore()
 	fsm := &listFSM{}
 	r, err := raft.NewRaft(conf, fsm, store, store, raft.NewInmemSnapshotStore(), trans)

@@ -8,7 +8,7 @@
 //	p, err := transport.ListenPeer("10.0.0.1:34905", "", transport.PeerConfig{
 //		NodeID: "n1", TLS: peerTLS, Raft: true,
 //	})
-//	trans := transport.NewTransport(p.Raft(), transport.TransportConfig{Logger: logger})
+//	trans := transport.NewTransport(p.Raft(), transport.RaftConfig{Logger: logger})
 //	go grpcServer.Serve(p.GRPCListener()) // grpc.NewServer(p.ServerOption(), ...)
 //	conn, err := grpc.NewClient(addrOfN2, p.DialOptions("n2")...)
 //
@@ -26,7 +26,7 @@
 //	if err != nil {
 //		return err
 //	}
-//	trans := transport.NewTransport(sl, transport.TransportConfig{Logger: logger})
+//	trans := transport.NewTransport(sl, transport.RaftConfig{Logger: logger})
 //	r, err := raft.NewRaft(conf, fsm, logs, stable, snaps, trans)
 //
 // See DESIGN.md in this directory for the reasoning behind the choices made

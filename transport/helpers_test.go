@@ -27,7 +27,7 @@ func newLayer(t *testing.T, cfg Config) *StreamLayer {
 // the test ends.
 func newTrans(t *testing.T, cfg Config) *raft.NetworkTransport {
 	t.Helper()
-	trans := NewTransport(newLayer(t, cfg), TransportConfig{Timeout: testRPCTimeout})
+	trans := NewTransport(newLayer(t, cfg), RaftConfig{Timeout: testRPCTimeout})
 	t.Cleanup(func() { _ = trans.Close() })
 	return trans
 }

@@ -56,7 +56,7 @@ func listenPeer(t *testing.T, id string, o peerOpts) *Peer {
 	srv := grpc.NewServer(p.ServerOption())
 	healthpb.RegisterHealthServer(srv, whoHealth{})
 	go func() { _ = srv.Serve(p.GRPCListener()) }()
-	trans := NewTransport(p.Raft(), TransportConfig{Timeout: testRPCTimeout})
+	trans := NewTransport(p.Raft(), RaftConfig{Timeout: testRPCTimeout})
 	go func() {
 		for rpc := range trans.Consumer() {
 			rpc.Respond(&raft.RequestVoteResponse{Granted: true}, nil)
@@ -122,7 +122,7 @@ func callAs(t *testing.T, a *Peer, aID string, b *Peer, want string) error {
 // raftVote sends a RequestVote from a to b's peer port over Raft.
 func raftVote(t *testing.T, a *Peer, b *Peer) error {
 	t.Helper()
-	trans := NewTransport(a.Raft(), TransportConfig{Timeout: testRPCTimeout})
+	trans := NewTransport(a.Raft(), RaftConfig{Timeout: testRPCTimeout})
 	var resp raft.RequestVoteResponse
 	return trans.RequestVote("b", raft.ServerAddress(b.Addr().String()), &raft.RequestVoteRequest{Term: 1}, &resp)
 }
@@ -147,7 +147,7 @@ func TestPeerPortCarriesRaftAndGRPC(t *testing.T) {
 				t.Fatalf("gRPC b -> any node at a's address: %v", err)
 			}
 			var resp raft.RequestVoteResponse
-			trans := NewTransport(a.Raft(), TransportConfig{Timeout: testRPCTimeout})
+			trans := NewTransport(a.Raft(), RaftConfig{Timeout: testRPCTimeout})
 			if err := trans.RequestVote("b", raft.ServerAddress(b.Addr().String()), &raft.RequestVoteRequest{Term: 1}, &resp); err != nil || !resp.Granted {
 				t.Fatalf("raft a -> b: %v, %+v", err, resp)
 			}

@@ -8,15 +8,15 @@ import (
 )
 
 const (
-	// DefaultMaxPool is the TransportConfig.MaxPool used when none is set.
+	// DefaultMaxPool is the RaftConfig.MaxPool used when none is set.
 	DefaultMaxPool = 3
 
-	// DefaultRPCTimeout is the TransportConfig.Timeout used when none is set.
+	// DefaultRPCTimeout is the RaftConfig.Timeout used when none is set.
 	DefaultRPCTimeout = 10 * time.Second
 )
 
-// TransportConfig configures the raft.NetworkTransport built by NewTransport.
-type TransportConfig struct {
+// RaftConfig configures the raft.NetworkTransport built by NewTransport.
+type RaftConfig struct {
 	// MaxPool is the number of idle outgoing connections kept per peer for
 	// reuse. Zero or negative means DefaultMaxPool. More connections allow
 	// more concurrent RPCs to one peer without re-dialing (and, with TLS,
@@ -44,7 +44,7 @@ type TransportConfig struct {
 // NewTransport returns a raft.NetworkTransport that runs over sl, configured
 // by cfg with defaults filled in. sl must not be nil. The transport takes
 // ownership of sl: closing the transport closes sl.
-func NewTransport(sl *StreamLayer, cfg TransportConfig) *raft.NetworkTransport {
+func NewTransport(sl *StreamLayer, cfg RaftConfig) *raft.NetworkTransport {
 	cfg = cfg.withDefaults()
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  sl,
@@ -55,7 +55,7 @@ func NewTransport(sl *StreamLayer, cfg TransportConfig) *raft.NetworkTransport {
 }
 
 // withDefaults returns a copy of c with unset fields replaced by defaults.
-func (c TransportConfig) withDefaults() TransportConfig {
+func (c RaftConfig) withDefaults() RaftConfig {
 	if c.MaxPool <= 0 {
 		c.MaxPool = DefaultMaxPool
 	}

@@ -201,12 +201,12 @@ func TestTransport_DialHookPassThrough(t *testing.T) {
 }
 
 func TestTransportConfig_Defaults(t *testing.T) {
-	cfg := TransportConfig{}.withDefaults()
+	cfg := RaftConfig{}.withDefaults()
 	if cfg.MaxPool != DefaultMaxPool || cfg.Timeout != DefaultRPCTimeout || cfg.Logger == nil {
 		t.Fatalf("defaults = %+v, want MaxPool %d, Timeout %v and a logger", cfg, DefaultMaxPool, DefaultRPCTimeout)
 	}
 	logger := hclog.NewNullLogger()
-	set := TransportConfig{MaxPool: 1, Timeout: time.Second, Logger: logger}
+	set := RaftConfig{MaxPool: 1, Timeout: time.Second, Logger: logger}
 	if got := set.withDefaults(); got != set {
 		t.Fatalf("withDefaults changed explicit values: got %+v, want %+v", got, set)
 	}
