@@ -9,15 +9,28 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
+	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/etcdcompat"
 	"github.com/ordinal-dev/ordinal/internal/etcdtest"
 	"github.com/ordinal-dev/ordinal/internal/history"
+	"github.com/ordinal-dev/ordinal/internal/inflight"
 )
 
 // staleCalls is how many STRONG calls are sent to a deposed leader that
 // does not know it yet.
 const staleCalls = 32
+
+// inFlightTimeout bounds the wait for the calls sent to the deposed leader
+// to be there; staleCallTimeout bounds such a call, which waits there
+// until its link to etcd thaws.
+const (
+	inFlightTimeout  = 10 * time.Second
+	staleCallTimeout = 20 * time.Second
+)
 
 // TestStaleLeaderNeverServesStrongIDs deposes the STRONG leader while its
 // link to etcd is frozen (to etcd it looks paused, like a process under
@@ -32,6 +45,13 @@ const staleCalls = 32
 // once, and it cannot notice), and by letting its lease expire. Meanwhile
 // background clients call every node, and the whole history must be
 // unique, WEAK-monotonic per node and STRONG-linearizable (porcupine).
+//
+// A cycle exercises the stale path when calls were in flight at the old
+// leader (read by its gRPC server, not answered) as its link thawed, it
+// still believed it led, and it answered or refused them after. It may
+// not: the old leader's etcd client also ends its session by its own
+// clock, TTL after its last keepalive, and a deposed leader that knows it
+// does not fence its calls. At least one cycle of the test must.
 func TestStaleLeaderNeverServesStrongIDs(t *testing.T) {
 	e := etcdtest.Shared(t)
 	c := etcdtest.NewCluster(t, e, etcdtest.Options{Nodes: 3, Store: etcdcompat.Config{SessionTTL: 3 * time.Second}})
@@ -41,6 +61,7 @@ func TestStaleLeaderNeverServesStrongIDs(t *testing.T) {
 	defer stopLoad()
 
 	client := 0
+	staleCycles := 0
 	for cycle, how := range []string{"lease revoked", "lease expired"} {
 		old := c.Leader()
 		client++
@@ -52,6 +73,7 @@ func TestStaleLeaderNeverServesStrongIDs(t *testing.T) {
 			t.Fatalf("cycle %d: %s lost leadership by itself", cycle, old.Name)
 		}
 		old.Proxy.Pause()
+		frozen := time.Now()
 		if how == "lease revoked" {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			resp, err := admin.Get(ctx, key)
@@ -70,18 +92,28 @@ func TestStaleLeaderNeverServesStrongIDs(t *testing.T) {
 		for range 20 {
 			newest = mustCall(t, rec, client, newLeader, "k", true)
 		}
+		var calls inflight.Calls
 		results := make(chan history.Op, staleCalls)
 		for range staleCalls {
 			client++
-			go func(client int) { results <- call(rec, client, old, "k", true, 1, 10*time.Second) }(client)
+			go func(client int) { results <- trackedCall(rec, client, old, "k", &calls, staleCallTimeout) }(client)
 		}
 		// Let the calls reach the old leader before its link thaws.
-		time.Sleep(200 * time.Millisecond)
+		awaitAtNode(t, old, &calls, staleCalls)
+		inFlight, early, believed := calls.Open(), calls.Returned(), old.IsLeader()
 		old.Proxy.Resume()
-		served := 0
+		thawed := time.Now()
+		served, refused, timedOut := 0, 0, 0
+		var refusal error
 		for range staleCalls {
 			op := <-results
 			if op.Err != nil {
+				if status.Code(op.Err) == codes.DeadlineExceeded {
+					timedOut++
+				} else {
+					refused++
+					refusal = op.Err
+				}
 				continue
 			}
 			served++
@@ -90,8 +122,16 @@ func TestStaleLeaderNeverServesStrongIDs(t *testing.T) {
 					cycle, how, old.Name, op.First, newLeader.Name, newest)
 			}
 		}
-		t.Logf("cycle %d (%s): old leader still believed it led: %v; %d of %d calls sent to it succeeded, all above %d",
-			cycle, how, stillBelieves, served, staleCalls, newest)
+		// A node never comes to believe it leads while cut off from etcd:
+		// if the old leader still believed it at the thaw, the calls in
+		// flight reached it while it did. Calls that returned before the
+		// thaw were answered or refused; none timed out so soon.
+		stale := inFlight > 0 && believed && served+refused > early
+		if stale {
+			staleCycles++
+		}
+		t.Logf("cycle %d (%s): old leader still believed it led: %v, and when its link thawed %v later: %v; %d calls were in flight at it then (%d had returned); %d of %d calls sent to it succeeded, all above %d, %d were refused (%v), %d timed out; stale path exercised: %v",
+			cycle, how, stillBelieves, thawed.Sub(frozen).Round(time.Millisecond), believed, inFlight, early, served, staleCalls, newest, refused, refusal, timedOut, stale)
 		// It competes again by itself once its link is back.
 		if err := etcdtest.Eventually(15*time.Second, old.Store().Healthy); err != nil {
 			t.Fatalf("cycle %d: %s not healthy again after its link came back", cycle, old.Name)
@@ -101,6 +141,39 @@ func TestStaleLeaderNeverServesStrongIDs(t *testing.T) {
 	ops := rec.Ops()
 	t.Logf("%d calls, %d succeeded", len(ops), history.Succeeded(ops))
 	checkHistory(t, ops)
+	if staleCycles == 0 {
+		t.Error("no cycle exercised the stale path: no call was in flight at the deposed leader, still believing it led, when its link thawed, then answered or refused")
+	}
+}
+
+// trackedCall is call for one STRONG id, counted in calls.
+func trackedCall(rec *history.Recorder, client int, nd *etcdtest.Node, key string, calls *inflight.Calls, timeout time.Duration) history.Op {
+	return rec.Do(history.Op{Client: client, Node: nd.Name, Key: key, Strong: true}, func() (int64, int64, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		resp := new(ordinalv1.GetNextIdsResponse)
+		err := calls.Invoke(ctx, nd.Conn(), ordinalv1.Sequencer_GetNextIds_FullMethodName,
+			&ordinalv1.GetNextIdsRequest{Key: key, Options: strongOpts, Count: 1}, resp)
+		return resp.GetFirstId(), 1, err
+	})
+}
+
+// awaitAtNode waits until the n calls sent through nd.Conn() in calls are
+// at nd: each one's request sent (or the call failed first), then a health
+// check answered on the same connection. Frames of one connection arrive
+// in order, and the check was sent after every request, so nd's gRPC
+// server had read them all.
+func awaitAtNode(t *testing.T, nd *etcdtest.Node, calls *inflight.Calls, n int) {
+	t.Helper()
+	err := etcdtest.Eventually(inFlightTimeout, func() bool { return calls.Started() == n && calls.Sending() == 0 })
+	if err != nil {
+		t.Fatalf("calls to %s not sent within %v: %s", nd.Name, inFlightTimeout, calls)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), inFlightTimeout)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(nd.Conn()).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("health check of %s behind the calls sent to it: %v", nd.Name, err)
+	}
 }
 
 // backgroundLoad keeps clients calling random nodes until the returned
