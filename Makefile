@@ -1,18 +1,26 @@
 # ordinal: make run starts a node, make test runs every test.
 GO        ?= go
 BIN       := bin/ordinal
+BENCH_BIN := bin/ordinal-bench
 MODULE    := github.com/ordinal-dev/ordinal
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X $(MODULE)/internal/version.Version=$(VERSION)
 PROTOS    := $(shell find api/proto -name '*.proto' | sort)
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build run test lint proto proto-check fuzz clean
+.PHONY: all build build-bench run test lint proto proto-check fuzz clean
 
 all: build
 
+## build: the binary that serves and talks to nodes, bin/ordinal.
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ordinal
+
+## build-bench: the load generator, bin/ordinal-bench (ordinal-bench run,
+## serve-noop, failover, compare), a binary of its own so that the one that
+## serves carries neither it nor failover's SIGKILL of a PID it is given.
+build-bench:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BENCH_BIN) ./cmd/ordinal-bench
 
 ## run: build and start a single-node cluster with its data in ./data.
 run: build
@@ -142,9 +150,10 @@ compose-down:
 	$(COMPOSE_CMD) down --remove-orphans $(if $(VOLUMES),-v)
 	$(if $(VOLUMES),rm -rf '$(COMPOSE_CERTS)')
 
-## bench: on this machine (loopback only), start a 3-node cluster, the no-op
-## ceiling server, etcd and 3 ordinal nodes on that etcd, run every benchmark
-## interleaved, measure failover, and write the results into BENCHMARKS.md (about 7 minutes;
+## bench: build bin/ordinal and bin/ordinal-bench, then on this machine
+## (loopback only) start a 3-node cluster, the no-op ceiling server, etcd and
+## 3 ordinal nodes on that etcd, run every benchmark interleaved, measure
+## failover, and write the results into BENCHMARKS.md (about 7 minutes;
 ## needs etcd-server). Knobs: see bench/run.sh.
 .PHONY: bench
 bench:

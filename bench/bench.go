@@ -3,7 +3,8 @@
 // noop) or etcd used the way Layotto's etcd sequencer uses it, measures
 // throughput and latency, and checks every ID it received: no ID twice,
 // STRONG IDs in real-time order across all targets, WEAK IDs in order per
-// target. `ordinal bench` is its command line.
+// target. cmd/ordinal-bench is its command line (`ordinal-bench run`,
+// serve-noop, failover and compare).
 package bench
 
 import (
@@ -108,6 +109,10 @@ type Config struct {
 	// during Warmup are verified but not measured. Defaults
 	// DefaultDuration and DefaultWarmup; a negative Warmup means none.
 	Duration, Warmup time.Duration
+	// NoWarmup measures from the first call, whatever Warmup says: with
+	// it, a Warmup of zero means none rather than DefaultWarmup (what
+	// `ordinal-bench run --warmup 0` asks for).
+	NoWarmup bool
 	// Count is the IDs per call: default DefaultBatchCount in ModeBatch,
 	// 1 otherwise.
 	Count int64
@@ -163,10 +168,10 @@ func (c Config) WithDefaults() (Config, error) {
 		c.Duration = DefaultDuration
 	}
 	switch {
+	case c.NoWarmup || c.Warmup < 0:
+		c.Warmup, c.NoWarmup = 0, true
 	case c.Warmup == 0:
 		c.Warmup = DefaultWarmup
-	case c.Warmup < 0:
-		c.Warmup = 0
 	}
 	if c.Count == 0 {
 		c.Count = 1
@@ -704,7 +709,7 @@ func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond)
 // Print writes the human-readable report followed by the RESULT line.
 func (r *Result) Print(w io.Writer) {
 	c := r.Config
-	fmt.Fprintf(w, "ordinal bench: backend %s, mode %s, %d callers over %s, %v measured after %v warm-up, %d id(s) per call, %s\n",
+	fmt.Fprintf(w, "ordinal-bench run: backend %s, mode %s, %d callers over %s, %v measured after %v warm-up, %d id(s) per call, %s\n",
 		c.Backend, c.Mode, c.Concurrency, strings.Join(c.Targets, ","), c.Duration, c.Warmup, c.Count, c.keysText())
 	fmt.Fprintf(w, "  ids/s      %.0f\n", r.IDsPerSec())
 	fmt.Fprintf(w, "  calls/s    %.0f (%d calls in %.2fs)\n", r.CallsPerSec(), r.Calls, r.Elapsed.Seconds())

@@ -204,6 +204,28 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
+// A zero Warmup means the default unless NoWarmup says none; a negative
+// one means none too.
+func TestConfigWarmup(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		warmup   time.Duration
+		noWarmup bool
+		want     time.Duration
+	}{
+		{0, false, DefaultWarmup},
+		{0, true, 0},
+		{-1, false, 0},
+		{300 * time.Millisecond, false, 300 * time.Millisecond},
+		{300 * time.Millisecond, true, 0},
+	} {
+		cfg, err := Config{Mode: ModeStrong, Targets: []string{"x"}, Warmup: tt.warmup, NoWarmup: tt.noWarmup}.WithDefaults()
+		if err != nil || cfg.Warmup != tt.want {
+			t.Errorf("Warmup %v, NoWarmup %v: WithDefaults gives %v, %v; want %v", tt.warmup, tt.noWarmup, cfg.Warmup, err, tt.want)
+		}
+	}
+}
+
 func TestFailoverWithoutKill(t *testing.T) {
 	t.Parallel()
 	addr := insecureSingle(t)

@@ -287,8 +287,13 @@ type CompareConfig struct {
 	EtcdClusterPrefix string
 	// Rounds is how many times every scenario runs, interleaved. Default 3.
 	Rounds int
-	// Duration and Warmup are per scenario run; defaults 5s and 1s.
+	// Duration and Warmup are per scenario run; defaults 5s and 1s. A
+	// negative Warmup means none.
 	Duration, Warmup time.Duration
+	// NoWarmup runs every scenario without a warm-up, whatever Warmup
+	// says: with it, a Warmup of zero means none rather than 1s (what
+	// `ordinal-bench compare --warmup 0` asks for).
+	NoWarmup bool
 	// Only, when not empty, restricts the run to the named scenarios.
 	Only []string
 	// Log receives each run's report as it finishes.
@@ -320,7 +325,7 @@ type CompareConfig struct {
 // security on costs: a second cluster secured as production runs (mutual
 // TLS between nodes, TLS on the client port with client certificates
 // required, admin calls for the names in --admin-names) and a no-op server
-// over the same mutual TLS (`ordinal bench serve-noop --tls-cert-file ...
+// over the same mutual TLS (`ordinal-bench serve-noop --tls-cert-file ...
 // --tls-client-ca-file ...`), their ceiling.
 //
 // Two client identities, as in production: the calls of the rows carry a
@@ -343,7 +348,7 @@ type TLSTargets struct {
 	// a client certificate whose name the nodes list in --admin-names.
 	// Nil means ClientOptions, whose certificate must then be an admin's.
 	AdminOptions []client.Option
-	// Flags are the connection flags that make `ordinal bench` connect
+	// Flags are the connection flags that make `ordinal-bench run` connect
 	// as ClientOptions do (--tls-ca-file ... --tls-cert-file ...), for the
 	// standalone commands of the report.
 	Flags string
@@ -372,7 +377,7 @@ type ScenarioStats struct {
 	P50, P99, P999         time.Duration
 	Ratio, PlainRatio      float64
 	Errors                 int64
-	// Commands are the standalone `ordinal bench` commands equivalent to
+	// Commands are the standalone `ordinal-bench run` commands equivalent to
 	// each round's run.
 	Commands []string
 	// CPU per call, in µs, per round where measured (see
@@ -419,7 +424,10 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 	if cfg.Duration <= 0 {
 		cfg.Duration = 5 * time.Second
 	}
-	if cfg.Warmup == 0 {
+	switch {
+	case cfg.NoWarmup || cfg.Warmup < 0:
+		cfg.Warmup, cfg.NoWarmup = 0, true
+	case cfg.Warmup == 0:
 		cfg.Warmup = time.Second
 	}
 	if cfg.Log == nil {
@@ -512,7 +520,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 				RoleEtcdStoreElected: elected, RoleEtcdStoreOther: other,
 				RoleTLSNoop: cfg.TLS.Noop, RoleTLSLeader: tlsLeader, RoleTLSFollower: tlsFollower, RoleLeader5: leader5}[s.Role]
 			rc := Config{Mode: s.Mode, Targets: []string{target}, Concurrency: s.Conc, Duration: cfg.Duration,
-				Warmup: cfg.Warmup, Count: s.Count, Key: s.Key, Keys: s.Keys, KeyDist: s.KeyDist, Label: s.Name}
+				Warmup: cfg.Warmup, NoWarmup: cfg.NoWarmup, Count: s.Count, Key: s.Key, Keys: s.Keys, KeyDist: s.KeyDist, Label: s.Name}
 			flags := ""
 			switch s.Role {
 			case RoleEtcd:
@@ -690,7 +698,7 @@ func commitIndex(ctx context.Context, addr string, opts []client.Option) (uint64
 // are its connection flags (TLS), if any.
 func commandFor(c Config, cc CompareConfig, flags string) string {
 	var b strings.Builder
-	b.WriteString("ordinal bench")
+	b.WriteString("ordinal-bench run")
 	if c.Backend == BackendEtcd {
 		b.WriteString(" --backend etcd")
 	}

@@ -207,7 +207,7 @@ func codeCounts[N int | int64](m map[codes.Code]N) string {
 
 // Print writes the trial's result and its RESULT line.
 func (r *FailoverResult) Print(w io.Writer) {
-	fmt.Fprintf(w, "ordinal bench failover: killed pid %d; STRONG calls via %s\n", r.Config.KillPID, strings.Join(r.Config.Targets, ","))
+	fmt.Fprintf(w, "ordinal-bench failover: killed pid %d; STRONG calls via %s\n", r.Config.KillPID, strings.Join(r.Config.Targets, ","))
 	fmt.Fprintf(w, "  first success  %v after the kill\n", r.FirstOK.Round(time.Millisecond))
 	fmt.Fprintf(w, "  every target   %v after the kill\n", r.AllOK.Round(time.Millisecond))
 	fmt.Fprintf(w, "  attempts       %d, errors %s\n", r.Attempts, codeCounts(r.Errors))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/run.sh — what `make bench` runs. On this machine, on loopback only:
 #
-#   1. builds bin/ordinal (make build);
+#   1. builds bin/ordinal and the load generator, bin/ordinal-bench (make
+#      build build-bench);
 #   2. runs the fsm micro-benchmarks while nothing else runs, then
 #      measures BENCH_SCALE_KEYS (10M) keys: heap per key, snapshot and
 #      restore times and a page of a listing (fsm TestKeysAtScale), and
@@ -22,7 +23,7 @@
 #      server over mutual TLS, a single etcd (Debian's etcd-server) and 3
 #      ordinal nodes on that etcd (--store etcd, their own key prefix), and
 #      waits until all serve; then measures what the idle servers cost;
-#   5. runs `ordinal bench compare`: every scenario, interleaved in rounds,
+#   5. runs `ordinal-bench compare`: every scenario, interleaved in rounds,
 #      the ordinal-on-etcd ones (etcdstore-*) and the mTLS ones (tls-*,
 #      noop-tls-*, against the secured cluster and the TLS no-op server,
 #      each right after its plain twin) included;
@@ -46,15 +47,16 @@
 # (/usr/bin/etcd).
 set -euo pipefail
 
-# Every flag of ordinal reads ORDINAL_<FLAG> when not given: an
-# ORDINAL_TLS_CA_FILE left exported from the README's secured quick start
-# would secure the connections to the plain servers too. Each command here
-# gets its flags explicitly.
+# Every flag of ordinal and ordinal-bench reads ORDINAL_<FLAG> when not
+# given: an ORDINAL_TLS_CA_FILE left exported from the README's secured
+# quick start would secure the connections to the plain servers too. Each
+# command here gets its flags explicitly.
 while read -r v; do unset "$v"; done < <(compgen -e | grep '^ORDINAL_' || true)
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=$ROOT/bin/ordinal
+BENCH_BIN=$ROOT/bin/ordinal-bench
 ETCD=${ETCD:-/usr/bin/etcd}
 ROUNDS=${BENCH_ROUNDS:-3}
 DURATION=${BENCH_DURATION:-5s}
@@ -100,8 +102,8 @@ TLS_NOOP=127.0.0.1:$((BASE + 75))
 TLS_NOOP_PPROF=127.0.0.1:$((BASE + 76))
 ETCD_CLIENT=127.0.0.1:$((BASE + 79))
 ETCD_PEER=127.0.0.1:$((BASE + 80))
-# --join takes the nodes' peer addresses (--raft-addr); clients, and bench
-# compare --cluster, their gRPC addresses.
+# --join takes the nodes' peer addresses (--raft-addr); clients, and
+# ordinal-bench compare --cluster, their gRPC addresses.
 JOIN=${RAFT[1]},${RAFT[2]},${RAFT[3]}
 CLUSTER=${GRPC[1]},${GRPC[2]},${GRPC[3]}
 SJOIN=${SRAFT[1]},${SRAFT[2]},${SRAFT[3]}
@@ -165,7 +167,7 @@ trap 'exit 143' TERM
 START=$(date +%s)
 
 log "build"
-make --no-print-directory build
+make --no-print-directory build build-bench
 VERSION=$("$BIN" version)
 GITREV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain 2>/dev/null | head -1)" ]; then GITREV="$GITREV + uncommitted changes"; fi
@@ -226,13 +228,13 @@ log "start etcd, the no-op servers, 3 ordinal nodes, 3 secured ordinal nodes and
 	--listen-peer-urls "http://$ETCD_PEER" --initial-advertise-peer-urls "http://$ETCD_PEER" \
 	--initial-cluster "bench=http://$ETCD_PEER" >"$WORK/etcd.log" 2>&1 &
 ETCD_PID=$!
-"$BIN" bench serve-noop --addr "$NOOP" --pprof-addr "$NOOP_PPROF" >"$WORK/noop.log" 2>&1 &
+"$BENCH_BIN" serve-noop --addr "$NOOP" --pprof-addr "$NOOP_PPROF" >"$WORK/noop.log" 2>&1 &
 NOOP_PID=$!
 TLS_NOOP_FLAGS="--tls-cert-file pki/node-server.pem --tls-key-file pki/node-server-key.pem --tls-client-ca-file pki/client-ca.pem"
 # In $WORK for the pki/ paths; exec keeps $! the server's PID (stopped on
 # exit, measured by --pids), not a subshell's.
 # shellcheck disable=SC2086
-(cd "$WORK" && exec "$BIN" bench serve-noop --addr "$TLS_NOOP" --pprof-addr "$TLS_NOOP_PPROF" $TLS_NOOP_FLAGS >"$WORK/noop-tls.log" 2>&1) &
+(cd "$WORK" && exec "$BENCH_BIN" serve-noop --addr "$TLS_NOOP" --pprof-addr "$TLS_NOOP_PPROF" $TLS_NOOP_FLAGS >"$WORK/noop-tls.log" 2>&1) &
 TLS_NOOP_PID=$!
 
 # --max-keys 0: the many-key rows (fresh-, keys100k-, zipf100k-) make
@@ -313,7 +315,7 @@ for i in 1 2 3 4 5; do wait_for "5-node cluster's node f$i" 60 "$BIN" health --a
 VOTERS=5 wait_for "5-node cluster" 60 cluster_healthy "${FGRPC[@]}"
 wait_for "no-op server" 30 "$BIN" health --addr "$NOOP" --timeout 1s
 wait_for "TLS no-op server" 30 in_work "$BIN" health --addr "$TLS_NOOP" --timeout 1s "${SIDS[@]}"
-wait_for "etcd" 60 "$BIN" bench --backend etcd --targets "$ETCD_CLIENT" --concurrency 1 --duration 100ms --warmup 0
+wait_for "etcd" 60 "$BENCH_BIN" run --backend etcd --targets "$ETCD_CLIENT" --concurrency 1 --duration 100ms --warmup 0
 "$BIN" members --addr "${GRPC[1]}"
 in_work "$BIN" members --addr "${SGRPC[1]}" "${SADMIN[@]}"
 
@@ -367,13 +369,13 @@ log "compare: $ROUNDS rounds of every scenario, $DURATION each after $WARMUP war
 TLS_COMPARE_ARGS=(--tls-cluster "$SCLUSTER" --tls-noop "$TLS_NOOP" --tls-cluster-ca-file pki/server-ca.pem
 	--tls-cluster-cert-file pki/bench-client.pem --tls-cluster-key-file pki/bench-client-key.pem
 	--tls-cluster-admin-cert-file pki/admin-client.pem --tls-cluster-admin-key-file pki/admin-client-key.pem)
-COMPARE_CMD="ordinal bench compare --cluster $CLUSTER --noop $NOOP --etcd $ETCD_CLIENT --etcd-cluster $ECLUSTER --etcd-cluster-prefix $ESTORE_PREFIX ${TLS_COMPARE_ARGS[*]} --cluster5 $FCLUSTER ${ONLY:+--only $ONLY }--rounds $ROUNDS --duration $DURATION --warmup $WARMUP --pids <ADDR=PID of each server>"
+COMPARE_CMD="ordinal-bench compare --cluster $CLUSTER --noop $NOOP --etcd $ETCD_CLIENT --etcd-cluster $ECLUSTER --etcd-cluster-prefix $ESTORE_PREFIX ${TLS_COMPARE_ARGS[*]} --cluster5 $FCLUSTER ${ONLY:+--only $ONLY }--rounds $ROUNDS --duration $DURATION --warmup $WARMUP --pids <ADDR=PID of each server>"
 PIDS="${GRPC[1]}=${NODE_PID[1]},${GRPC[2]}=${NODE_PID[2]},${GRPC[3]}=${NODE_PID[3]},$NOOP=$NOOP_PID,$ETCD_CLIENT=$ETCD_PID"
 PIDS+=",${EGRPC[1]}=${ENODE_PID[1]},${EGRPC[2]}=${ENODE_PID[2]},${EGRPC[3]}=${ENODE_PID[3]}"
 PIDS+=",${SGRPC[1]}=${SNODE_PID[1]},${SGRPC[2]}=${SNODE_PID[2]},${SGRPC[3]}=${SNODE_PID[3]},$TLS_NOOP=$TLS_NOOP_PID"
 for i in 1 2 3 4 5; do PIDS+=",${FGRPC[i]}=${FNODE_PID[i]}"; done
 COMPARE_RC=0
-in_work "$BIN" bench compare --cluster "$CLUSTER" --noop "$NOOP" --etcd "$ETCD_CLIENT" \
+in_work "$BENCH_BIN" compare --cluster "$CLUSTER" --noop "$NOOP" --etcd "$ETCD_CLIENT" \
 	--etcd-cluster "$ECLUSTER" --etcd-cluster-prefix "$ESTORE_PREFIX" "${TLS_COMPARE_ARGS[@]}" --cluster5 "$FCLUSTER" --rounds "$ROUNDS" \
 	--duration "$DURATION" --warmup "$WARMUP" --out "$WORK/compare.md" \
 	--machine "$MACHINE" --command "$COMPARE_CMD" --pids "$PIDS" ${ONLY:+--only "$ONLY"} |
@@ -401,20 +403,20 @@ leader_index() {
 }
 
 # profile NAME PPROF-ADDR BENCH-ARGS...: a 6s CPU profile (Go pprof) of the
-# process serving /debug/pprof at PPROF-ADDR while `ordinal bench
+# process serving /debug/pprof at PPROF-ADDR while `ordinal-bench run
 # BENCH-ARGS` runs; writes $WORK/prof-NAME.{txt,pb.gz,top,cum}.
 PROFILES=()
 profile() {
 	local name=$1 addr=$2
 	shift 2
-	log "CPU profile of $name during: ordinal bench $*"
+	log "CPU profile of $name during: ordinal-bench run $*"
 	go tool pprof -seconds 6 -proto -output "$WORK/prof-$name.pb.gz" "http://$addr/debug/pprof/profile" \
 		>"$WORK/prof-$name.log" 2>&1 &
 	PROF_PID=$!
 	sleep 0.2 # the profile starts with the warm-up
 	{
-		echo "go tool pprof -seconds 6 -proto -output prof-$name.pb.gz http://$addr/debug/pprof/profile & ordinal bench $*"
-		in_work "$BIN" bench "$@" --label "profiled-$name"
+		echo "go tool pprof -seconds 6 -proto -output prof-$name.pb.gz http://$addr/debug/pprof/profile & ordinal-bench run $*"
+		in_work "$BENCH_BIN" run "$@" --label "profiled-$name"
 	} | tee "$WORK/prof-$name.txt"
 	wait "$PROF_PID" || { cat "$WORK/prof-$name.log" >&2; PROF_PID=""; return 0; }
 	PROF_PID=""
@@ -441,7 +443,7 @@ for t in $(seq "$TRIALS"); do
 	SURVIVORS=()
 	for i in 1 2 3; do [ "$i" = "$L" ] || SURVIVORS+=("${GRPC[i]}"); done
 	echo "trial $t: leader n$L (pid ${NODE_PID[L]}), survivors ${SURVIVORS[*]}" >&2
-	if ! "$BIN" bench failover --kill-pid "${NODE_PID[L]}" --targets "$(IFS=,; echo "${SURVIVORS[*]}")" --key failover \
+	if ! "$BENCH_BIN" failover --kill-pid "${NODE_PID[L]}" --targets "$(IFS=,; echo "${SURVIVORS[*]}")" --key failover \
 		>"$WORK/failover-$t.txt" 2>&1; then
 		FAILOVER_RC=1
 		echo "FAILED trial $t: $(tail -1 "$WORK/failover-$t.txt")" >>"$WORK/failover-failed.txt"
@@ -466,14 +468,14 @@ GEN=$WORK/generated.md
 	echo "- machine: $MACHINE"
 	echo "- servers, all on loopback on the same machine as the load generator: 3 ordinal nodes"
 	echo "  (\`${NODE_ARGS[1]}\`, likewise n2 and n3, log level warn), the no-op server"
-	echo "  (\`ordinal bench serve-noop --addr $NOOP\`), etcd $("$ETCD" --version | awk '/etcd Version/{print $3}')"
+	echo "  (\`ordinal-bench serve-noop --addr $NOOP\`), etcd $("$ETCD" --version | awk '/etcd Version/{print $3}')"
 	echo "  (\`etcd --data-dir DIR/etcd\`, single member, defaults otherwise), and 3 ordinal nodes on that etcd for the"
 	echo "  etcdstore- rows (\`${ENODE_ARGS[1]}\`, likewise e2 and e3, log level warn)"
 	echo "- for the quorum-size row (strong-leader-64-5nodes), in the same run: a plain 5-node cluster"
 	echo "  (\`${FNODE_ARGS[1]}\`, likewise f2 to f5, log level warn)"
 	echo "- for the mTLS rows (tls-, noop-tls-), in the same run: 3 ordinal nodes secured as the README's"
 	echo "  production setup (\`${SNODE_ARGS[1]}\`, likewise s2 and s3, log level warn) and the no-op server over the"
-	echo "  same mutual TLS (\`ordinal bench serve-noop --addr $TLS_NOOP $TLS_NOOP_FLAGS\`); the load generator"
+	echo "  same mutual TLS (\`ordinal-bench serve-noop --addr $TLS_NOOP $TLS_NOOP_FLAGS\`); the load generator"
 	echo "  presents pki/bench-client.pem (ids role only), the leader lookups pki/admin-client.pem (in --admin-names);"
 	echo "  the certificates, made with the binary before any server started, in the run's temp directory:"
 	echo
@@ -534,7 +536,7 @@ GEN=$WORK/generated.md
 	echo
 	echo "### Failover after kill -9 of the leader"
 	echo
-	echo "Command per trial: \`ordinal bench failover --kill-pid <leader pid> --targets <the two survivors> --key failover\`"
+	echo "Command per trial: \`ordinal-bench failover --kill-pid <leader pid> --targets <the two survivors> --key failover\`"
 	echo "(leader found with \`ordinal leader\`; after each trial the killed node is restarted with its flags and data"
 	echo "and the next trial waits until all three are reachable voters again). The clock starts at the SIGKILL; a STRONG"
 	echo "call goes to a survivor every 10 ms, alternating, each with a 1 s deadline and no client retry."

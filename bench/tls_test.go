@@ -21,7 +21,7 @@ import (
 
 // startNoopTLS starts a no-op server over mutual TLS with the server
 // certificate the secured test nodes serve (testcluster.Secure) and
-// client certificates of p's client CA required, as `ordinal bench
+// client certificates of p's client CA required, as `ordinal-bench
 // serve-noop --tls-cert-file --tls-key-file --tls-client-ca-file` serves.
 func startNoopTLS(t *testing.T, p *testpki.PKI) string {
 	t.Helper()

@@ -9,8 +9,9 @@ import (
 )
 
 // The package boundaries ARCHITECTURE.md draws, checked: the allocator
-// links no Raft, and the etcd store neither Raft nor the daemon that wires
-// it (the daemon wires stores; stores know nothing of it).
+// links no Raft, the etcd store neither Raft nor the daemon that wires it
+// (the daemon wires stores; stores know nothing of it), and the serving
+// binary no load generator (that is cmd/ordinal-bench).
 func TestPackageBoundaries(t *testing.T) {
 	for _, tt := range []struct {
 		pkg       string
@@ -19,6 +20,7 @@ func TestPackageBoundaries(t *testing.T) {
 		{"github.com/ordinal-dev/ordinal/alloc", []string{"github.com/hashicorp/raft", "github.com/ordinal-dev/ordinal/fsm"}},
 		{"github.com/ordinal-dev/ordinal/etcdcompat", []string{"github.com/hashicorp/raft", "github.com/ordinal-dev/ordinal/daemon", "github.com/ordinal-dev/ordinal/cluster"}},
 		{"github.com/ordinal-dev/ordinal/keyspace", []string{"github.com/ordinal-dev/ordinal/"}},
+		{"github.com/ordinal-dev/ordinal/cmd/ordinal", []string{"github.com/ordinal-dev/ordinal/bench"}},
 	} {
 		out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "list", "-deps", tt.pkg).CombinedOutput()
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/backup"
 	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 )
 
 // runBackup takes an online backup from the cluster's leader, through any
@@ -26,16 +27,16 @@ func runBackup(args []string) error {
 		conn    connFlags
 		timeout time.Duration
 	)
-	fs := newFlagSet("backup", "ordinal backup [--addr HOST:PORT] FILE")
+	fs := cli.NewFlagSet("backup", "ordinal backup [--addr HOST:PORT] FILE")
 	conn.registerAddr(fs, "gRPC address of any ordinal node; the leader takes the backup")
-	conn.register(fs)
+	conn.Register(fs)
 	fs.DurationVar(&timeout, "timeout", 10*time.Minute, "how long the whole backup may take")
-	positional, err := parseCommandFlags("backup", fs, args)
+	positional, err := cli.ParseCommandFlags("backup", fs, args)
 	if err != nil {
 		return err
 	}
 	if len(positional) != 1 {
-		return usageErrorf("backup: expected one FILE to write the backup to, got %d arguments", len(positional))
+		return cli.UsageErrorf("backup: expected one FILE to write the backup to, got %d arguments", len(positional))
 	}
 	file := positional[0]
 	cc, err := conn.dial()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ordinal-dev/ordinal/cluster"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 )
 
 // checkUsage is the synopsis of `ordinal check`.
@@ -23,14 +24,14 @@ func runCheck(args []string) error {
 // damage, and refuses a directory that a running node holds.
 func checkCommand(args []string, stdout io.Writer) error {
 	var dataDir string
-	set := newFlagSet("check", checkUsage)
+	set := cli.NewFlagSet("check", checkUsage)
 	set.StringVar(&dataDir, "data-dir", "./data", "data directory of the stopped node to check")
-	positional, err := parseCommandFlags("check", set, args)
+	positional, err := cli.ParseCommandFlags("check", set, args)
 	if err != nil {
 		return err
 	}
 	if len(positional) > 0 {
-		return usageErrorf("check: unexpected argument %q; usage: %s", positional[0], checkUsage)
+		return cli.UsageErrorf("check: unexpected argument %q; usage: %s", positional[0], checkUsage)
 	}
 	if st, err := os.Stat(dataDir); err != nil || !st.IsDir() {
 		return fmt.Errorf("check: %s is not a data directory: %v", dataDir, errOrNotDir(err))

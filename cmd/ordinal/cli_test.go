@@ -145,6 +145,9 @@ func TestErrorOutput(t *testing.T) {
 		{"demo unexpected argument", []string{"demo", "key666"}, nil, 2, `demo: unexpected argument "key666"`},
 		{"version unexpected argument", []string{"version", "x"}, nil, 2, `version: unexpected argument "x"`},
 		{"serve unknown flag", []string{"serve", "--bogus"}, nil, 2, "flag provided but not defined"},
+		// The load generator is a binary of its own (#16).
+		{"bench moved", []string{"bench", "--mode", "strong"}, nil, 2, "bench: the load generator is a binary of its own: use ordinal-bench"},
+		{"bench help moved", []string{"help", "bench"}, nil, 2, "use ordinal-bench"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

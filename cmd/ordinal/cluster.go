@@ -12,6 +12,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 )
 
 // adminFlags are the flags every cluster command shares.
@@ -22,7 +23,7 @@ type adminFlags struct {
 
 func (f *adminFlags) register(fs *flag.FlagSet) {
 	f.conn.registerAddr(fs, "gRPC address of any ordinal node; calls reach the leader through it")
-	f.conn.register(fs)
+	f.conn.Register(fs)
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "how long to wait for the cluster")
 }
 
@@ -39,9 +40,9 @@ func (f *adminFlags) dial() (*grpc.ClientConn, context.Context, context.CancelFu
 
 func runMembers(args []string) error {
 	var f adminFlags
-	fs := newFlagSet("members", "ordinal members [--addr HOST:PORT]")
+	fs := cli.NewFlagSet("members", "ordinal members [--addr HOST:PORT]")
 	f.register(fs)
-	if err := noArgs("members", fs, args); err != nil {
+	if err := cli.NoArgs("members", fs, args); err != nil {
 		return err
 	}
 	conn, ctx, done, err := f.dial()
@@ -81,14 +82,14 @@ func printMembers(resp *ordinalv1.MembersResponse) {
 
 func runRemove(args []string) error {
 	var f adminFlags
-	fs := newFlagSet("remove", "ordinal remove [--addr HOST:PORT] NODE_ID")
+	fs := cli.NewFlagSet("remove", "ordinal remove [--addr HOST:PORT] NODE_ID")
 	f.register(fs)
-	positional, err := parseCommandFlags("remove", fs, args)
+	positional, err := cli.ParseCommandFlags("remove", fs, args)
 	if err != nil {
 		return err
 	}
 	if len(positional) != 1 {
-		return usageErrorf("remove: expected one NODE_ID, got %d arguments", len(positional))
+		return cli.UsageErrorf("remove: expected one NODE_ID, got %d arguments", len(positional))
 	}
 	conn, ctx, done, err := f.dial()
 	if err != nil {
@@ -107,9 +108,9 @@ func runLeader(args []string) error {
 		return runLeaderTransfer(args[1:])
 	}
 	var f adminFlags
-	fs := newFlagSet("leader", "ordinal leader [--addr HOST:PORT]\n       ordinal leader transfer [--addr HOST:PORT] [NODE_ID]")
+	fs := cli.NewFlagSet("leader", "ordinal leader [--addr HOST:PORT]\n       ordinal leader transfer [--addr HOST:PORT] [NODE_ID]")
 	f.register(fs)
-	if err := noArgs("leader", fs, args); err != nil {
+	if err := cli.NoArgs("leader", fs, args); err != nil {
 		return err
 	}
 	conn, ctx, done, err := f.dial()
@@ -127,14 +128,14 @@ func runLeader(args []string) error {
 
 func runLeaderTransfer(args []string) error {
 	var f adminFlags
-	fs := newFlagSet("leader transfer", "ordinal leader transfer [--addr HOST:PORT] [NODE_ID]")
+	fs := cli.NewFlagSet("leader transfer", "ordinal leader transfer [--addr HOST:PORT] [NODE_ID]")
 	f.register(fs)
-	positional, err := parseCommandFlags("leader transfer", fs, args)
+	positional, err := cli.ParseCommandFlags("leader transfer", fs, args)
 	if err != nil {
 		return err
 	}
 	if len(positional) > 1 {
-		return usageErrorf("leader transfer: expected at most one NODE_ID, got %d arguments", len(positional))
+		return cli.UsageErrorf("leader transfer: expected at most one NODE_ID, got %d arguments", len(positional))
 	}
 	target := ""
 	if len(positional) == 1 {
@@ -157,9 +158,9 @@ func runLeaderTransfer(args []string) error {
 // it, so images need no other tool.
 func runHealth(args []string) error {
 	var f adminFlags
-	fs := newFlagSet("health", "ordinal health [--addr HOST:PORT]")
+	fs := cli.NewFlagSet("health", "ordinal health [--addr HOST:PORT]")
 	f.register(fs)
-	if err := noArgs("health", fs, args); err != nil {
+	if err := cli.NoArgs("health", fs, args); err != nil {
 		return err
 	}
 	conn, ctx, done, err := f.dial()
@@ -175,18 +176,6 @@ func runHealth(args []string) error {
 		return fmt.Errorf("health: node at %s is %s", f.conn.addr, resp.GetStatus())
 	}
 	fmt.Println("SERVING")
-	return nil
-}
-
-// noArgs parses a command that takes flags only.
-func noArgs(cmd string, fs *flag.FlagSet, args []string) error {
-	positional, err := parseCommandFlags(cmd, fs, args)
-	if err != nil {
-		return err
-	}
-	if len(positional) > 0 {
-		return usageErrorf("%s: unexpected argument %q: the command takes only flags", cmd, positional[0])
-	}
 	return nil
 }
 

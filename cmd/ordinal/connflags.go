@@ -1,12 +1,9 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -14,18 +11,17 @@ import (
 
 	"github.com/ordinal-dev/ordinal/client"
 	"github.com/ordinal-dev/ordinal/daemon"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 )
 
 // connFlags are the flags with which a client command reaches a node: its
-// address and how the connection is secured. Every client command (next,
-// demo, members, remove, leader, health, bench) registers them, so that
-// they all take the same flags and environment variables.
+// address (--addr) and how the connection is secured (cli.ConnFlags, the
+// flags ordinal-bench takes too). Every client command (next, demo,
+// members, remove, leader, health, backup, keys, import) registers them,
+// so that they all take the same flags and environment variables.
 type connFlags struct {
-	cmd  string // the command, as errors name it
-	addr string // --addr; bench has --targets instead
-
-	tls                                              bool
-	caFile, certFile, keyFile, serverName, tokenFile string
+	cli.ConnFlags
+	addr string // --addr
 }
 
 // registerAddr registers --addr, the node to connect to, with the
@@ -34,95 +30,11 @@ func (f *connFlags) registerAddr(fs *flag.FlagSet, usage string) {
 	fs.StringVar(&f.addr, "addr", daemon.DefaultGRPCAddr, usage)
 }
 
-// register registers the TLS and token flags.
-func (f *connFlags) register(fs *flag.FlagSet) {
-	f.cmd = fs.Name()
-	fs.BoolVar(&f.tls, "tls", false, "connect with TLS, trusting the system's CAs unless --tls-ca-file is given; any --tls-* flag turns TLS on")
-	fs.StringVar(&f.caFile, "tls-ca-file", "", "CA certificate (PEM) that signed the nodes' certificates; turns TLS on")
-	fs.StringVar(&f.certFile, "tls-cert-file", "", "client certificate (PEM), for nodes that require one (mTLS); needs --tls-key-file")
-	fs.StringVar(&f.keyFile, "tls-key-file", "", "private key (PEM) of --tls-cert-file")
-	fs.StringVar(&f.serverName, "tls-server-name", "", "name to verify in the node's certificate; default the host of the node's address")
-	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token to send with every call; without TLS it goes only to a loopback address")
-}
-
-// tlsEnabled reports whether the flags ask for TLS.
-func (f *connFlags) tlsEnabled() bool {
-	return f.tls || f.caFile != "" || f.certFile != "" || f.keyFile != "" || f.serverName != ""
-}
-
-// clientOptions returns the client options for the flags: TLS and the
-// bearer token. A flag whose file is missing or unusable is a usage error
-// naming the flag.
-func (f *connFlags) clientOptions() ([]client.Option, error) {
-	var opts []client.Option
-	cfg, err := f.tlsConfig()
-	if err != nil {
-		return nil, err
-	}
-	if cfg != nil {
-		opts = append(opts, client.WithTLS(cfg))
-	}
-	if f.tokenFile != "" {
-		// client.WithTokenFile reads the file too, and again when it
-		// changes; reading it here first names the flag in the error.
-		data, err := os.ReadFile(f.tokenFile)
-		if err != nil {
-			return nil, f.usageErrorf("--token-file: %w", err)
-		}
-		if strings.TrimSpace(string(data)) == "" {
-			return nil, f.usageErrorf("--token-file %s is empty: it must hold the bearer token", f.tokenFile)
-		}
-		opts = append(opts, client.WithTokenFile(f.tokenFile))
-	}
-	return opts, nil
-}
-
-// tlsConfig returns the TLS configuration the flags ask for, or nil for
-// plain TCP.
-func (f *connFlags) tlsConfig() (*tls.Config, error) {
-	if !f.tlsEnabled() {
-		return nil, nil
-	}
-	// ServerName empty: grpc-go verifies the host of the address dialled.
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: f.serverName}
-	if f.caFile != "" {
-		pem, err := os.ReadFile(f.caFile)
-		if err != nil {
-			return nil, f.usageErrorf("--tls-ca-file: %w", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, f.usageErrorf("--tls-ca-file %s holds no PEM certificate", f.caFile)
-		}
-	}
-	switch {
-	case f.certFile != "" && f.keyFile == "":
-		return nil, f.usageErrorf("--tls-cert-file needs --tls-key-file, the certificate's private key")
-	case f.keyFile != "" && f.certFile == "":
-		return nil, f.usageErrorf("--tls-key-file needs --tls-cert-file, the certificate of the key")
-	case f.certFile != "":
-		certPEM, err := os.ReadFile(f.certFile)
-		if err != nil {
-			return nil, f.usageErrorf("--tls-cert-file: %w", err)
-		}
-		keyPEM, err := os.ReadFile(f.keyFile)
-		if err != nil {
-			return nil, f.usageErrorf("--tls-key-file: %w", err)
-		}
-		cert, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			return nil, f.usageErrorf("--tls-cert-file %s and --tls-key-file %s: %w", f.certFile, f.keyFile, err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
-}
-
 // dial returns a connection to the node at --addr, secured as
-// clientOptions says, for the commands that call gRPC services the client
+// ClientOptions says, for the commands that call gRPC services the client
 // package has no methods for.
 func (f *connFlags) dial() (*grpc.ClientConn, error) {
-	opts, err := f.clientOptions()
+	opts, err := f.ClientOptions()
 	if err != nil {
 		return nil, err
 	}
@@ -138,18 +50,14 @@ func (f *connFlags) dial() (*grpc.ClientConn, error) {
 // error.
 func (f *connFlags) clientError(err error) error {
 	if errors.Is(err, client.ErrInvalidOption) {
-		return &usageError{err: fmt.Errorf("%s: %w", f.cmd, err)}
+		return &cli.UsageError{Err: fmt.Errorf("%s: %w", f.Cmd, err)}
 	}
-	return fmt.Errorf("%s: %w", f.cmd, err)
-}
-
-func (f *connFlags) usageErrorf(format string, args ...any) error {
-	return &usageError{err: fmt.Errorf("%s: "+format, append([]any{f.cmd}, args...)...)}
+	return fmt.Errorf("%s: %w", f.Cmd, err)
 }
 
 // rpcError wraps the error of a call to the node at --addr.
 func (f *connFlags) rpcError(err error) error {
-	return &rpcError{cmd: f.cmd, addr: f.addr, err: err, conn: f}
+	return &rpcError{cmd: f.Cmd, addr: f.addr, err: err, conn: f}
 }
 
 // securityHint says what to do about a call that failed with code and msg
@@ -163,13 +71,13 @@ func (f *connFlags) securityHint(code codes.Code, msg string) string {
 		}
 		return false
 	}
-	tlsOn, clientCert := f.tlsEnabled(), f.certFile != ""
+	tlsOn, clientCert := f.TLSEnabled(), f.CertFile != ""
 	switch code {
 	case codes.Unauthenticated:
 		switch {
 		case has("refusing to send the bearer token in clear text"):
 			return "the token travels only over TLS to a node on another host: pass --tls-ca-file, or --tls"
-		case f.tokenFile == "" && !clientCert:
+		case f.TokenFile == "" && !clientCert:
 			return "the node requires credentials: pass --token-file, or a client certificate with --tls-cert-file/--tls-key-file"
 		}
 		return "the node did not accept the token of --token-file or the client certificate: check that they are current and meant for this cluster"
@@ -205,7 +113,7 @@ func (f *connFlags) securityHint(code codes.Code, msg string) string {
 // role names the role the command's calls need, as the node's
 // authorization knows it.
 func (f *connFlags) role() string {
-	switch f.cmd {
+	switch f.Cmd {
 	case "members", "remove", "leader", "leader transfer", "backup", "keys list":
 		return "admin"
 	}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/daemon"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 )
 
 // clearOrdinalEnv unsets every ORDINAL_ variable for the test, so that a
@@ -27,7 +28,7 @@ import (
 func clearOrdinalEnv(t *testing.T) {
 	t.Helper()
 	for _, kv := range os.Environ() {
-		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, envPrefix) {
+		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, cli.EnvPrefix) {
 			t.Setenv(name, "") // restores the value when the test ends
 			if err := os.Unsetenv(name); err != nil {
 				t.Fatal(err)
@@ -109,10 +110,10 @@ func write(t *testing.T, path string, data []byte) {
 // do.
 func parseConnFlags(args []string) (*connFlags, error) {
 	var f connFlags
-	fs := newFlagSet("next", "ordinal next [flags] KEY")
+	fs := cli.NewFlagSet("next", "ordinal next [flags] KEY")
 	f.registerAddr(fs, "gRPC address of an ordinal node")
-	f.register(fs)
-	_, err := parseCommandFlags("next", fs, args)
+	f.Register(fs)
+	_, err := cli.ParseCommandFlags("next", fs, args)
 	return &f, err
 }
 
@@ -163,10 +164,10 @@ func TestConnFlagsFromFlagsAndEnvironment(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if f.addr != tt.wantAddr || f.tlsEnabled() != tt.wantTLS {
-				t.Errorf("addr %q, TLS %v; want %q, %v", f.addr, f.tlsEnabled(), tt.wantAddr, tt.wantTLS)
+			if f.addr != tt.wantAddr || f.TLSEnabled() != tt.wantTLS {
+				t.Errorf("addr %q, TLS %v; want %q, %v", f.addr, f.TLSEnabled(), tt.wantAddr, tt.wantTLS)
 			}
-			cfg, err := f.tlsConfig()
+			cfg, err := f.TLSConfig()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -180,9 +181,9 @@ func TestConnFlagsFromFlagsAndEnvironment(t *testing.T) {
 						cfg.RootCAs != nil, len(cfg.Certificates) == 1, cfg.ServerName, cfg.MinVersion, tt.wantRoots, tt.wantClientCert, tt.wantServerName)
 				}
 			}
-			opts, err := f.clientOptions()
+			opts, err := f.ClientOptions()
 			if err != nil || len(opts) != tt.wantOptions {
-				t.Errorf("clientOptions: %d options, %v; want %d", len(opts), err, tt.wantOptions)
+				t.Errorf("ClientOptions: %d options, %v; want %d", len(opts), err, tt.wantOptions)
 			}
 			conn, err := f.dial() // connects lazily: no node is needed
 			if err != nil {
@@ -236,8 +237,8 @@ func TestConnFlagsErrors(t *testing.T) {
 			if err == nil {
 				_, err = f.dial()
 			}
-			var u *usageError
-			if !errors.As(err, &u) || exitCode(err) != 2 {
+			var u *cli.UsageError
+			if !errors.As(err, &u) || cli.ExitCode(err) != 2 {
 				t.Fatalf("error %v (%T); want a usage error, exit status 2", err, err)
 			}
 			for _, want := range tt.want {
@@ -265,39 +266,26 @@ func TestClientCommandsTakeConnFlags(t *testing.T) {
 		{"leader", []string{"leader"}},
 		{"leader transfer", []string{"leader", "transfer"}},
 		{"health", []string{"health"}},
-		{"bench", []string{"bench"}},
-		{"bench failover", []string{"bench", "failover", "--kill-pid", "1", "--targets", "127.0.0.1:1"}},
-		{"bench compare", []string{"bench", "compare", "--cluster", "127.0.0.1:1,127.0.0.1:2", "--noop", "127.0.0.1:3"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.cmd, func(t *testing.T) {
 			err := run(append(tt.args, "--tls-cert-file", files.cert))
 			want := tt.cmd + ": --tls-cert-file needs --tls-key-file"
-			if exitCode(err) != 2 || err == nil || !strings.HasPrefix(err.Error(), want) {
-				t.Fatalf("ordinal %s --tls-cert-file FILE: %v (exit %d); want a usage error %q", strings.Join(tt.args, " "), err, exitCode(err), want)
+			if cli.ExitCode(err) != 2 || err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Fatalf("ordinal %s --tls-cert-file FILE: %v (exit %d); want a usage error %q", strings.Join(tt.args, " "), err, cli.ExitCode(err), want)
 			}
 		})
 	}
-	if err := run([]string{"bench", "--backend", "etcd", "--tls"}); exitCode(err) != 2 || !strings.Contains(fmtError(err), "--backend etcd does not use them") {
-		t.Errorf("bench --backend etcd --tls: %v; want a usage error", err)
-	}
-}
-
-func fmtError(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }
 
 // A call refused for want of TLS or credentials says what to do, and not
 // to check that the node runs.
 func TestRPCErrorSaysWhatToDo(t *testing.T) {
 	t.Parallel()
-	plain := &connFlags{cmd: "next", addr: "10.0.0.5:34904"}
-	withTLS := &connFlags{cmd: "next", addr: "10.0.0.5:34904", caFile: "ca.pem"}
-	withCert := &connFlags{cmd: "members", addr: "10.0.0.5:34904", caFile: "ca.pem", certFile: "c.pem", keyFile: "k.pem"}
-	withToken := &connFlags{cmd: "members", addr: "10.0.0.5:34904", caFile: "ca.pem", tokenFile: "token"}
+	plain := &connFlags{ConnFlags: cli.ConnFlags{Cmd: "next"}, addr: "10.0.0.5:34904"}
+	withTLS := &connFlags{ConnFlags: cli.ConnFlags{Cmd: "next", CAFile: "ca.pem"}, addr: "10.0.0.5:34904"}
+	withCert := &connFlags{ConnFlags: cli.ConnFlags{Cmd: "members", CAFile: "ca.pem", CertFile: "c.pem", KeyFile: "k.pem"}, addr: "10.0.0.5:34904"}
+	withToken := &connFlags{ConnFlags: cli.ConnFlags{Cmd: "members", CAFile: "ca.pem", TokenFile: "token"}, addr: "10.0.0.5:34904"}
 	handshake := func(cause string) error {
 		return status.Error(codes.Unavailable, `connection error: desc = "transport: authentication handshake failed: `+cause+`"`)
 	}

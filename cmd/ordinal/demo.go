@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ordinal-dev/ordinal/api/runtimev1"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 )
 
 const (
@@ -27,20 +28,20 @@ type demoFlags struct {
 
 func runDemo(args []string) error {
 	var f demoFlags
-	fs := newFlagSet("demo", "ordinal demo [--addr HOST:PORT] [-s|--store NAME]")
+	fs := cli.NewFlagSet("demo", "ordinal demo [--addr HOST:PORT] [-s|--store NAME]")
 	f.conn.registerAddr(fs, "gRPC address of an ordinal node")
-	f.conn.register(fs)
+	f.conn.Register(fs)
 	fs.StringVar(&f.store, "store", defaultDemoStore, "store to take the IDs from; -s is short for --store, as in Layotto's demo")
 	fs.DurationVar(&f.timeout, "timeout", defaultCallTimeout, "how long the whole demo may take")
-	positional, err := parseCommandFlags("demo", fs, expandStoreShorthand(args))
+	positional, err := cli.ParseCommandFlags("demo", fs, expandStoreShorthand(args))
 	if err != nil {
 		return err
 	}
 	if len(positional) > 0 {
-		return usageErrorf("demo: unexpected argument %q: the demo takes only flags", positional[0])
+		return cli.UsageErrorf("demo: unexpected argument %q: the demo takes only flags", positional[0])
 	}
 	if f.timeout <= 0 {
-		return usageErrorf("demo: --timeout is %v; it must be positive", f.timeout)
+		return cli.UsageErrorf("demo: --timeout is %v; it must be positive", f.timeout)
 	}
 	return demo(f)
 }

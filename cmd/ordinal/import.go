@@ -34,6 +34,7 @@ import (
 	"github.com/ordinal-dev/ordinal/client"
 	"github.com/ordinal-dev/ordinal/etcdcompat"
 	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 )
 
 const importUsage = `ordinal import [--addr HOST:PORT] (--csv FILE | --json FILE) [flags]
@@ -117,9 +118,9 @@ type importFlags struct {
 
 func runImport(args []string) error {
 	var f importFlags
-	fs := newFlagSet("import", importUsage)
+	fs := cli.NewFlagSet("import", importUsage)
 	f.conn.registerAddr(fs, "gRPC address of any ordinal node; SetFloor reaches the leader through it")
-	f.conn.register(fs)
+	f.conn.Register(fs)
 	fs.StringVar(&f.csvFile, "csv", "", "import the CSV file (store,key,value lines); - reads stdin")
 	fs.StringVar(&f.jsonFile, "json", "", "import the JSON file (an array of {store, key, value} objects, or JSON lines); - reads stdin")
 	fs.StringVar(&f.fromEtcd, "from-etcd", "", "import Layotto's etcd sequencer keys from these comma-separated etcd endpoints (host:port or URLs)")
@@ -139,18 +140,18 @@ func runImport(args []string) error {
 	fs.DurationVar(&f.progress, "progress", defaultImportProgress, "how often to print progress on stderr; 0 turns it off")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print what the import would do, per key, and change nothing")
 	fs.BoolVar(&f.strict, "strict", false, "read and check every record first (holding them all in memory); import nothing if any is invalid")
-	positional, err := parseCommandFlags("import", fs, args)
+	positional, err := cli.ParseCommandFlags("import", fs, args)
 	if err != nil {
 		return err
 	}
 	if len(positional) > 0 {
-		return usageErrorf("import: unexpected argument %q: give the input with --csv, --json or --from-etcd", positional[0])
+		return cli.UsageErrorf("import: unexpected argument %q: give the input with --csv, --json or --from-etcd", positional[0])
 	}
 	f.storeGiven = givenOnCommandLine(args, "store")
 	if err := f.check(fs, args); err != nil {
 		return err
 	}
-	opts, err := f.conn.clientOptions()
+	opts, err := f.conn.ClientOptions()
 	if err != nil {
 		return err
 	}
@@ -201,19 +202,19 @@ func (f *importFlags) check(fs *flag.FlagSet, args []string) error {
 		}
 	}
 	if sources != 1 {
-		return usageErrorf("import: give exactly one of --csv FILE, --json FILE and --from-etcd ENDPOINTS")
+		return cli.UsageErrorf("import: give exactly one of --csv FILE, --json FILE and --from-etcd ENDPOINTS")
 	}
 	switch {
 	case f.concurrency < 1 || f.concurrency > 1024:
-		return usageErrorf("import: --concurrency is %d; it must be between 1 and 1024", f.concurrency)
+		return cli.UsageErrorf("import: --concurrency is %d; it must be between 1 and 1024", f.concurrency)
 	case f.timeout <= 0:
-		return usageErrorf("import: --timeout is %v; it must be positive", f.timeout)
+		return cli.UsageErrorf("import: --timeout is %v; it must be positive", f.timeout)
 	case f.progress < 0:
-		return usageErrorf("import: --progress is %v; it must not be negative", f.progress)
+		return cli.UsageErrorf("import: --progress is %v; it must not be negative", f.progress)
 	}
 	if f.fromEtcd == "" {
 		if f.storeGiven {
-			return usageErrorf("import: --store only applies to --from-etcd; the records of --csv and --json name their own store (empty: the default store)")
+			return cli.UsageErrorf("import: --store only applies to --from-etcd; the records of --csv and --json name their own store (empty: the default store)")
 		}
 		var etcdSet []string
 		fs.Visit(func(fl *flag.Flag) {
@@ -222,25 +223,25 @@ func (f *importFlags) check(fs *flag.FlagSet, args []string) error {
 			}
 		})
 		if len(etcdSet) > 0 {
-			return usageErrorf("import: %s: the --etcd-* flags need --from-etcd", strings.Join(etcdSet, ", "))
+			return cli.UsageErrorf("import: %s: the --etcd-* flags need --from-etcd", strings.Join(etcdSet, ", "))
 		}
 		return nil
 	}
 	if !f.storeGiven {
-		return usageErrorf("import: --from-etcd needs --store NAME on the command line: the store_name your callers send, " +
+		return cli.UsageErrorf("import: --from-etcd needs --store NAME on the command line: the store_name your callers send, " +
 			"which every key is imported into (ORDINAL_STORE is not read here: it is serve's --store)")
 	}
 	if f.store == "" {
-		return usageErrorf("import: --store is empty: name the store (the store_name callers send; %q is the default store)", "default")
+		return cli.UsageErrorf("import: --store is empty: name the store (the store_name callers send; %q is the default store)", "default")
 	}
 	if err := checkImportKey(f.store, "k"); err != nil {
-		return usageErrorf("import: --store: %v", err)
+		return cli.UsageErrorf("import: --store: %v", err)
 	}
 	if f.pageSize < 1 {
-		return usageErrorf("import: --etcd-page-size is %d; it must be at least 1", f.pageSize)
+		return cli.UsageErrorf("import: --etcd-page-size is %d; it must be at least 1", f.pageSize)
 	}
 	if f.etcd.requestTimeout <= 0 || f.etcd.dialTimeout <= 0 {
-		return usageErrorf("import: --etcd-dial-timeout and --etcd-request-timeout must be positive")
+		return cli.UsageErrorf("import: --etcd-dial-timeout and --etcd-request-timeout must be positive")
 	}
 	return nil
 }
@@ -296,7 +297,7 @@ func (f *importFlags) openSource() (importSource, error) {
 	if name != "-" {
 		file, err := os.Open(name)
 		if err != nil {
-			return nil, usageErrorf("import: %s: %w", flagName, err)
+			return nil, cli.UsageErrorf("import: %s: %w", flagName, err)
 		}
 		rc = file
 	}
@@ -673,10 +674,10 @@ func (f *importFlags) etcdClientConfig() (clientv3.Config, error) {
 	f.etcd.layout = string(etcdcompat.LayoutLayotto)
 	cfg, err := f.etcd.config()
 	if err != nil {
-		return clientv3.Config{}, usageErrorf("import: %w", err)
+		return clientv3.Config{}, cli.UsageErrorf("import: %w", err)
 	}
 	if err := cfg.Validate(); err != nil {
-		return clientv3.Config{}, usageErrorf("import: %w", err)
+		return clientv3.Config{}, cli.UsageErrorf("import: %w", err)
 	}
 	cc := clientv3.Config{
 		Endpoints:   cfg.Endpoints,
@@ -690,17 +691,17 @@ func (f *importFlags) etcdClientConfig() (clientv3.Config, error) {
 		if cfg.CAFile != "" {
 			pem, err := os.ReadFile(cfg.CAFile)
 			if err != nil {
-				return cc, usageErrorf("import: --etcd-ca-file: %w", err)
+				return cc, cli.UsageErrorf("import: --etcd-ca-file: %w", err)
 			}
 			tc.RootCAs = x509.NewCertPool()
 			if !tc.RootCAs.AppendCertsFromPEM(pem) {
-				return cc, usageErrorf("import: --etcd-ca-file %s holds no PEM certificate", cfg.CAFile)
+				return cc, cli.UsageErrorf("import: --etcd-ca-file %s holds no PEM certificate", cfg.CAFile)
 			}
 		}
 		if cfg.CertFile != "" {
 			cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
 			if err != nil {
-				return cc, usageErrorf("import: --etcd-cert-file/--etcd-key-file: %w", err)
+				return cc, cli.UsageErrorf("import: --etcd-cert-file/--etcd-key-file: %w", err)
 			}
 			tc.Certificates = []tls.Certificate{cert}
 		}
@@ -714,7 +715,7 @@ func (f *importFlags) openEtcd() (importSource, error) {
 	if err != nil {
 		return nil, err
 	}
-	cli, err := clientv3.New(cc)
+	ec, err := clientv3.New(cc)
 	if err != nil {
 		return nil, fmt.Errorf("import: connect to etcd at %s: %w", f.fromEtcd, err)
 	}
@@ -735,7 +736,7 @@ func (f *importFlags) openEtcd() (importSource, error) {
 		base += f.etcd.appID + layottoAppIDSep
 	}
 	return &etcdSource{
-		cli:          cli,
+		cli:          ec,
 		endpoints:    strings.Join(cc.Endpoints, ","),
 		base:         base,
 		end:          clientv3.GetPrefixRangeEnd(base),

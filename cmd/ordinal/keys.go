@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 )
 
 const keysUsage = `ordinal keys list [--addr HOST:PORT] [--store S] [--prefix P] [--page-size N] [--all | --page-token T]`
@@ -23,12 +24,12 @@ func runKeys(args []string) error {
 	}
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 		fmt.Fprintf(os.Stderr, "Usage: %s\n\nLists keys with their high-water marks; see ordinal keys list --help.\n", keysUsage)
-		return errHelp
+		return cli.ErrHelp
 	}
 	if len(args) == 0 {
-		return usageErrorf("keys: expected a subcommand: %s", keysUsage)
+		return cli.UsageErrorf("keys: expected a subcommand: %s", keysUsage)
 	}
-	return usageErrorf("keys: unknown subcommand %q: %s", args[0], keysUsage)
+	return cli.UsageErrorf("keys: unknown subcommand %q: %s", args[0], keysUsage)
 }
 
 // keysListFlags are the flags of ordinal keys list.
@@ -42,7 +43,7 @@ type keysListFlags struct {
 
 func runKeysList(args []string) error {
 	var f keysListFlags
-	fs := newFlagSet("keys list", keysUsage+`
+	fs := cli.NewFlagSet("keys list", keysUsage+`
 
 Lists keys with their high-water marks (the largest ID handed out or
 reserved, or the floor set), sorted by store and then key, as the node at
@@ -54,21 +55,21 @@ with spaces as \x20.
 The last line gives the number of keys the node holds in all and, when
 more follow, the --page-token that lists the next page.`)
 	f.admin.conn.registerAddr(fs, "gRPC address of the node whose keys to list")
-	f.admin.conn.register(fs)
+	f.admin.conn.Register(fs)
 	fs.DurationVar(&f.admin.timeout, "timeout", 10*time.Second, "how long to wait for each page")
 	fs.StringVar(&f.store, "store", "", "list only this store's keys; default every store")
 	fs.StringVar(&f.prefix, "prefix", "", "list only keys that start with this")
 	fs.UintVar(&f.pageSize, "page-size", 1000, "keys per request, at most 10000")
 	fs.StringVar(&f.pageToken, "page-token", "", "continue a listing where the --page-token of its last line says")
 	fs.BoolVar(&f.all, "all", false, "list every page, not just the first")
-	if err := noArgs("keys list", fs, args); err != nil {
+	if err := cli.NoArgs("keys list", fs, args); err != nil {
 		return err
 	}
 	switch {
 	case f.pageSize == 0 || f.pageSize > 10000:
-		return usageErrorf("keys list: --page-size %d: use 1 to 10000", f.pageSize)
+		return cli.UsageErrorf("keys list: --page-size %d: use 1 to 10000", f.pageSize)
 	case f.all && f.pageToken != "":
-		return usageErrorf("keys list: --all lists from the start; drop --page-token, or --all to list one page")
+		return cli.UsageErrorf("keys list: --all lists from the start; drop --page-token, or --all to list one page")
 	}
 	conn, err := f.admin.conn.dial()
 	if err != nil {

@@ -3,39 +3,20 @@
 package main
 
 import (
-	"errors"
-	"flag"
 	"fmt"
 	"os"
+
+	"github.com/ordinal-dev/ordinal/internal/cli"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		if !errors.Is(err, errHelp) {
-			fmt.Fprintf(os.Stderr, "ordinal: %v\n", err)
-		}
-		os.Exit(exitCode(err))
-	}
-}
-
-// exitCode maps an error to the process exit status: 0 when the user asked
-// for help (usage was printed and nothing failed), 2 when the command line
-// itself is wrong, 1 for everything else.
-func exitCode(err error) int {
-	var u *usageError
-	switch {
-	case errors.Is(err, errHelp):
-		return 0
-	case errors.As(err, &u):
-		return 2
-	}
-	return 1
+	cli.Main("ordinal", run)
 }
 
 func run(args []string) error {
 	if len(args) == 0 {
 		usage()
-		return usageErrorf("no command given")
+		return cli.UsageErrorf("no command given")
 	}
 	switch args[0] {
 	case "serve":
@@ -55,7 +36,10 @@ func run(args []string) error {
 	case "keys":
 		return runKeys(args[1:])
 	case "bench":
-		return runBench(args[1:])
+		// The load generator is a binary of its own, so that the one
+		// that serves carries no SIGKILL of a PID it is given.
+		return cli.UsageErrorf("bench: the load generator is a binary of its own: use ordinal-bench " +
+			"(make build-bench builds bin/ordinal-bench; see ordinal-bench --help)")
 	case "backup":
 		return runBackup(args[1:])
 	case "restore":
@@ -80,7 +64,7 @@ func run(args []string) error {
 		usage()
 		return nil
 	}
-	return usageErrorf("unknown command %q; run 'ordinal --help' for the list of commands", args[0])
+	return cli.UsageErrorf("unknown command %q; run 'ordinal --help' for the list of commands", args[0])
 }
 
 func usage() {
@@ -96,7 +80,6 @@ Usage:
                              show the leader, or move leadership
   ordinal health [flags]     exit 0 if the node serves calls (for healthchecks)
   ordinal keys list [flags]  list keys and their high-water marks, a page at a time (--all for every page)
-  ordinal bench [flags]      load-test nodes and verify every ID; see ordinal bench --help
   ordinal backup FILE        write a consistent backup of the cluster to FILE (online, from the leader)
   ordinal restore FILE --data-dir D --node-id ID
                              create a new single-node cluster from a backup, every key advanced past
@@ -110,37 +93,6 @@ Usage:
   ordinal <command> --help   help for a command
 
 Every flag can also be set through its environment variable, ORDINAL_<FLAG>.
+The load generator (make bench) is a binary of its own: ordinal-bench.
 `)
-}
-
-// usageError marks an error in how ordinal was invoked (an unknown command
-// or flag, a missing or malformed argument), as opposed to a failure while
-// doing the work, so that it exits with status 2.
-type usageError struct{ err error }
-
-func (e *usageError) Error() string { return e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
-
-func usageErrorf(format string, args ...any) error {
-	return &usageError{err: fmt.Errorf(format, args...)}
-}
-
-// parseCommandFlags is parseFlags for the commands other than serve. It
-// prints usage exactly once and only on --help: the flag package prints it
-// on every parse error and parseFlags prints it again on --help, which
-// would bury the one line that says what is wrong. Other errors come back
-// prefixed with the command's name and marked as usage errors.
-func parseCommandFlags(cmd string, fs *flag.FlagSet, args []string) ([]string, error) {
-	printUsage := fs.Usage
-	fs.Usage = func() {}
-	positional, err := parseFlags(fs, args)
-	fs.Usage = printUsage
-	switch {
-	case errors.Is(err, errHelp):
-		printUsage()
-		return nil, err
-	case err != nil:
-		return nil, &usageError{err: fmt.Errorf("%s: %w", cmd, err)}
-	}
-	return positional, nil
 }

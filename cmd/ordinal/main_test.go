@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"os"
 	"os/exec"
@@ -76,7 +77,7 @@ func buildBinary(out string) error {
 func testEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, envPrefix) {
+		if !strings.HasPrefix(kv, cli.EnvPrefix) {
 			env = append(env, kv)
 		}
 	}

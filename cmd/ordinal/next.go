@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/client"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 )
 
 // defaultCallTimeout bounds a command's calls, retries included, so that a
@@ -25,14 +26,14 @@ type nextFlags struct {
 
 func runNext(args []string) error {
 	var f nextFlags
-	fs := newFlagSet("next", "ordinal next [--addr HOST:PORT] [--store NAME] [--mode weak|strong] [--count N] KEY")
+	fs := cli.NewFlagSet("next", "ordinal next [--addr HOST:PORT] [--store NAME] [--mode weak|strong] [--count N] KEY")
 	f.conn.registerAddr(fs, "gRPC address of an ordinal node")
-	f.conn.register(fs)
+	f.conn.Register(fs)
 	fs.StringVar(&f.store, "store", "", "store (namespace) of the key; empty means the server's default store")
 	fs.StringVar(&f.mode, "mode", "weak", "weak (unique, increasing per node) or strong (strictly increasing cluster-wide)")
 	fs.Int64Var(&f.count, "count", 1, "how many contiguous IDs to take")
 	fs.DurationVar(&f.timeout, "timeout", defaultCallTimeout, "how long to wait for the node, retries included")
-	positional, err := parseCommandFlags("next", fs, args)
+	positional, err := cli.ParseCommandFlags("next", fs, args)
 	if err != nil {
 		return err
 	}
@@ -40,7 +41,7 @@ func runNext(args []string) error {
 	if err != nil {
 		return err
 	}
-	opts, err := f.conn.clientOptions()
+	opts, err := f.conn.ClientOptions()
 	if err != nil {
 		return err
 	}
@@ -52,17 +53,17 @@ func runNext(args []string) error {
 func (f nextFlags) check(positional []string) (string, client.Mode, error) {
 	switch {
 	case len(positional) == 0:
-		return "", 0, usageErrorf("next: key is required: ordinal next [flags] KEY")
+		return "", 0, cli.UsageErrorf("next: key is required: ordinal next [flags] KEY")
 	case len(positional) > 1:
-		return "", 0, usageErrorf("next: expected one KEY, got %d arguments %q; put flags before or after KEY", len(positional), positional)
+		return "", 0, cli.UsageErrorf("next: expected one KEY, got %d arguments %q; put flags before or after KEY", len(positional), positional)
 	case f.count < 1:
-		return "", 0, usageErrorf("next: --count is %d; it must be at least 1", f.count)
+		return "", 0, cli.UsageErrorf("next: --count is %d; it must be at least 1", f.count)
 	case f.timeout <= 0:
-		return "", 0, usageErrorf("next: --timeout is %v; it must be positive", f.timeout)
+		return "", 0, cli.UsageErrorf("next: --timeout is %v; it must be positive", f.timeout)
 	}
 	mode, err := parseMode(f.mode)
 	if err != nil {
-		return "", 0, usageErrorf("next: %w", err)
+		return "", 0, cli.UsageErrorf("next: %w", err)
 	}
 	return positional[0], mode, nil
 }

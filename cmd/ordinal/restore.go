@@ -13,6 +13,7 @@ import (
 	"github.com/ordinal-dev/ordinal/backup"
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/daemon"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 )
 
 type restoreFlags struct {
@@ -27,7 +28,7 @@ type restoreFlags struct {
 // cluster, offline: no node runs during a restore.
 func runRestore(args []string) error {
 	var f restoreFlags
-	fs := newFlagSet("restore", "ordinal restore FILE --data-dir DIR --node-id ID [--raft-addr HOST:PORT] [--advance N | --advance-for DURATION] [--safety F]")
+	fs := cli.NewFlagSet("restore", "ordinal restore FILE --data-dir DIR --node-id ID [--raft-addr HOST:PORT] [--advance N | --advance-for DURATION] [--safety F]")
 	fs.StringVar(&f.dataDir, "data-dir", "", "data directory to create for the restored node; it must not exist or be empty")
 	fs.StringVar(&f.nodeID, "node-id", "", "ID of the restored node, the new cluster's only member; start it with the same ID (default: the hostname)")
 	fs.StringVar(&f.raftAddr, "raft-addr", daemon.DefaultRaftAddr, "the node's peer port, as serve will be given it: its address in the new cluster's configuration")
@@ -36,27 +37,27 @@ func runRestore(args []string) error {
 	fs.DurationVar(&f.advanceFor, "advance-for", 0, "how long the old cluster served after the backup, when known: advance each key by its rate over this long instead of over the time since the backup")
 	fs.Float64Var(&f.safety, "safety", backup.DefaultSafety, "multiply every recorded rate by this (at least 1)")
 	fs.Uint64Var(&f.minAdvance, "min-advance", backup.DefaultMinAdvance, "advance every key by at least this many IDs when advancing by rates")
-	positional, err := parseCommandFlags("restore", fs, args)
+	positional, err := cli.ParseCommandFlags("restore", fs, args)
 	if err != nil {
 		return err
 	}
 	if len(positional) != 1 {
-		return usageErrorf("restore: expected one backup FILE, got %d arguments", len(positional))
+		return cli.UsageErrorf("restore: expected one backup FILE, got %d arguments", len(positional))
 	}
 	if f.dataDir == "" {
-		return usageErrorf("restore: --data-dir is required: the data directory to create for the restored node")
+		return cli.UsageErrorf("restore: --data-dir is required: the data directory to create for the restored node")
 	}
 	switch {
 	case f.advance > 0 && f.advanceFor > 0:
-		return usageErrorf("restore: --advance and --advance-for exclude each other: give the exact advance, or how long the old cluster ran after the backup")
-	case f.advance > 0 && (explicitlySet(fs, "safety") || explicitlySet(fs, "min-advance")):
-		return usageErrorf("restore: --advance is exact; --safety and --min-advance apply only when advancing by rates")
+		return cli.UsageErrorf("restore: --advance and --advance-for exclude each other: give the exact advance, or how long the old cluster ran after the backup")
+	case f.advance > 0 && (cli.ExplicitlySet(fs, "safety") || cli.ExplicitlySet(fs, "min-advance")):
+		return cli.UsageErrorf("restore: --advance is exact; --safety and --min-advance apply only when advancing by rates")
 	case f.safety < 1:
-		return usageErrorf("restore: --safety is %v; it must be at least 1", f.safety)
+		return cli.UsageErrorf("restore: --safety is %v; it must be at least 1", f.safety)
 	case f.minAdvance == 0:
-		return usageErrorf("restore: --min-advance must be at least 1")
+		return cli.UsageErrorf("restore: --min-advance must be at least 1")
 	case f.advanceFor < 0:
-		return usageErrorf("restore: --advance-for must not be negative")
+		return cli.UsageErrorf("restore: --advance-for must not be negative")
 	}
 	nodeID, err := resolveNodeID(f.nodeID, "")
 	if err != nil {
@@ -111,10 +112,10 @@ func restoredRaftAddr(raftAddr, advertise string) (string, error) {
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", usageErrorf("restore: peer address %q is not host:port", addr)
+		return "", cli.UsageErrorf("restore: peer address %q is not host:port", addr)
 	}
 	if port == "0" {
-		return "", usageErrorf("restore: peer address %q has port 0: give the port the node will listen on, other nodes reach it there", addr)
+		return "", cli.UsageErrorf("restore: peer address %q has port 0: give the port the node will listen on, other nodes reach it there", addr)
 	}
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		name, err := os.Hostname()

@@ -3,7 +3,6 @@ package main
 import (
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 
@@ -11,6 +10,7 @@ import (
 
 	"github.com/ordinal-dev/ordinal/auth"
 	"github.com/ordinal-dev/ordinal/daemon"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 	"github.com/ordinal-dev/ordinal/tlsutil"
 	"github.com/ordinal-dev/ordinal/transport"
 )
@@ -60,15 +60,15 @@ func (f securityFlags) configured() bool {
 func (f securityFlags) check() error {
 	switch {
 	case (f.tlsCert == "") != (f.tlsKey == ""):
-		return usageErrorf("serve: --tls-cert-file and --tls-key-file go together")
+		return cli.UsageErrorf("serve: --tls-cert-file and --tls-key-file go together")
 	case f.tlsClientCA != "" && f.tlsCert == "":
-		return usageErrorf("serve: --tls-client-ca-file needs --tls-cert-file and --tls-key-file: client certificates are checked during a TLS handshake")
+		return cli.UsageErrorf("serve: --tls-client-ca-file needs --tls-cert-file and --tls-key-file: client certificates are checked during a TLS handshake")
 	case f.adminNames != "" && f.tlsClientCA == "":
-		return usageErrorf("serve: --admin-names needs --tls-client-ca-file: they name client certificates")
+		return cli.UsageErrorf("serve: --admin-names needs --tls-client-ca-file: they name client certificates")
 	case !(f.peerCert == "" && f.peerKey == "" && f.peerCA == "") && (f.peerCert == "" || f.peerKey == "" || f.peerCA == ""):
-		return usageErrorf("serve: --peer-cert-file, --peer-key-file and --peer-ca-file go together")
+		return cli.UsageErrorf("serve: --peer-cert-file, --peer-key-file and --peer-ca-file go together")
 	case f.maxStreams == 0 || f.maxStreams > 1<<31:
-		return usageErrorf("serve: --max-concurrent-streams must be between 1 and %d", 1<<31)
+		return cli.UsageErrorf("serve: --max-concurrent-streams must be between 1 and %d", 1<<31)
 	}
 	return nil
 }
@@ -80,7 +80,7 @@ func (f securityFlags) load(logger hclog.Logger) (daemon.Security, *transport.Pe
 	sec.Auth = auth.Config{
 		Open:         !f.configured(),
 		AnonymousIDs: f.anonymousIDs,
-		AdminNames:   splitList(f.adminNames),
+		AdminNames:   cli.SplitList(f.adminNames),
 		TokensFile:   f.tokensFile,
 	}
 	var err error
@@ -106,7 +106,7 @@ func (f securityFlags) load(logger hclog.Logger) (daemon.Security, *transport.Pe
 			return sec, nil, nil, fmt.Errorf("serve: --cluster-token-file: %w", err)
 		}
 		if len(token) < minClusterTokenLen {
-			return sec, nil, nil, usageErrorf("serve: --cluster-token-file: the token is %d bytes; it must be at least %d (make one with 'ordinal token create')", len(token), minClusterTokenLen)
+			return sec, nil, nil, cli.UsageErrorf("serve: --cluster-token-file: the token is %d bytes; it must be at least %d (make one with 'ordinal token create')", len(token), minClusterTokenLen)
 		}
 	}
 	return sec, peerTLS, token, nil
@@ -115,17 +115,17 @@ func (f securityFlags) load(logger hclog.Logger) (daemon.Security, *transport.Pe
 // warn tells the operator, loudly, where the node is exposed.
 func (f securityFlags) warn(logger hclog.Logger, grpcAddr, peerAddr string) {
 	if !f.configured() {
-		if !isLoopback(grpcAddr) || !isLoopback(peerAddr) {
+		if !cli.IsLoopback(grpcAddr) || !cli.IsLoopback(peerAddr) {
 			logger.Warn("SECURITY IS OFF on a non-loopback address: anyone who reaches this node can take IDs, change floors and membership, and join or vote as a node. "+
 				"Set --tls-cert-file/--tls-client-ca-file or --auth-tokens-file for clients and --peer-cert-file or --cluster-token-file for nodes (README, Security)",
 				"grpc_addr", grpcAddr, "peer_addr", peerAddr)
 		}
 		return
 	}
-	if f.tlsCert == "" && !isLoopback(grpcAddr) {
+	if f.tlsCert == "" && !cli.IsLoopback(grpcAddr) {
 		logger.Warn("the client port is not encrypted: calls, and bearer tokens, cross the network in clear text; set --tls-cert-file and --tls-key-file", "grpc_addr", grpcAddr)
 	}
-	if f.peerCert == "" && !isLoopback(peerAddr) {
+	if f.peerCert == "" && !cli.IsLoopback(peerAddr) {
 		if f.clusterTokenFile == "" {
 			logger.Warn("the peer port has no credentials: anyone who reaches it can join, vote and append to the Raft log; set --peer-cert-file/--peer-key-file/--peer-ca-file or --cluster-token-file", "peer_addr", peerAddr)
 		} else {
@@ -149,18 +149,4 @@ func readSecretFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	return []byte(strings.TrimSpace(string(b))), nil
-}
-
-// isLoopback reports whether a listen address only accepts connections
-// from this host.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,6 +18,7 @@ import (
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/daemon"
 	"github.com/ordinal-dev/ordinal/etcdcompat"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 	"github.com/ordinal-dev/ordinal/internal/version"
 )
 
@@ -74,7 +73,7 @@ func (f etcdFlags) config() (etcdcompat.Config, error) {
 		password = string(p)
 	}
 	return etcdcompat.Config{
-		Endpoints:      splitList(f.endpoints),
+		Endpoints:      cli.SplitList(f.endpoints),
 		DialTimeout:    f.dialTimeout,
 		Username:       f.username,
 		Password:       password,
@@ -91,7 +90,7 @@ func (f etcdFlags) config() (etcdcompat.Config, error) {
 
 func runServe(args []string) error {
 	var f serveFlags
-	fs := newFlagSet("serve", "ordinal serve [flags]")
+	fs := cli.NewFlagSet("serve", "ordinal serve [flags]")
 	fs.StringVar(&f.nodeID, "node-id", "", "this node's ID, unique in the cluster; default: the ID stored in the data directory, else the hostname")
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for the Raft log, snapshots and node identity")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", daemon.DefaultGRPCAddr, "address the client gRPC API listens on")
@@ -108,7 +107,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.store, "store", "raft", "where the counters live: raft (this cluster's own Raft log) or etcd (an existing etcd cluster, see --etcd-*; the nodes then hold no state)")
 	addEtcdFlags(fs, &f.etcd)
 	addSecurityFlags(fs, &f.security)
-	if _, err := parseCommandFlags("serve", fs, args); err != nil {
+	if _, err := cli.ParseCommandFlags("serve", fs, args); err != nil {
 		return err
 	}
 	if err := checkStoreFlags(fs, f); err != nil {
@@ -117,8 +116,8 @@ func runServe(args []string) error {
 	if err := f.security.check(); err != nil {
 		return err
 	}
-	if f.pprofAddr != "" && !isLoopback(f.pprofAddr) && f.security.tokensFile == "" {
-		return usageErrorf("serve: --pprof-addr %s is not a loopback address: profiles there need admin credentials, so set --auth-tokens-file (and call with an admin bearer token), or use 127.0.0.1", f.pprofAddr)
+	if f.pprofAddr != "" && !cli.IsLoopback(f.pprofAddr) && f.security.tokensFile == "" {
+		return cli.UsageErrorf("serve: --pprof-addr %s is not a loopback address: profiles there need admin credentials, so set --auth-tokens-file (and call with an admin bearer token), or use 127.0.0.1", f.pprofAddr)
 	}
 	logger, err := newLogger(f.logLevel, f.logFormat)
 	if err != nil {
@@ -148,7 +147,7 @@ func runServe(args []string) error {
 			return fmt.Errorf("serve: %w", err)
 		}
 		if err := ecfg.Validate(); err != nil {
-			return &usageError{err: fmt.Errorf("serve: %w", err)}
+			return &cli.UsageError{Err: fmt.Errorf("serve: %w", err)}
 		}
 		if cfg.Cluster.NodeID, err = resolveNodeID(f.nodeID, ""); err != nil {
 			return err
@@ -160,7 +159,7 @@ func runServe(args []string) error {
 		}
 		cfg.Cluster.DataDir = f.dataDir
 		cfg.Cluster.MaxKeys = f.maxKeys
-		cfg.Cluster.Join = splitList(f.join)
+		cfg.Cluster.Join = cli.SplitList(f.join)
 		cfg.Cluster.BootstrapExpect = f.bootstrapExpect
 		// Without --join or --bootstrap-expect a node with an empty data
 		// directory forms a single-node cluster: make run needs no set-up.
@@ -233,69 +232,48 @@ func checkStoreFlags(fs *flag.FlagSet, f serveFlags) error {
 			}
 		})
 		if len(etcdSet) > 0 {
-			return usageErrorf("serve: %s: the --etcd-* flags need --store etcd", strings.Join(etcdSet, ", "))
+			return cli.UsageErrorf("serve: %s: the --etcd-* flags need --store etcd", strings.Join(etcdSet, ", "))
 		}
 		if f.maxKeys < 0 {
-			return usageErrorf("serve: --max-keys %d: use 0 for no limit, or the most keys the cluster may hold", f.maxKeys)
+			return cli.UsageErrorf("serve: --max-keys %d: use 0 for no limit, or the most keys the cluster may hold", f.maxKeys)
 		}
 	case "etcd":
 		for _, name := range []string{"join", "bootstrap-expect"} {
-			if explicitlySet(fs, name) {
-				return usageErrorf("serve: --%s only applies to --store raft; with --store etcd, nodes share etcd and need no cluster of their own", name)
+			if cli.ExplicitlySet(fs, name) {
+				return cli.UsageErrorf("serve: --%s only applies to --store raft; with --store etcd, nodes share etcd and need no cluster of their own", name)
 			}
 		}
 		if f.etcd.endpoints == "" {
-			return usageErrorf("serve: --store etcd needs --etcd-endpoints host:2379[,...]")
+			return cli.UsageErrorf("serve: --store etcd needs --etcd-endpoints host:2379[,...]")
 		}
-		if explicitlySet(fs, "max-keys") {
-			return usageErrorf("serve: --max-keys only applies to --store raft; with --store etcd the keys live in etcd, whose --quota-backend-bytes bounds them")
+		if cli.ExplicitlySet(fs, "max-keys") {
+			return cli.UsageErrorf("serve: --max-keys only applies to --store raft; with --store etcd the keys live in etcd, whose --quota-backend-bytes bounds them")
 		}
 	default:
-		return usageErrorf("serve: unknown --store %q: use raft or etcd", f.store)
+		return cli.UsageErrorf("serve: unknown --store %q: use raft or etcd", f.store)
 	}
 	return nil
 }
 
-// servePprof serves the runtime profiles on their own listener, so that
-// profiling never shares a port with the API.
+// servePprof serves the runtime profiles on their own listener; off
+// loopback (which serve allows only with a tokens file) every request
+// needs admin credentials.
 func servePprof(addr string, authz *auth.Authorizer, logger hclog.Logger) error {
-	if !isLoopback(addr) && authz == nil {
-		return fmt.Errorf("pprof on %s: only a loopback address is allowed here", addr)
-	}
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen for pprof on %s: %w", addr, err)
-	}
-	logger.Info("serving pprof", "addr", lis.Addr().String(), "admin_only", !isLoopback(addr))
-	srv := &http.Server{Handler: pprofHandler(addr, authz), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(lis) }()
-	return nil
+	return cli.ServePprof(addr, adminOnly(authz), logger)
 }
 
-// pprofHandler serves the profiles; off loopback (which serve allows only
-// with a tokens file) every request needs admin credentials.
+// pprofHandler is the handler servePprof serves.
 func pprofHandler(addr string, authz *auth.Authorizer) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	if isLoopback(addr) {
-		return mux
-	}
-	return authz.RequireAdminHTTP(mux)
+	return cli.PprofHandler(addr, adminOnly(authz))
 }
 
-// splitList splits a comma-separated flag value, dropping empty items.
-func splitList(s string) []string {
-	var out []string
-	for _, part := range strings.Split(s, ",") {
-		if part = strings.TrimSpace(part); part != "" {
-			out = append(out, part)
-		}
+// adminOnly is the guard of the profiles off loopback: authz's admin
+// check, or none without authz (then only loopback is allowed).
+func adminOnly(authz *auth.Authorizer) func(http.Handler) http.Handler {
+	if authz == nil {
+		return nil
 	}
-	return out
+	return authz.RequireAdminHTTP
 }
 
 // resolveNodeID picks the node ID: the flag when given, else the one the

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ordinal-dev/ordinal/internal/cli"
 	"github.com/ordinal-dev/ordinal/tlsutil"
 )
 
@@ -65,24 +66,24 @@ func runTLS(args []string) error {
 func tlsCommand(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, tlsUsage)
-		return usageErrorf("tls: expected 'init', 'ca create' or 'cert create'")
+		return cli.UsageErrorf("tls: expected 'init', 'ca create' or 'cert create'")
 	}
 	switch args[0] {
 	case "-h", "--help", "help":
 		fmt.Fprint(stderr, tlsUsage)
-		return errHelp
+		return cli.ErrHelp
 	case "init":
 		return tlsInit(args[1:], stdout)
 	case "ca", "cert":
 	default:
-		return usageErrorf("tls: unknown command %q: expected 'init', 'ca create' or 'cert create'", args[0])
+		return cli.UsageErrorf("tls: unknown command %q: expected 'init', 'ca create' or 'cert create'", args[0])
 	}
 	what, rest := args[0], args[1:]
 	if len(rest) > 0 && (rest[0] == "-h" || rest[0] == "--help") {
 		rest = []string{"create", "--help"}
 	}
 	if len(rest) == 0 || rest[0] != "create" {
-		return usageErrorf("tls %s: expected 'ordinal tls %s create'", what, what)
+		return cli.UsageErrorf("tls %s: expected 'ordinal tls %s create'", what, what)
 	}
 	if what == "ca" {
 		return tlsCACreate(rest[1:], stdout)
@@ -92,7 +93,7 @@ func tlsCommand(args []string, stdout, stderr io.Writer) error {
 
 // tlsCACreate runs `ordinal tls ca create`.
 func tlsCACreate(args []string, stdout io.Writer) error {
-	set := newFlagSet("tls ca create", `ordinal tls ca create [--dir DIR] [--prefix PREFIX] [--name NAME] [--days N] [--force]
+	set := cli.NewFlagSet("tls ca create", `ordinal tls ca create [--dir DIR] [--prefix PREFIX] [--name NAME] [--days N] [--force]
 
 Makes a certificate authority: DIR/PREFIXca.pem, the CA certificate, which
 nodes and clients trust, and DIR/PREFIXca-key.pem, its private key, which
@@ -109,10 +110,10 @@ nodes and clients trust, and DIR/PREFIXca-key.pem, its private key, which
 		return err
 	}
 	if *name == "" {
-		return usageErrorf("tls ca create: --name must not be empty")
+		return cli.UsageErrorf("tls ca create: --name must not be empty")
 	}
 	if strings.ContainsAny(*prefix, `/\`) {
-		return usageErrorf("tls ca create: --prefix %q contains a path separator; use --dir for the directory", *prefix)
+		return cli.UsageErrorf("tls ca create: --prefix %q contains a path separator; use --dir for the directory", *prefix)
 	}
 	ca, err := tlsutil.NewCA(*name, time.Duration(*days)*day)
 	if err != nil {
@@ -152,7 +153,7 @@ type certCreateFlags struct {
 // tlsCertCreate runs `ordinal tls cert create`.
 func tlsCertCreate(args []string, stdout io.Writer) error {
 	var f certCreateFlags
-	set := newFlagSet("tls cert create", `ordinal tls cert create (--server | --client | --peer) [flags]
+	set := cli.NewFlagSet("tls cert create", `ordinal tls cert create (--server | --client | --peer) [flags]
 
 Makes a key and a certificate signed by a CA (see 'ordinal tls ca create'):
   --server --name NAME [--dns a,b] [--ip 1.2.3.4]
@@ -224,18 +225,18 @@ func (f *certCreateFlags) request() (tlsutil.CertRequest, string, error) {
 		}
 	}
 	if kinds != 1 {
-		return req, "", usageErrorf("tls cert create: give exactly one of --server, --client or --peer")
+		return req, "", cli.UsageErrorf("tls cert create: give exactly one of --server, --client or --peer")
 	}
 	if err := checkDays("tls cert create", f.days); err != nil {
 		return req, "", err
 	}
 	req.Validity = time.Duration(f.days) * day
 	req.Name = f.name
-	req.DNSNames = splitList(f.dns)
-	for _, s := range splitList(f.ip) {
+	req.DNSNames = cli.SplitList(f.dns)
+	for _, s := range cli.SplitList(f.ip) {
 		ip := net.ParseIP(s)
 		if ip == nil {
-			return req, "", usageErrorf("tls cert create: --ip: %q is not an IP address", s)
+			return req, "", cli.UsageErrorf("tls cert create: --ip: %q is not an IP address", s)
 		}
 		req.IPs = append(req.IPs, ip)
 	}
@@ -243,20 +244,20 @@ func (f *certCreateFlags) request() (tlsutil.CertRequest, string, error) {
 	case f.peer:
 		req.Kind, req.NodeID = tlsutil.KindPeer, f.node
 		if f.node == "" {
-			return req, "", usageErrorf("tls cert create: --peer needs --node, the ID of the node the certificate is for")
+			return req, "", cli.UsageErrorf("tls cert create: --peer needs --node, the ID of the node the certificate is for")
 		}
 	case f.node != "":
-		return req, "", usageErrorf("tls cert create: --node is only for --peer certificates; name a server or client certificate with --name")
+		return req, "", cli.UsageErrorf("tls cert create: --node is only for --peer certificates; name a server or client certificate with --name")
 	case f.client:
 		req.Kind = tlsutil.KindClient
 		if f.name == "" {
-			return req, "", usageErrorf("tls cert create: --client needs --name, the caller's identity (what serve --admin-names lists)")
+			return req, "", cli.UsageErrorf("tls cert create: --client needs --name, the caller's identity (what serve --admin-names lists)")
 		}
 	default:
 		req.Kind = tlsutil.KindServer
 	}
 	if err := req.Validate(); err != nil {
-		return req, "", usageErrorf("tls cert create: %w", err)
+		return req, "", cli.UsageErrorf("tls cert create: %w", err)
 	}
 	name := req.Name
 	switch {
@@ -306,19 +307,19 @@ func printCertCreated(w io.Writer, req tlsutil.CertRequest, ca *tlsutil.CA, leaf
 
 // tlsParse parses the flags of a tls command, which takes no arguments.
 func tlsParse(cmd string, set *flag.FlagSet, args []string) error {
-	positional, err := parseCommandFlags(cmd, set, args)
+	positional, err := cli.ParseCommandFlags(cmd, set, args)
 	if err != nil {
 		return err
 	}
 	if len(positional) > 0 {
-		return usageErrorf("%s: unexpected argument %q: the command takes only flags", cmd, positional[0])
+		return cli.UsageErrorf("%s: unexpected argument %q: the command takes only flags", cmd, positional[0])
 	}
 	return nil
 }
 
 func checkDays(cmd string, days int) error {
 	if days < 1 || days > maxDays {
-		return usageErrorf("%s: --days %d: give a number of days from 1 to %d", cmd, days, maxDays)
+		return cli.UsageErrorf("%s: --days %d: give a number of days from 1 to %d", cmd, days, maxDays)
 	}
 	return nil
 }
@@ -406,7 +407,7 @@ type listFlag []string
 func (l *listFlag) String() string { return strings.Join(*l, ",") }
 
 func (l *listFlag) Set(v string) error {
-	*l = append(*l, splitList(v)...)
+	*l = append(*l, cli.SplitList(v)...)
 	return nil
 }
 
@@ -450,7 +451,7 @@ type tlsInitPlan struct {
 
 // tlsInit runs `ordinal tls init`.
 func tlsInit(args []string, stdout io.Writer) error {
-	set := newFlagSet("tls init", tlsInitUsage)
+	set := cli.NewFlagSet("tls init", tlsInitUsage)
 	dir := set.String("dir", ".", "directory of the certificates and keys (created if missing)")
 	caKeyDir := set.String("ca-key-dir", "", "directory of the CAs' private keys (default --dir); keep it off the nodes: whoever holds a CA key can make certificates, an admin's included")
 	var nodes, hosts, clients listFlag
@@ -498,7 +499,7 @@ func tlsInit(args []string, stdout io.Writer) error {
 				c.owner, c.certFile, c.ca.kind, c.ca.keyFile)
 		}
 		if until := now.Add(c.req.Validity); until.After(c.ca.cert.NotAfter) {
-			return usageErrorf("tls init: %s's certificate would be valid until %s, after the %s CA in %s expires (%s): pass a smaller --days",
+			return cli.UsageErrorf("tls init: %s's certificate would be valid until %s, after the %s CA in %s expires (%s): pass a smaller --days",
 				c.owner, until.UTC().Format(time.DateOnly), c.ca.kind, c.ca.certFile, c.ca.cert.NotAfter.UTC().Format(time.DateOnly))
 		}
 	}
@@ -565,7 +566,7 @@ func newTLSInitPlan(dir, caKeyDir string, nodes, hosts, clients []string, days i
 			continue
 		}
 		if _, _, err := net.SplitHostPort(h); err == nil {
-			return nil, usageErrorf("tls init: --host %q: give a DNS name or an IP address, without a port", h)
+			return nil, cli.UsageErrorf("tls init: --host %q: give a DNS name or an IP address, without a port", h)
 		}
 		dnsNames = append(dnsNames, h)
 	}
@@ -589,9 +590,9 @@ func newTLSInitPlan(dir, caKeyDir string, nodes, hosts, clients []string, days i
 		for _, c := range []*initCert{peer, server} {
 			if err := c.req.Validate(); err != nil {
 				if c.req.Kind == tlsutil.KindServer {
-					return nil, usageErrorf("tls init: --node %q or --host: %w", node, err)
+					return nil, cli.UsageErrorf("tls init: --node %q or --host: %w", node, err)
 				}
-				return nil, usageErrorf("tls init: --node: %w", err)
+				return nil, cli.UsageErrorf("tls init: --node: %w", err)
 			}
 			base := node + "-" + c.req.Kind.String()
 			c.certFile, c.keyFile = filepath.Join(dir, base+".pem"), filepath.Join(dir, base+"-key.pem")
@@ -607,11 +608,11 @@ func newTLSInitPlan(dir, caKeyDir string, nodes, hosts, clients []string, days i
 			usages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		}
 		if err := c.req.Validate(); err != nil {
-			return nil, usageErrorf("tls init: --client %q: %w", name, err)
+			return nil, cli.UsageErrorf("tls init: --client %q: %w", name, err)
 		}
 		base := fileNamePart(name) + "-client"
 		if other, taken := files[base]; taken {
-			return nil, usageErrorf("tls init: --client %q and --client %q would both be written to %s.pem: rename one", other, name, base)
+			return nil, cli.UsageErrorf("tls init: --client %q and --client %q would both be written to %s.pem: rename one", other, name, base)
 		}
 		files[base] = name
 		c.certFile, c.keyFile = filepath.Join(dir, base+".pem"), filepath.Join(dir, base+"-key.pem")

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ordinal-dev/ordinal/internal/cli"
 	"github.com/ordinal-dev/ordinal/tlsutil"
 )
 
@@ -26,7 +27,7 @@ func tlsTestEnv(t *testing.T) {
 	t.Helper()
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, envPrefix) {
+		if strings.HasPrefix(name, cli.EnvPrefix) {
 			t.Setenv(name, "") // restores the value after the test
 			os.Unsetenv(name)
 		}
@@ -223,8 +224,8 @@ func TestTLSCertCreateWithCAElsewhere(t *testing.T) {
 func TestTLSCertCreateWithoutCA(t *testing.T) {
 	tlsTestEnv(t)
 	err := run([]string{"tls", "cert", "create", "--server", "--dir", t.TempDir()})
-	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "ordinal tls ca create") {
-		t.Errorf("without a CA: %v (exit %d), want exit 1 pointing at 'ordinal tls ca create'", err, exitCode(err))
+	if err == nil || cli.ExitCode(err) != 1 || !strings.Contains(err.Error(), "ordinal tls ca create") {
+		t.Errorf("without a CA: %v (exit %d), want exit 1 pointing at 'ordinal tls ca create'", err, cli.ExitCode(err))
 	}
 }
 
@@ -250,8 +251,8 @@ func TestTLSRefusesToOverwrite(t *testing.T) {
 			before := readTLSFiles(t, dir, tt.files)
 
 			err := run(append([]string{"tls"}, args...))
-			if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "--force") || !errors.Is(err, os.ErrExist) {
-				t.Fatalf("second run: %v (exit %d), want exit 1 suggesting --force", err, exitCode(err))
+			if err == nil || cli.ExitCode(err) != 1 || !strings.Contains(err.Error(), "--force") || !errors.Is(err, os.ErrExist) {
+				t.Fatalf("second run: %v (exit %d), want exit 1 suggesting --force", err, cli.ExitCode(err))
 			}
 			if after := readTLSFiles(t, dir, tt.files); !slices.Equal(before, after) {
 				t.Fatal("the refused run changed the files")
@@ -319,8 +320,8 @@ func TestTLSUsageErrors(t *testing.T) {
 			if len(tt.args) < 2 { // no "create" to take the flag
 				err = tlsCommand(tt.args, io.Discard, io.Discard)
 			}
-			if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("error %v (exit %d), want exit 2 and an error containing %q", err, exitCode(err), tt.wantErr)
+			if err == nil || cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error %v (exit %d), want exit 2 and an error containing %q", err, cli.ExitCode(err), tt.wantErr)
 			}
 			if entries, _ := os.ReadDir(dir); len(entries) > 0 {
 				t.Errorf("a usage error wrote %d files", len(entries))
@@ -333,8 +334,8 @@ func TestTLSHelp(t *testing.T) {
 	tlsTestEnv(t)
 	for _, args := range [][]string{{"--help"}, {"init", "--help"}, {"ca", "--help"}, {"ca", "create", "--help"}, {"cert", "create", "-h"}} {
 		err := tlsCommand(args, io.Discard, io.Discard)
-		if exitCode(err) != 0 {
-			t.Errorf("tls %s: %v (exit %d), want help and exit 0", strings.Join(args, " "), err, exitCode(err))
+		if cli.ExitCode(err) != 0 {
+			t.Errorf("tls %s: %v (exit %d), want help and exit 0", strings.Join(args, " "), err, cli.ExitCode(err))
 		}
 	}
 }
@@ -708,8 +709,8 @@ func TestTLSInitCAKeyDir(t *testing.T) {
 	before := dirSnapshot(t, dir)
 	tlsInitOK(t, "--dir", dir, "--ca-key-dir", t.TempDir(), "--node", "n1") // nothing to issue: the keys are not needed
 	err := tlsCommand([]string{"init", "--dir", dir, "--node", "n1,n2"}, io.Discard, io.Discard)
-	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "--ca-key-dir") || !strings.Contains(err.Error(), "peer-ca-key.pem") {
-		t.Errorf("issuing n2's certificates without the CA keys: %v (exit %d), want exit 1 pointing at --ca-key-dir", err, exitCode(err))
+	if err == nil || cli.ExitCode(err) != 1 || !strings.Contains(err.Error(), "--ca-key-dir") || !strings.Contains(err.Error(), "peer-ca-key.pem") {
+		t.Errorf("issuing n2's certificates without the CA keys: %v (exit %d), want exit 1 pointing at --ca-key-dir", err, cli.ExitCode(err))
 	}
 	if after := dirSnapshot(t, dir); !maps.Equal(before, after) {
 		t.Errorf("the runs without the CA keys changed --dir: %q, then %q", sortedKeys(before), sortedKeys(after))
@@ -793,8 +794,8 @@ func TestTLSInitRefusesToReplace(t *testing.T) {
 			}
 			before := dirSnapshot(t, dir)
 			err := tlsCommand(append([]string{"init", "--dir", dir, "--node", "n1,n2"}, tt.args...), io.Discard, io.Discard)
-			if err == nil || exitCode(err) != 1 {
-				t.Fatalf("tls init: %v (exit %d), want exit 1", err, exitCode(err))
+			if err == nil || cli.ExitCode(err) != 1 {
+				t.Fatalf("tls init: %v (exit %d), want exit 1", err, cli.ExitCode(err))
 			}
 			for _, want := range tt.wantErr {
 				if !strings.Contains(err.Error(), want) {
@@ -872,8 +873,8 @@ func TestTLSInitUsageErrors(t *testing.T) {
 			tlsTestEnv(t)
 			dir := t.TempDir()
 			err := tlsCommand(append([]string{"init", "--dir", dir}, tt.args...), io.Discard, io.Discard)
-			if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("error %v (exit %d), want exit 2 and an error containing %q", err, exitCode(err), tt.wantErr)
+			if err == nil || cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error %v (exit %d), want exit 2 and an error containing %q", err, cli.ExitCode(err), tt.wantErr)
 			}
 			if entries, _ := os.ReadDir(dir); len(entries) > 0 {
 				t.Errorf("a usage error wrote %d files", len(entries))
@@ -890,8 +891,8 @@ func TestTLSInitDaysBeyondCA(t *testing.T) {
 	tlsInitOK(t, "--dir", dir, "--node", "n1")
 	before := dirSnapshot(t, dir)
 	err := tlsCommand([]string{"init", "--dir", dir, "--node", "n1,n2", "--days", "2000"}, io.Discard, io.Discard)
-	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "node n2's certificate would be valid until") || !strings.Contains(err.Error(), "smaller --days") {
-		t.Fatalf("--days beyond the CA: %v (exit %d), want exit 2 asking for a smaller --days", err, exitCode(err))
+	if err == nil || cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "node n2's certificate would be valid until") || !strings.Contains(err.Error(), "smaller --days") {
+		t.Fatalf("--days beyond the CA: %v (exit %d), want exit 2 asking for a smaller --days", err, cli.ExitCode(err))
 	}
 	if after := dirSnapshot(t, dir); !maps.Equal(before, after) {
 		t.Errorf("the refused run changed the files: %q, then %q", sortedKeys(before), sortedKeys(after))

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/ordinal-dev/ordinal/auth"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 )
 
 // tokenCreateUsage is the synopsis of `ordinal token create`.
@@ -21,16 +22,16 @@ func runToken(args []string) error {
 // tokenCommand is runToken writing to stdout and stderr.
 func tokenCommand(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageErrorf("token: no subcommand given; usage: %s", tokenCreateUsage)
+		return cli.UsageErrorf("token: no subcommand given; usage: %s", tokenCreateUsage)
 	}
 	switch args[0] {
 	case "create":
 		return tokenCreate(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprintf(stderr, "Usage: %s\n\nMakes a bearer token for a node's --auth-tokens-file; see ordinal token create --help.\n", tokenCreateUsage)
-		return errHelp
+		return cli.ErrHelp
 	}
-	return usageErrorf("token: unknown subcommand %q; usage: %s", args[0], tokenCreateUsage)
+	return cli.UsageErrorf("token: unknown subcommand %q; usage: %s", args[0], tokenCreateUsage)
 }
 
 // tokenCreateFlags are the flags of `ordinal token create`.
@@ -43,12 +44,12 @@ type tokenCreateFlags struct {
 // file (stderr or appended to --tokens-file).
 func tokenCreate(args []string, stdout, stderr io.Writer) error {
 	var f tokenCreateFlags
-	set := newFlagSet("token create", tokenCreateUsage)
+	set := cli.NewFlagSet("token create", tokenCreateUsage)
 	set.StringVar(&f.role, "role", "", "role the token grants: admin (every call) or ids (taking IDs, health)")
 	set.StringVar(&f.name, "name", "", "who holds the token: unique in the tokens file, shown in logs and errors")
 	set.StringVar(&f.out, "out", "", "write the token to this new file (mode 0600) instead of stdout; never overwrites")
 	set.StringVar(&f.tokensFile, "tokens-file", "", "append the tokens file line to this file (created with mode 0600) instead of printing it to stderr")
-	positional, err := parseCommandFlags("token create", set, args)
+	positional, err := cli.ParseCommandFlags("token create", set, args)
 	if err != nil {
 		return err
 	}
@@ -104,14 +105,14 @@ func tokenCreate(args []string, stdout, stderr io.Writer) error {
 func (f tokenCreateFlags) check(positional []string) error {
 	switch {
 	case len(positional) > 0:
-		return usageErrorf("token create: unexpected argument %q: the command takes only flags; usage: %s", positional[0], tokenCreateUsage)
+		return cli.UsageErrorf("token create: unexpected argument %q: the command takes only flags; usage: %s", positional[0], tokenCreateUsage)
 	case f.role == "":
-		return usageErrorf("token create: --role is required: admin or ids")
+		return cli.UsageErrorf("token create: --role is required: admin or ids")
 	case f.name == "":
-		return usageErrorf("token create: --name is required: who holds the token")
+		return cli.UsageErrorf("token create: --name is required: who holds the token")
 	}
 	if _, err := auth.FormatTokenLine(auth.Role(f.role), f.name, ""); err != nil {
-		return &usageError{err: fmt.Errorf("token create: %w", err)}
+		return &cli.UsageError{Err: fmt.Errorf("token create: %w", err)}
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/ordinal-dev/ordinal/auth"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 )
 
 // runTokenCmd runs `ordinal token ARGS` and returns what it printed.
@@ -46,8 +47,8 @@ func TestTokenUsageErrors(t *testing.T) {
 				args = tc.args // the subcommand itself is wrong: no flags
 			}
 			stdout, _, err := runTokenCmd(t, args...)
-			if err == nil || exitCode(err) != 2 {
-				t.Fatalf("token %q: %v (exit %d), want a usage error (exit 2)", args, err, exitCode(err))
+			if err == nil || cli.ExitCode(err) != 2 {
+				t.Fatalf("token %q: %v (exit %d), want a usage error (exit 2)", args, err, cli.ExitCode(err))
 			}
 			if !strings.Contains(err.Error(), tc.wantMsg) {
 				t.Errorf("error %q does not say %q", err, tc.wantMsg)
@@ -64,7 +65,7 @@ func TestTokenUsageErrors(t *testing.T) {
 
 func TestTokenHelp(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"create", "--help"}} {
-		if _, _, err := runTokenCmd(t, args...); !errors.Is(err, errHelp) || exitCode(err) != 0 {
+		if _, _, err := runTokenCmd(t, args...); !errors.Is(err, cli.ErrHelp) || cli.ExitCode(err) != 0 {
 			t.Errorf("token %q: %v, want help (exit 0)", args, err)
 		}
 	}
@@ -141,8 +142,8 @@ func TestTokenCreateOut(t *testing.T) {
 	}
 
 	_, _, err = runTokenCmd(t, "create", "--role", "admin", "--name", "alice2", "--out", out)
-	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "refusing to overwrite") {
-		t.Fatalf("second run onto the same --out: %v (exit %d), want a refusal (exit 1)", err, exitCode(err))
+	if err == nil || cli.ExitCode(err) != 1 || !strings.Contains(err.Error(), "refusing to overwrite") {
+		t.Fatalf("second run onto the same --out: %v (exit %d), want a refusal (exit 1)", err, cli.ExitCode(err))
 	}
 	if after, _ := os.ReadFile(out); string(after) != string(content) {
 		t.Fatalf("the refused run changed the --out file")
@@ -202,8 +203,8 @@ func TestTokenCreateTokensFile(t *testing.T) {
 		before := readFile(t, tokens)
 		out := filepath.Join(dir, "dup.token")
 		_, err := create("ids", "alice", out)
-		if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), `token named "alice" (line 1)`) {
-			t.Fatalf("duplicate name: %v (exit %d), want a refusal naming line 1", err, exitCode(err))
+		if err == nil || cli.ExitCode(err) != 1 || !strings.Contains(err.Error(), `token named "alice" (line 1)`) {
+			t.Fatalf("duplicate name: %v (exit %d), want a refusal naming line 1", err, cli.ExitCode(err))
 		}
 		if readFile(t, tokens) != before {
 			t.Errorf("the refused run changed the tokens file")
@@ -244,7 +245,7 @@ func readFile(t *testing.T, path string) string {
 // TestTokenIsACommand checks that run dispatches to the token command.
 func TestTokenIsACommand(t *testing.T) {
 	err := run([]string{"token", "create", "--role", "peer", "--name", "n1"})
-	if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "peer is granted only by peer certificates") {
-		t.Fatalf("ordinal token create --role peer: %v (exit %d), want the token command's usage error", err, exitCode(err))
+	if err == nil || cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "peer is granted only by peer certificates") {
+		t.Fatalf("ordinal token create --role peer: %v (exit %d), want the token command's usage error", err, cli.ExitCode(err))
 	}
 }

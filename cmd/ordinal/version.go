@@ -4,17 +4,18 @@ import (
 	"fmt"
 	"runtime"
 
+	"github.com/ordinal-dev/ordinal/internal/cli"
 	"github.com/ordinal-dev/ordinal/internal/version"
 )
 
 func runVersion(args []string) error {
-	fs := newFlagSet("version", "ordinal version")
-	positional, err := parseCommandFlags("version", fs, args)
+	fs := cli.NewFlagSet("version", "ordinal version")
+	positional, err := cli.ParseCommandFlags("version", fs, args)
 	if err != nil {
 		return err
 	}
 	if len(positional) > 0 {
-		return usageErrorf("version: unexpected argument %q", positional[0])
+		return cli.UsageErrorf("version: unexpected argument %q", positional[0])
 	}
 	fmt.Println(versionLine())
 	return nil

@@ -3,19 +3,20 @@ package main
 import (
 	"bufio"
 	"context"
-	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ordinal-dev/ordinal/internal/testutil"
 )
 
-// startNoopProc runs `ordinal bench serve-noop` on a free port and returns
+// startNoopProc runs `ordinal-bench serve-noop` on a free port and returns
 // its address once it says it listens.
 func startNoopProc(t *testing.T) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, ordinalBin, "bench", "serve-noop", "--addr", "127.0.0.1:0")
+	cmd := exec.CommandContext(ctx, benchBin, "serve-noop", "--addr", "127.0.0.1:0")
 	cmd.Env = testEnv()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -50,7 +51,7 @@ func TestBenchAgainstNoop(t *testing.T) {
 	t.Parallel()
 	addr := startNoopProc(t)
 	for _, mode := range []string{"strong", "weak", "batch", "stream"} {
-		out := mustRun(t, nil, "bench", "--mode", mode, "--targets", addr, "--duration", "500ms", "--warmup", "100ms",
+		out := mustRun(t, "run", "--mode", mode, "--targets", addr, "--duration", "500ms", "--warmup", "100ms",
 			"--concurrency", "4", "--label", "t-"+mode)
 		var result string
 		for _, line := range strings.Split(out, "\n") {
@@ -70,13 +71,13 @@ func TestBenchKeyDists(t *testing.T) {
 	t.Parallel()
 	addr := startNoopProc(t)
 	for _, args := range [][]string{{"--key-dist", "fresh"}, {"--key-dist", "zipf", "--keys", "1000", "--seed", "3"}, {"--keys", "100000"}} {
-		out := mustRun(t, nil, append([]string{"bench", "--targets", addr, "--duration", "300ms", "--warmup", "100ms", "--concurrency", "4"}, args...)...)
+		out := mustRun(t, append([]string{"run", "--targets", addr, "--duration", "300ms", "--warmup", "100ms", "--concurrency", "4"}, args...)...)
 		dist := "cycle"
 		if args[0] == "--key-dist" {
 			dist = args[1]
 		}
 		if !strings.Contains(out, "key_dist="+dist) || !strings.Contains(out, "verified=ok") {
-			t.Errorf("ordinal bench %s: output lacks key_dist=%s or verified=ok:\n%s", strings.Join(args, " "), dist, out)
+			t.Errorf("ordinal-bench run %s: output lacks key_dist=%s or verified=ok:\n%s", strings.Join(args, " "), dist, out)
 		}
 	}
 }
@@ -89,26 +90,26 @@ func TestBenchErrors(t *testing.T) {
 		wantCode int
 		want     string
 	}{
-		{[]string{"bench", "--mode", "fast"}, 2, `bench: unknown mode "fast"`},
-		{[]string{"bench", "--backend", "etcd", "--mode", "stream"}, 2, "bench: backend etcd takes one ID per call"},
-		{[]string{"bench", "--concurrency", "0"}, 2, "must be positive"},
-		{[]string{"bench", "--key-dist", "uniform"}, 2, `bench: unknown key distribution "uniform"`},
-		{[]string{"bench", "--key-dist", "fresh", "--keys", "10"}, 2, "leave keys out"},
-		{[]string{"bench", "extra"}, 2, `bench: unexpected argument "extra"`},
-		{[]string{"bench", "failover"}, 2, "--kill-pid and --targets are required"},
-		{[]string{"bench", "compare", "--noop", unused}, 2, "--cluster"},
-		{[]string{"bench", "--targets", unused, "--duration", "200ms", "--warmup", "0"}, 1, "bench: no call succeeded: Unavailable="},
+		{[]string{"run", "--mode", "fast"}, 2, `run: unknown mode "fast"`},
+		{[]string{"run", "--backend", "etcd", "--mode", "stream"}, 2, "run: backend etcd takes one ID per call"},
+		{[]string{"run", "--concurrency", "0"}, 2, "must be positive"},
+		{[]string{"run", "--key-dist", "uniform"}, 2, `run: unknown key distribution "uniform"`},
+		{[]string{"run", "--key-dist", "fresh", "--keys", "10"}, 2, "leave keys out"},
+		{[]string{"run", "extra"}, 2, `run: unexpected argument "extra"`},
+		{[]string{"failover"}, 2, "--kill-pid and --targets are required"},
+		{[]string{"compare", "--noop", unused}, 2, "--cluster"},
+		{[]string{"run", "--targets", unused, "--duration", "200ms", "--warmup", "0"}, 1, "bench: no call succeeded: Unavailable="},
 	}
 	for _, tt := range tests {
-		r := runOrdinal(t, nil, tt.args...)
-		if r.code != tt.wantCode || !strings.HasPrefix(r.stderr, "ordinal: ") || !strings.Contains(r.stderr, tt.want) ||
+		r := runBenchBin(t, tt.args...)
+		if r.code != tt.wantCode || !strings.HasPrefix(r.stderr, "ordinal-bench: ") || !strings.Contains(r.stderr, tt.want) ||
 			strings.Count(r.stderr, "\n") != 1 {
-			t.Errorf("ordinal %s: exit %d, stderr %q; want exit %d and one line containing %q",
+			t.Errorf("ordinal-bench %s: exit %d, stderr %q; want exit %d and one line containing %q",
 				strings.Join(tt.args, " "), r.code, r.stderr, tt.wantCode, tt.want)
 		}
 	}
-	r := runOrdinal(t, nil, "bench", "--help")
-	if r.code != 0 || !strings.Contains(r.stderr, "Usage: ordinal bench") || !strings.Contains(r.stderr, "ORDINAL_TARGETS") {
-		t.Errorf("bench --help: exit %d, stderr:\n%s", r.code, r.stderr)
+	r := runBenchBin(t, "run", "--help")
+	if r.code != 0 || !strings.Contains(r.stderr, "Usage: ordinal-bench run") || !strings.Contains(r.stderr, "ORDINAL_TARGETS") {
+		t.Errorf("run --help: exit %d, stderr:\n%s", r.code, r.stderr)
 	}
 }

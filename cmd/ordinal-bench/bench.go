@@ -21,46 +21,35 @@ import (
 	"github.com/ordinal-dev/ordinal/bench/noop"
 	"github.com/ordinal-dev/ordinal/client"
 	"github.com/ordinal-dev/ordinal/daemon"
+	"github.com/ordinal-dev/ordinal/internal/cli"
 	"github.com/ordinal-dev/ordinal/tlsutil"
 )
 
-const benchUsage = `ordinal bench [--mode strong|weak|batch|stream] [--backend ordinal|etcd] [--targets HOST:PORT,...]
+const runUsage = `ordinal-bench run [--mode strong|weak|batch|stream] [--backend ordinal|etcd] [--targets HOST:PORT,...]
            [--concurrency N] [--duration D] [--warmup D] [--count N] [--key K] [--keys N]
            [--key-dist cycle|fresh|zipf] [--seed N] [--store S]
-       ordinal bench serve-noop [--addr HOST:PORT] [--tls-cert-file F --tls-key-file F [--tls-client-ca-file F]]
-       ordinal bench failover --kill-pid PID --targets SURVIVOR,...
-       ordinal bench compare --cluster A,B,C --noop HOST:PORT [--etcd HOST:PORT] [--etcd-cluster D,E,F]
-           [--tls-cluster G,H,I --tls-noop HOST:PORT --tls-cluster-ca-file F ...] [--cluster5 A,B,C,D,E] [--out FILE]
+       ordinal-bench [flags]   (the same)
 
 Runs a bounded load and verifies every ID received: no ID twice, STRONG IDs
 in real-time order across targets, WEAK IDs in order per target. Exits 1 if
 the verification fails. Callers are spread round-robin over the targets.
-serve-noop runs the no-op ceiling server (an atomic counter behind the same
-gRPC stack); --backend etcd takes one ID per call from etcd exactly as
-Layotto's etcd sequencer does; failover kills the leader's process and
-measures until STRONG calls succeed again; compare runs every scenario of
-BENCHMARKS.md in interleaved rounds and writes its tables`
+--backend etcd takes one ID per call from etcd exactly as Layotto's etcd
+sequencer does. The other commands: ordinal-bench serve-noop (the no-op
+ceiling server), failover (kills the leader's process and measures until
+STRONG calls succeed again) and compare (every scenario of BENCHMARKS.md
+in interleaved rounds); see ordinal-bench --help`
 
+// runBench is ordinal-bench run.
 func runBench(args []string) error {
-	if len(args) > 0 {
-		switch args[0] {
-		case "serve-noop":
-			return runBenchServeNoop(args[1:])
-		case "failover":
-			return runBenchFailover(args[1:])
-		case "compare":
-			return runBenchCompare(args[1:])
-		}
-	}
 	var (
 		cfg              bench.Config
 		mode, backend    string
 		targets, keyDist string
 		concurrency, nks int
-		conn             connFlags
+		conn             cli.ConnFlags
 	)
-	fs := newFlagSet("bench", benchUsage)
-	conn.register(fs)
+	fs := cli.NewFlagSet("run", runUsage)
+	conn.Register(fs)
 	fs.StringVar(&mode, "mode", "strong", "strong or weak (one ID per GetNextId call), batch (--count IDs per GetNextIds call, STRONG) or stream (STRONG through client.WithStreaming, one client per target shared by all callers)")
 	fs.StringVar(&backend, "backend", "ordinal", "ordinal (ordinal nodes or the no-op server) or etcd (Layotto's etcd sequencer: one transaction per ID)")
 	fs.StringVar(&targets, "targets", "", "comma-separated addresses to send calls to, round-robin over callers; default "+daemon.DefaultGRPCAddr+", or 127.0.0.1:2379 for etcd")
@@ -79,19 +68,15 @@ func runBench(args []string) error {
 	fs.StringVar(&cfg.Label, "label", "", "name of the run in the RESULT line")
 	var cpuProfile string
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator to this file")
-	positional, err := parseCommandFlags("bench", fs, args)
-	if err != nil {
+	if err := cli.NoArgs("run", fs, args); err != nil {
 		return err
-	}
-	if len(positional) > 0 {
-		return usageErrorf("bench: unexpected argument %q; subcommands are serve-noop, failover and compare", positional[0])
 	}
 	cfg.Mode, cfg.Backend = bench.Mode(strings.ToLower(mode)), bench.Backend(strings.ToLower(backend))
 	cfg.Concurrency, cfg.Keys, cfg.KeyDist = concurrency, nks, bench.KeyDist(strings.ToLower(keyDist))
-	if cfg.Warmup == 0 {
-		cfg.Warmup = -1 // none; bench.Config's zero value means the default
-	}
-	cfg.Targets = splitList(targets)
+	// --warmup 0 means none; bench.Config's zero Warmup alone would mean
+	// the default.
+	cfg.NoWarmup = cfg.Warmup == 0
+	cfg.Targets = cli.SplitList(targets)
 	if len(cfg.Targets) == 0 {
 		cfg.Targets = []string{daemon.DefaultGRPCAddr}
 		if cfg.Backend == bench.BackendEtcd {
@@ -99,15 +84,16 @@ func runBench(args []string) error {
 		}
 	}
 	if concurrency < 1 || cfg.Duration <= 0 || nks < 1 {
-		return usageErrorf("bench: --concurrency, --duration and --keys must be positive")
+		return cli.UsageErrorf("run: --concurrency, --duration and --keys must be positive")
 	}
 	if _, err := cfg.WithDefaults(); err != nil {
-		return usageErrorf("bench: %v", err)
+		return cli.UsageErrorf("run: %v", err)
 	}
-	if cfg.Backend == bench.BackendEtcd && (conn.tlsEnabled() || conn.tokenFile != "") {
-		return usageErrorf("bench: --tls, --tls-* and --token-file secure the connections to ordinal nodes; --backend etcd does not use them")
+	if cfg.Backend == bench.BackendEtcd && (conn.TLSEnabled() || conn.TokenFile != "") {
+		return cli.UsageErrorf("run: --tls, --tls-* and --token-file secure the connections to ordinal nodes; --backend etcd does not use them")
 	}
-	if cfg.ClientOptions, err = conn.clientOptions(); err != nil {
+	var err error
+	if cfg.ClientOptions, err = conn.ClientOptions(); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -115,11 +101,11 @@ func runBench(args []string) error {
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {
-			return fmt.Errorf("bench: %w", err)
+			return fmt.Errorf("run: %w", err)
 		}
 		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("bench: %w", err)
+			return fmt.Errorf("run: %w", err)
 		}
 		defer pprof.StopCPUProfile()
 	}
@@ -127,20 +113,21 @@ func runBench(args []string) error {
 	if err != nil {
 		var u *bench.UsageError
 		if errors.As(err, &u) {
-			return usageErrorf("bench: %v", err)
+			return cli.UsageErrorf("run: %v", err)
 		}
-		return fmt.Errorf("bench: %w", err)
+		return fmt.Errorf("run: %w", err)
 	}
 	res.Print(os.Stdout)
 	if res.VerifyErr != nil {
-		return fmt.Errorf("bench: VERIFICATION FAILED: %w", res.VerifyErr)
+		return fmt.Errorf("run: VERIFICATION FAILED: %w", res.VerifyErr)
 	}
 	return nil
 }
 
+// runBenchServeNoop is ordinal-bench serve-noop.
 func runBenchServeNoop(args []string) error {
 	var addr, certFile, keyFile, clientCAFile string
-	fs := newFlagSet("bench serve-noop", "ordinal bench serve-noop [--addr HOST:PORT] [--tls-cert-file F --tls-key-file F [--tls-client-ca-file F]]\n\n"+
+	fs := cli.NewFlagSet("serve-noop", "ordinal-bench serve-noop [--addr HOST:PORT] [--tls-cert-file F --tls-key-file F [--tls-client-ca-file F]]\n\n"+
 		"Serves ordinal.v1.Sequencer GetNextId, GetNextIds and NextIdStream from one\n"+
 		"atomic counter, with no consensus: the ceiling for ordinal's benchmarks.\n"+
 		"With --tls-cert-file it serves over TLS, and with --tls-client-ca-file it\n"+
@@ -152,18 +139,19 @@ func runBenchServeNoop(args []string) error {
 	fs.StringVar(&certFile, "tls-cert-file", "", "server certificate (PEM): serve over TLS, as ordinal serve --tls-cert-file does")
 	fs.StringVar(&keyFile, "tls-key-file", "", "key (PEM) of --tls-cert-file")
 	fs.StringVar(&clientCAFile, "tls-client-ca-file", "", "CA (PEM) of client certificates: clients must present one it signed (mutual TLS)")
-	if err := noArgs("bench serve-noop", fs, args); err != nil {
+	if err := cli.NoArgs("serve-noop", fs, args); err != nil {
 		return err
 	}
 	switch {
 	case (certFile == "") != (keyFile == ""):
-		return usageErrorf("bench serve-noop: --tls-cert-file and --tls-key-file go together")
+		return cli.UsageErrorf("serve-noop: --tls-cert-file and --tls-key-file go together")
 	case clientCAFile != "" && certFile == "":
-		return usageErrorf("bench serve-noop: --tls-client-ca-file needs --tls-cert-file and --tls-key-file: client certificates are checked during a TLS handshake")
+		return cli.UsageErrorf("serve-noop: --tls-client-ca-file needs --tls-cert-file and --tls-key-file: client certificates are checked during a TLS handshake")
 	}
 	if pprofAddr != "" {
-		if err := servePprof(pprofAddr, nil, hclog.NewNullLogger()); err != nil {
-			return fmt.Errorf("bench serve-noop: %w", err)
+		// Loopback only: the no-op server has no admin credentials.
+		if err := cli.ServePprof(pprofAddr, nil, hclog.NewNullLogger()); err != nil {
+			return fmt.Errorf("serve-noop: %w", err)
 		}
 	}
 	var (
@@ -176,11 +164,11 @@ func runBenchServeNoop(args []string) error {
 		// The configuration ordinal serve builds for its client port, so
 		// that the ceiling pays the same handshake and record layer.
 		if kp, err = tlsutil.LoadKeyPair(certFile, keyFile, nil); err != nil {
-			return usageErrorf("bench serve-noop: --tls-cert-file: %v", err)
+			return cli.UsageErrorf("serve-noop: --tls-cert-file: %v", err)
 		}
 		if clientCAFile != "" {
 			if cas, err = tlsutil.LoadCAPool(clientCAFile, nil); err != nil {
-				return usageErrorf("bench serve-noop: --tls-client-ca-file: %v", err)
+				return cli.UsageErrorf("serve-noop: --tls-client-ca-file: %v", err)
 			}
 		}
 		l, err = noop.ListenTLS(addr, tlsutil.ServerConfig(kp, cas, cas != nil))
@@ -188,7 +176,7 @@ func runBenchServeNoop(args []string) error {
 		l, err = noop.Listen(addr)
 	}
 	if err != nil {
-		return fmt.Errorf("bench serve-noop: %w", err)
+		return fmt.Errorf("serve-noop: %w", err)
 	}
 	defer l.Close()
 	fmt.Printf("no-op sequencer listening on %s\n", l.Addr())
@@ -204,17 +192,18 @@ func runBenchServeNoop(args []string) error {
 	case <-ctx.Done():
 		return nil
 	case err := <-l.Done():
-		return fmt.Errorf("bench serve-noop: %w", err)
+		return fmt.Errorf("serve-noop: %w", err)
 	}
 }
 
+// runBenchFailover is ordinal-bench failover.
 func runBenchFailover(args []string) error {
 	var (
 		cfg     bench.FailoverConfig
 		targets string
-		conn    connFlags
+		conn    cli.ConnFlags
 	)
-	fs := newFlagSet("bench failover", "ordinal bench failover --kill-pid PID --targets SURVIVOR,...\n\n"+
+	fs := cli.NewFlagSet("failover", "ordinal-bench failover --kill-pid PID --targets SURVIVOR,...\n\n"+
 		"Takes a STRONG ID through every target, kills PID (the leader) with SIGKILL,\n"+
 		"then sends a STRONG call every --interval, in turn to each target, and reports\n"+
 		"how long after the kill the first call, and a call through every target,\n"+
@@ -226,28 +215,29 @@ func runBenchFailover(args []string) error {
 	fs.DurationVar(&cfg.Interval, "interval", 10*time.Millisecond, "time between calls after the kill")
 	fs.DurationVar(&cfg.CallTimeout, "call-timeout", time.Second, "how long calls in flight when the run ends may take before they are abandoned")
 	fs.DurationVar(&cfg.Timeout, "timeout", 15*time.Second, "give up this long after the kill")
-	conn.register(fs)
-	if err := noArgs("bench failover", fs, args); err != nil {
+	conn.Register(fs)
+	if err := cli.NoArgs("failover", fs, args); err != nil {
 		return err
 	}
-	cfg.Targets = splitList(targets)
+	cfg.Targets = cli.SplitList(targets)
 	if cfg.KillPID <= 0 || len(cfg.Targets) == 0 {
-		return usageErrorf("bench failover: --kill-pid and --targets are required")
+		return cli.UsageErrorf("failover: --kill-pid and --targets are required")
 	}
 	var err error
-	if cfg.ClientOptions, err = conn.clientOptions(); err != nil {
+	if cfg.ClientOptions, err = conn.ClientOptions(); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	res, err := bench.Failover(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("bench failover: %w", err)
+		return fmt.Errorf("failover: %w", err)
 	}
 	res.Print(os.Stdout)
 	return nil
 }
 
+// runBenchCompare is ordinal-bench compare.
 func runBenchCompare(args []string) error {
 	var (
 		cfg                  bench.CompareConfig
@@ -256,7 +246,7 @@ func runBenchCompare(args []string) error {
 		duration, warmup     time.Duration
 		machine, commandLine string
 	)
-	fs := newFlagSet("bench compare", "ordinal bench compare --cluster A,B,C --noop HOST:PORT [--etcd HOST:PORT] [--etcd-cluster D,E,F]\n"+
+	fs := cli.NewFlagSet("compare", "ordinal-bench compare --cluster A,B,C --noop HOST:PORT [--etcd HOST:PORT] [--etcd-cluster D,E,F]\n"+
 		"           [--tls-cluster G,H,I --tls-noop HOST:PORT --tls-cluster-ca-file F --tls-cluster-cert-file F --tls-cluster-key-file F\n"+
 		"            --tls-cluster-admin-cert-file F --tls-cluster-admin-key-file F] [--out FILE]\n\n"+
 		"Runs every benchmark scenario against the cluster's leader and a follower, the\n"+
@@ -265,7 +255,7 @@ func runBenchCompare(args []string) error {
 		"ratios to the same round's no-op run).\n\n"+
 		"With --tls-cluster and --tls-noop it also runs the mTLS rows (tls-*, noop-tls-*)\n"+
 		"against a second cluster secured with TLS and client certificates and a no-op\n"+
-		"server over the same mutual TLS ('bench serve-noop --tls-cert-file ...\n"+
+		"server over the same mutual TLS ('ordinal-bench serve-noop --tls-cert-file ...\n"+
 		"--tls-client-ca-file ...'), each right after its plain twin, and reports TLS on\n"+
 		"vs off. Their calls present --tls-cluster-cert-file, which needs only the ids\n"+
 		"role; the leader lookup presents --tls-cluster-admin-cert-file, a certificate\n"+
@@ -276,7 +266,7 @@ func runBenchCompare(args []string) error {
 	fs.StringVar(&cluster, "cluster", "", "comma-separated gRPC addresses of the ordinal nodes")
 	var cluster5 string
 	fs.StringVar(&cluster5, "cluster5", "", "comma-separated gRPC addresses of a plain 5-node cluster, for strong-leader-64-5nodes; empty skips that row")
-	fs.StringVar(&cfg.Noop, "noop", "", "address of `ordinal bench serve-noop`")
+	fs.StringVar(&cfg.Noop, "noop", "", "address of `ordinal-bench serve-noop`")
 	fs.StringVar(&cfg.Etcd, "etcd", "", "etcd client address; empty skips the etcd rows")
 	var etcdCluster string
 	fs.StringVar(&etcdCluster, "etcd-cluster", "", "comma-separated gRPC addresses of ordinal nodes serving with --store etcd (native layout) on --etcd; empty skips the etcdstore- rows")
@@ -290,26 +280,26 @@ func runBenchCompare(args []string) error {
 	fs.StringVar(&commandLine, "command", "", "the command to name as the source of the numbers; default this one")
 	var pids string
 	fs.StringVar(&pids, "pids", "", "comma-separated ADDR=PID of the servers, to measure their CPU time per call (Linux)")
-	var conn connFlags
-	conn.register(fs) // for the ordinal nodes: --noop and --etcd are plain TCP
+	var conn cli.ConnFlags
+	conn.Register(fs) // for the ordinal nodes: --noop and --etcd are plain TCP
 	var tf tlsTargetFlags
 	tf.register(fs)
-	if err := noArgs("bench compare", fs, args); err != nil {
+	if err := cli.NoArgs("compare", fs, args); err != nil {
 		return err
 	}
-	cfg.Cluster, cfg.Only, cfg.EtcdCluster, cfg.Cluster5 = splitList(cluster), splitList(only), splitList(etcdCluster), splitList(cluster5)
+	cfg.Cluster, cfg.Only, cfg.EtcdCluster, cfg.Cluster5 = cli.SplitList(cluster), cli.SplitList(only), cli.SplitList(etcdCluster), cli.SplitList(cluster5)
 	cfg.Rounds, cfg.Duration, cfg.Warmup, cfg.Machine = rounds, duration, warmup, machine
+	// --warmup 0 means none; CompareConfig's zero Warmup alone would mean
+	// the default.
+	cfg.NoWarmup = warmup == 0
 	if len(cfg.Cluster) < 2 || cfg.Noop == "" || rounds < 1 || duration <= 0 || warmup < 0 {
-		return usageErrorf("bench compare: --cluster (two nodes or more) and --noop are required; --rounds and --duration must be positive")
+		return cli.UsageErrorf("compare: --cluster (two nodes or more) and --noop are required; --rounds and --duration must be positive")
 	}
 	if len(cfg.EtcdCluster) > 0 && cfg.Etcd == "" {
-		return usageErrorf("bench compare: --etcd-cluster needs --etcd, the etcd those nodes use (the elected node is read from it)")
-	}
-	if warmup == 0 {
-		cfg.Warmup = -1
+		return cli.UsageErrorf("compare: --etcd-cluster needs --etcd, the etcd those nodes use (the elected node is read from it)")
 	}
 	var err error
-	if cfg.ClientOptions, err = conn.clientOptions(); err != nil {
+	if cfg.ClientOptions, err = conn.ClientOptions(); err != nil {
 		return err
 	}
 	if cfg.TLS, err = tf.targets(); err != nil {
@@ -317,45 +307,45 @@ func runBenchCompare(args []string) error {
 	}
 	if pids != "" {
 		cfg.PIDs = map[string]int{}
-		for _, kv := range splitList(pids) {
+		for _, kv := range cli.SplitList(pids) {
 			addr, pid, ok := strings.Cut(kv, "=")
 			n, err := strconv.Atoi(pid)
 			if !ok || err != nil || n <= 0 {
-				return usageErrorf("bench compare: --pids wants ADDR=PID pairs, got %q", kv)
+				return cli.UsageErrorf("compare: --pids wants ADDR=PID pairs, got %q", kv)
 			}
 			cfg.PIDs[addr] = n
 		}
 	}
 	cfg.Command = commandLine
 	if cfg.Command == "" {
-		cfg.Command = "ordinal bench compare " + strings.Join(args, " ")
+		cfg.Command = "ordinal-bench compare " + strings.Join(args, " ")
 	}
 	cfg.Log = os.Stdout
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	cmp, err := bench.Compare(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("bench compare: %w", err)
+		return fmt.Errorf("compare: %w", err)
 	}
 	if out == "-" {
 		cmp.Markdown(os.Stdout)
 	} else {
 		f, err := os.Create(out)
 		if err != nil {
-			return fmt.Errorf("bench compare: %w", err)
+			return fmt.Errorf("compare: %w", err)
 		}
 		cmp.Markdown(f)
 		if err := f.Close(); err != nil {
-			return fmt.Errorf("bench compare: %w", err)
+			return fmt.Errorf("compare: %w", err)
 		}
 	}
 	if len(cmp.Failures) > 0 {
-		return fmt.Errorf("bench compare: %d run(s) failed; first: %w", len(cmp.Failures), cmp.Failures[0])
+		return fmt.Errorf("compare: %d run(s) failed; first: %w", len(cmp.Failures), cmp.Failures[0])
 	}
 	return nil
 }
 
-// tlsTargetFlags are bench compare's flags for the servers of the mTLS
+// tlsTargetFlags are compare's flags for the servers of the mTLS
 // rows (bench.TLSTargets): a secured cluster, a no-op server over mutual
 // TLS, and the two client certificates that reach them.
 type tlsTargetFlags struct {
@@ -367,7 +357,7 @@ type tlsTargetFlags struct {
 
 func (f *tlsTargetFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.cluster, "tls-cluster", "", "comma-separated gRPC addresses of a cluster secured with TLS and client certificates, for the tls- rows; empty skips them")
-	fs.StringVar(&f.noop, "tls-noop", "", "address of 'ordinal bench serve-noop --tls-cert-file ... --tls-client-ca-file ...', the ceiling of the mTLS rows; empty skips its rows")
+	fs.StringVar(&f.noop, "tls-noop", "", "address of 'ordinal-bench serve-noop --tls-cert-file ... --tls-client-ca-file ...', the ceiling of the mTLS rows; empty skips its rows")
 	fs.StringVar(&f.caFile, "tls-cluster-ca-file", "", "CA (PEM) that signed the server certificates of --tls-cluster and --tls-noop")
 	fs.StringVar(&f.certFile, "tls-cluster-cert-file", "", "client certificate (PEM) the calls of the mTLS rows present; any certificate of the nodes' client CA (the ids role) will do")
 	fs.StringVar(&f.keyFile, "tls-cluster-key-file", "", "key (PEM) of --tls-cluster-cert-file")
@@ -380,31 +370,31 @@ func (f *tlsTargetFlags) register(fs *flag.FlagSet) {
 // when neither --tls-cluster nor --tls-noop is given.
 func (f *tlsTargetFlags) targets() (bench.TLSTargets, error) {
 	var t bench.TLSTargets
-	t.Cluster, t.Noop = splitList(f.cluster), f.noop
-	const cmd = "bench compare"
+	t.Cluster, t.Noop = cli.SplitList(f.cluster), f.noop
+	const cmd = "compare"
 	if len(t.Cluster) == 0 && t.Noop == "" {
 		if f.caFile != "" || f.certFile != "" || f.keyFile != "" || f.adminCertFile != "" || f.adminKeyFile != "" || f.serverName != "" {
-			return t, usageErrorf("%s: the --tls-cluster-* flags secure the connections to --tls-cluster and --tls-noop; give those, or use --tls-ca-file and its kin for --cluster", cmd)
+			return t, cli.UsageErrorf("%s: the --tls-cluster-* flags secure the connections to --tls-cluster and --tls-noop; give those, or use --tls-ca-file and its kin for --cluster", cmd)
 		}
 		return t, nil
 	}
 	switch {
 	case len(t.Cluster) == 1:
-		return t, usageErrorf("%s: --tls-cluster needs two nodes or more, as --cluster does: every round picks a follower (tls-weak-follower-64)", cmd)
+		return t, cli.UsageErrorf("%s: --tls-cluster needs two nodes or more, as --cluster does: every round picks a follower (tls-weak-follower-64)", cmd)
 	case f.caFile == "":
-		return t, usageErrorf("%s: --tls-cluster and --tls-noop need --tls-cluster-ca-file, the CA that signed their server certificates", cmd)
+		return t, cli.UsageErrorf("%s: --tls-cluster and --tls-noop need --tls-cluster-ca-file, the CA that signed their server certificates", cmd)
 	case f.certFile == "" || f.keyFile == "":
-		return t, usageErrorf("%s: --tls-cluster and --tls-noop need --tls-cluster-cert-file and --tls-cluster-key-file: they require client certificates", cmd)
+		return t, cli.UsageErrorf("%s: --tls-cluster and --tls-noop need --tls-cluster-cert-file and --tls-cluster-key-file: they require client certificates", cmd)
 	case (f.adminCertFile == "") != (f.adminKeyFile == ""):
-		return t, usageErrorf("%s: --tls-cluster-admin-cert-file and --tls-cluster-admin-key-file go together", cmd)
+		return t, cli.UsageErrorf("%s: --tls-cluster-admin-cert-file and --tls-cluster-admin-key-file go together", cmd)
 	}
 	roots, err := loadCAFile(f.caFile)
 	if err != nil {
-		return t, usageErrorf("%s: --tls-cluster-ca-file: %v", cmd, err)
+		return t, cli.UsageErrorf("%s: --tls-cluster-ca-file: %v", cmd, err)
 	}
 	cfg, err := clientTLSConfig(roots, f.certFile, f.keyFile, f.serverName)
 	if err != nil {
-		return t, usageErrorf("%s: --tls-cluster-cert-file and --tls-cluster-key-file: %v", cmd, err)
+		return t, cli.UsageErrorf("%s: --tls-cluster-cert-file and --tls-cluster-key-file: %v", cmd, err)
 	}
 	t.ClientOptions = []client.Option{client.WithTLS(cfg)}
 	t.Flags = "--tls-ca-file " + f.caFile + " --tls-cert-file " + f.certFile + " --tls-key-file " + f.keyFile
@@ -414,7 +404,7 @@ func (f *tlsTargetFlags) targets() (bench.TLSTargets, error) {
 	if f.adminCertFile != "" {
 		admin, err := clientTLSConfig(roots, f.adminCertFile, f.adminKeyFile, f.serverName)
 		if err != nil {
-			return t, usageErrorf("%s: --tls-cluster-admin-cert-file and --tls-cluster-admin-key-file: %v", cmd, err)
+			return t, cli.UsageErrorf("%s: --tls-cluster-admin-cert-file and --tls-cluster-admin-key-file: %v", cmd, err)
 		}
 		t.AdminOptions = []client.Option{client.WithTLS(admin)}
 	}
@@ -435,9 +425,10 @@ func loadCAFile(file string) (*x509.CertPool, error) {
 }
 
 // clientTLSConfig is the TLS configuration of a client that trusts roots
-// and presents the certificate in certFile: the configuration `ordinal
-// bench --tls-ca-file --tls-cert-file --tls-key-file` makes (connFlags),
-// so that the standalone commands of the report measure the same thing.
+// and presents the certificate in certFile: the configuration
+// `ordinal-bench run --tls-ca-file --tls-cert-file --tls-key-file` makes
+// (cli.ConnFlags), so that the standalone commands of the report measure
+// the same thing.
 func clientTLSConfig(roots *x509.CertPool, certFile, keyFile, serverName string) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
