@@ -30,9 +30,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/ordinal-dev/ordinal/alloc"
+	"github.com/ordinal-dev/ordinal/metrics"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 )
@@ -135,8 +135,13 @@ type Config struct {
 	// NewStore).
 	NodeID, PeerAdvertise, GRPCAdvertise string
 
-	// Logger receives the store's logs. Nil means none.
+	// Logger receives the store's logs, and the etcd client's (named
+	// "client", at the levels Logger prints). Nil means none.
 	Logger hclog.Logger
+
+	// Metrics records the store's requests to etcd and this node's
+	// elections. Nil records nothing.
+	Metrics *metrics.Etcd
 }
 
 // withDefaults validates cfg and fills in its defaults.
@@ -271,9 +276,9 @@ func (cfg Config) clientConfig() (clientv3.Config, error) {
 				MinConnectTimeout: cfg.DialTimeout,
 			}),
 		},
-		// The client's own logs repeat every retry; the store logs what
-		// matters through its hclog logger.
-		Logger: zap.NewNop(),
+		// The client's own logs go to the store's logger, at the levels
+		// it prints (zaplog.go).
+		Logger: zapLogger(cfg.Logger),
 	}, nil
 }
 

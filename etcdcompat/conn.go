@@ -28,6 +28,25 @@ const (
 	maxRetry = 2 * time.Second
 )
 
+// Operations: the op label of the requests a store makes to etcd
+// (metrics.Etcd.Request). A fixed list, never a key or a store name.
+// Watches are streams and are not counted; neither are the lease
+// keepalives the client sends by itself.
+const (
+	opConnect  = "connect"  // the read that checks etcd answers, at start
+	opReserve  = "reserve"  // a range reservation's compare-and-swap
+	opGet      = "get"      // reading a counter (Layotto: a key's version)
+	opConfirm  = "confirm"  // the STRONG fence: reading the election key
+	opFloor    = "floor"    // SetFloor's transaction fenced by the election key
+	opNext     = "next"     // Layotto: one ID's transaction
+	opSession  = "session"  // opening a session: granting its lease
+	opCampaign = "campaign" // campaigning, until this node leads
+	opResign   = "resign"   // revoking the session's lease
+	opLeader   = "leader"   // reading which node leads
+	opTenure   = "tenure"   // reading this node's election key before watching it
+	opFloors   = "floors"   // reading the floors before watching them
+)
+
 // conn is the etcd connection a store shares with its background loops.
 type conn struct {
 	cfg       Config
@@ -117,7 +136,9 @@ func (c *conn) tryConnect(ctx context.Context) error {
 	}
 	pctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
+	start := time.Now()
 	_, err := cli.Get(pctx, c.cfg.Prefix+"probe", clientv3.WithCountOnly())
+	c.recordLoop(ctx, opConnect, start, err)
 	return err
 }
 
@@ -154,6 +175,23 @@ func (c *conn) cliForCall() (*clientv3.Client, error) {
 // Config.RequestTimeout, within the caller's own deadline.
 func (c *conn) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, c.cfg.RequestTimeout)
+}
+
+// record records one request of operation op to etcd, begun at start.
+func (c *conn) record(op string, start time.Time, err error) {
+	if m := c.cfg.Metrics; m != nil {
+		m.Request(op, time.Since(start), err)
+	}
+}
+
+// recordLoop is record for a request made in the background: one that
+// failed because it was called off (ctx done, or the store closed) is not
+// recorded, since etcd did not fail it.
+func (c *conn) recordLoop(ctx context.Context, op string, start time.Time, err error) {
+	if err != nil && (ctx.Err() != nil || c.ctx.Err() != nil) {
+		return
+	}
+	c.record(op, start, err)
 }
 
 // waitConnected blocks until Start has reached etcd.

@@ -26,7 +26,9 @@ func (s *Store) campaignLoop(ctx context.Context) {
 			return
 		}
 		ttl := int(math.Ceil(s.cfg.SessionTTL.Seconds()))
+		start := time.Now()
 		sess, err := concurrency.NewSession(cli, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+		s.recordLoop(ctx, opSession, start, err)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.logger.Warn("cannot open an etcd session; STRONG calls wait for a leader", "endpoints", s.endpoints, "error", err)
@@ -44,7 +46,9 @@ func (s *Store) campaignLoop(ctx context.Context) {
 		// unreachable this fails and the lease expires on its own.
 		sess.Orphan()
 		rctx, cancel := context.WithTimeout(context.Background(), resignTimeout)
-		_, _ = cli.Revoke(rctx, sess.Lease())
+		start = time.Now()
+		_, err = cli.Revoke(rctx, sess.Lease())
+		s.record(opResign, start, err)
 		cancel()
 	}
 }
@@ -61,7 +65,12 @@ func (s *Store) runSession(ctx context.Context, sess *concurrency.Session) {
 		}
 	}()
 	el := concurrency.NewElection(sess, s.electionPfx)
-	if err := el.Campaign(ctx, s.self); err != nil {
+	// Campaign returns once every older election key is gone: its time
+	// includes the whole wait behind the leader of the moment.
+	start := time.Now()
+	err := el.Campaign(ctx, s.self)
+	s.recordLoop(ctx, opCampaign, start, err)
+	if err != nil {
 		if ctx.Err() == nil {
 			s.logger.Warn("etcd election failed; starting over", "error", err)
 		}
@@ -69,6 +78,7 @@ func (s *Store) runSession(ctx context.Context, sess *concurrency.Session) {
 	}
 	t := &tenure{key: el.Key(), rev: el.Rev(), lost: make(chan struct{})}
 	s.tenure.Store(t)
+	s.cfg.Metrics.Election(true)
 	s.logger.Info("leading: this node serves STRONG calls", "epoch", t.rev, "election_key", t.key)
 	s.goLoop(func(context.Context) { s.watchTenure(ctx, t) })
 	select {
@@ -76,6 +86,9 @@ func (s *Store) runSession(ctx context.Context, sess *concurrency.Session) {
 	case <-t.lost:
 	}
 	s.tenure.CompareAndSwap(t, nil)
+	// Every tenure that ends counts as lost, handed over at shutdown
+	// included, so that won minus lost is 1 exactly while this node leads.
+	s.cfg.Metrics.Election(false)
 	if s.ctx.Err() != nil {
 		s.logger.Info("shutting down: handing STRONG leadership over", "epoch", t.rev)
 		return
@@ -111,7 +124,9 @@ func (s *Store) watchTenure(ctx context.Context, t *tenure) {
 			return
 		}
 		gctx, cancel := s.requestContext(ctx)
+		start := time.Now()
 		resp, err := cli.Get(gctx, t.key)
+		s.recordLoop(ctx, opTenure, start, err)
 		cancel()
 		if err != nil {
 			sleep(ctx, wait)
@@ -159,7 +174,9 @@ func (s *Store) observeLoop(ctx context.Context) {
 		if err != nil {
 			return
 		}
+		start := time.Now()
 		resp, err := cli.Get(ctx, s.electionPfx+"/", clientv3.WithFirstCreate()...)
+		s.recordLoop(ctx, opLeader, start, err)
 		if err != nil {
 			sleep(ctx, wait)
 			wait = min(wait*2, maxRetry)
@@ -203,7 +220,9 @@ func (s *Store) floorLoop(ctx context.Context) {
 			if !relist {
 				opts = append(opts, clientv3.WithCountOnly())
 			}
+			start := time.Now()
 			resp, err := cli.Get(ctx, s.floorsDir, opts...)
+			s.recordLoop(ctx, opFloors, start, err)
 			if err != nil {
 				sleep(ctx, wait)
 				wait = min(wait*2, maxRetry)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -98,11 +99,13 @@ func (s *LayottoStore) Next(ctx context.Context, key keyspace.Key, _ alloc.Mode,
 	ctx, cancel := s.requestContext(ctx)
 	defer cancel()
 	// Both branches do the same, exactly as Layotto's component does.
+	start := time.Now()
 	resp, err := cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 		Then(clientv3.OpPut(k, ""), clientv3.OpGet(k)).
 		Else(clientv3.OpPut(k, ""), clientv3.OpGet(k)).
 		Commit()
+	s.record(opNext, start, err)
 	if err != nil {
 		return 0, s.unavailable("put", err)
 	}
@@ -125,7 +128,9 @@ func (s *LayottoStore) HighWater(ctx context.Context, key keyspace.Key) (uint64,
 	}
 	ctx, cancel := s.requestContext(ctx)
 	defer cancel()
+	start := time.Now()
 	resp, err := cli.Get(ctx, s.EtcdKey(key.Name))
+	s.record(opGet, start, err)
 	if err != nil {
 		return 0, s.unavailable("read", err)
 	}

@@ -192,7 +192,9 @@ func (s *Store) Reserve(ctx context.Context, key keyspace.Key, want, need uint64
 	cur, known := s.cached(ck)
 	for {
 		if !known {
+			start := time.Now()
 			resp, err := cli.Get(ctx, ck)
+			s.record(opGet, start, err)
 			if err != nil {
 				return alloc.Range{}, 0, s.unavailable("read counter", err)
 			}
@@ -210,11 +212,13 @@ func (s *Store) Reserve(ctx context.Context, key keyspace.Key, want, need uint64
 		if t != nil {
 			then = append(then, clientv3.OpGet(t.key))
 		}
+		start := time.Now()
 		resp, err := cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(ck), "=", cur.modRev)).
 			Then(then...).
 			Else(clientv3.OpGet(ck)).
 			Commit()
+		s.record(opReserve, start, err)
 		if err != nil {
 			// The transaction may have committed: the cached state is
 			// then stale, and the next compare fails and refreshes it.
@@ -254,7 +258,9 @@ func (s *Store) Confirm(ctx context.Context) (alloc.Epoch, error) {
 	if err != nil {
 		return 0, err
 	}
+	start := time.Now()
 	resp, err := cli.Get(ctx, t.key)
+	s.record(opConfirm, start, err)
 	if err != nil {
 		return 0, s.unavailable("confirm leadership", err)
 	}
@@ -283,7 +289,9 @@ func (s *Store) Floor(ctx context.Context, key keyspace.Key, value uint64) (uint
 	ctx, cancel := s.requestContext(ctx)
 	defer cancel()
 	for {
+		start := time.Now()
 		read, err := cli.Txn(ctx).Then(clientv3.OpGet(ck), clientv3.OpGet(fk)).Commit()
+		s.record(opGet, start, err)
 		if err != nil {
 			return 0, s.unavailable("read counter", err)
 		}
@@ -303,6 +311,7 @@ func (s *Store) Floor(ctx context.Context, key keyspace.Key, value uint64) (uint
 		if value > floor.value {
 			ops = append(ops, clientv3.OpPut(fk, encode(value)))
 		}
+		start = time.Now()
 		resp, err := cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev),
 				clientv3.Compare(clientv3.ModRevision(ck), "=", cur.modRev),
@@ -310,6 +319,7 @@ func (s *Store) Floor(ctx context.Context, key keyspace.Key, value uint64) (uint
 			Then(ops...).
 			Else(clientv3.OpGet(t.key)).
 			Commit()
+		s.record(opFloor, start, err)
 		if err != nil {
 			return 0, s.unavailable("set floor", err)
 		}
@@ -335,7 +345,9 @@ func (s *Store) HighWater(ctx context.Context, key keyspace.Key) (uint64, error)
 	}
 	ctx, cancel := s.requestContext(ctx)
 	defer cancel()
+	start := time.Now()
 	resp, err := cli.Get(ctx, keyIn(s.countersDir, key))
+	s.record(opGet, start, err)
 	if err != nil {
 		return 0, s.unavailable("read counter", err)
 	}
