@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/ordinal-dev/ordinal/keyspace"
+	"github.com/ordinal-dev/ordinal/metrics"
 )
 
 // Mode selects how an ID is allocated.
@@ -91,6 +92,10 @@ type Config struct {
 
 	// Logger receives debug logs about failed reservations. Nil means none.
 	Logger hclog.Logger
+
+	// Metrics records IDs handed out and skipped, leadership proofs and
+	// reservations. Nil records nothing.
+	Metrics *metrics.Alloc
 }
 
 func (c Config) withDefaults() Config {
@@ -166,7 +171,7 @@ func New(backend Backend, cfg Config) *Allocator {
 		backend: backend,
 		cfg:     cfg,
 		logger:  cfg.Logger,
-		fence:   newFenceGroup(backend.Confirm, cfg.FenceTimeout, cfg.FenceRounds),
+		fence:   newFenceGroup(backend.Confirm, cfg.FenceTimeout, cfg.FenceRounds, cfg.Metrics),
 		ctx:     ctx,
 		cancel:  cancel,
 		strong:  make(map[keyspace.Key]*pool),
@@ -230,6 +235,9 @@ func (a *Allocator) Next(ctx context.Context, key keyspace.Key, mode Mode, count
 		for {
 			first, err := a.pool(key, false).take(ctx, count, 0)
 			if !errors.Is(err, errEvicted) {
+				if err == nil {
+					a.cfg.Metrics.Issued(false, count)
+				}
 				return first, err
 			}
 		}
@@ -256,6 +264,9 @@ func (a *Allocator) Next(ctx context.Context, key keyspace.Key, mode Mode, count
 		}
 		if errors.Is(err, errStaleFence) {
 			err = fmt.Errorf("%w: leadership changed during the call", ErrNotLeader)
+		}
+		if err == nil {
+			a.cfg.Metrics.Issued(true, count)
 		}
 		return first, err
 	}
@@ -332,6 +343,26 @@ func (a *Allocator) RaiseFloor(key keyspace.Key, floor uint64) {
 func (a *Allocator) Close() {
 	a.cancel()
 	a.wg.Wait()
+	if a.cfg.Metrics == nil {
+		return
+	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	for _, pools := range []map[keyspace.Key]*pool{a.strong, a.weak} {
+		for _, p := range pools {
+			p.mu.Lock()
+			a.cfg.Metrics.Skipped(metrics.SkipClosed, p.cur.Len()+p.next.Len())
+			p.mu.Unlock()
+		}
+	}
+}
+
+// Pools returns how many keys hold ranges in this node's memory, counting
+// a key used in both modes twice.
+func (a *Allocator) Pools() int {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return len(a.strong) + len(a.weak)
 }
 
 func (a *Allocator) pool(key keyspace.Key, strong bool) *pool {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/ordinal-dev/ordinal/metrics"
 )
 
 // fenceGroup coalesces leadership proofs. Every caller needs a proof whose
@@ -22,6 +24,7 @@ type fenceGroup struct {
 	confirm   func(context.Context) (Epoch, error)
 	timeout   time.Duration
 	maxRounds int // rounds in flight at once
+	metrics   *metrics.Alloc
 
 	mu       sync.Mutex
 	waiting  *fenceRound // the round that starts when a round in flight ends
@@ -35,13 +38,14 @@ type fenceRound struct {
 	deadline time.Time
 	epoch    Epoch
 	err      error
+	callers  int // calls that joined the round, for metrics
 	// cutShort says the round ran out at deadline, before the group's
 	// timeout: callers with more time left should try the next round.
 	cutShort bool
 }
 
-func newFenceGroup(confirm func(context.Context) (Epoch, error), timeout time.Duration, maxRounds int) *fenceGroup {
-	return &fenceGroup{confirm: confirm, timeout: timeout, maxRounds: max(maxRounds, 1)}
+func newFenceGroup(confirm func(context.Context) (Epoch, error), timeout time.Duration, maxRounds int, m *metrics.Alloc) *fenceGroup {
+	return &fenceGroup{confirm: confirm, timeout: timeout, maxRounds: max(maxRounds, 1), metrics: m}
 }
 
 // wait returns the epoch proven by a round that started after wait was
@@ -80,7 +84,7 @@ func (g *fenceGroup) join(ctx context.Context) *fenceRound {
 	if g.waiting == nil && g.inFlight < g.maxRounds {
 		g.inFlight++
 		g.mu.Unlock()
-		r := &fenceRound{done: make(chan struct{}), deadline: deadline}
+		r := &fenceRound{done: make(chan struct{}), deadline: deadline, callers: 1}
 		g.runRound(r)
 		g.finished()
 		return r
@@ -90,6 +94,7 @@ func (g *fenceGroup) join(ctx context.Context) *fenceRound {
 		r = &fenceRound{done: make(chan struct{})}
 		g.waiting = r
 	}
+	r.callers++
 	if hasDeadline && (r.deadline.IsZero() || deadline.Before(r.deadline)) {
 		r.deadline = deadline
 	}
@@ -122,8 +127,25 @@ func (g *fenceGroup) runRound(r *fenceRound) {
 		limit = r.deadline
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), limit)
+	start := time.Now()
 	r.epoch, r.err = g.confirm(ctx)
 	r.cutShort = callerLimit && r.err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 	cancel()
+	if g.metrics != nil {
+		g.metrics.Proof(time.Since(start), r.callers, proofResult(r.err))
+	}
 	close(r.done)
+}
+
+// proofResult names a proof's outcome for metrics.
+func proofResult(err error) string {
+	switch {
+	case err == nil:
+		return metrics.ResultOK
+	case errors.Is(err, ErrNotLeader):
+		return metrics.ResultNotLeader
+	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return metrics.ResultUnavailable
+	}
+	return metrics.ResultError
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ordinal-dev/ordinal/keyspace"
+	"github.com/ordinal-dev/ordinal/metrics"
 )
 
 // errEvicted means the pool was dropped for idleness after the caller
@@ -123,6 +124,7 @@ func (p *pool) take(ctx context.Context, count uint64, epoch Epoch) (uint64, err
 		if p.next.Len() > 0 {
 			// What is left of cur is too small for this call; skipping it
 			// leaves a gap, which is allowed, and keeps IDs increasing.
+			p.skipped(metrics.SkipTooSmall, p.cur.Len())
 			p.cur, p.curEpoch, p.curUntil = p.next, p.nextEpoch, p.nextUntil
 			p.next = emptyRange
 			continue
@@ -168,9 +170,11 @@ func (p *pool) discardStale(epoch Epoch) error {
 		return errStaleFence
 	}
 	if p.curEpoch != epoch {
+		p.skipped(metrics.SkipLeadership, p.cur.Len())
 		p.cur = emptyRange
 	}
 	if p.nextEpoch != epoch {
+		p.skipped(metrics.SkipLeadership, p.next.Len())
 		p.next = emptyRange
 	}
 	return nil
@@ -188,9 +192,11 @@ func (p *pool) discardExpired() {
 	}
 	now := time.Now()
 	if p.cur.Len() > 0 && !now.Before(p.curUntil) {
+		p.skipped(metrics.SkipExpired, p.cur.Len())
 		p.cur = emptyRange
 	}
 	if p.next.Len() > 0 && !now.Before(p.nextUntil) {
+		p.skipped(metrics.SkipExpired, p.next.Len())
 		p.next = emptyRange
 	}
 }
@@ -236,8 +242,12 @@ func (p *pool) adaptSize(now time.Time) {
 func (p *pool) runRefill(r *refill, want, need uint64) {
 	defer p.alloc.wg.Done()
 	ctx, cancel := context.WithTimeout(p.alloc.ctx, p.alloc.cfg.ReserveTimeout)
+	start := time.Now()
 	rng, epoch, err := p.alloc.backend.Reserve(ctx, p.key, want, need)
 	cancel()
+	if m := p.alloc.cfg.Metrics; m != nil {
+		m.Reserve(p.strong, time.Since(start), reserveResult(err))
+	}
 
 	p.mu.Lock()
 	p.inflight = nil
@@ -255,7 +265,7 @@ func (p *pool) runRefill(r *refill, want, need uint64) {
 // install adds a freshly reserved range behind the current one; a WEAK
 // range serves until until.
 func (p *pool) install(rng Range, epoch Epoch, until time.Time) {
-	rng = clip(rng, p.floor)
+	rng = p.clip(rng)
 	if p.cur.Len() == 0 {
 		p.cur, p.curEpoch, p.curUntil = rng, epoch, until
 		return
@@ -268,8 +278,15 @@ func (p *pool) raiseFloor(floor uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.floor = max(p.floor, floor)
-	p.cur = clip(p.cur, p.floor)
-	p.next = clip(p.next, p.floor)
+	p.cur = p.clip(p.cur)
+	p.next = p.clip(p.next)
+}
+
+// clip drops the IDs of r at or below the pool's floor.
+func (p *pool) clip(r Range) Range {
+	c := clip(r, p.floor)
+	p.skipped(metrics.SkipFloor, r.Len()-c.Len())
+	return c
 }
 
 func clip(r Range, floor uint64) Range {
@@ -277,6 +294,24 @@ func clip(r Range, floor uint64) Range {
 		r.First = floor + 1
 	}
 	return r
+}
+
+// skipped records n IDs of the pool that will never be handed out.
+func (p *pool) skipped(cause string, n uint64) {
+	p.alloc.cfg.Metrics.Skipped(cause, n)
+}
+
+// reserveResult names a reservation's outcome for metrics.
+func reserveResult(err error) string {
+	switch {
+	case err == nil:
+		return metrics.ResultOK
+	case errors.Is(err, ErrNotLeader):
+		return metrics.ResultNotLeader
+	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return metrics.ResultUnavailable
+	}
+	return metrics.ResultError
 }
 
 // evictIfIdle marks the pool evicted when nobody took from it since the
@@ -290,5 +325,6 @@ func (p *pool) evictIfIdle() bool {
 		return false
 	}
 	p.evicted = true
+	p.skipped(metrics.SkipEvicted, p.cur.Len()+p.next.Len())
 	return true
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/ordinal-dev/ordinal/metrics"
 	"github.com/ordinal-dev/ordinal/transport"
 )
 
@@ -110,6 +111,11 @@ type Config struct {
 
 	// Logger receives the node's and Raft's logs. Nil means none.
 	Logger hclog.Logger
+
+	// Metrics records the node's reservation entries, snapshots and
+	// forwarded reservations. Nil records nothing. (Raft's own metrics go
+	// through go-metrics' process-wide global; see package metrics.)
+	Metrics *metrics.Metrics
 }
 
 func (c Config) withDefaults() Config {

@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -11,6 +13,7 @@ import (
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/metrics"
 )
 
 // Grouping (see DESIGN.md, "Grouped reservations"): reservations and
@@ -115,15 +118,21 @@ func (n *Node) commitBatch(batch []*pending) {
 	// term, so a range is never claimed for a tenure it was not reserved
 	// in.
 	term := n.raft.CurrentTerm()
+	start := time.Now()
 	res, err := n.apply(ctx, fsm.Command{Ops: ops})
+	var ids uint64
 	for i, p := range batch {
 		switch {
 		case err != nil:
 			p.err = err
 		default:
 			p.res, p.term = res.Results[i], term
+			if p.res.Last >= p.res.First && p.res.First > 0 {
+				ids += p.res.Last - p.res.First + 1
+			}
 		}
 	}
+	n.metrics.Entry(len(batch), ids, time.Since(start), entryResult(err))
 	n.groupedEntries.Add(1)
 	n.groupedOps.Add(uint64(len(batch)))
 }
@@ -148,6 +157,7 @@ func (n *Node) forwardBatch(batch []*pending) {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 	defer cancel()
 	resp, err := ordinalv1.NewPeerClient(c).ReserveBatch(ctx, req)
+	n.forwardMetrics.Forwarded("reservation", status.Code(err).String())
 	switch {
 	case err != nil:
 		fail(fromStatus(err))
@@ -194,4 +204,15 @@ func (n *Node) ReserveBatch(ctx context.Context, reqs []fsm.Op) ([]fsm.Result, e
 // many ops they carried: ops per entry is the grouping factor.
 func (n *Node) GroupStats() (entries, ops uint64) {
 	return n.groupedEntries.Load(), n.groupedOps.Load()
+}
+
+// entryResult names a reservation entry's outcome for metrics.
+func entryResult(err error) string {
+	switch {
+	case err == nil:
+		return metrics.ResultOK
+	case errors.Is(err, alloc.ErrNotLeader):
+		return metrics.ResultNotLeader
+	}
+	return metrics.ResultError
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ordinal-dev/ordinal/backup"
 	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/metrics"
 	"github.com/ordinal-dev/ordinal/transport"
 )
 
@@ -50,6 +51,11 @@ type Node struct {
 
 	// rates measures reservation rates for backups (backup.go).
 	rates *backup.Rates
+
+	// metrics and forwardMetrics record what the node commits and
+	// forwards; nil when the node runs without metrics.
+	metrics        *metrics.Cluster
+	forwardMetrics *metrics.Forward
 
 	// raft is set once by startRaft and closes started; read it only after
 	// started is closed (Raft() does that check).
@@ -111,6 +117,10 @@ func New(cfg Config) (*Node, error) {
 		closeCh:     make(chan struct{}),
 		started:     make(chan struct{}),
 		failedCh:    make(chan struct{}),
+	}
+	if m := cfg.Metrics; m != nil {
+		n.metrics, n.forwardMetrics = m.Cluster, m.Forward
+		m.GaugeFunc("fsm_keys", "Keys in the replicated state machine, all stores.", func() float64 { return float64(n.fsm.Len()) })
 	}
 	n.watchRates()
 	if err := n.open(); err != nil {
@@ -191,7 +201,11 @@ func (n *Node) startRaft(bootstrap *raft.Configuration) error {
 			return fmt.Errorf("bootstrap cluster: %w", err)
 		}
 	}
-	r, err := raft.NewRaft(n.raftConfig(), n.fsm, n.logs, n.boltStore, n.snapshots, n.transport)
+	var sm raft.FSM = n.fsm
+	if n.metrics != nil {
+		sm = measuredFSM{FSM: n.fsm, m: n.metrics}
+	}
+	r, err := raft.NewRaft(n.raftConfig(), sm, n.logs, n.boltStore, n.snapshots, n.transport)
 	if err != nil {
 		// Raft restores the newest snapshot it can; the state machine
 		// stops on one it cannot restore and refuses the older ones.

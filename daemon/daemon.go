@@ -24,6 +24,7 @@ import (
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/internal/grpccodec"
 	"github.com/ordinal-dev/ordinal/keyspace"
+	"github.com/ordinal-dev/ordinal/metrics"
 	"github.com/ordinal-dev/ordinal/tlsutil"
 	"github.com/ordinal-dev/ordinal/transport"
 )
@@ -74,6 +75,12 @@ type Config struct {
 
 	// Logger is the root logger; subsystems log through named children.
 	Logger hclog.Logger
+
+	// Metrics, when set, records the node's metrics: gRPC calls on both
+	// ports, the allocator, the Raft store (Cluster.Metrics is set from
+	// it) and forwarding. A store opened by NewStore records its own
+	// through whatever the caller gave it. Nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // DefaultMaxConcurrentStreams is the default Config.MaxConcurrentStreams:
@@ -229,7 +236,12 @@ func Start(cfg Config) (*Daemon, error) {
 		seq = st
 	case RangeStore:
 		cfg.Alloc.Logger = cfg.Logger.Named("alloc")
+		if cfg.Metrics != nil {
+			cfg.Alloc.Metrics = cfg.Metrics.Alloc
+		}
 		d.alloc = alloc.New(st, cfg.Alloc)
+		cfg.Metrics.GaugeFunc("alloc_pools", "Keys with ranges in this node's memory, per mode (a key used in both modes counts twice).",
+			func() float64 { return float64(d.alloc.Pools()) })
 		st.SetFloorHook(d.alloc.RaiseFloor)
 		seq = d.alloc
 	default:
@@ -240,20 +252,29 @@ func Start(cfg Config) (*Daemon, error) {
 		lis.Close()
 		return nil, fmt.Errorf("daemon: store %T neither reserves ranges (RangeStore) nor hands out IDs (DirectStore)", d.store)
 	}
-	d.api = server.New(server.Config{
+	scfg := server.Config{
 		Sequencer: seq,
 		Leader:    d.store.Leader,
 		SelfID:    cfg.Cluster.NodeID,
 		PeerConn:  d.peerPort.Conn,
 		MaxCount:  cfg.MaxCount,
 		Logger:    cfg.Logger.Named("api"),
-	})
+	}
+	if cfg.Metrics != nil {
+		scfg.ForwardMetrics = cfg.Metrics.Forward
+	}
+	d.api = server.New(scfg)
 	d.grpc = grpc.NewServer(d.clientServerOptions(cfg)...)
 	d.api.Register(d.grpc)
+	unary, stream := []grpc.UnaryServerInterceptor{grpccodec.UnaryServerInterceptor()}, []grpc.StreamServerInterceptor{grpccodec.StreamServerInterceptor()}
+	if m := cfg.Metrics; m != nil {
+		unary = append([]grpc.UnaryServerInterceptor{m.PeerGRPC.UnaryServerInterceptor()}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{m.PeerGRPC.StreamServerInterceptor()}, stream...)
+	}
 	d.peerGRPC = grpc.NewServer(d.peerPort.ServerOption(), grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.ForceServerCodecV2(grpccodec.Lenient()),
-		grpc.ChainUnaryInterceptor(grpccodec.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(grpccodec.StreamServerInterceptor()))
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...))
 	d.api.RegisterForwarded(d.peerGRPC)
 	if node, ok := d.store.(*cluster.Node); ok {
 		clusterAPI := server.NewClusterServer(node)
@@ -261,6 +282,11 @@ func Start(cfg Config) (*Daemon, error) {
 		ordinalv1.RegisterClusterServer(d.peerGRPC, clusterAPI)
 		d.peerAPI = server.NewPeerServer(node, cfg.MaxCount)
 		ordinalv1.RegisterPeerServer(d.peerGRPC, d.peerAPI)
+	}
+	if m := cfg.Metrics; m != nil {
+		// Every method's series exist from the start, at zero.
+		m.GRPC.InitializeMetrics(d.grpc)
+		m.PeerGRPC.InitializeMetrics(d.peerGRPC)
 	}
 	go func() { d.served <- d.grpc.Serve(lis) }()
 	go func() { d.peerServed <- d.peerGRPC.Serve(d.peerPort.GRPCListener()) }()
@@ -284,11 +310,18 @@ func (d *Daemon) clientServerOptions(cfg Config) []grpc.ServerOption {
 	// even whether its request was well-formed. Then strings that are not
 	// UTF-8 answer InvalidArgument (grpc-go's own codec would make them
 	// Internal before any handler runs).
+	unary := []grpc.UnaryServerInterceptor{d.authz.UnaryInterceptor(), grpccodec.UnaryServerInterceptor()}
+	stream := []grpc.StreamServerInterceptor{d.authz.StreamInterceptor(), grpccodec.StreamServerInterceptor()}
+	if m := cfg.Metrics; m != nil {
+		// Metrics before authorization, so refused calls are counted.
+		unary = append([]grpc.UnaryServerInterceptor{m.GRPC.UnaryServerInterceptor()}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{m.GRPC.StreamServerInterceptor()}, stream...)
+	}
 	opts := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.ForceServerCodecV2(grpccodec.Lenient()),
-		grpc.ChainUnaryInterceptor(d.authz.UnaryInterceptor(), grpccodec.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(d.authz.StreamInterceptor(), grpccodec.StreamServerInterceptor()),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 	}
 	sec := cfg.Security
 	if sec.TLSCert != nil {
@@ -304,6 +337,7 @@ func (d *Daemon) clientServerOptions(cfg Config) []grpc.ServerOption {
 func (d *Daemon) openStore(cfg Config) error {
 	if cfg.NewStore == nil {
 		cfg.Cluster.Logger = cfg.Logger
+		cfg.Cluster.Metrics = cfg.Metrics
 		node, err := cluster.New(cfg.Cluster)
 		if err != nil {
 			return err
@@ -420,6 +454,38 @@ func (d *Daemon) watchFailure(f failingStore) {
 	}
 	d.api.SetReady(false)
 	d.fatal <- f.Err()
+}
+
+// readyStore is a store that can say in detail whether the node should
+// receive traffic (*cluster.Node: caught up with its leader).
+type readyStore interface {
+	Ready(ctx context.Context) error
+}
+
+// ErrNotServing is wrapped by Ready's error while the node is not open for
+// calls: starting, stopped because its data is damaged, or closing.
+var ErrNotServing = errors.New("daemon: not serving calls")
+
+// Ready returns nil when the node should receive traffic: it has opened for
+// calls (WaitReady), its store is sound, and the store says it is ready —
+// for a Raft node, a member of a cluster with a leader whose log it has
+// applied to within cluster.ReadyMaxLag entries; for other stores, their
+// Healthy (the etcd store: etcd reachable, its session and leader known).
+// Otherwise the error says why. /readyz serves it.
+func (d *Daemon) Ready(ctx context.Context) error {
+	if !d.api.Ready() {
+		return fmt.Errorf("%w: the node is starting, stopping or stopped", ErrNotServing)
+	}
+	if f, ok := d.store.(failingStore); ok && f.Err() != nil {
+		return f.Err()
+	}
+	if r, ok := d.store.(readyStore); ok {
+		return r.Ready(ctx)
+	}
+	if !d.store.Healthy() {
+		return fmt.Errorf("%w: the store is not healthy (for the etcd store: etcd unreachable, or no session or leader)", ErrNotServing)
+	}
+	return nil
 }
 
 // Err returns a channel that delivers, once, the error a node stopped

@@ -14,6 +14,7 @@ import (
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/client"
 	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/metrics"
 	"github.com/ordinal-dev/ordinal/transport"
 )
 
@@ -33,6 +34,7 @@ type forwarder struct {
 	leader   LeaderFunc
 	self     string
 	peerConn func(nodeID, addr string) (*grpc.ClientConn, error)
+	metrics  *metrics.Forward
 
 	mu      sync.Mutex
 	clients map[leaderKey]*client.Client
@@ -41,8 +43,8 @@ type forwarder struct {
 // leaderKey names a leader's connection: its ID and peer address.
 type leaderKey struct{ id, addr string }
 
-func newForwarder(leader LeaderFunc, self string, peerConn func(nodeID, addr string) (*grpc.ClientConn, error)) *forwarder {
-	return &forwarder{leader: leader, self: self, peerConn: peerConn, clients: map[leaderKey]*client.Client{}}
+func newForwarder(leader LeaderFunc, self string, peerConn func(nodeID, addr string) (*grpc.ClientConn, error), m *metrics.Forward) *forwarder {
+	return &forwarder{leader: leader, self: self, peerConn: peerConn, metrics: m, clients: map[leaderKey]*client.Client{}}
 }
 
 // client returns a client of the leader. It streams and coalesces: the
@@ -150,6 +152,7 @@ func forward[T any](ctx context.Context, f *forwarder, call func(*client.Client,
 	fctx, cancel := withMargin(ctx)
 	defer cancel()
 	resp, err := call(c, fctx)
+	f.metrics.Forwarded("call", status.Code(err).String())
 	if err != nil {
 		if status.Code(err) == codes.DeadlineExceeded && ctx.Err() == nil {
 			return zero, status.Errorf(codes.Unavailable, "the leader did not answer in time, retry: %v", err)

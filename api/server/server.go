@@ -25,6 +25,7 @@ import (
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/api/runtimev1"
 	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/metrics"
 )
 
 // Sequencer is what the handlers serve IDs from: the allocator, or a store
@@ -54,6 +55,10 @@ type Config struct {
 	// this cluster can answer. The server does not close it. Nil means
 	// calls are never forwarded.
 	PeerConn func(nodeID, addr string) (*grpc.ClientConn, error)
+
+	// ForwardMetrics counts the calls forwarded to the leader, by code.
+	// Nil records nothing.
+	ForwardMetrics *metrics.Forward
 
 	// MaxCount is the largest block GetNextIds hands out. Larger blocks
 	// make bigger batches possible but let one caller burn through a key's
@@ -90,7 +95,7 @@ func New(cfg Config) *Server {
 		seq:      cfg.Sequencer,
 		maxCount: min(cfg.MaxCount, math.MaxInt64),
 		logger:   cfg.Logger,
-		fwd:      newForwarder(cfg.Leader, cfg.SelfID, cfg.PeerConn),
+		fwd:      newForwarder(cfg.Leader, cfg.SelfID, cfg.PeerConn, cfg.ForwardMetrics),
 		health:   health.NewServer(),
 		draining: make(chan struct{}),
 	}
@@ -120,6 +125,9 @@ func (s *Server) SetReady(ready bool) {
 	s.ready.Store(ready)
 	s.SetHealth(ready)
 }
+
+// Ready reports whether the node is open for calls (SetReady).
+func (s *Server) Ready() bool { return s.ready.Load() }
 
 // SetHealth reports through the health service whether the node is a
 // healthy member (it knows a leader and is in the configuration) without

@@ -15,8 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
+	"github.com/ordinal-dev/ordinal/admin"
 	"github.com/ordinal-dev/ordinal/bench"
 	"github.com/ordinal-dev/ordinal/bench/noop"
 	"github.com/ordinal-dev/ordinal/client"
@@ -150,7 +149,7 @@ func runBenchServeNoop(args []string) error {
 	}
 	if pprofAddr != "" {
 		// Loopback only: the no-op server has no admin credentials.
-		if err := cli.ServePprof(pprofAddr, nil, hclog.NewNullLogger()); err != nil {
+		if _, err := admin.Listen(admin.Config{Addr: pprofAddr, Pprof: true}); err != nil {
 			return fmt.Errorf("serve-noop: %w", err)
 		}
 	}

@@ -81,6 +81,9 @@ func testEnv(extra ...string) []string {
 			env = append(env, kv)
 		}
 	}
+	// Several nodes run at once: none may take the admin listener's
+	// fixed default port. extra comes later and wins.
+	env = append(env, cli.EnvPrefix+"METRICS_ADDR=127.0.0.1:0")
 	return append(env, extra...)
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/ordinal-dev/ordinal/admin"
 	"github.com/ordinal-dev/ordinal/auth"
 	"github.com/ordinal-dev/ordinal/daemon"
 	"github.com/ordinal-dev/ordinal/internal/cli"
@@ -115,17 +116,17 @@ func (f securityFlags) load(logger hclog.Logger) (daemon.Security, *transport.Pe
 // warn tells the operator, loudly, where the node is exposed.
 func (f securityFlags) warn(logger hclog.Logger, grpcAddr, peerAddr string) {
 	if !f.configured() {
-		if !cli.IsLoopback(grpcAddr) || !cli.IsLoopback(peerAddr) {
+		if !admin.IsLoopback(grpcAddr) || !admin.IsLoopback(peerAddr) {
 			logger.Warn("SECURITY IS OFF on a non-loopback address: anyone who reaches this node can take IDs, change floors and membership, and join or vote as a node. "+
 				"Set --tls-cert-file/--tls-client-ca-file or --auth-tokens-file for clients and --peer-cert-file or --cluster-token-file for nodes (README, Security)",
 				"grpc_addr", grpcAddr, "peer_addr", peerAddr)
 		}
 		return
 	}
-	if f.tlsCert == "" && !cli.IsLoopback(grpcAddr) {
+	if f.tlsCert == "" && !admin.IsLoopback(grpcAddr) {
 		logger.Warn("the client port is not encrypted: calls, and bearer tokens, cross the network in clear text; set --tls-cert-file and --tls-key-file", "grpc_addr", grpcAddr)
 	}
-	if f.peerCert == "" && !cli.IsLoopback(peerAddr) {
+	if f.peerCert == "" && !admin.IsLoopback(peerAddr) {
 		if f.clusterTokenFile == "" {
 			logger.Warn("the peer port has no credentials: anyone who reaches it can join, vote and append to the Raft log; set --peer-cert-file/--peer-key-file/--peer-ca-file or --cluster-token-file", "peer_addr", peerAddr)
 		} else {

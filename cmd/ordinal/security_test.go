@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/ordinal-dev/ordinal/admin"
 	"github.com/ordinal-dev/ordinal/auth"
 	"github.com/ordinal-dev/ordinal/internal/testutil"
 )
@@ -138,7 +139,7 @@ func TestPprofBeyondLoopbackNeedsAdmin(t *testing.T) {
 		{"10.0.0.5:6060", adminToken, http.StatusOK},
 		{"127.0.0.1:6060", "", http.StatusOK},
 	} {
-		h := pprofHandler(tc.addr, authz)
+		h := admin.Handler(admin.Config{Addr: tc.addr, Pprof: true, Guard: adminOnly(authz)})
 		req := httptest.NewRequest(http.MethodGet, "/debug/pprof/cmdline", nil)
 		if tc.token != "" {
 			req.Header.Set("Authorization", "Bearer "+tc.token)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/ordinal-dev/ordinal/admin"
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/auth"
 	"github.com/ordinal-dev/ordinal/cluster"
@@ -20,6 +21,7 @@ import (
 	"github.com/ordinal-dev/ordinal/etcdcompat"
 	"github.com/ordinal-dev/ordinal/internal/cli"
 	"github.com/ordinal-dev/ordinal/internal/version"
+	"github.com/ordinal-dev/ordinal/metrics"
 )
 
 type serveFlags struct {
@@ -28,7 +30,8 @@ type serveFlags struct {
 	join                                string
 	bootstrapExpect                     int
 	logLevel, logFormat                 string
-	pprofAddr                           string
+	metricsAddr, pprofAddr              string
+	pprof                               bool
 	store                               string
 	weakRangeTTL                        time.Duration
 	maxKeys                             int
@@ -99,7 +102,9 @@ func runServe(args []string) error {
 	fs.StringVar(&f.advertiseRaft, "advertise-raft", "", "peer address other nodes reach this node on; default: --raft-addr")
 	fs.StringVar(&f.join, "join", "", "comma-separated peer addresses (--raft-addr) of other nodes: join their cluster, or form one with --bootstrap-expect")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many nodes (this one included) find each other through --join")
-	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty); a non-loopback address needs admin credentials (an admin bearer token) and security on")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", admin.DefaultAddr, "address of the admin HTTP listener: Prometheus /metrics, /healthz, /readyz (and /debug/pprof with --pprof); empty turns it off")
+	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's /debug/pprof profiles on --metrics-addr; beyond loopback only with --auth-tokens-file, and every request then needs an admin token")
+	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "deprecated: the same as --metrics-addr ADDR --pprof (and it wins over --metrics-addr)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&f.weakRangeTTL, "weak-range-ttl", alloc.DefaultWeakRangeTTL, "how long a range of WEAK IDs may serve after it was reserved; SetFloor waits about this long when a node cannot confirm the floor (every node of a cluster needs the same value)")
@@ -116,8 +121,15 @@ func runServe(args []string) error {
 	if err := f.security.check(); err != nil {
 		return err
 	}
-	if f.pprofAddr != "" && !cli.IsLoopback(f.pprofAddr) && f.security.tokensFile == "" {
-		return cli.UsageErrorf("serve: --pprof-addr %s is not a loopback address: profiles there need admin credentials, so set --auth-tokens-file (and call with an admin bearer token), or use 127.0.0.1", f.pprofAddr)
+	if f.pprofAddr != "" {
+		// The old flag: one listener now serves profiles with the metrics.
+		f.metricsAddr, f.pprof = f.pprofAddr, true
+	}
+	if f.pprof && f.metricsAddr == "" {
+		return cli.UsageErrorf("serve: --pprof serves profiles on --metrics-addr, which is empty (off)")
+	}
+	if f.pprof && !admin.IsLoopback(f.metricsAddr) && f.security.tokensFile == "" {
+		return cli.UsageErrorf("serve: --pprof on --metrics-addr %s, not a loopback address: profiles there need admin credentials, so set --auth-tokens-file (and call with an admin bearer token), or use 127.0.0.1", f.metricsAddr)
 	}
 	logger, err := newLogger(f.logLevel, f.logFormat)
 	if err != nil {
@@ -141,6 +153,9 @@ func runServe(args []string) error {
 		MaxConcurrentStreams: uint32(f.security.maxStreams),
 		Logger:               logger,
 	}
+	if f.metricsAddr != "" {
+		cfg.Metrics = metrics.New()
+	}
 	if f.store == "etcd" {
 		ecfg, err := f.etcd.config()
 		if err != nil {
@@ -151,6 +166,9 @@ func runServe(args []string) error {
 		}
 		if cfg.Cluster.NodeID, err = resolveNodeID(f.nodeID, ""); err != nil {
 			return err
+		}
+		if cfg.Metrics != nil {
+			ecfg.Metrics = cfg.Metrics.Etcd
 		}
 		cfg.NewStore = etcdStore(ecfg)
 	} else {
@@ -166,10 +184,16 @@ func runServe(args []string) error {
 		cfg.Cluster.Bootstrap = f.join == "" && f.bootstrapExpect == 0
 	}
 	f.security.warn(logger, f.grpcAddr, f.raftAddr)
-	return serve(logger, cfg, f.pprofAddr)
+	return serve(logger, cfg, listenerFlags{addr: f.metricsAddr, pprof: f.pprof})
 }
 
-func serve(logger hclog.Logger, cfg daemon.Config, pprofAddr string) error {
+// listenerFlags configure the admin HTTP listener.
+type listenerFlags struct {
+	addr  string // empty: no listener
+	pprof bool
+}
+
+func serve(logger hclog.Logger, cfg daemon.Config, af listenerFlags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -177,11 +201,13 @@ func serve(logger hclog.Logger, cfg daemon.Config, pprofAddr string) error {
 	if err != nil {
 		return err
 	}
-	if pprofAddr != "" {
-		if err := servePprof(pprofAddr, d.Authorizer(), logger); err != nil {
+	if af.addr != "" {
+		srv, err := serveAdmin(af, cfg.Metrics, d, logger)
+		if err != nil {
 			_ = d.Close()
 			return err
 		}
+		defer srv.Close()
 	}
 	if err := d.WaitReady(ctx); err != nil {
 		_ = d.Close()
@@ -255,16 +281,22 @@ func checkStoreFlags(fs *flag.FlagSet, f serveFlags) error {
 	return nil
 }
 
-// servePprof serves the runtime profiles on their own listener; off
-// loopback (which serve allows only with a tokens file) every request
-// needs admin credentials.
-func servePprof(addr string, authz *auth.Authorizer, logger hclog.Logger) error {
-	return cli.ServePprof(addr, adminOnly(authz), logger)
-}
-
-// pprofHandler is the handler servePprof serves.
-func pprofHandler(addr string, authz *auth.Authorizer) http.Handler {
-	return cli.PprofHandler(addr, adminOnly(authz))
+// serveAdmin opens the admin HTTP listener: m's metrics, d's health and
+// readiness and, with --pprof, the profiles, which off loopback (serve
+// allows that only with a tokens file) need admin credentials.
+func serveAdmin(af listenerFlags, m *metrics.Metrics, d *daemon.Daemon, logger hclog.Logger) (*admin.Server, error) {
+	g, err := m.Gatherer()
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return admin.Listen(admin.Config{
+		Addr:     af.addr,
+		Gatherer: g,
+		Ready:    d.Ready,
+		Pprof:    af.pprof,
+		Guard:    adminOnly(d.Authorizer()),
+		Logger:   logger.Named("admin"),
+	})
 }
 
 // adminOnly is the guard of the profiles off loopback: authz's admin

@@ -4,15 +4,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/hashicorp/go-hclog"
 )
 
 // clearEnv unsets every ORDINAL_ variable for the test; they come back
@@ -147,29 +143,6 @@ func TestConnFlags(t *testing.T) {
 		_, err := parse(tt.args...).ClientOptions()
 		if ExitCode(err) != 2 || !strings.HasPrefix(fmt.Sprint(err), tt.want) {
 			t.Errorf("%q: %v; want a usage error starting %q", tt.args, err, tt.want)
-		}
-	}
-}
-
-// Profiles off loopback need a guard, which every request goes through.
-func TestPprof(t *testing.T) {
-	for addr, want := range map[string]bool{"127.0.0.1:6060": true, "localhost:6060": true, "[::1]:6060": true,
-		"0.0.0.0:6060": false, "10.0.0.5:6060": false, ":6060": false, "127.0.0.1": false} {
-		if IsLoopback(addr) != want {
-			t.Errorf("IsLoopback(%q) = %v, want %v", addr, !want, want)
-		}
-	}
-	if err := ServePprof("0.0.0.0:0", nil, hclog.NewNullLogger()); err == nil || !strings.Contains(err.Error(), "only a loopback address") {
-		t.Errorf("ServePprof off loopback without a guard: %v; want a refusal", err)
-	}
-	deny := func(http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusForbidden) })
-	}
-	for addr, want := range map[string]int{"127.0.0.1:6060": http.StatusOK, "10.0.0.5:6060": http.StatusForbidden} {
-		rec := httptest.NewRecorder()
-		PprofHandler(addr, deny).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/pprof/cmdline", nil))
-		if rec.Code != want {
-			t.Errorf("pprof on %s behind a guard that denies: HTTP %d, want %d", addr, rec.Code, want)
 		}
 	}
 }

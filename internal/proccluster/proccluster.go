@@ -75,7 +75,9 @@ type Node struct {
 	Dir      string
 	GRPCAddr string
 	RaftAddr string
-	Args     []string // extra serve flags
+	// MetricsAddr is the node's admin HTTP listener (/metrics, /readyz).
+	MetricsAddr string
+	Args        []string // extra serve flags
 
 	c    *Cluster
 	cmd  *exec.Cmd
@@ -102,7 +104,8 @@ func Start(t testing.TB, n int) *Cluster {
 	t.Cleanup(c.Close)
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("n%d", i)
-		c.Nodes = append(c.Nodes, &Node{ID: id, Dir: filepath.Join(c.root, id), GRPCAddr: testutil.FreeAddr(t), RaftAddr: testutil.FreeAddr(t), c: c})
+		c.Nodes = append(c.Nodes, &Node{ID: id, Dir: filepath.Join(c.root, id), GRPCAddr: testutil.FreeAddr(t), RaftAddr: testutil.FreeAddr(t),
+			MetricsAddr: testutil.FreeAddr(t), c: c})
 	}
 	var join []string
 	for _, nd := range c.Nodes {
@@ -125,7 +128,7 @@ func (nd *Node) Start() {
 	t := nd.c.t
 	t.Helper()
 	args := append([]string{"serve", "--node-id", nd.ID, "--data-dir", nd.Dir,
-		"--grpc-addr", nd.GRPCAddr, "--raft-addr", nd.RaftAddr, "--log-level", "info",
+		"--grpc-addr", nd.GRPCAddr, "--raft-addr", nd.RaftAddr, "--metrics-addr", nd.MetricsAddr, "--log-level", "info",
 		"--weak-range-ttl", WeakRangeTTL.String()}, nd.c.pki.ServeArgs(nd.ID)...)
 	args = append(args, nd.Args...)
 	nd.log = &testutil.SyncBuffer{}
