@@ -47,12 +47,6 @@ const (
 	envPrefix = "ORDINAL_"
 )
 
-// notYetFlags are flags the manifests use that ordinal serve does not
-// have yet, each with why it is allowed anyway.
-var notYetFlags = map[string]string{
-	"metrics-addr": "added by #13 part 1", // the admin port: /metrics, /healthz, /readyz
-}
-
 // kustomization is the part of kustomization.yaml the manifests use; a
 // field it does not know fails the strict decoding, so a new one gets
 // checked here too.
@@ -798,17 +792,8 @@ func TestFlagsAreServeFlags(t *testing.T) {
 		}
 	}
 	for name, as := range used {
-		why, allowed := notYetFlags[name]
-		switch {
-		case known[name] && allowed:
-			t.Logf("%s is a flag of ordinal serve now: remove it from notYetFlags (%s)", as, why)
-		case !known[name] && !allowed:
+		if !known[name] {
 			t.Errorf("%s: ordinal serve has no flag --%s", as, name)
-		}
-	}
-	for name := range notYetFlags {
-		if _, ok := used[name]; !ok {
-			t.Errorf("notYetFlags allows --%s, which the manifests no longer use: remove it", name)
 		}
 	}
 }

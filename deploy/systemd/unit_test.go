@@ -20,12 +20,6 @@ import (
 	"testing"
 )
 
-// notYetFlags are flags the example uses that ordinal serve does not have
-// yet, each with why it is allowed anyway.
-var notYetFlags = map[string]string{
-	"metrics-addr": "added by #13 part 1",
-}
-
 // unit is a parsed unit file: section -> key -> every value assigned, in
 // order.
 type unit map[string]map[string][]string
@@ -297,20 +291,9 @@ func TestEnvExample(t *testing.T) {
 func TestEnvExampleNamesServeFlags(t *testing.T) {
 	env := readEnvExample(t)
 	known := serveHelpFlags(t, buildOrdinal(t))
-	used := map[string]bool{}
 	for _, a := range env {
-		used[a.flag] = true
-		why, allowed := notYetFlags[a.flag]
-		switch {
-		case known[a.flag] && allowed:
-			t.Logf("--%s is a flag of ordinal serve now: remove it from notYetFlags (%s)", a.flag, why)
-		case !known[a.flag] && !allowed:
+		if !known[a.flag] {
 			t.Errorf("ordinal.env:%d: %s: ordinal serve has no flag --%s", a.line, a.name, a.flag)
-		}
-	}
-	for name := range notYetFlags {
-		if !used[name] {
-			t.Errorf("notYetFlags allows --%s, which ordinal.env no longer uses: remove it", name)
 		}
 	}
 }
