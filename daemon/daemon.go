@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -75,6 +76,12 @@ type Config struct {
 
 	// Logger is the root logger; subsystems log through named children.
 	Logger hclog.Logger
+
+	// AccessLog logs every call on both ports when it finishes (method,
+	// code, duration, peer address) at debug level, through Logger. It
+	// costs a log line per call; meant for debugging, not for production
+	// load.
+	AccessLog bool
 
 	// Metrics, when set, records the node's metrics: gRPC calls on both
 	// ports, the allocator, the Raft store (Cluster.Metrics is set from
@@ -267,6 +274,11 @@ func Start(cfg Config) (*Daemon, error) {
 	d.grpc = grpc.NewServer(d.clientServerOptions(cfg)...)
 	d.api.Register(d.grpc)
 	unary, stream := []grpc.UnaryServerInterceptor{grpccodec.UnaryServerInterceptor()}, []grpc.StreamServerInterceptor{grpccodec.StreamServerInterceptor()}
+	if cfg.AccessLog {
+		l := accessLogger(cfg.Logger.Named("access").With("port", "peer"))
+		unary = append([]grpc.UnaryServerInterceptor{logging.UnaryServerInterceptor(l, accessLogEvents)}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{logging.StreamServerInterceptor(l, accessLogEvents)}, stream...)
+	}
 	if m := cfg.Metrics; m != nil {
 		unary = append([]grpc.UnaryServerInterceptor{m.PeerGRPC.UnaryServerInterceptor()}, unary...)
 		stream = append([]grpc.StreamServerInterceptor{m.PeerGRPC.StreamServerInterceptor()}, stream...)
@@ -312,6 +324,12 @@ func (d *Daemon) clientServerOptions(cfg Config) []grpc.ServerOption {
 	// Internal before any handler runs).
 	unary := []grpc.UnaryServerInterceptor{d.authz.UnaryInterceptor(), grpccodec.UnaryServerInterceptor()}
 	stream := []grpc.StreamServerInterceptor{d.authz.StreamInterceptor(), grpccodec.StreamServerInterceptor()}
+	if cfg.AccessLog {
+		// Before authorization too, so refused calls are logged.
+		l := accessLogger(cfg.Logger.Named("access").With("port", "client"))
+		unary = append([]grpc.UnaryServerInterceptor{logging.UnaryServerInterceptor(l, accessLogEvents)}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{logging.StreamServerInterceptor(l, accessLogEvents)}, stream...)
+	}
 	if m := cfg.Metrics; m != nil {
 		// Metrics before authorization, so refused calls are counted.
 		unary = append([]grpc.UnaryServerInterceptor{m.GRPC.UnaryServerInterceptor()}, unary...)
@@ -329,6 +347,19 @@ func (d *Daemon) clientServerOptions(cfg Config) []grpc.ServerOption {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsutil.ServerConfig(sec.TLSCert, sec.ClientCAs, require))))
 	}
 	return opts
+}
+
+// accessLogEvents logs a call once, when it finishes.
+var accessLogEvents = logging.WithLogOnEvents(logging.FinishCall)
+
+// accessLogger writes go-grpc-middleware's call logs to l at debug level,
+// whatever level the interceptor picked from the code: the access log is
+// a debugging aid, and errors worth an operator's attention are logged
+// where they happen.
+func accessLogger(l hclog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(_ context.Context, _ logging.Level, msg string, fields ...any) {
+		l.Debug(msg, fields...)
+	})
 }
 
 // openStore opens the node's store and its peer port: a Raft node owns its

@@ -8,11 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/daemon"
 	"github.com/ordinal-dev/ordinal/internal/testcluster"
+	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"github.com/ordinal-dev/ordinal/metrics"
 )
 
@@ -75,6 +77,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 			ms[id] = metrics.New()
 		}
 		cfg.Metrics = ms[id]
+		cfg.Cluster.MaxKeys = 1000
 	}})
 	leader := c.Leader()
 	follower := c.Followers(leader)[0]
@@ -118,6 +121,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		{"reservations went through Raft", lm, "ordinal_reservation_entries_total", map[string]string{"result": "ok"}, ge(1), ">= 1"},
 		{"reserved at least what was issued", lm, "ordinal_reserved_ids_total", nil, ge(strong + weak), ">= issued"},
 		{"the key is in the state machine", lm, "ordinal_fsm_keys", nil, ge(1), ">= 1"},
+		{"the key quota", lm, "ordinal_keys_limit", nil, eq(1000), "= MaxKeys"},
 		{"the leader holds pools", lm, "ordinal_alloc_pools", nil, ge(2), ">= 2 (one per mode)"},
 		{"raft's own metrics", lm, "ordinal_raft_apply", nil, ge(1), ">= 1 (Raft.Apply calls)"},
 	}
@@ -164,3 +168,40 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 
 func eq(want float64) func(float64) bool { return func(v float64) bool { return v == want } }
 func ge(want float64) func(float64) bool { return func(v float64) bool { return v >= want } }
+
+// With AccessLog every finished call is logged at debug level with its
+// method, code and peer; without it, none is.
+func TestAccessLog(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		buf := &testutil.SyncBuffer{}
+		c := testcluster.NewWithOptions(t, 1, testcluster.Options{Configure: func(_ string, cfg *daemon.Config) {
+			cfg.AccessLog = on
+			cfg.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: buf})
+		}})
+		nd := c.Nodes()[0]
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if _, err := nd.Sequencer().GetNextId(ctx, &ordinalv1.GetNextIdRequest{Key: "k"}); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		var line string
+		for _, l := range strings.Split(buf.String(), "\n") {
+			if strings.Contains(l, "access") && strings.Contains(l, "GetNextId") {
+				line = l
+			}
+		}
+		switch {
+		case on && line == "":
+			t.Fatalf("no access log line for GetNextId in:\n%s", buf.String())
+		case on:
+			for _, want := range []string{"[DEBUG]", "port=client", "grpc.code=OK", "peer.address=127.0.0.1:", "grpc.time_ms="} {
+				if !strings.Contains(line, want) {
+					t.Errorf("access log line %q lacks %q", line, want)
+				}
+			}
+		case line != "":
+			t.Errorf("access log off, yet: %q", line)
+		}
+		c.Close()
+	}
+}

@@ -145,6 +145,8 @@ func TestErrorOutput(t *testing.T) {
 		{"demo unexpected argument", []string{"demo", "key666"}, nil, 2, `demo: unexpected argument "key666"`},
 		{"version unexpected argument", []string{"version", "x"}, nil, 2, `version: unexpected argument "x"`},
 		{"serve unknown flag", []string{"serve", "--bogus"}, nil, 2, "flag provided but not defined"},
+		{"serve access log at info", []string{"serve", "--access-log"}, nil, 2, "--access-log logs at debug level: add --log-level debug"},
+		{"serve pprof without listener", []string{"serve", "--pprof", "--metrics-addr", ""}, nil, 2, "--pprof serves profiles on --metrics-addr, which is empty"},
 		// The load generator is a binary of its own (#16).
 		{"bench moved", []string{"bench", "--mode", "strong"}, nil, 2, "bench: the load generator is a binary of its own: use ordinal-bench"},
 		{"bench help moved", []string{"help", "bench"}, nil, 2, "use ordinal-bench"},

@@ -31,7 +31,7 @@ type serveFlags struct {
 	bootstrapExpect                     int
 	logLevel, logFormat                 string
 	metricsAddr, pprofAddr              string
-	pprof                               bool
+	pprof, accessLog                    bool
 	store                               string
 	weakRangeTTL                        time.Duration
 	maxKeys                             int
@@ -107,6 +107,7 @@ func runServe(args []string) error {
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "deprecated: the same as --metrics-addr ADDR --pprof (and it wins over --metrics-addr)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fs.BoolVar(&f.accessLog, "access-log", false, "log every call when it finishes (method, code, duration, peer) at debug level; needs --log-level debug or trace")
 	fs.DurationVar(&f.weakRangeTTL, "weak-range-ttl", alloc.DefaultWeakRangeTTL, "how long a range of WEAK IDs may serve after it was reserved; SetFloor waits about this long when a node cannot confirm the floor (every node of a cluster needs the same value)")
 	fs.IntVar(&f.maxKeys, "max-keys", defaultMaxKeys, "most keys the cluster holds, all stores together (0: no limit): creating one more fails with ResourceExhausted, keys that exist keep working; up to 90 bytes of memory each, see the README (every node needs the same value; the leader's applies)")
 	fs.StringVar(&f.store, "store", "raft", "where the counters live: raft (this cluster's own Raft log) or etcd (an existing etcd cluster, see --etcd-*; the nodes then hold no state)")
@@ -124,6 +125,9 @@ func runServe(args []string) error {
 	if f.pprofAddr != "" {
 		// The old flag: one listener now serves profiles with the metrics.
 		f.metricsAddr, f.pprof = f.pprofAddr, true
+	}
+	if lvl := hclog.LevelFromString(f.logLevel); f.accessLog && lvl != hclog.Debug && lvl != hclog.Trace {
+		return cli.UsageErrorf("serve: --access-log logs at debug level: add --log-level debug (or trace)")
 	}
 	if f.pprof && f.metricsAddr == "" {
 		return cli.UsageErrorf("serve: --pprof serves profiles on --metrics-addr, which is empty (off)")
@@ -152,6 +156,7 @@ func runServe(args []string) error {
 		Security:             sec,
 		MaxConcurrentStreams: uint32(f.security.maxStreams),
 		Logger:               logger,
+		AccessLog:            f.accessLog,
 	}
 	if f.metricsAddr != "" {
 		cfg.Metrics = metrics.New()
