@@ -29,6 +29,9 @@ const (
 	// RoleLeader5 is the leader of the plain 5-node cluster
 	// (CompareConfig.Cluster5).
 	RoleLeader5 Role = "leader-5nodes"
+	// RoleLeaderNoMetrics is the leader of the plain 3-node cluster
+	// whose nodes serve with metrics off (CompareConfig.ClusterNoMetrics).
+	RoleLeaderNoMetrics Role = "leader-nometrics"
 )
 
 // Roles of the tls- rows: the servers of CompareConfig.TLS, secured as
@@ -70,10 +73,13 @@ type Scenario struct {
 	Check func(s *ScenarioStats, all map[string]*ScenarioStats) (bool, string)
 	// Plain names the same scenario on the plain 3-node cluster: on a
 	// tls- row the same with TLS off, on the 5-node row the same with 3
-	// nodes. The row's ratio to it (for tls- rows "TLS on vs off") is its
-	// ids/s over Plain's, taken in the same round. PlainMin, when not
-	// zero, is the least that ratio may be (the target, checked by
-	// Check).
+	// nodes, on the metrics-off row the same with metrics on. The row's
+	// ratio to it (for tls- rows "TLS on vs off") is its ids/s over
+	// Plain's, taken in the same round. PlainMin, when not zero, is the
+	// least that ratio may be (the target, checked by Check). The
+	// metrics-off row's target is stated the other way round, Plain's
+	// ids/s over the row's (ScenarioStats.MetricsOnRatio), and checked
+	// by metricsGoal.
 	Plain    string
 	PlainMin float64
 	// MaxEntriesPerCall, when not zero, is the target for the Raft
@@ -103,10 +109,20 @@ type Scenario struct {
 // and the entries table counts them. strong-leader-64-5nodes is the hot
 // STRONG row on a 5-node cluster (CompareConfig.Cluster5), right after the
 // 3-node one and its mTLS twin: what two more voters cost.
+//
+// strong-leader-64-nometrics is strong-leader-64 on another plain 3-node
+// cluster whose nodes serve with metrics off (`--metrics-addr ""`,
+// CompareConfig.ClusterNoMetrics), right before its metrics-on twin on
+// the main cluster, so that the pair sees the same moment: the target
+// (issue #13) is that metrics cost STRONG at 64 callers at most a
+// twentieth of its throughput, strong-leader-64 / strong-leader-64-nometrics
+// ≥ 0.95.
 var Scenarios = []Scenario{
 	{Name: "noop-unary-64", Title: "no-op ceiling, unary, 64 callers", Role: RoleNoop, Mode: ModeStrong, Conc: 64, Key: "bench-unary"},
 	{Name: "noop-tls-unary-64", Title: "no-op ceiling over mTLS, unary, 64 callers", Role: RoleTLSNoop, Mode: ModeStrong, Conc: 64, Key: "bench-unary",
 		Plain: "noop-unary-64"},
+	{Name: "strong-leader-64-nometrics", Title: "metrics off: STRONG unary, 64 callers → leader", Role: RoleLeaderNoMetrics, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
+		Ref: "noop-unary-64", Plain: "strong-leader-64", Goal: "strong-leader-64 (metrics on) / strong-leader-64-nometrics ≥ 0.95 (same run)", Check: metricsGoal(0.95)},
 	{Name: "strong-leader-64", Title: "STRONG unary, 64 callers → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-unary-64", Goal: "≥ 0.8× no-op and above etcd", Check: strongGoal},
 	{Name: "tls-strong-leader-64", Title: "mTLS: STRONG unary, 64 callers → leader", Role: RoleTLSLeader, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
@@ -239,6 +255,22 @@ func p99VsGoal(ref string, factor float64) func(s *ScenarioStats, all map[string
 	}
 }
 
+// metricsGoal checks the metrics-off row against its metrics-on twin
+// (Plain): the median of the same-round ratios of the twin's ids/s over
+// the row's must be at least min.
+func metricsGoal(min float64) func(s *ScenarioStats, _ map[string]*ScenarioStats) (bool, string) {
+	return func(s *ScenarioStats, _ map[string]*ScenarioStats) (bool, string) {
+		sc := s.Scenario
+		if len(s.MetricsOnRatios) == 0 {
+			return false, fmt.Sprintf("not measured: no round ran both %s and %s", sc.Plain, sc.Name)
+		}
+		if s.MetricsOnRatio >= min {
+			return true, fmt.Sprintf("on / off = %.2f ≥ %.2f", s.MetricsOnRatio, min)
+		}
+		return false, fmt.Sprintf("on / off = %.2f, %.1f%% short of %.2f", s.MetricsOnRatio, 100*(1-s.MetricsOnRatio/min), min)
+	}
+}
+
 // plainGoal checks a tls- row against its plain twin: the median of the
 // same-round ratios must be at least the row's PlainMin.
 func plainGoal(s *ScenarioStats, _ map[string]*ScenarioStats) (bool, string) {
@@ -319,6 +351,14 @@ type CompareConfig struct {
 	// strong-leader-64-5nodes row; empty skips it. ClientOptions secure
 	// it as they secure Cluster.
 	Cluster5 []string
+	// ClusterNoMetrics are the gRPC addresses of a plain 3-node cluster
+	// started as Cluster is but with metrics off (`ordinal serve
+	// --metrics-addr ""`), whose leader (looked up before every round)
+	// serves the strong-leader-64-nometrics row, the twin of
+	// strong-leader-64 on Cluster, whose nodes serve with metrics on;
+	// empty skips the row. ClientOptions secure it as they secure
+	// Cluster.
+	ClusterNoMetrics []string
 }
 
 // TLSTargets are the servers of the tls- rows, which measure what turning
@@ -372,6 +412,12 @@ type ScenarioStats struct {
 	// PlainRatios and RoundPlainRatios are the same over Plain's ids/s:
 	// TLS on vs off, for tls- rows.
 	PlainRatios, RoundPlainRatios []float64
+	// MetricsOnRatios and RoundMetricsOnRatios, for the metrics-off row,
+	// are the other way round: Plain's (metrics on) ids/s over the row's
+	// (metrics off), as the target is stated; MetricsOnRatio is their
+	// median.
+	MetricsOnRatios, RoundMetricsOnRatios []float64
+	MetricsOnRatio                        float64
 	// Medians over the rounds.
 	IDsPerSec, CallsPerSec float64
 	P50, P99, P999         time.Duration
@@ -442,16 +488,18 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 	var scenarios []Scenario
 	tlsCluster := false // whether a selected row needs the secured cluster's leader
 	cluster5 := false   // ... the 5-node cluster's
+	noMetrics := false  // ... the metrics-off cluster's
 	for _, s := range Scenarios {
 		if s.Role == RoleEtcd && cfg.Etcd == "" || s.Role.isEtcdStore() && len(cfg.EtcdCluster) == 0 ||
 			s.Role == RoleTLSNoop && cfg.TLS.Noop == "" || s.Role.isTLSCluster() && len(cfg.TLS.Cluster) == 0 ||
-			s.Role == RoleLeader5 && len(cfg.Cluster5) == 0 ||
+			s.Role == RoleLeader5 && len(cfg.Cluster5) == 0 || s.Role == RoleLeaderNoMetrics && len(cfg.ClusterNoMetrics) == 0 ||
 			len(cfg.Only) > 0 && !slices.Contains(cfg.Only, s.Name) {
 			continue
 		}
 		scenarios = append(scenarios, s)
 		tlsCluster = tlsCluster || s.Role.isTLSCluster()
 		cluster5 = cluster5 || s.Role == RoleLeader5
+		noMetrics = noMetrics || s.Role == RoleLeaderNoMetrics
 	}
 	if len(scenarios) == 0 {
 		return nil, usagef("no scenario selected")
@@ -500,6 +548,17 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 				fmt.Fprintf(cfg.Log, "== round %d: 5-node cluster: leader %s\n", round, leader5)
 			}
 		}
+		// And the metrics-off cluster.
+		var leaderNM string
+		var errNM error
+		if noMetrics {
+			if leaderNM, errNM = findLeader(ctx, cfg.ClusterNoMetrics, cfg.ClientOptions); errNM != nil {
+				errNM = fmt.Errorf("metrics-off cluster: %w", errNM)
+				fmt.Fprintf(cfg.Log, "== round %d: %v\n", round, errNM)
+			} else {
+				fmt.Fprintf(cfg.Log, "== round %d: metrics-off cluster: leader %s\n", round, leaderNM)
+			}
+		}
 		for _, st := range cmp.Stats {
 			s := st.Scenario
 			var roleErr error
@@ -510,6 +569,8 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 				roleErr = tlsErr
 			case s.Role == RoleLeader5:
 				roleErr = err5
+			case s.Role == RoleLeaderNoMetrics:
+				roleErr = errNM
 			}
 			if roleErr != nil {
 				cmp.Failures = append(cmp.Failures, fmt.Errorf("round %d, %s: %w", round, s.Name, roleErr))
@@ -518,14 +579,15 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 			}
 			target := map[Role]string{RoleNoop: cfg.Noop, RoleLeader: leader, RoleFollower: follower, RoleEtcd: cfg.Etcd,
 				RoleEtcdStoreElected: elected, RoleEtcdStoreOther: other,
-				RoleTLSNoop: cfg.TLS.Noop, RoleTLSLeader: tlsLeader, RoleTLSFollower: tlsFollower, RoleLeader5: leader5}[s.Role]
+				RoleTLSNoop: cfg.TLS.Noop, RoleTLSLeader: tlsLeader, RoleTLSFollower: tlsFollower, RoleLeader5: leader5,
+				RoleLeaderNoMetrics: leaderNM}[s.Role]
 			rc := Config{Mode: s.Mode, Targets: []string{target}, Concurrency: s.Conc, Duration: cfg.Duration,
 				Warmup: cfg.Warmup, NoWarmup: cfg.NoWarmup, Count: s.Count, Key: s.Key, Keys: s.Keys, KeyDist: s.KeyDist, Label: s.Name}
 			flags := ""
 			switch s.Role {
 			case RoleEtcd:
 				rc.Backend = BackendEtcd
-			case RoleLeader, RoleFollower, RoleLeader5, RoleEtcdStoreElected, RoleEtcdStoreOther:
+			case RoleLeader, RoleFollower, RoleLeader5, RoleLeaderNoMetrics, RoleEtcdStoreElected, RoleEtcdStoreOther:
 				// Ordinal nodes; the no-op server serves plain TCP.
 				rc.ClientOptions = cfg.ClientOptions
 			case RoleTLSNoop, RoleTLSLeader, RoleTLSFollower:
@@ -631,6 +693,8 @@ func (st *ScenarioStats) addCPU(res *Result, target string, cfg CompareConfig, b
 		nodes = cfg.TLS.Cluster
 	case role == RoleLeader5:
 		nodes = cfg.Cluster5
+	case role == RoleLeaderNoMetrics:
+		nodes = cfg.ClusterNoMetrics
 	case role != RoleLeader && role != RoleFollower:
 		return
 	}
@@ -724,6 +788,10 @@ func (c *Comparison) summarise() {
 	for _, st := range c.Stats {
 		st.Ratios, st.RoundRatios = c.sameRound(st, c.byName[st.Scenario.Ref])
 		st.PlainRatios, st.RoundPlainRatios = c.sameRound(st, c.byName[st.Scenario.Plain])
+		if on := c.byName[st.Scenario.Plain]; st.Scenario.Role == RoleLeaderNoMetrics && on != nil {
+			st.MetricsOnRatios, st.RoundMetricsOnRatios = c.sameRound(on, st)
+			st.MetricsOnRatio = median(st.MetricsOnRatios)
+		}
 	}
 	for _, st := range c.Stats {
 		var ids, calls, p50, p99, p999 []float64
@@ -903,6 +971,7 @@ func (c *Comparison) Markdown(w io.Writer) {
 		}
 	}
 	fmt.Fprintln(w)
+	c.metricsTable(w)
 	c.tlsTable(w)
 	c.quorumTable(w)
 	c.entriesTable(w)
@@ -964,6 +1033,15 @@ func (c *Comparison) Markdown(w io.Writer) {
 			"it idles through every other row, as the 3-node cluster idles through its row.\n\n",
 			strings.Join(cfg.Cluster5, ", "))
 	}
+	if len(cfg.ClusterNoMetrics) > 0 {
+		fmt.Fprintf(w, "The metrics-off row (strong-leader-64-nometrics) runs against %s, another plain 3-node cluster whose nodes "+
+			"serve with metrics off (`ordinal serve --metrics-addr \"\"`: no registry, nothing recorded per call, no admin "+
+			"listener) and whose leader is looked up before every round; it idles through every other row. Its twin, "+
+			"strong-leader-64, runs on the main 3-node cluster (--cluster), whose nodes serve with metrics on (make bench starts them with "+
+			"--pprof-addr, that is --metrics-addr with --pprof); nothing scrapes /metrics during the runs, so the pair "+
+			"measures what recording the metrics costs the calls.\n\n",
+			strings.Join(cfg.ClusterNoMetrics, ", "))
+	}
 	if len(cfg.EtcdCluster) > 0 {
 		fmt.Fprintf(w, "The etcdstore- rows run against %s, ordinal nodes serving with `--store etcd` on the etcd above; "+
 			"before every round the elected node, the one that serves STRONG calls, is read from etcd: "+
@@ -1005,6 +1083,66 @@ func (c *Comparison) hasManyKeys() bool {
 		}
 	}
 	return false
+}
+
+// metricsTable writes the metrics-off row next to its metrics-on twin,
+// and the verdict of the target on their ratio, when both ran.
+func (c *Comparison) metricsTable(w io.Writer) {
+	var rows []*ScenarioStats
+	for _, st := range c.Stats {
+		if st.Scenario.Role == RoleLeaderNoMetrics && c.byName[st.Scenario.Plain] != nil {
+			rows = append(rows, st)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Metrics on vs off, same run (issue #13): the metrics-on row, on the main cluster, next to the same "+
+		"scenario on a cluster started with the same flags and `--metrics-addr \"\"`. **on / off** is the median over "+
+		"rounds of the metrics-on row's ids/s divided by the metrics-off row's *in the same round* (the metrics-off row "+
+		"runs right before its twin); CPU per call is the total of every process measured (table below). From round 2 on "+
+		"the main cluster also holds the keys the many-key rows made (and may snapshot them), the metrics-off cluster "+
+		"only this row's key: round 1, before any many-key row, compares the two clusters in the same state:")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| metrics-on row | metrics-off row | ids/s, metrics on | ids/s, metrics off | on / off | per round | p50, on / off | p99, on / off | CPU µs per call, on / off | target | met? |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---|---:|---:|---:|---|---|")
+	var targets []string
+	for _, st := range rows {
+		s, on := st.Scenario, c.byName[st.Scenario.Plain]
+		ratio := "—"
+		if len(st.MetricsOnRatios) > 0 {
+			ratio = fmt.Sprintf("%.2f×", st.MetricsOnRatio)
+		}
+		var rounds []string
+		for _, r := range st.RoundMetricsOnRatios {
+			if math.IsNaN(r) {
+				rounds = append(rounds, "failed")
+			} else {
+				rounds = append(rounds, fmt.Sprintf("%.2f", r))
+			}
+		}
+		cpu := "—"
+		if onCPU, offCPU := on.totalCPU(), st.totalCPU(); !math.IsNaN(onCPU) && !math.IsNaN(offCPU) {
+			cpu = fmt.Sprintf("%.1f / %.1f", onCPU, offCPU)
+		}
+		goal, verdict := "none set", "—"
+		if s.Check != nil {
+			goal = s.Goal
+			met, detail := s.Check(st, c.byName)
+			verdict = "**missed**: " + detail
+			if met {
+				verdict = "met: " + detail
+			}
+			targets = append(targets, goal+": "+verdict)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %s | %s |\n", on.Scenario.Name, s.Name,
+			human(on.IDsPerSec), human(st.IDsPerSec), ratio, strings.Join(rounds, " / "),
+			fmtLatency(on.P50), fmtLatency(st.P50), fmtLatency(on.P99), fmtLatency(st.P99), cpu, goal, verdict)
+	}
+	fmt.Fprintln(w)
+	for _, t := range targets {
+		fmt.Fprintf(w, "Target of issue #13 (the cost of metrics), %s.\n\n", t)
+	}
 }
 
 // quorumTable writes the 5-node row next to the 3-node one, when both ran.
@@ -1176,6 +1314,9 @@ func (c *Comparison) cpuTable(w io.Writer) {
 	}
 	if len(c.Config.TLS.Cluster) > 0 {
 		fmt.Fprint(w, "For the tls- rows, \"other ordinal nodes\" are the other nodes of the secured cluster. ")
+	}
+	if len(c.Config.ClusterNoMetrics) > 0 {
+		fmt.Fprint(w, "For strong-leader-64-nometrics, \"other ordinal nodes\" are the other nodes of the metrics-off cluster. ")
 	}
 	fmt.Fprintln(w, "The machine has 2 cores for all of these processes, so a scenario's throughput is bounded by about "+
 		"2 s of CPU per second divided by the total:")

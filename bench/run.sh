@@ -16,17 +16,23 @@
 #   4. starts a 3-node ordinal cluster (--bootstrap-expect 3, temp data
 #      dirs, no security, no key limit: the many-key rows make about a
 #      million keys), a plain 5-node cluster (--bootstrap-expect 5, for
-#      the quorum-size row strong-leader-64-5nodes), a second 3-node
+#      the quorum-size row strong-leader-64-5nodes), a plain 3-node
+#      cluster with metrics off (q1..q3: the first cluster's flags but
+#      --metrics-addr "", for strong-leader-64-nometrics; the first
+#      cluster's nodes serve metrics, through --pprof-addr), a second 3-node
 #      cluster secured as the README's production setup (peer mTLS,
 #      client TLS with client certificates required, --admin-names), the
 #      no-op ceiling server, the same no-op
 #      server over mutual TLS, a single etcd (Debian's etcd-server) and 3
 #      ordinal nodes on that etcd (--store etcd, their own key prefix), and
-#      waits until all serve; then measures what the idle servers cost;
+#      waits until all serve; then measures what the idle servers cost.
+#      Every ordinal serve gets its own admin (metrics) address, or
+#      --metrics-addr "": the default one would be shared;
 #   5. runs `ordinal-bench compare`: every scenario, interleaved in rounds,
-#      the ordinal-on-etcd ones (etcdstore-*) and the mTLS ones (tls-*,
+#      the ordinal-on-etcd ones (etcdstore-*), the mTLS ones (tls-*,
 #      noop-tls-*, against the secured cluster and the TLS no-op server,
-#      each right after its plain twin) included;
+#      each right after its plain twin) and the metrics-off one (right
+#      before strong-leader-64, its metrics-on twin) included;
 #   6. takes CPU profiles (Go pprof, through --pprof-addr) of the leader
 #      during one more STRONG and one more WEAK run, of the secured
 #      cluster's leader during one more STRONG run, and of the no-op server
@@ -79,8 +85,8 @@ if [ ! -x "$ETCD" ]; then
 	exit 1
 fi
 
-GRPC=() RAFT=() PPROF=() NODE_PID=() EGRPC=() ERAFT=() ENODE_PID=() SGRPC=() SRAFT=() SPPROF=() SNODE_PID=()
-FGRPC=() FRAFT=() FPPROF=() FNODE_PID=()
+GRPC=() RAFT=() PPROF=() NODE_PID=() EGRPC=() ERAFT=() EMETRICS=() ENODE_PID=() SGRPC=() SRAFT=() SPPROF=() SNODE_PID=()
+FGRPC=() FRAFT=() FPPROF=() FNODE_PID=() QGRPC=() QRAFT=() QNODE_PID=()
 for i in 1 2 3 4 5; do # the plain 5-node cluster
 	FGRPC[i]=127.0.0.1:$((BASE + 20 + i))
 	FRAFT[i]=127.0.0.1:$((BASE + 25 + i))
@@ -89,9 +95,12 @@ done
 for i in 1 2 3; do
 	GRPC[i]=127.0.0.1:$((BASE + i))
 	RAFT[i]=127.0.0.1:$((BASE + 10 + i))
-	PPROF[i]=127.0.0.1:$((BASE + 30 + i))
+	PPROF[i]=127.0.0.1:$((BASE + 30 + i))  # --pprof-addr: metrics (and pprof) on
+	QGRPC[i]=127.0.0.1:$((BASE + 3 + i))   # the metrics-off cluster (no admin port)
+	QRAFT[i]=127.0.0.1:$((BASE + 13 + i))
 	EGRPC[i]=127.0.0.1:$((BASE + 50 + i))  # ordinal on etcd: client port
-	ERAFT[i]=127.0.0.1:$((BASE + 55 + i))  # ... and peer port (forwarded calls)
+	ERAFT[i]=127.0.0.1:$((BASE + 55 + i))  # ... peer port (forwarded calls)
+	EMETRICS[i]=127.0.0.1:$((BASE + 45 + i)) # ... and admin port (--metrics-addr)
 	SGRPC[i]=127.0.0.1:$((BASE + 60 + i))  # the secured cluster
 	SRAFT[i]=127.0.0.1:$((BASE + 65 + i))
 	SPPROF[i]=127.0.0.1:$((BASE + 70 + i))
@@ -109,6 +118,8 @@ CLUSTER=${GRPC[1]},${GRPC[2]},${GRPC[3]}
 SJOIN=${SRAFT[1]},${SRAFT[2]},${SRAFT[3]}
 SCLUSTER=${SGRPC[1]},${SGRPC[2]},${SGRPC[3]}
 ECLUSTER=${EGRPC[1]},${EGRPC[2]},${EGRPC[3]}
+QJOIN=${QRAFT[1]},${QRAFT[2]},${QRAFT[3]}
+QCLUSTER=${QGRPC[1]},${QGRPC[2]},${QGRPC[3]}
 FJOIN=$(IFS=,; echo "${FRAFT[*]}")
 FCLUSTER=$(IFS=,; echo "${FGRPC[*]}")
 # The ordinal-on-etcd nodes' keys, apart from the etcd baseline's
@@ -116,7 +127,7 @@ FCLUSTER=$(IFS=,; echo "${FGRPC[*]}")
 ESTORE_PREFIX=/bench-ordinal-on-etcd/
 ports_in_use=$(ss -Htln | awk '{print $4}')
 for addr in "${GRPC[@]}" "${RAFT[@]}" "${PPROF[@]}" "${EGRPC[@]}" "${ERAFT[@]}" "${SGRPC[@]}" "${SRAFT[@]}" "${SPPROF[@]}" \
-	"${FGRPC[@]}" "${FRAFT[@]}" "${FPPROF[@]}" \
+	"${FGRPC[@]}" "${FRAFT[@]}" "${FPPROF[@]}" "${QGRPC[@]}" "${QRAFT[@]}" "${EMETRICS[@]}" \
 	"$NOOP" "$NOOP_PPROF" "$TLS_NOOP" "$TLS_NOOP_PPROF" "$ETCD_CLIENT" "$ETCD_PEER"; do
 	if grep -qx "$addr" <<<"$ports_in_use"; then
 		echo "port $addr is in use: set BENCH_PORT_BASE to a free range" >&2
@@ -149,6 +160,7 @@ cleanup() {
 	for i in 1 2 3; do stop "${NODE_PID[i]:-}"; done
 	for i in 1 2 3; do stop "${SNODE_PID[i]:-}"; done
 	for i in 1 2 3 4 5; do stop "${FNODE_PID[i]:-}"; done
+	for i in 1 2 3; do stop "${QNODE_PID[i]:-}"; done
 	for i in 1 2 3; do stop "${ENODE_PID[i]:-}"; done
 	stop "$NOOP_PID"
 	stop "$TLS_NOOP_PID"
@@ -222,7 +234,7 @@ SIDS=(--tls-ca-file pki/server-ca.pem --tls-cert-file pki/bench-client.pem --tls
 # so that $! is its PID).
 in_work() { (cd "$WORK" && "$@"); }
 
-log "start etcd, the no-op servers, 3 ordinal nodes, 3 secured ordinal nodes and a 5-node cluster"
+log "start etcd, the no-op servers, 3 ordinal nodes, 3 without metrics, 3 secured ordinal nodes and a 5-node cluster"
 "$ETCD" --name bench --data-dir "$WORK/etcd" \
 	--listen-client-urls "http://$ETCD_CLIENT" --advertise-client-urls "http://$ETCD_CLIENT" \
 	--listen-peer-urls "http://$ETCD_PEER" --initial-advertise-peer-urls "http://$ETCD_PEER" \
@@ -249,6 +261,18 @@ start_node() {
 	NODE_ARGS[i]="ordinal serve --node-id n$i --data-dir DIR/n$i --grpc-addr ${GRPC[i]} --raft-addr ${RAFT[i]} --bootstrap-expect 3 --join $JOIN --pprof-addr ${PPROF[i]} --max-keys 0"
 }
 for i in 1 2 3; do start_node "$i"; done
+
+# The metrics-off cluster of strong-leader-64-nometrics: the 3-node
+# cluster's flags, but --metrics-addr "" (no metrics registry, no admin
+# listener) where the 3-node cluster has --pprof-addr (metrics on, and
+# profiles).
+QNODE_ARGS=()
+for i in 1 2 3; do
+	"$BIN" serve --node-id "q$i" --data-dir "$WORK/q$i" --grpc-addr "${QGRPC[i]}" --raft-addr "${QRAFT[i]}" \
+		--bootstrap-expect 3 --join "$QJOIN" --metrics-addr "" --max-keys 0 --log-level warn >>"$WORK/q$i.log" 2>&1 &
+	QNODE_PID[i]=$!
+	QNODE_ARGS[i]="ordinal serve --node-id q$i --data-dir DIR/q$i --grpc-addr ${QGRPC[i]} --raft-addr ${QRAFT[i]} --bootstrap-expect 3 --join $QJOIN --metrics-addr \"\" --max-keys 0"
+done
 
 # The plain 5-node cluster of strong-leader-64-5nodes: the 3-node
 # cluster's flags, five voters.
@@ -313,6 +337,8 @@ for i in 1 2 3; do wait_for "secured node s$i" 60 in_work "$BIN" health --addr "
 wait_for "secured cluster" 60 cluster_healthy "${SGRPC[@]}" -- "${SADMIN[@]}"
 for i in 1 2 3 4 5; do wait_for "5-node cluster's node f$i" 60 "$BIN" health --addr "${FGRPC[i]}" --timeout 1s; done
 VOTERS=5 wait_for "5-node cluster" 60 cluster_healthy "${FGRPC[@]}"
+for i in 1 2 3; do wait_for "metrics-off node q$i" 60 "$BIN" health --addr "${QGRPC[i]}" --timeout 1s; done
+wait_for "metrics-off cluster" 60 cluster_healthy "${QGRPC[@]}"
 wait_for "no-op server" 30 "$BIN" health --addr "$NOOP" --timeout 1s
 wait_for "TLS no-op server" 30 in_work "$BIN" health --addr "$TLS_NOOP" --timeout 1s "${SIDS[@]}"
 wait_for "etcd" 60 "$BENCH_BIN" run --backend etcd --targets "$ETCD_CLIENT" --concurrency 1 --duration 100ms --warmup 0
@@ -322,14 +348,15 @@ in_work "$BIN" members --addr "${SGRPC[1]}" "${SADMIN[@]}"
 # Started once etcd serves, so that they campaign at once. They keep no
 # state of their own: no data directory.
 log "start 3 ordinal nodes on etcd (--store etcd)"
-# Each has a peer port too (forwarded STRONG calls) and a node ID, which
-# its election value names: both must differ between nodes on one host.
+# Each has a peer port too (forwarded STRONG calls), an admin port
+# (metrics on, as in production) and a node ID, which its election value
+# names: all must differ between nodes on one host.
 ENODE_ARGS=()
 for i in 1 2 3; do
 	"$BIN" serve --store etcd --etcd-endpoints "$ETCD_CLIENT" --etcd-prefix "$ESTORE_PREFIX" --node-id "e$i" \
-		--grpc-addr "${EGRPC[i]}" --raft-addr "${ERAFT[i]}" --log-level warn >>"$WORK/e$i.log" 2>&1 &
+		--grpc-addr "${EGRPC[i]}" --raft-addr "${ERAFT[i]}" --metrics-addr "${EMETRICS[i]}" --log-level warn >>"$WORK/e$i.log" 2>&1 &
 	ENODE_PID[i]=$!
-	ENODE_ARGS[i]="ordinal serve --store etcd --etcd-endpoints $ETCD_CLIENT --etcd-prefix $ESTORE_PREFIX --node-id e$i --grpc-addr ${EGRPC[i]} --raft-addr ${ERAFT[i]}"
+	ENODE_ARGS[i]="ordinal serve --store etcd --etcd-endpoints $ETCD_CLIENT --etcd-prefix $ESTORE_PREFIX --node-id e$i --grpc-addr ${EGRPC[i]} --raft-addr ${ERAFT[i]} --metrics-addr ${EMETRICS[i]}"
 done
 # health is SERVING once a node reaches etcd, holds its session and knows
 # the elected node.
@@ -353,7 +380,8 @@ cpu_ms() {
 IDLE_GROUPS=("plain cluster + no-op:${NODE_PID[1]} ${NODE_PID[2]} ${NODE_PID[3]} $NOOP_PID"
 	"secured cluster + TLS no-op:${SNODE_PID[1]} ${SNODE_PID[2]} ${SNODE_PID[3]} $TLS_NOOP_PID"
 	"etcd + ordinal-on-etcd nodes:$ETCD_PID ${ENODE_PID[1]} ${ENODE_PID[2]} ${ENODE_PID[3]}"
-	"5-node cluster:${FNODE_PID[*]}")
+	"5-node cluster:${FNODE_PID[*]}"
+	"metrics-off cluster:${QNODE_PID[*]}")
 IDLE_BEFORE=()
 for g in "${IDLE_GROUPS[@]}"; do IDLE_BEFORE+=("$(cpu_ms ${g#*:})"); done
 sleep "$IDLE_SECS"
@@ -369,15 +397,16 @@ log "compare: $ROUNDS rounds of every scenario, $DURATION each after $WARMUP war
 TLS_COMPARE_ARGS=(--tls-cluster "$SCLUSTER" --tls-noop "$TLS_NOOP" --tls-cluster-ca-file pki/server-ca.pem
 	--tls-cluster-cert-file pki/bench-client.pem --tls-cluster-key-file pki/bench-client-key.pem
 	--tls-cluster-admin-cert-file pki/admin-client.pem --tls-cluster-admin-key-file pki/admin-client-key.pem)
-COMPARE_CMD="ordinal-bench compare --cluster $CLUSTER --noop $NOOP --etcd $ETCD_CLIENT --etcd-cluster $ECLUSTER --etcd-cluster-prefix $ESTORE_PREFIX ${TLS_COMPARE_ARGS[*]} --cluster5 $FCLUSTER ${ONLY:+--only $ONLY }--rounds $ROUNDS --duration $DURATION --warmup $WARMUP --pids <ADDR=PID of each server>"
+COMPARE_CMD="ordinal-bench compare --cluster $CLUSTER --noop $NOOP --etcd $ETCD_CLIENT --etcd-cluster $ECLUSTER --etcd-cluster-prefix $ESTORE_PREFIX ${TLS_COMPARE_ARGS[*]} --cluster5 $FCLUSTER --cluster-nometrics $QCLUSTER ${ONLY:+--only $ONLY }--rounds $ROUNDS --duration $DURATION --warmup $WARMUP --pids <ADDR=PID of each server>"
 PIDS="${GRPC[1]}=${NODE_PID[1]},${GRPC[2]}=${NODE_PID[2]},${GRPC[3]}=${NODE_PID[3]},$NOOP=$NOOP_PID,$ETCD_CLIENT=$ETCD_PID"
 PIDS+=",${EGRPC[1]}=${ENODE_PID[1]},${EGRPC[2]}=${ENODE_PID[2]},${EGRPC[3]}=${ENODE_PID[3]}"
 PIDS+=",${SGRPC[1]}=${SNODE_PID[1]},${SGRPC[2]}=${SNODE_PID[2]},${SGRPC[3]}=${SNODE_PID[3]},$TLS_NOOP=$TLS_NOOP_PID"
 for i in 1 2 3 4 5; do PIDS+=",${FGRPC[i]}=${FNODE_PID[i]}"; done
+for i in 1 2 3; do PIDS+=",${QGRPC[i]}=${QNODE_PID[i]}"; done
 COMPARE_RC=0
 in_work "$BENCH_BIN" compare --cluster "$CLUSTER" --noop "$NOOP" --etcd "$ETCD_CLIENT" \
-	--etcd-cluster "$ECLUSTER" --etcd-cluster-prefix "$ESTORE_PREFIX" "${TLS_COMPARE_ARGS[@]}" --cluster5 "$FCLUSTER" --rounds "$ROUNDS" \
-	--duration "$DURATION" --warmup "$WARMUP" --out "$WORK/compare.md" \
+	--etcd-cluster "$ECLUSTER" --etcd-cluster-prefix "$ESTORE_PREFIX" "${TLS_COMPARE_ARGS[@]}" --cluster5 "$FCLUSTER" --cluster-nometrics "$QCLUSTER" \
+	--rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" --out "$WORK/compare.md" \
 	--machine "$MACHINE" --command "$COMPARE_CMD" --pids "$PIDS" ${ONLY:+--only "$ONLY"} |
 	tee "$WORK/compare.log" || COMPARE_RC=$?
 [ -s "$WORK/compare.md" ] || { echo "compare wrote no report" >&2; exit 1; }
@@ -467,12 +496,17 @@ GEN=$WORK/generated.md
 	echo "- code: $VERSION, commit $GITREV"
 	echo "- machine: $MACHINE"
 	echo "- servers, all on loopback on the same machine as the load generator: 3 ordinal nodes"
-	echo "  (\`${NODE_ARGS[1]}\`, likewise n2 and n3, log level warn), the no-op server"
+	echo "  (\`${NODE_ARGS[1]}\`, likewise n2 and n3, log level warn; metrics on: --pprof-addr is"
+	echo "  --metrics-addr with --pprof, Prometheus /metrics and /debug/pprof on one admin listener, not scraped during the"
+	echo "  runs), the no-op server"
 	echo "  (\`ordinal-bench serve-noop --addr $NOOP\`), etcd $("$ETCD" --version | awk '/etcd Version/{print $3}')"
 	echo "  (\`etcd --data-dir DIR/etcd\`, single member, defaults otherwise), and 3 ordinal nodes on that etcd for the"
 	echo "  etcdstore- rows (\`${ENODE_ARGS[1]}\`, likewise e2 and e3, log level warn)"
 	echo "- for the quorum-size row (strong-leader-64-5nodes), in the same run: a plain 5-node cluster"
 	echo "  (\`${FNODE_ARGS[1]}\`, likewise f2 to f5, log level warn)"
+	echo "- for the metrics-off row (strong-leader-64-nometrics, the twin of strong-leader-64 and the issue #13 target"
+	echo "  strong-leader-64 (metrics on) / strong-leader-64-nometrics ≥ 0.95), in the same run: 3 more ordinal nodes started"
+	echo "  as n1 to n3 but with metrics off (\`${QNODE_ARGS[1]}\`, likewise q2 and q3, log level warn)"
 	echo "- for the mTLS rows (tls-, noop-tls-), in the same run: 3 ordinal nodes secured as the README's"
 	echo "  production setup (\`${SNODE_ARGS[1]}\`, likewise s2 and s3, log level warn) and the no-op server over the"
 	echo "  same mutual TLS (\`ordinal-bench serve-noop --addr $TLS_NOOP $TLS_NOOP_FLAGS\`); the load generator"

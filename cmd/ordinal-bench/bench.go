@@ -261,10 +261,17 @@ func runBenchCompare(args []string) error {
 		"named in the nodes' --admin-names. --tls-ca-file and the other connection flags\n"+
 		"secure --cluster and --etcd-cluster instead.\n\n"+
 		"With --cluster5 it also runs strong-leader-64-5nodes against the leader of that\n"+
-		"plain 5-node cluster, next to the 3-node row.")
+		"plain 5-node cluster, next to the 3-node row.\n\n"+
+		"With --cluster-nometrics it also runs strong-leader-64-nometrics against the\n"+
+		"leader of that plain 3-node cluster, whose nodes serve with metrics off\n"+
+		"(ordinal serve --metrics-addr \"\"), right before strong-leader-64 on --cluster,\n"+
+		"whose nodes serve with metrics on, and reports metrics on vs off against the\n"+
+		"target strong-leader-64 / strong-leader-64-nometrics >= 0.95.")
 	fs.StringVar(&cluster, "cluster", "", "comma-separated gRPC addresses of the ordinal nodes")
 	var cluster5 string
 	fs.StringVar(&cluster5, "cluster5", "", "comma-separated gRPC addresses of a plain 5-node cluster, for strong-leader-64-5nodes; empty skips that row")
+	var clusterNoMetrics string
+	fs.StringVar(&clusterNoMetrics, "cluster-nometrics", "", `comma-separated gRPC addresses of a plain 3-node cluster serving with metrics off (--metrics-addr ""), for strong-leader-64-nometrics, the metrics-off twin of strong-leader-64; empty skips that row`)
 	fs.StringVar(&cfg.Noop, "noop", "", "address of `ordinal-bench serve-noop`")
 	fs.StringVar(&cfg.Etcd, "etcd", "", "etcd client address; empty skips the etcd rows")
 	var etcdCluster string
@@ -287,6 +294,7 @@ func runBenchCompare(args []string) error {
 		return err
 	}
 	cfg.Cluster, cfg.Only, cfg.EtcdCluster, cfg.Cluster5 = cli.SplitList(cluster), cli.SplitList(only), cli.SplitList(etcdCluster), cli.SplitList(cluster5)
+	cfg.ClusterNoMetrics = cli.SplitList(clusterNoMetrics)
 	cfg.Rounds, cfg.Duration, cfg.Warmup, cfg.Machine = rounds, duration, warmup, machine
 	// --warmup 0 means none; CompareConfig's zero Warmup alone would mean
 	// the default.

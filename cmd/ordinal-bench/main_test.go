@@ -116,7 +116,8 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"run", "--help"}, 0, []string{"Usage: ordinal-bench run", "--warmup", "ORDINAL_WARMUP"}},
 		{[]string{"serve-noop", "--help"}, 0, []string{"Usage: ordinal-bench serve-noop", "ORDINAL_ADDR"}},
 		{[]string{"failover", "--help"}, 0, []string{"Usage: ordinal-bench failover", "ORDINAL_KILL_PID"}},
-		{[]string{"compare", "--help"}, 0, []string{"Usage: ordinal-bench compare", "ORDINAL_CLUSTER"}},
+		{[]string{"compare", "--help"}, 0, []string{"Usage: ordinal-bench compare", "ORDINAL_CLUSTER",
+			"-cluster-nometrics", "ORDINAL_CLUSTER_NOMETRICS", "strong-leader-64-nometrics"}},
 		{nil, 2, []string{"ordinal-bench: no command given"}},
 		{[]string{"bench"}, 2, []string{`ordinal-bench: unknown command "bench"`}},
 		// Run's flags without the command run it.
