@@ -44,7 +44,8 @@
 #
 # Every process it starts is stopped on exit, whatever happens.
 #
-# Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (5s), BENCH_WARMUP
+# Knobs (environment): BENCH_KEEP (set: keep the work directory with the
+# logs and the CPU profiles prof-*.pb.gz), BENCH_ROUNDS (3), BENCH_DURATION (5s), BENCH_WARMUP
 # (1s), BENCH_FAILOVER_TRIALS (10), BENCH_SCALE_KEYS (10000000; the fsm and
 # restart measurements at scale), BENCH_PORT_BASE (27100, below the kernel's ephemeral ports; the servers take
 # base+1 to base+80), BENCH_OUT (BENCHMARKS.md), BENCH_PROFILE (1),
@@ -167,6 +168,8 @@ cleanup() {
 	stop "$ETCD_PID"
 	if [ "$rc" -ne 0 ]; then
 		echo "make bench failed (exit $rc); logs kept in $WORK" >&2
+	elif [ -n "${BENCH_KEEP:-}" ]; then
+		echo "BENCH_KEEP: logs and profiles kept in $WORK" >&2
 	else
 		rm -rf "$WORK"
 	fi
@@ -450,7 +453,7 @@ profile() {
 	wait "$PROF_PID" || { cat "$WORK/prof-$name.log" >&2; PROF_PID=""; return 0; }
 	PROF_PID=""
 	go tool pprof -top -nodecount=25 "$WORK/prof-$name.pb.gz" 2>/dev/null | sed 's/[[:space:]]*$//' >"$WORK/prof-$name.top" || true
-	go tool pprof -top -cum -nodecount=45 "$WORK/prof-$name.pb.gz" 2>/dev/null | sed 's/[[:space:]]*$//' >"$WORK/prof-$name.cum" || true
+	go tool pprof -top -cum -nodecount=400 "$WORK/prof-$name.pb.gz" 2>/dev/null | sed 's/[[:space:]]*$//' >"$WORK/prof-$name.cum" || true
 	PROFILES+=("$name")
 }
 if [ "$PROFILE" = 1 ]; then
@@ -458,6 +461,8 @@ if [ "$PROFILE" = 1 ]; then
 	profile leader-strong "${PPROF[L]}" --mode strong --targets "${GRPC[L]}" --concurrency 64 --duration 5s --warmup 1s --key bench-strong
 	profile leader-weak "${PPROF[L]}" --mode weak --targets "${GRPC[L]}" --concurrency 64 --duration 5s --warmup 1s --key bench-weak
 	profile leader-fresh-strong "${PPROF[L]}" --mode strong --key-dist fresh --targets "${GRPC[L]}" --concurrency 64 --duration 5s --warmup 1s --key bench-fresh-prof
+	F=$(( L % 3 + 1 )) # a follower, while the same load runs on the leader
+	profile follower-fresh-strong "${PPROF[F]}" --mode strong --key-dist fresh --targets "${GRPC[L]}" --concurrency 64 --duration 5s --warmup 1s --key bench-fresh-prof-f
 	L=$(leader_index s "${SGRPC[@]}" -- "${SADMIN[@]}")
 	profile tls-leader-strong "${SPPROF[L]}" "${SIDS[@]}" --mode strong --targets "${SGRPC[L]}" --concurrency 64 --duration 5s --warmup 1s --key bench-strong
 	profile noop "$NOOP_PPROF" --mode strong --targets "$NOOP" --concurrency 64 --duration 5s --warmup 1s --key bench-unary
@@ -586,26 +591,24 @@ GEN=$WORK/generated.md
 	fi
 	awk '/^RESULT label=failover/ {for(i=1;i<=NF;i++){split($i,kv,"="); if(kv[1]=="first_ok_ms"&&kv[2]+0>w)w=kv[2]+0; if(kv[1]=="all_ok_ms"&&kv[2]+0>a)a=kv[2]+0}; n++}
 	     END {printf "Worst of %d trials: **%d ms** until STRONG calls succeed again (target ≤ 2000 ms: %s); %d ms until they succeed through both survivors.\n", n, w, (w<=2000?"met":"**missed** by " (w-2000) " ms"), a}' "$WORK/failover.txt"
-	for name in "${PROFILES[@]}"; do
+	if ((${#PROFILES[@]})); then
 		echo
-		echo "### CPU profile: $name (Go pprof)"
+		echo "### CPU profiles (Go pprof)"
 		echo
-		echo "Command: \`$(head -1 "$WORK/prof-$name.txt")\`, then \`go tool pprof -top\` and \`-top -cum\`; the run it profiled:"
+		echo "Where a server's CPU goes during a row, for the \"why the misses\" analysis: each profile is 6 s of"
+		echo "\`go tool pprof -seconds 6\` while the row below runs (the profiles themselves, \`prof-NAME.pb.gz\`,"
+		echo "stay in the run's work directory with BENCH_KEEP=1; they are not copied here). The share of the"
+		echo "profiled process's CPU, cumulative, of the frames that tell the paths apart:"
 		echo
-		echo '```'
-		grep -E '^  (ids/s|latency)' "$WORK/prof-$name.txt" || true
-		echo '```'
-		echo
-		echo "<details><summary>go tool pprof -top (flat) and -top -cum</summary>"
-		echo
-		echo '```'
-		cat "$WORK/prof-$name.top"
-		echo
-		cat "$WORK/prof-$name.cum"
-		echo '```'
-		echo
-		echo "</details>"
-	done
+		echo "| profile | the run it profiled | gRPC server | allocator | Raft (leader loop, replication, FSM) | log writes (bbolt) | fdatasync | GC | metrics |"
+		echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+		for name in "${PROFILES[@]}"; do
+			local_cmd=$(head -1 "$WORK/prof-$name.txt" | sed 's/^go tool pprof.*& //')
+			ids=$(awk '/^  ids\/s/ {print $2}' "$WORK/prof-$name.txt")
+			share() { awk -v pat="$1" '$6 ~ pat && $5+0 > best {best=$5+0} END {printf "%.0f%%", best}' "$WORK/prof-$name.cum"; }
+			echo "| $name | \`$local_cmd\`: $ids ids/s | $(share '^google.golang.org/grpc.\\(\\*Server\\).handleStream$') | $(share '^github.com/ordinal-dev/ordinal/alloc.\\(\\*Allocator\\).Next$') | $(share '^github.com/hashicorp/raft.\\(\\*raftState\\).goFunc.func1$') | $(share 'BoltStore\\).StoreLogs$') | $(share '^go.etcd.io/bbolt.fdatasync$') | $(share '^runtime.gcBgMarkWorker$') | $(share 'providers/prometheus.*UnaryServerInterceptor.func1$') |"
+		done
+	fi
 	echo "<!-- END GENERATED -->"
 } >"$GEN"
 
