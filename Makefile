@@ -69,8 +69,10 @@ clean:
 	rm -rf bin
 
 ## image: build the static binary and the FROM-scratch image IMAGE
-## (default ordinal:local); see deploy/Dockerfile.
-IMAGE   ?= ordinal:local
+## (default ordinal:local), labelled with VERSION and the git REVISION
+## (org.opencontainers.image.*); see deploy/Dockerfile.
+IMAGE    ?= ordinal:local
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 # Compose v2 when the docker plugin works, else v1's docker-compose. Both
 # are evaluated only by the targets that use them.
 COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo 'docker compose'; else echo docker-compose; fi)
@@ -90,8 +92,9 @@ COMPOSE_TLS_FLAGS   = --tls-ca-file $(COMPOSE_CERTS)/server-ca.pem --tls-cert-fi
 image: build
 	@ctx=$$(mktemp -d) && trap 'rm -rf "$$ctx"' EXIT && \
 	cp $(BIN) "$$ctx/ordinal" && mkdir "$$ctx/data" && \
-	echo "docker build -f deploy/Dockerfile -t $(IMAGE) (context: $(BIN) and an empty data/)" && \
-	docker build -q -f deploy/Dockerfile -t '$(IMAGE)' "$$ctx"
+	echo "docker build -f deploy/Dockerfile -t $(IMAGE) (context: $(BIN) and an empty data/; version $(VERSION), revision $(REVISION))" && \
+	docker build -q -f deploy/Dockerfile --build-arg VERSION='$(VERSION)' --build-arg REVISION='$(REVISION)' \
+		-t '$(IMAGE)' "$$ctx"
 
 # $(call compose_copy_certs,COMPOSE COMMAND): copy COMPOSE_CERT_FILES out of
 # the project's certs service, `ordinal tls init`, whose container has
@@ -144,11 +147,57 @@ compose-up: image
 	$(call compose_wait,$(COMPOSE_CMD))
 	$(call compose_try,members)
 
-## compose-down: stop and remove the cluster; VOLUMES=1 deletes its data and
-## certificates too (the volumes and COMPOSE_CERTS).
+## compose-down: stop and remove the cluster, with the monitoring and grafana
+## profiles' containers if they run; VOLUMES=1 deletes its data and
+## certificates too (the volumes and COMPOSE_CERTS), and Prometheus's and
+## Grafana's data.
 compose-down:
-	$(COMPOSE_CMD) down --remove-orphans $(if $(VOLUMES),-v)
+	$(COMPOSE_CMD) --profile monitoring --profile grafana down --remove-orphans $(if $(VOLUMES),-v)
 	$(if $(VOLUMES),rm -rf '$(COMPOSE_CERTS)')
+
+## prometheus-image: package Debian's Prometheus (PROMETHEUS_BIN, default
+## /usr/bin/prometheus, and PROMTOOL_BIN, /usr/bin/promtool, from apt-get
+## install prometheus) and the shared libraries they link against into the
+## FROM-scratch image PROMETHEUS_LOCAL_IMAGE (default ordinal-prometheus:local),
+## for machines that cannot pull the official image; see
+## deploy/Dockerfile.prometheus.
+## compose-monitoring-up: compose-up with the monitoring profile, Prometheus
+## on 127.0.0.1:9090 (PROMETHEUS_PORT) scraping the three nodes with the alert
+## rules of deploy/prometheus/, image PROMETHEUS_IMAGE (default: the official
+## one; PROMETHEUS_IMAGE=ordinal-prometheus:local after make prometheus-image);
+## GRAFANA=1 adds the grafana profile, Grafana on 127.0.0.1:3000 (GRAFANA_PORT)
+## with the dashboard of deploy/grafana/ (image GRAFANA_IMAGE, default the
+## official one, which must be pulled). make compose-down stops them all.
+PROMETHEUS_BIN         ?= /usr/bin/prometheus
+PROMTOOL_BIN           ?= /usr/bin/promtool
+PROMETHEUS_LOCAL_IMAGE ?= ordinal-prometheus:local
+COMPOSE_MONITORING_CMD  = ORDINAL_IMAGE='$(IMAGE)' $(if $(PROMETHEUS_IMAGE),PROMETHEUS_IMAGE='$(PROMETHEUS_IMAGE)') \
+	$(if $(GRAFANA_IMAGE),GRAFANA_IMAGE='$(GRAFANA_IMAGE)') $(COMPOSE) -f deploy/docker-compose.yml -p $(COMPOSE_PROJECT) \
+	--profile monitoring $(if $(GRAFANA),--profile grafana)
+
+.PHONY: prometheus-image compose-monitoring-up
+
+prometheus-image:
+	@test -x '$(PROMETHEUS_BIN)' || { echo "$(PROMETHEUS_BIN) missing: apt-get install -y prometheus, or set PROMETHEUS_BIN"; exit 1; }
+	@ctx=$$(mktemp -d) && trap 'rm -rf "$$ctx"' EXIT && \
+	mkdir -p "$$ctx/rootfs/bin" "$$ctx/rootfs/etc/prometheus" "$$ctx/prometheus-data" && \
+	bins='$(PROMETHEUS_BIN)' && cp '$(PROMETHEUS_BIN)' "$$ctx/rootfs/bin/prometheus" && \
+	if [ -x '$(PROMTOOL_BIN)' ]; then cp '$(PROMTOOL_BIN)' "$$ctx/rootfs/bin/promtool" && bins="$$bins $(PROMTOOL_BIN)"; fi && \
+	printf '%s\n' '# Prometheus scraping itself; mount your own configuration over this file.' \
+		'scrape_configs:' '  - job_name: prometheus' '    static_configs:' '      - targets: [localhost:9090]' \
+		> "$$ctx/rootfs/etc/prometheus/prometheus.yml" && \
+	libs=$$(for b in $$bins; do ldd "$$b" 2>/dev/null | grep -o '/[^ ]*'; done | sort -u) && \
+	for lib in $$libs; do mkdir -p "$$ctx/rootfs$$(dirname "$$lib")" && cp -L "$$lib" "$$ctx/rootfs$$lib" || exit 1; done && \
+	echo "docker build -f deploy/Dockerfile.prometheus -t $(PROMETHEUS_LOCAL_IMAGE) (context: $$bins and $${libs:-no libraries, static})" && \
+	docker build -q -f deploy/Dockerfile.prometheus -t '$(PROMETHEUS_LOCAL_IMAGE)' "$$ctx"
+
+compose-monitoring-up: image
+	$(COMPOSE_MONITORING_CMD) up -d
+	$(call compose_copy_certs,$(COMPOSE_MONITORING_CMD))
+	$(call compose_wait,$(COMPOSE_MONITORING_CMD))
+	$(call compose_try,members)
+	@echo "Prometheus: http://127.0.0.1:$${PROMETHEUS_PORT:-9090} (alerts: /alerts, targets: /targets)"
+	$(if $(GRAFANA),@echo "Grafana:    http://127.0.0.1:$${GRAFANA_PORT:-3000} (dashboard ordinal; admin/admin to edit)")
 
 ## bench: build bin/ordinal and bin/ordinal-bench, then on this machine
 ## (loopback only) start a 3-node cluster, the no-op ceiling server, etcd and

@@ -4,12 +4,17 @@
 // certificates made by the file's certs service, the client's copied out of
 // its volume as make compose-up does), checks that calls without the right
 // credentials are refused, takes IDs through every node while the leader is
-// killed and brought back, and adds and removes a fourth node.
+// killed and brought back, and adds and removes a fourth node, on a client
+// port of its own that the image's healthcheck follows. With the monitoring
+// profile's Prometheus (an image of Debian's prometheus, made by make
+// prometheus-image, unless PROMETHEUS_IMAGE names one) it checks that the
+// nodes are scraped, the alert rules load and the IDs taken are counted.
 //
 // The test needs a Docker engine and Compose (v2 `docker compose` or v1
 // `docker-compose`). Without them it skips, unless ORDINAL_REQUIRE_DOCKER=1,
 // which CI sets when `docker info` works, so that the test cannot silently
-// stop running there.
+// stop running there. Without a prometheus binary to package, the
+// monitoring part is left out, unless ORDINAL_REQUIRE_PROMETHEUS=1.
 //
 // Everything it creates is named after a random project name
 // (ordinal-e2e-XXXXXXXX: containers, network, volumes, the node4 container)
@@ -19,7 +24,7 @@
 //
 //	docker ps -aq --filter label=ordinal-e2e | xargs -r docker rm -fv
 //	docker-compose -f deploy/docker-compose.yml -p ordinal-e2e-XXXXXXXX down -v
-//	docker rmi ordinal-e2e:XXXXXXXX
+//	docker rmi ordinal-e2e:XXXXXXXX ordinal-e2e-prometheus:XXXXXXXX
 package deploy_test
 
 import (
@@ -28,6 +33,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -54,6 +60,14 @@ const (
 	// port (Raft and node-to-node calls), which is not published.
 	grpcPort = 34904
 	peerPort = 34905
+
+	// node4Port is node4's client port inside its container, set through
+	// ORDINAL_GRPC_ADDR, which the image's healthcheck follows.
+	node4Port = 34944
+
+	// prometheusImageEnv names a Prometheus image for the monitoring
+	// profile instead of one made from Debian's prometheus binary.
+	prometheusImageEnv = "PROMETHEUS_IMAGE"
 
 	// containerCerts is where the nodes mount the certs volume, which the
 	// Compose file's certs service (ordinal tls init) fills.
@@ -116,6 +130,10 @@ func TestCompose(t *testing.T) {
 	c.checkDemo()
 	step("demo output as Layotto's, with the admin's client certificate copied out of the certs volume")
 
+	if prom := c.startMonitoring(); prom != "" {
+		step("started the monitoring profile's Prometheus (%s) on %s", c.prometheusImage, prom)
+	}
+
 	c.issueCerts("--node", "node4", "--client", "app")
 	step("made node4's certificates and the client certificate app with the certs service")
 	l := newLedger(t)
@@ -136,6 +154,10 @@ func TestCompose(t *testing.T) {
 		}
 	}
 	step("took STRONG and WEAK ids through all three nodes")
+	if c.prometheusURL != "" {
+		c.checkMonitoring(len(l.seen))
+		step("Prometheus scrapes node1..node3, evaluates the alert rules without error and counts the %d+ IDs taken", len(l.seen))
+	}
 
 	leader, term := c.leader(c.hostNode("node1"), failoverTimeout)
 	step("leader is %s in term %d; killing its container", leader, term)
@@ -184,7 +206,7 @@ func TestCompose(t *testing.T) {
 	c.waitContainerHealthy(node4.container, rejoinTimeout)
 	l.strong(node4, c.nextRetrying(node4, "strong", 1, rejoinTimeout))
 	l.weak(node4, c.nextRetrying(node4, "weak", 1, rejoinTimeout))
-	step("node4 joined as a voter and serves ids")
+	step("node4 joined as a voter and serves ids on port %d, and the image's healthcheck follows it there", node4Port)
 	c.ordinalRetrying(c.hostNode("node1"), rejoinTimeout, "remove", "node4")
 	c.waitMembers(c.hostNode("node2"), rejoinTimeout, services...)
 	l.strong(c.hostNode("node1"), c.nextRetrying(c.hostNode("node1"), "strong", 1, failoverTimeout))
@@ -240,6 +262,11 @@ type cluster struct {
 	// otherwise.
 	certs string
 	admin []string
+
+	// prometheusImage and prometheusURL are the monitoring profile's
+	// Prometheus, when it runs.
+	prometheusImage string
+	prometheusURL   string
 }
 
 func newCluster(t *testing.T, compose []string) *cluster {
@@ -294,7 +321,43 @@ func (c *cluster) buildImage() {
 		}
 	})
 	c.docker(buildTimeout, "build", "--quiet", "--label", e2eLabel+"="+c.project,
+		"--build-arg", "VERSION=e2e-"+c.project, "--build-arg", "REVISION=0123abcd",
 		"--file", "Dockerfile", "--tag", c.image, buildContext)
+	c.checkImage()
+}
+
+// checkImage checks the image's OCI labels, from the build arguments make
+// image passes, and that its healthcheck names no port of its own: it
+// follows ORDINAL_GRPC_ADDR, which the image sets for serve.
+func (c *cluster) checkImage() {
+	t := c.t
+	var cfg struct {
+		Labels      map[string]string
+		Env         []string
+		Healthcheck struct{ Test []string }
+	}
+	if err := json.Unmarshal([]byte(c.docker(commandTimeout, "inspect", "--format", "{{json .Config}}", c.image)), &cfg); err != nil {
+		t.Fatalf("docker inspect %s: %v", c.image, err)
+	}
+	for k, want := range map[string]string{
+		"org.opencontainers.image.title":    "ordinal",
+		"org.opencontainers.image.version":  "e2e-" + c.project,
+		"org.opencontainers.image.revision": "0123abcd",
+		"org.opencontainers.image.source":   "https://github.com/ordinal-dev/ordinal",
+	} {
+		if got := cfg.Labels[k]; got != want {
+			t.Errorf("image label %s = %q, want %q", k, got, want)
+		}
+	}
+	if cfg.Labels["org.opencontainers.image.description"] == "" {
+		t.Error("image has no org.opencontainers.image.description label")
+	}
+	if !slices.Contains(cfg.Env, fmt.Sprintf("ORDINAL_GRPC_ADDR=0.0.0.0:%d", grpcPort)) {
+		t.Errorf("image environment %v does not set ORDINAL_GRPC_ADDR=0.0.0.0:%d", cfg.Env, grpcPort)
+	}
+	if hc := strings.Join(cfg.Healthcheck.Test, " "); !strings.Contains(hc, "/ordinal health") || strings.Contains(hc, "--addr") {
+		t.Errorf("image healthcheck %q: want /ordinal health without --addr, following ORDINAL_GRPC_ADDR", hc)
+	}
 }
 
 // goBuild builds a static ordinal as make build does.
@@ -487,7 +550,7 @@ func (c *cluster) down() {
 	if _, stderr, err := run(commandTimeout, nil, "docker", "rm", "--force", "--volumes", c.node4); err != nil && !strings.Contains(stderr, "No such container") {
 		t.Errorf("remove %s: %v: %s", c.node4, err, stderr)
 	}
-	if _, stderr, err := c.composeArgs(composeTimeout, "down", "--volumes", "--remove-orphans", "--timeout", "5"); err != nil {
+	if _, stderr, err := c.composeArgs(composeTimeout, "--profile", "monitoring", "down", "--volumes", "--remove-orphans", "--timeout", "5"); err != nil {
 		t.Errorf("compose down: %v: %s", err, stderr)
 	}
 	filter := "label=com.docker.compose.project=" + c.project
@@ -585,9 +648,10 @@ func (c *cluster) checkDemo() {
 // node is where ordinal commands are sent: a published port from this
 // machine, or a container reached through docker exec.
 type node struct {
-	name      string
-	hostPort  int    // published gRPC port; 0 when container is set
-	container string // run ordinal inside this container
+	name          string
+	hostPort      int    // published gRPC port; 0 when container is set
+	container     string // run ordinal inside this container
+	containerPort int    // the gRPC port inside container; 0: grpcPort
 }
 
 func (c *cluster) hostNode(svc string) node {
@@ -604,8 +668,12 @@ func (c *cluster) ordinal(n node, args ...string) (string, string, error) {
 // certs volume.
 func (c *cluster) ordinalAs(n node, creds []string, args ...string) (string, string, error) {
 	if n.container != "" {
+		port := n.containerPort
+		if port == 0 {
+			port = grpcPort
+		}
 		argv := append([]string{"exec", n.container, "/ordinal"}, args...)
-		argv = append(argv, "--addr", fmt.Sprintf("127.0.0.1:%d", grpcPort))
+		argv = append(argv, "--addr", fmt.Sprintf("127.0.0.1:%d", port))
 		argv = append(argv, tlsFlags(containerCerts, "admin")...)
 		return run(commandTimeout, nil, "docker", argv...)
 	}
@@ -782,7 +850,9 @@ func parseMembers(out string) (map[string]member, error) {
 // certs volume (issueCerts made them), and the image's healthcheck pointed
 // at the admin's client certificate through ORDINAL_TLS_* variables
 // (docker run's --health-cmd needs a shell; serve's own TLS flags, on the
-// command line, take precedence over them).
+// command line, take precedence over them). Its client port is node4Port,
+// set as ORDINAL_GRPC_ADDR, which both serve and the image's healthcheck
+// read: the container turns healthy only if the healthcheck follows it.
 func (c *cluster) runNode4() node {
 	c.t.Helper()
 	network := strings.TrimSpace(c.docker(commandTimeout, "inspect", "--format",
@@ -806,15 +876,16 @@ func (c *cluster) runNode4() node {
 		"--env", "ORDINAL_TLS_CA_FILE="+cert("server-ca.pem"),
 		"--env", "ORDINAL_TLS_CERT_FILE="+cert("admin-client.pem"),
 		"--env", "ORDINAL_TLS_KEY_FILE="+cert("admin-client-key.pem"),
+		"--env", fmt.Sprintf("ORDINAL_GRPC_ADDR=0.0.0.0:%d", node4Port),
 		c.image,
 		"serve", "--node-id", "node4",
-		"--grpc-addr", fmt.Sprintf("0.0.0.0:%d", grpcPort), "--raft-addr", fmt.Sprintf("0.0.0.0:%d", peerPort),
-		"--advertise-grpc", fmt.Sprintf("node4:%d", grpcPort), "--advertise-raft", fmt.Sprintf("node4:%d", peerPort),
+		"--raft-addr", fmt.Sprintf("0.0.0.0:%d", peerPort),
+		"--advertise-grpc", fmt.Sprintf("node4:%d", node4Port), "--advertise-raft", fmt.Sprintf("node4:%d", peerPort),
 		"--data-dir", "/data", "--join", strings.Join(join, ","),
 		"--peer-cert-file", cert("node4-peer.pem"), "--peer-key-file", cert("node4-peer-key.pem"), "--peer-ca-file", cert("peer-ca.pem"),
 		"--tls-cert-file", cert("node4-server.pem"), "--tls-key-file", cert("node4-server-key.pem"), "--tls-client-ca-file", cert("client-ca.pem"),
 		"--admin-names", "admin")
-	return node{name: "node4", container: c.node4}
+	return node{name: "node4", container: c.node4, containerPort: node4Port}
 }
 
 // ledger checks every id taken: all distinct, and STRONG ids, taken one

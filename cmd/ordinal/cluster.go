@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -154,14 +155,33 @@ func runLeaderTransfer(args []string) error {
 	return nil
 }
 
+// grpcAddrEnv is the variable of serve's --grpc-addr, which health dials
+// when it is given no address of its own.
+var grpcAddrEnv = cli.EnvPrefix + "GRPC_ADDR"
+
+const healthUsage = `ordinal health [--addr HOST:PORT]
+
+Exits 0 when the node serves calls (gRPC health SERVING). Without --addr
+(or ORDINAL_ADDR) but with ORDINAL_GRPC_ADDR set, the variable serve takes
+its client address from, it asks that address, dialling a wildcard host
+(0.0.0.0, ::) on loopback: a container's healthcheck follows the port its
+node serves on.`
+
 // runHealth exits 0 when the node serves calls: container healthchecks use
 // it, so images need no other tool.
 func runHealth(args []string) error {
 	var f adminFlags
-	fs := cli.NewFlagSet("health", "ordinal health [--addr HOST:PORT]")
+	fs := cli.NewFlagSet("health", healthUsage)
 	f.register(fs)
 	if err := cli.NoArgs("health", fs, args); err != nil {
 		return err
+	}
+	if v := os.Getenv(grpcAddrEnv); v != "" && !cli.ExplicitlySet(fs, "addr") {
+		addr, err := loopbackDialAddr(v)
+		if err != nil {
+			return cli.UsageErrorf("health: %s=%q: %v", grpcAddrEnv, v, err)
+		}
+		f.conn.addr = addr
 	}
 	conn, ctx, done, err := f.dial()
 	if err != nil {
@@ -177,6 +197,23 @@ func runHealth(args []string) error {
 	}
 	fmt.Println("SERVING")
 	return nil
+}
+
+// loopbackDialAddr returns the address at which this host reaches a
+// listener on addr: a wildcard or empty host becomes loopback, of the same
+// IP version.
+func loopbackDialAddr(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip != nil && ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	return net.JoinHostPort(host, port), nil
 }
 
 func orDash(s string) string {
