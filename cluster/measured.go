@@ -54,3 +54,20 @@ func (c *countingSink) Write(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// registerRaftGauges exports this node's Raft indices, read at scrape time,
+// so that a follower falling behind shows: the leader's commit index
+// against a follower's applied index.
+func (n *Node) registerRaftGauges(m *metrics.Metrics) {
+	index := func(f func(r *raft.Raft) uint64) func() float64 {
+		return func() float64 {
+			if !n.isStarted() {
+				return 0
+			}
+			return float64(f(n.raft))
+		}
+	}
+	m.GaugeFunc("raft_commit_index", "This node's Raft commit index (0 until Raft starts).", index((*raft.Raft).CommitIndex))
+	m.GaugeFunc("raft_applied_index", "The last Raft index this node's state machine applied.", index((*raft.Raft).AppliedIndex))
+	m.GaugeFunc("raft_last_index", "The last index in this node's Raft log.", index((*raft.Raft).LastIndex))
+}

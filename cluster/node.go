@@ -121,6 +121,7 @@ func New(cfg Config) (*Node, error) {
 	if m := cfg.Metrics; m != nil {
 		n.metrics, n.forwardMetrics = m.Cluster, m.Forward
 		m.GaugeFunc("fsm_keys", "Keys in the replicated state machine, all stores.", func() float64 { return float64(n.fsm.Len()) })
+		n.registerRaftGauges(m)
 		if cfg.MaxKeys > 0 {
 			m.GaugeFunc("keys_limit", "The most keys the cluster may hold (--max-keys); absent when unlimited.", func() float64 { return float64(cfg.MaxKeys) })
 		}

@@ -296,6 +296,23 @@ func Start(cfg Config) (*Daemon, error) {
 		ordinalv1.RegisterPeerServer(d.peerGRPC, d.peerAPI)
 	}
 	if m := cfg.Metrics; m != nil {
+		self := cfg.Cluster.NodeID
+		m.GaugeFunc("leader", "1 while this node is the one that serves STRONG calls (the Raft leader, or the etcd store's elected node), else 0.",
+			func() float64 {
+				if id, _ := d.store.Leader(); id != "" && id == self {
+					return 1
+				}
+				return 0
+			})
+		m.GaugeFunc("ready", "1 while /readyz answers 200 (see Daemon.Ready), else 0. Evaluated at each scrape.",
+			func() float64 {
+				ctx, cancel := context.WithTimeout(context.Background(), readyGaugeTimeout)
+				defer cancel()
+				if d.Ready(ctx) != nil {
+					return 0
+				}
+				return 1
+			})
 		// Every method's series exist from the start, at zero.
 		m.GRPC.InitializeMetrics(d.grpc)
 		m.PeerGRPC.InitializeMetrics(d.peerGRPC)
@@ -348,6 +365,10 @@ func (d *Daemon) clientServerOptions(cfg Config) []grpc.ServerOption {
 	}
 	return opts
 }
+
+// readyGaugeTimeout bounds the readiness check a scrape of ordinal_ready
+// makes (a follower asks its leader), well within a scrape's timeout.
+const readyGaugeTimeout = time.Second
 
 // accessLogEvents logs a call once, when it finishes.
 var accessLogEvents = logging.WithLogOnEvents(logging.FinishCall)

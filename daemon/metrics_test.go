@@ -124,6 +124,12 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		{"the key quota", lm, "ordinal_keys_limit", nil, eq(1000), "= MaxKeys"},
 		{"the leader holds pools", lm, "ordinal_alloc_pools", nil, ge(2), ">= 2 (one per mode)"},
 		{"raft's own metrics", lm, "ordinal_raft_apply", nil, ge(1), ">= 1 (Raft.Apply calls)"},
+		{"the leader says so", lm, "ordinal_leader", nil, eq(1), "1"},
+		{"a follower says it is not", fm, "ordinal_leader", nil, eq(0), "0"},
+		{"ready", fm, "ordinal_ready", nil, eq(1), "1"},
+		{"the leader's commit index", lm, "ordinal_raft_commit_index", nil, ge(1), ">= 1"},
+		{"a follower's applied index", fm, "ordinal_raft_applied_index", nil, ge(1), ">= 1"},
+		{"raft's leader counter, declared at 0", lm, "ordinal_raft_state_leader", nil, ge(1), ">= 1 (the first election counted)"},
 	}
 	for _, tc := range checks {
 		if got := sample(t, tc.m, tc.family, tc.labels); !tc.want(got) {

@@ -28,6 +28,13 @@ func raftGatherer() (prometheus.Gatherer, error) {
 		sink, err := gometricsprom.NewPrometheusSinkFrom(gometricsprom.PrometheusOpts{
 			Registerer: reg,
 			Name:       "ordinal_go_metrics_sink",
+			// Declared up front, at 0: a counter that appears only at its
+			// first increment hides that increment from increase().
+			CounterDefinitions: []gometricsprom.CounterDefinition{
+				{Name: []string{Namespace, "raft", "state", "leader"}, Help: "Times this node became the Raft leader."},
+				{Name: []string{Namespace, "raft", "state", "candidate"}, Help: "Times this node started an election."},
+				{Name: []string{Namespace, "raft", "state", "follower"}, Help: "Times this node became a follower."},
+			},
 		})
 		if err != nil {
 			raftErr = err
