@@ -1,17 +1,30 @@
 // Package client is a Go client for ordinal, the Raft-replicated service
 // that hands out unique, increasing 64-bit IDs per key.
 //
-// A Client talks to any node of a cluster; calls that only the leader may
-// answer are forwarded by the node. Errors from the server are returned
-// unchanged as gRPC status errors, so callers branch on status.Code(err):
-// InvalidArgument for a request the server rejects, Unavailable when the
-// cluster cannot serve the call now, OutOfRange when a key has run out of
-// IDs.
+// A Client talks to the nodes of a cluster given to New as a list
+// ("a:1,b:2,c:3") or as a DNS name with an address per node. It watches
+// each node's health: WEAK calls take turns among the healthy nodes;
+// STRONG calls, SetFloor and HighWater go straight to the leader (see
+// LeaderHealthService), and, while no leader is known, to any node, which
+// forwards them. A Client given one node sends it everything, and the node
+// forwards what only the leader may answer.
 //
-// Calls that fail with Unavailable are retried (see WithRetry). That is
-// safe for every method: a NextID that failed may still have consumed an
-// ID on the server, but the server never hands an ID out twice, so a retry
-// can only leave a gap in the sequence, never a duplicate.
+// Errors from the server are returned as gRPC status errors, so callers
+// branch on status.Code(err): InvalidArgument for a request the server
+// rejects, Unavailable when the cluster cannot serve the call now,
+// OutOfRange when a key has run out of IDs. When no node could serve a
+// call, the error keeps the last node's code and says so: "ordinal: no
+// node could serve the call (tried a:1, b:2, c:3): ...".
+//
+// Calls that fail with Unavailable are retried, on another node at once
+// and then after a backoff, until the context's deadline or, without one,
+// for DefaultRetryWindow (5 s: a leader failover takes about 1.3 s); see
+// WithRetry and WithRetryWindow. That is safe for every method: a NextID
+// that failed may still have consumed an ID on the server, but the server
+// never hands an ID out twice, so a retry can only leave a gap in the
+// sequence, never a duplicate.
+//
+// WithStreaming coalesces many concurrent callers into few requests.
 //
 // # Secured clusters
 //
@@ -47,7 +60,9 @@ import (
 	"math"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 )
@@ -92,42 +107,64 @@ func (m Mode) increment() ordinalv1.SequencerOptions_AutoIncrement {
 // given a value it cannot use.
 var ErrInvalidOption = errors.New("client: invalid option")
 
-// Client is a connection to an ordinal node. It is safe for concurrent use;
-// share one per process rather than opening one per call.
+// Client is a connection to an ordinal cluster: to the nodes of the
+// address list given to New. It is safe for concurrent use; share one per
+// process rather than opening one per call.
 type Client struct {
-	conn     *grpc.ClientConn
-	ownsConn bool // false for NewFromConn: the caller closes conn
-	seq      ordinalv1.SequencerClient
-	retry    retryPolicy
-	def      *Store
-	strm     *streamer // nil unless WithStreaming
+	r      *router
+	retry  retryPolicy
+	def    *Store
+	stream bool // WithStreaming
 }
 
-// New returns a Client for the node at addr (host:port). It does not
-// connect: the connection is made on the first call and re-made as needed,
-// so New succeeds even when the node is down. By default the connection is
-// plain TCP; pass WithTLS to use TLS.
-func New(addr string, opts ...Option) (*Client, error) {
+// New returns a Client for the nodes at addrs: one address (host:port),
+// several separated by commas ("a:1,b:2,c:3"), or DNS names that resolve
+// to several addresses (each address counts as a node; TLS verifies the
+// name). A gRPC target with a scheme ("dns:///name:port",
+// "unix:///path") is dialled as it is, as one node, and must stand alone.
+//
+// New does not connect: each node's connection is made on the first call
+// and re-made as needed, so New succeeds even when every node is down. It
+// fails, with an error wrapping ErrInvalidAddress, only for a list it
+// cannot read. Names are looked up on the first call, again every 30 s
+// while the Client is used, and after a call failed on every node.
+//
+// Given more than one node, the Client watches each node's health
+// service: WEAK calls take turns among the nodes that are up and healthy;
+// STRONG calls, SetFloor and HighWater go straight to the node that
+// reports it leads (LeaderHealthService), saving the hop a follower would
+// forward them over, and to any node (which forwards them) while no
+// leader is known. A call that fails with Unavailable is tried at once on
+// another node, then, once every node failed, again after a backoff, until
+// the context's deadline or, without one, DefaultRetryWindow (WithRetry,
+// WithRetryWindow).
+//
+// By default the connections are plain TCP; pass WithTLS to use TLS.
+func New(addrs string, opts ...Option) (*Client, error) {
 	o, err := newOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := dial(addr, &o)
+	targets, err := parseTargets(addrs)
 	if err != nil {
 		return nil, err
 	}
-	c := newClient(conn, &o)
-	c.ownsConn = true
-	return c, nil
+	r, err := newRouter(targets, &o)
+	if err != nil {
+		return nil, err
+	}
+	return newClient(r, &o), nil
 }
 
 // NewFromConn returns a Client that makes its calls on conn, a connection
 // the caller made and keeps: Close ends the Client's streams but leaves
 // conn open. Only the options about calls apply (WithStore, WithRetry,
-// WithStreaming); transport security, tokens, metadata and dial options
-// are conn's own business. It is for programs that already hold a
-// connection to a node, such as a node forwarding calls to its leader over
-// a shared pool.
+// WithRetryWindow, WithStreaming); transport security,
+// tokens, metadata and dial options are conn's own business, and so is
+// choosing a node: the Client sends every call on conn and returns its
+// errors as they are. It is for programs that already hold a connection
+// to a node, such as a node forwarding calls to its leader over a shared
+// pool.
 func NewFromConn(conn *grpc.ClientConn, opts ...Option) (*Client, error) {
 	o, err := newOptions(opts)
 	if err != nil {
@@ -136,36 +173,69 @@ func NewFromConn(conn *grpc.ClientConn, opts ...Option) (*Client, error) {
 	if conn == nil {
 		return nil, fmt.Errorf("%w: NewFromConn needs a connection", ErrInvalidOption)
 	}
-	return newClient(conn, &o), nil
+	return newClient(newConnRouter(conn), &o), nil
 }
 
-func newClient(conn *grpc.ClientConn, o *options) *Client {
+func newClient(r *router, o *options) *Client {
 	c := &Client{
-		conn:  conn,
-		seq:   ordinalv1.NewSequencerClient(conn),
-		retry: retryPolicy{attempts: o.attempts, backoff: o.backoff},
+		r:      r,
+		retry:  retryPolicy{attempts: o.attempts, backoff: o.backoff, window: o.window},
+		stream: o.stream,
 	}
 	c.def = c.Store(o.store)
-	if o.stream {
-		c.strm = newStreamer(c.seq)
-	}
 	return c
 }
 
-// NewConn returns a gRPC connection to the node at addr made as New makes
-// the Client's: with the transport security (WithTLS), the bearer token
-// (WithToken, WithTokenFile), the metadata (WithMetadata) and the dial
-// options (WithDialOptions) of opts. The options about calls (WithStore,
-// WithRetry, WithStreaming) do not apply to it. It is for the services the
-// Client has no methods for, such as ordinal.v1.Cluster and
-// grpc.health.v1.Health. Like New, it does not connect. The caller closes
-// the connection.
-func NewConn(addr string, opts ...Option) (*grpc.ClientConn, error) {
+// NewConn returns a gRPC connection to the nodes at addrs made as New
+// makes the Client's: with the transport security (WithTLS), the bearer
+// token (WithToken, WithTokenFile), the metadata (WithMetadata) and the
+// dial options (WithDialOptions) of opts. The options about calls
+// (WithStore, WithRetry, WithStreaming, ...) do not apply to it. It is for
+// the services the Client has no methods for, such as ordinal.v1.Cluster
+// and grpc.health.v1.Health. Given several addresses (or a name that
+// resolves to several), it connects to the first that answers and moves
+// to the next when that one fails (gRPC's pick_first). Like New, it does
+// not connect. The caller closes the connection.
+func NewConn(addrs string, opts ...Option) (*grpc.ClientConn, error) {
 	o, err := newOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	return dial(addr, &o)
+	targets, err := parseTargets(addrs)
+	if err != nil {
+		return nil, err
+	}
+	// Outermost, so that it sees the error the caller gets.
+	o.dial = append([]grpc.DialOption{grpc.WithChainUnaryInterceptor(nameUnavailable(names(targets)))}, o.dial...)
+	var conn *grpc.ClientConn
+	if len(targets) == 1 {
+		// One entry: gRPC resolves a name itself, as it always did.
+		_, local := targetEndpoint(targets[0].raw)
+		conn, err = grpc.NewClient(targets[0].raw, o.dialOptions(targets[0].raw, local)...)
+	} else {
+		conn, err = dialList(targets, &o)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("client: connect to %q: %w", addrs, err)
+	}
+	return conn, nil
+}
+
+// nameUnavailable returns an interceptor that makes an Unavailable error
+// name ordinal and the nodes, as the Client's errors do.
+func nameUnavailable(nodes []string) grpc.UnaryClientInterceptor {
+	tried := make([]endpoint, len(nodes))
+	for i, n := range nodes {
+		tried[i] = endpoint{name: n}
+	}
+	r := &router{named: true}
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if status.Code(err) != codes.Unavailable {
+			return err
+		}
+		return r.wrap(err, tried)
+	}
 }
 
 func newOptions(opts []Option) (options, error) {
@@ -174,14 +244,6 @@ func newOptions(opts []Option) (options, error) {
 		opt(&o)
 	}
 	return o, o.err
-}
-
-func dial(addr string, o *options) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(addr, o.dialOptions(addr)...)
-	if err != nil {
-		return nil, fmt.Errorf("client: connect to %q: %w", addr, err)
-	}
-	return conn, nil
 }
 
 // Store returns a handle on the named store, a namespace of keys separate
@@ -215,17 +277,11 @@ func (c *Client) SetFloor(ctx context.Context, key string, floor int64) (int64, 
 	return c.def.SetFloor(ctx, key, floor)
 }
 
-// Close closes the connection (for a Client from NewFromConn, only its
-// streams: the connection is the caller's). Calls in flight fail with
-// Canceled.
+// Close closes the connections (for a Client from NewFromConn, only its
+// streams: the connection is the caller's). Calls in flight, and calls
+// made after, fail with Canceled.
 func (c *Client) Close() error {
-	if c.strm != nil {
-		c.strm.close()
-	}
-	if !c.ownsConn {
-		return nil
-	}
-	return c.conn.Close()
+	return c.r.close()
 }
 
 // Store is a handle on one store of a Client. It is safe for concurrent
@@ -242,28 +298,49 @@ func (s *Store) Name() string { return s.name }
 // NextID returns one ID for key. WEAK IDs are unique and increase per node;
 // STRONG IDs increase strictly across the cluster.
 func (s *Store) NextID(ctx context.Context, key string, mode Mode) (int64, error) {
-	if s.c.strm != nil {
-		return s.streamed(ctx, key, mode, 1)
-	}
-	req := &ordinalv1.GetNextIdRequest{StoreName: s.name, Key: key, Options: sequencerOptions(mode)}
-	resp, err := call(ctx, s.c.retry, func(ctx context.Context) (*ordinalv1.GetNextIdResponse, error) {
-		return s.c.seq.GetNextId(ctx, req)
-	})
-	return resp.GetNextId(), err
+	return s.nextIDs(ctx, key, mode, 1, false)
 }
 
 // NextIDs reserves count contiguous IDs for key and returns the first: the
 // caller owns first, first+1, ..., first+count-1. One call costs the same
 // as NextID, so it is the way to take many IDs at once.
 func (s *Store) NextIDs(ctx context.Context, key string, mode Mode, count int64) (int64, error) {
-	if s.c.strm != nil {
-		return s.streamed(ctx, key, mode, count)
+	return s.nextIDs(ctx, key, mode, count, true)
+}
+
+// nextIDs takes count IDs from a node: through the node's stream with
+// WithStreaming, otherwise with one call, GetNextIds if batch, else
+// GetNextId.
+func (s *Store) nextIDs(ctx context.Context, key string, mode Mode, count int64, batch bool) (int64, error) {
+	first, _, err := s.take(ctx, key, mode, count, batch, nil)
+	return first, err
+}
+
+// take is nextIDs on the node prefer when it is as good as any, and
+// returns the node that answered.
+func (s *Store) take(ctx context.Context, key string, mode Mode, count int64, batch bool, prefer *node) (int64, *node, error) {
+	rt := anyNode
+	if mode != Weak {
+		rt = leaderNode
+	}
+	if s.c.stream {
+		k := batchKey{store: s.name, key: key, mode: mode}
+		return invoke(ctx, s.c.r, s.c.retry, rt, prefer, func(ctx context.Context, n *node) (int64, error) {
+			return n.streamer().nextIDs(ctx, k, count)
+		})
+	}
+	if !batch {
+		req := &ordinalv1.GetNextIdRequest{StoreName: s.name, Key: key, Options: sequencerOptions(mode)}
+		return invoke(ctx, s.c.r, s.c.retry, rt, prefer, func(ctx context.Context, n *node) (int64, error) {
+			resp, err := n.seq.GetNextId(ctx, req)
+			return resp.GetNextId(), err
+		})
 	}
 	req := &ordinalv1.GetNextIdsRequest{StoreName: s.name, Key: key, Options: sequencerOptions(mode), Count: count}
-	resp, err := call(ctx, s.c.retry, func(ctx context.Context) (*ordinalv1.GetNextIdsResponse, error) {
-		return s.c.seq.GetNextIds(ctx, req)
+	return invoke(ctx, s.c.r, s.c.retry, rt, prefer, func(ctx context.Context, n *node) (int64, error) {
+		resp, err := n.seq.GetNextIds(ctx, req)
+		return resp.GetFirstId(), err
 	})
-	return resp.GetFirstId(), err
 }
 
 // HighWater returns key's high-water mark: no ID above it has been handed
@@ -271,10 +348,11 @@ func (s *Store) NextIDs(ctx context.Context, key string, mode Mode, count int64)
 // never handed out an ID has high-water mark 0.
 func (s *Store) HighWater(ctx context.Context, key string) (int64, error) {
 	req := &ordinalv1.GetHighWaterRequest{StoreName: s.name, Key: key}
-	resp, err := call(ctx, s.c.retry, func(ctx context.Context) (*ordinalv1.GetHighWaterResponse, error) {
-		return s.c.seq.GetHighWater(ctx, req)
+	hw, _, err := invoke(ctx, s.c.r, s.c.retry, leaderNode, nil, func(ctx context.Context, n *node) (int64, error) {
+		resp, err := n.seq.GetHighWater(ctx, req)
+		return resp.GetHighWater(), err
 	})
-	return resp.GetHighWater(), err
+	return hw, err
 }
 
 // SetFloor raises key's counter so that every ID handed out after the call
@@ -283,27 +361,15 @@ func (s *Store) HighWater(ctx context.Context, key string) (int64, error) {
 // for example when importing IDs that were issued by another system.
 func (s *Store) SetFloor(ctx context.Context, key string, floor int64) (int64, error) {
 	req := &ordinalv1.SetFloorRequest{StoreName: s.name, Key: key, Floor: floor}
-	resp, err := call(ctx, s.c.retry, func(ctx context.Context) (*ordinalv1.SetFloorResponse, error) {
-		return s.c.seq.SetFloor(ctx, req)
+	hw, _, err := invoke(ctx, s.c.r, s.c.retry, leaderNode, nil, func(ctx context.Context, n *node) (int64, error) {
+		resp, err := n.seq.SetFloor(ctx, req)
+		return resp.GetHighWater(), err
 	})
-	return resp.GetHighWater(), err
+	return hw, err
 }
 
 func sequencerOptions(mode Mode) *ordinalv1.SequencerOptions {
 	return &ordinalv1.SequencerOptions{Increment: mode.increment()}
-}
-
-// streamed takes IDs through the Client's stream, retrying as unary calls
-// do.
-func (s *Store) streamed(ctx context.Context, key string, mode Mode, count int64) (int64, error) {
-	k := batchKey{store: s.name, key: key, mode: mode}
-	var first int64
-	_, err := call(ctx, s.c.retry, func(ctx context.Context) (struct{}, error) {
-		var err error
-		first, err = s.c.strm.nextIDs(ctx, k, count)
-		return struct{}{}, err
-	})
-	return first, err
 }
 
 // withMetadata returns dial options that add kv to every call's outgoing

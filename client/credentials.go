@@ -29,17 +29,18 @@ const tokenFileCheckInterval = time.Second
 const maxTokenFileSize = 64 << 10
 
 // dialOptions returns the gRPC dial options o asks for, for the node at
-// target: the transport credentials (TLS, or plain TCP), the bearer token,
-// then the caller's own dial options, which may override both, then the
-// metadata.
-func (o *options) dialOptions(target string) []grpc.DialOption {
+// target (an entry of the address list given to New), where a token may
+// travel in clear text if local: the transport credentials (TLS, or plain
+// TCP), the bearer token, then the caller's own dial options, which may
+// override both, then the metadata.
+func (o *options) dialOptions(target string, local bool) []grpc.DialOption {
 	creds := insecure.NewCredentials()
 	if o.tls != nil {
 		creds = credentials.NewTLS(o.tls)
 	}
 	dial := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 	if o.token != nil {
-		endpoint, local := targetEndpoint(target)
+		endpoint, _ := targetEndpoint(target)
 		dial = append(dial, grpc.WithPerRPCCredentials(&bearerCredentials{token: o.token, endpoint: endpoint, local: local}))
 	}
 	dial = append(dial, o.dial...)

@@ -3,6 +3,7 @@ package client
 import (
 	"crypto/tls"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -10,13 +11,17 @@ import (
 )
 
 const (
-	// DefaultRetryAttempts is how many times a call is tried, the first
-	// try included, when WithRetry is not given.
-	DefaultRetryAttempts = 3
+	// DefaultRetryWindow is how long a call whose context has no deadline
+	// keeps retrying, when WithRetryWindow is not given: long enough to
+	// ride out a leader failover (about 1.3 s in make bench) with room to
+	// spare. A call whose context has a deadline retries until that
+	// deadline instead.
+	DefaultRetryWindow = 5 * time.Second
 
-	// DefaultRetryBackoff is the wait before the first retry when WithRetry
-	// is not given; it doubles before each further retry.
-	DefaultRetryBackoff = 50 * time.Millisecond
+	// DefaultRetryBackoff is the wait before the second round of attempts
+	// (after every node failed once) when WithRetry is not given; it
+	// doubles before each further round, up to half a second.
+	DefaultRetryBackoff = 25 * time.Millisecond
 )
 
 // Option configures a Client.
@@ -25,12 +30,14 @@ type Option func(*options)
 type options struct {
 	dial     []grpc.DialOption
 	store    string
-	attempts int
+	attempts int // 0: no limit but the time
 	backoff  time.Duration
+	window   time.Duration
 	stream   bool
 	metadata []string // key, value pairs sent with every call
 	tls      *tls.Config
 	token    tokenSource // nil unless WithToken or WithTokenFile
+	lookup   lookupFunc  // nil: net.DefaultResolver.LookupHost; tests set it
 	err      error       // the first invalid option, reported by New
 }
 
@@ -43,7 +50,15 @@ func (o *options) fail(err error) {
 }
 
 func defaultOptions() options {
-	return options{attempts: DefaultRetryAttempts, backoff: DefaultRetryBackoff}
+	return options{backoff: DefaultRetryBackoff, window: DefaultRetryWindow}
+}
+
+// lookupFunc returns the function that looks names up.
+func (o *options) lookupFunc() lookupFunc {
+	if o.lookup != nil {
+		return o.lookup
+	}
+	return net.DefaultResolver.LookupHost
 }
 
 // WithDialOptions adds gRPC dial options. They are applied after the
@@ -60,18 +75,22 @@ func WithStore(name string) Option {
 	return func(opts *options) { opts.store = name }
 }
 
-// WithRetry sets how calls failing with codes.Unavailable are retried: up to
-// attempts tries in all, the first retry after about backoff and each
-// further one after twice the previous wait, with random jitter so that
-// clients failed by the same event do not retry in lockstep. Retries stop
-// early rather than wait past the context's deadline. attempts 1 turns
-// retries off. The default is DefaultRetryAttempts and DefaultRetryBackoff.
+// WithRetry sets how calls failing with codes.Unavailable are retried: up
+// to attempts tries in all, on the nodes in turn. A failed attempt is
+// followed at once by one on a node not tried yet; once every node failed,
+// the next round starts after about backoff, each further round after
+// twice the previous wait (at most half a second), with random jitter so
+// that clients failed by the same event do not retry in lockstep. Retries
+// stop early rather than wait past the context's deadline or, for a
+// context without one, past the retry window (WithRetryWindow). attempts
+// 1 turns retries off. By default the number of attempts has no limit but
+// the time, and backoff is DefaultRetryBackoff.
 //
-// Only Unavailable is retried: the server answers it when it cannot serve
-// the call now (no connection, no leader, the node is starting or stopping).
-// Retrying is safe even for NextID, whose failed call may have consumed IDs:
-// the server never hands an ID out twice, so a retry can only leave a gap in
-// the sequence, never a duplicate.
+// Only Unavailable is retried: a node answers it when it cannot serve the
+// call now (no leader, the node is starting or stopping), and gRPC when
+// it cannot reach the node. Retrying is safe even for NextID, whose failed
+// call may have consumed IDs: the server never hands an ID out twice, so a
+// retry can only leave a gap in the sequence, never a duplicate.
 func WithRetry(attempts int, backoff time.Duration) Option {
 	return func(opts *options) {
 		if attempts < 1 || backoff < 0 {
@@ -83,10 +102,25 @@ func WithRetry(attempts int, backoff time.Duration) Option {
 	}
 }
 
-// WithStreaming sends NextID and NextIDs over one bidirectional stream and
-// coalesces concurrent callers of the same key and mode into one request:
-// with thousands of goroutines taking IDs, a batch costs one message and one
-// leadership proof on the server instead of one per caller. Each caller's
+// WithRetryWindow sets how long a call whose context has no deadline keeps
+// retrying (see WithRetry) before it returns its last error; the default
+// is DefaultRetryWindow. It bounds the retries, not an attempt in flight:
+// give the context a deadline to bound that too. A context's own deadline
+// always wins. window must be positive.
+func WithRetryWindow(window time.Duration) Option {
+	return func(opts *options) {
+		if window <= 0 {
+			opts.fail(fmt.Errorf("%w: WithRetryWindow(%v): the window must be positive", ErrInvalidOption, window))
+			return
+		}
+		opts.window = window
+	}
+}
+
+// WithStreaming sends NextID and NextIDs over one bidirectional stream per
+// node and coalesces concurrent callers of the same key and mode into one
+// request: with thousands of goroutines taking IDs, a batch costs one
+// message and one leadership proof on the server instead of one per caller. Each caller's
 // IDs are still allocated after its call started, so STRONG stays
 // linearizable; the price is that a caller may wait for the batch before
 // its own to come back. Use it for many concurrent callers in one process.

@@ -24,6 +24,7 @@ import (
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/api/runtimev1"
+	"github.com/ordinal-dev/ordinal/client"
 	"github.com/ordinal-dev/ordinal/fsm"
 	"github.com/ordinal-dev/ordinal/metrics"
 )
@@ -73,15 +74,38 @@ type Config struct {
 type Server struct {
 	ordinalv1.UnimplementedSequencerServer
 
-	seq      Sequencer
-	maxCount uint64
-	logger   hclog.Logger
-	fwd      *forwarder
-	health   *health.Server
-	ready    atomic.Bool
-	draining chan struct{} // closed by Drain
-	drain    sync.Once
+	seq       Sequencer
+	maxCount  uint64
+	logger    hclog.Logger
+	fwd       *forwarder
+	health    *health.Server
+	ready     atomic.Bool
+	draining  chan struct{} // closed by Drain
+	drain     sync.Once
+	closed    chan struct{} // closed by Close: stops watchLeader
+	closeOnce sync.Once
+
+	// LeaderHealthService: leaderOf and self say who leads; leads is
+	// what the health service says now.
+	leaderOf LeaderFunc
+	self     string
+	leaderMu sync.Mutex
+	leads    bool
 }
+
+// LeaderHealthService is the health service name (grpc.health.v1.Health,
+// Check and Watch) that is SERVING on the node that serves STRONG calls
+// itself, without forwarding them, and NOT_SERVING on every other node.
+// Health needs only the ids role, so a client with any credentials can
+// send its STRONG calls straight to the leader (package client does):
+// which node leads is not a secret, and this says no more than that.
+const LeaderHealthService = client.LeaderHealthService
+
+// leaderCheckInterval is how often a node checks whether it leads, to
+// keep LeaderHealthService current. A client that has not heard of a new
+// leader yet sends its STRONG calls to any node, which forwards them, so a
+// late update costs a hop, never a failed call.
+const leaderCheckInterval = 20 * time.Millisecond
 
 // New returns a Server that answers Unavailable until SetReady(true).
 func New(cfg Config) *Server {
@@ -98,16 +122,57 @@ func New(cfg Config) *Server {
 		fwd:      newForwarder(cfg.Leader, cfg.SelfID, cfg.PeerConn, cfg.ForwardMetrics),
 		health:   health.NewServer(),
 		draining: make(chan struct{}),
+		closed:   make(chan struct{}),
+		leaderOf: cfg.Leader,
+		self:     cfg.SelfID,
 	}
 	s.SetReady(false)
+	s.health.SetServingStatus(LeaderHealthService, healthpb.HealthCheckResponse_NOT_SERVING)
+	go s.watchLeader()
 	return s
+}
+
+// watchLeader keeps LeaderHealthService current until Close.
+func (s *Server) watchLeader() {
+	t := time.NewTicker(leaderCheckInterval)
+	defer t.Stop()
+	for {
+		s.updateLeader()
+		select {
+		case <-s.closed:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// updateLeader reports LeaderHealthService SERVING while this node is
+// ready and leads (with no LeaderFunc, a single node that never forwards:
+// while it is ready), NOT_SERVING otherwise.
+func (s *Server) updateLeader() {
+	s.leaderMu.Lock()
+	defer s.leaderMu.Unlock()
+	leads := s.ready.Load()
+	if leads && s.leaderOf != nil {
+		id, _ := s.leaderOf()
+		leads = id != "" && id == s.self
+	}
+	if leads == s.leads {
+		return
+	}
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if leads {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus(LeaderHealthService, st)
+	s.leads = leads
 }
 
 // Register adds every service to g.
 func (s *Server) Register(g *grpc.Server) {
 	ordinalv1.RegisterSequencerServer(g, s)
 	runtimev1.RegisterRuntimeServer(g, &runtimeServer{s: s})
-	healthpb.RegisterHealthServer(g, s.health)
+	healthpb.RegisterHealthServer(g, &drainingHealth{Server: s.health, draining: s.draining})
 	reflection.Register(g)
 }
 
@@ -124,6 +189,9 @@ func (s *Server) RegisterForwarded(g *grpc.Server) {
 func (s *Server) SetReady(ready bool) {
 	s.ready.Store(ready)
 	s.SetHealth(ready)
+	// At once, not at watchLeader's next look: a closing node must not
+	// draw STRONG calls.
+	s.updateLeader()
 }
 
 // Ready reports whether the node is open for calls (SetReady).
@@ -144,13 +212,15 @@ func (s *Server) SetHealth(serving bool) {
 }
 
 // Drain ends every NextIdStream once its requests in flight are answered,
-// so that a graceful stop does not wait for clients that keep streams open.
+// and every health Watch stream, so that a graceful stop does not wait for
+// clients that keep streams open.
 func (s *Server) Drain() {
 	s.drain.Do(func() { close(s.draining) })
 }
 
 // Close releases connections to other nodes and reports NOT_SERVING.
 func (s *Server) Close() error {
+	s.closeOnce.Do(func() { close(s.closed) })
 	s.health.Shutdown()
 	s.ready.Store(false)
 	return s.fwd.close()

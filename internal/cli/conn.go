@@ -16,6 +16,12 @@ import (
 // (next, demo, members, remove, leader, health, backup, keys, import) and
 // of ordinal-bench (run, failover, compare) registers them, so that they
 // all take the same flags and environment variables.
+//
+// The options they make (ClientOptions) apply to every node of the
+// address a command is given: ordinal's --addr takes one node, several
+// separated by commas (a:1,b:2,c:3), or a DNS name with an address per
+// node, as client.New and client.NewConn do, and TLS verifies each node
+// under the name it was given by.
 type ConnFlags struct {
 	// Cmd is the command, as errors name it; Register sets it to the flag
 	// set's name.
