@@ -24,6 +24,7 @@
 // never hands an ID out twice, so a retry can only leave a gap in the
 // sequence, never a duplicate.
 //
+// WithWeakPrefetch serves WEAK IDs from blocks taken ahead, in memory;
 // WithStreaming coalesces many concurrent callers into few requests.
 //
 // # Secured clusters
@@ -111,10 +112,11 @@ var ErrInvalidOption = errors.New("client: invalid option")
 // address list given to New. It is safe for concurrent use; share one per
 // process rather than opening one per call.
 type Client struct {
-	r      *router
-	retry  retryPolicy
-	def    *Store
-	stream bool // WithStreaming
+	r        *router
+	retry    retryPolicy
+	def      *Store
+	stream   bool      // WithStreaming
+	prefetch *prefetch // nil unless WithWeakPrefetch
 }
 
 // New returns a Client for the nodes at addrs: one address (host:port),
@@ -159,7 +161,7 @@ func New(addrs string, opts ...Option) (*Client, error) {
 // NewFromConn returns a Client that makes its calls on conn, a connection
 // the caller made and keeps: Close ends the Client's streams but leaves
 // conn open. Only the options about calls apply (WithStore, WithRetry,
-// WithRetryWindow, WithStreaming); transport security,
+// WithRetryWindow, WithStreaming, WithWeakPrefetch); transport security,
 // tokens, metadata and dial options are conn's own business, and so is
 // choosing a node: the Client sends every call on conn and returns its
 // errors as they are. It is for programs that already hold a connection
@@ -183,6 +185,9 @@ func newClient(r *router, o *options) *Client {
 		stream: o.stream,
 	}
 	c.def = c.Store(o.store)
+	if o.prefetch > 0 {
+		c.prefetch = newPrefetch(c, o.prefetch)
+	}
 	return c
 }
 
@@ -281,6 +286,9 @@ func (c *Client) SetFloor(ctx context.Context, key string, floor int64) (int64, 
 // streams: the connection is the caller's). Calls in flight, and calls
 // made after, fail with Canceled.
 func (c *Client) Close() error {
+	if c.prefetch != nil {
+		c.prefetch.close()
+	}
 	return c.r.close()
 }
 
@@ -298,6 +306,9 @@ func (s *Store) Name() string { return s.name }
 // NextID returns one ID for key. WEAK IDs are unique and increase per node;
 // STRONG IDs increase strictly across the cluster.
 func (s *Store) NextID(ctx context.Context, key string, mode Mode) (int64, error) {
+	if mode == Weak && s.c.prefetch != nil {
+		return s.c.prefetch.next(ctx, s.name, key, 1)
+	}
 	return s.nextIDs(ctx, key, mode, 1, false)
 }
 
@@ -305,6 +316,9 @@ func (s *Store) NextID(ctx context.Context, key string, mode Mode) (int64, error
 // caller owns first, first+1, ..., first+count-1. One call costs the same
 // as NextID, so it is the way to take many IDs at once.
 func (s *Store) NextIDs(ctx context.Context, key string, mode Mode, count int64) (int64, error) {
+	if mode == Weak && s.c.prefetch != nil && count >= 1 && count <= s.c.prefetch.size/2 {
+		return s.c.prefetch.next(ctx, s.name, key, count)
+	}
 	return s.nextIDs(ctx, key, mode, count, true)
 }
 

@@ -147,6 +147,31 @@ func ExampleStore_NextIDs() {
 	// Output: 1 100
 }
 
+// WithWeakPrefetch serves WEAK IDs from memory, taking blocks of IDs from
+// the cluster in the background: millions of IDs a second from one
+// Client, one call per block.
+func ExampleWithWeakPrefetch() {
+	addr, stop := exampleNode()
+	defer stop()
+	c, err := client.New(addr, client.WithWeakPrefetch(1000))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	for range 3 {
+		id, err := c.NextID(ctx, "click", client.Weak) // no call to a node after the first
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(id)
+	}
+	// Output:
+	// 1
+	// 2
+	// 3
+}
+
 // NewConn makes a connection for the services the Client has no methods
 // for, secured as the Client's would be: here, the Cluster service.
 func ExampleNewConn() {

@@ -22,6 +22,10 @@ const (
 	// (after every node failed once) when WithRetry is not given; it
 	// doubles before each further round, up to half a second.
 	DefaultRetryBackoff = 25 * time.Millisecond
+
+	// MaxWeakPrefetch is the largest block WithWeakPrefetch takes, the
+	// server's largest GetNextIds block.
+	MaxWeakPrefetch = maxBatchCount
 )
 
 // Option configures a Client.
@@ -34,6 +38,7 @@ type options struct {
 	backoff  time.Duration
 	window   time.Duration
 	stream   bool
+	prefetch int64    // WithWeakPrefetch's block size; 0: off
 	metadata []string // key, value pairs sent with every call
 	tls      *tls.Config
 	token    tokenSource // nil unless WithToken or WithTokenFile
@@ -114,6 +119,33 @@ func WithRetryWindow(window time.Duration) Option {
 			return
 		}
 		opts.window = window
+	}
+}
+
+// WithWeakPrefetch serves WEAK IDs from memory: per store and key, the
+// Client takes a block of n IDs with one GetNextIds call and hands them out
+// one by one (NextID) or a few at a time (NextIDs of at most n/2), taking
+// the next block in the background once half of the current one is used
+// (Leaf's double buffer), so that callers do not wait for a refill while
+// blocks come back faster than half of one is used. STRONG calls are not
+// affected.
+//
+// The guarantees stay those of WEAK IDs, and are stronger per Client: the
+// IDs are unique across every client and node, and each key's IDs increase
+// in the order this Client hands them out. A block comes from one node
+// (the one the previous block came from, while it answers); should a
+// block from another node lie below IDs already handed out, the Client
+// skips past them. IDs the Client took but did not hand out (when it is
+// closed or the process ends) are never handed out by anyone: a gap. n
+// must be between 2 and MaxWeakPrefetch; a few thousand suits most
+// programs: larger blocks mean fewer calls and larger gaps.
+func WithWeakPrefetch(n int) Option {
+	return func(opts *options) {
+		if n < 2 || n > MaxWeakPrefetch {
+			opts.fail(fmt.Errorf("%w: WithWeakPrefetch(%d): the block size must be between 2 and %d", ErrInvalidOption, n, MaxWeakPrefetch))
+			return
+		}
+		opts.prefetch = int64(n)
 	}
 }
 
