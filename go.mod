@@ -34,6 +34,9 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 
+	// internal/cli: flags from their ORDINAL_<FLAG> variables and serve's --config YAML file, not hand-written parsing.
+	github.com/peterbourgon/ff/v3 v3.4.0
+
 	// Only for deploy/kubernetes's test, which decodes the manifests strictly into the Kubernetes API types.
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2
@@ -74,6 +77,7 @@ require (
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc v1.6.2 // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect
+	gopkg.in/yaml.v2 v2.4.0 // indirect
 	k8s.io/klog/v2 v2.140.0 // indirect
 	k8s.io/kube-openapi v0.0.0-20260721132016-d427ff9ee9ad // indirect
 	k8s.io/utils v0.0.0-20260626114624-be93311217bd // indirect

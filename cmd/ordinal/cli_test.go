@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,7 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ordinal-dev/ordinal/internal/cli"
+	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"github.com/ordinal-dev/ordinal/internal/version"
 )
 
@@ -147,6 +149,10 @@ func TestErrorOutput(t *testing.T) {
 		{"serve unknown flag", []string{"serve", "--bogus"}, nil, 2, "flag provided but not defined"},
 		{"serve access log at info", []string{"serve", "--access-log"}, nil, 2, "--access-log logs at debug level: add --log-level debug"},
 		{"serve pprof without listener", []string{"serve", "--pprof", "--metrics-addr", ""}, nil, 2, "--pprof serves profiles on --metrics-addr, which is empty"},
+		{"serve config missing", []string{"serve", "--config", "/nonexistent/ordinal.yaml"}, nil, 2, "serve: --config /nonexistent/ordinal.yaml: no such file or directory"},
+		{"serve config from the environment missing", []string{"serve"}, []string{"ORDINAL_CONFIG=/nonexistent/ordinal.yaml"}, 2, "serve: --config /nonexistent/ordinal.yaml: no such file or directory"},
+		{"serve unknown backend", []string{"serve", "--backend", "zookeeper"}, nil, 2, `serve: unknown --backend "zookeeper": use raft or etcd`},
+		{"serve old ORDINAL_STORE=etcd", []string{"serve", "--etcd-endpoints", "127.0.0.1:1"}, []string{"ORDINAL_STORE=etcd"}, 2, "set ORDINAL_BACKEND=etcd"},
 		// The load generator is a binary of its own (#16).
 		{"bench moved", []string{"bench", "--mode", "strong"}, nil, 2, "bench: the load generator is a binary of its own: use ordinal-bench"},
 		{"bench help moved", []string{"help", "bench"}, nil, 2, "use ordinal-bench"},
@@ -184,7 +190,8 @@ func TestHelp(t *testing.T) {
 		{[]string{"next", "-h"}, []string{"Usage: ordinal next"}},
 		{[]string{"demo", "--help"}, []string{"Usage: ordinal demo", "-s", "ORDINAL_ADDR", "ORDINAL_STORE", "sequencer_demo"}},
 		{[]string{"version", "--help"}, []string{"Usage: ordinal version"}},
-		{[]string{"serve", "--help"}, []string{"ordinal serve", "ORDINAL_DATA_DIR", "ORDINAL_GRPC_ADDR"}},
+		{[]string{"serve", "--help"}, []string{"ordinal serve", "ORDINAL_DATA_DIR", "ORDINAL_GRPC_ADDR", "--config", "ORDINAL_CONFIG", "ORDINAL_BACKEND",
+			"\nNode:\n", "\nCluster:\n", "\netcd store (--backend etcd):\n", "\nSecurity:\n", "\nObservability:\n"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -219,5 +226,106 @@ func report(t *testing.T, problems []string) {
 	t.Helper()
 	for _, p := range problems {
 		t.Error(p)
+	}
+}
+
+// TestServeConfigFile starts serve with its settings in a config file, of
+// every kind of value, and ORDINAL_STORE set (the client commands' store
+// of keys, which serve does not read), and checks the node uses them.
+func TestServeConfigFile(t *testing.T) {
+	t.Parallel()
+	dataDir, grpcAddr := t.TempDir(), testutil.FreeAddr(t)
+	config := filepath.Join(t.TempDir(), "ordinal.yaml")
+	yaml := fmt.Sprintf(`# ordinal serve --config
+node-id: cfg-node        # string
+data-dir: %s
+grpc-addr: %s
+raft-addr: %s
+join: []                 # list: empty
+admin-names: []
+max-keys: 2              # int
+weak-range-ttl: 5s       # duration
+log-level: debug
+access-log: true         # bool
+`, dataDir, grpcAddr, testutil.FreeAddr(t))
+	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, grpcAddr, []string{"ORDINAL_STORE=orders"}, "--config", config)
+
+	// next reads ORDINAL_STORE as the store of the key: orders.
+	if got := mustRun(t, []string{"ORDINAL_ADDR=" + grpcAddr, "ORDINAL_STORE=orders"}, "next", "a"); got != "1\n" {
+		t.Fatalf("next in store orders printed %q, want 1", got)
+	}
+	if got := mustRun(t, nil, "next", "--addr", grpcAddr, "--store", "orders", "a"); got != "2\n" {
+		t.Fatalf("next --store orders after ORDINAL_STORE=orders printed %q, want 2: ORDINAL_STORE did not pick the store", got)
+	}
+	// max-keys: 2 from the file.
+	mustRun(t, nil, "next", "--addr", grpcAddr, "b")
+	if r := runOrdinal(t, nil, "next", "--addr", grpcAddr, "c"); r.code != 1 || !strings.Contains(r.stderr, "ResourceExhausted") {
+		t.Errorf("a third key with max-keys: 2 in the file: exit %d, %s; want ResourceExhausted", r.code, r.stderr)
+	}
+	if out := mustRun(t, nil, "members", "--addr", grpcAddr); !strings.Contains(out, "cfg-node") {
+		t.Errorf("members does not list the file's node-id cfg-node:\n%s", out)
+	}
+	entries, err := os.ReadDir(dataDir)
+	if err != nil || len(entries) == 0 {
+		t.Errorf("the file's data-dir %s holds %d entries (%v): the node did not use it", dataDir, len(entries), err)
+	}
+	// access-log: true with log-level: debug logs every call.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(p.stderr.String(), "ordinal.access") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no access log line with access-log: true in the file:\n%s", p.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval, not synchronisation
+	}
+}
+
+// TestServeFlagGroups checks that serve --help puts every flag under a
+// heading, so that a new flag cannot be left out.
+func TestServeFlagGroups(t *testing.T) {
+	var f serveFlags
+	if err := cli.CheckGroups(newServeFlagSet(&f), serveFlagGroups); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestReadmeConfigExample checks that the config file of the README's
+// Configuration section is one serve accepts.
+func TestReadmeConfigExample(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "\n## Configuration\n")
+	_, example, found := strings.Cut(section, "```yaml\n")
+	example, _, closed := strings.Cut(example, "```")
+	if !found || !closed {
+		t.Fatal("README.md's Configuration section has no ```yaml example")
+	}
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, cli.EnvPrefix) {
+			t.Setenv(name, "") // empty counts as unset
+		}
+	}
+	path := filepath.Join(t.TempDir(), "ordinal.yaml")
+	if err := os.WriteFile(path, []byte(example), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var f serveFlags
+	fs := newServeFlagSet(&f)
+	if _, err := cli.ParseCommandFlags("serve", fs, []string{"--config", path}); err != nil {
+		t.Fatalf("the README's example: %v\n%s", err, example)
+	}
+	if f.nodeID != "n1" || len(cli.SplitList(f.join)) != 3 || f.bootstrapExpect != 3 || f.logFormat != "json" {
+		t.Errorf("the README's example gives node-id %q, join %q, bootstrap-expect %d, log-format %q; want n1, three peers, 3, json",
+			f.nodeID, f.join, f.bootstrapExpect, f.logFormat)
+	}
+	if err := checkStoreFlags(fs, f); err != nil {
+		t.Errorf("the README's example: %v", err)
+	}
+	if err := f.security.check(); err != nil {
+		t.Errorf("the README's example: %v", err)
 	}
 }

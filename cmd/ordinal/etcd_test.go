@@ -9,17 +9,21 @@ import (
 	"github.com/ordinal-dev/ordinal/internal/etcdtest"
 )
 
-// TestServeOnEtcd runs `ordinal serve --store etcd` as a user would: two
-// stateless nodes in the native layout sharing a real etcd, one in the
-// Layotto layout configured through the environment, and the flag checks.
+// TestServeOnEtcd runs `ordinal serve --backend etcd` as a user would: two
+// stateless nodes in the native layout sharing a real etcd (one started
+// with the deprecated spelling --store etcd), one in the Layotto layout
+// configured through the environment, and the flag checks.
 func TestServeOnEtcd(t *testing.T) {
 	t.Parallel()
 	e := etcdtest.Start(t)
 	a, b := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	// Each node has its own peer port (--raft-addr), which carries the
 	// STRONG calls the other forwards to it.
-	startServe(t, a, nil, "--store", "etcd", "--etcd-endpoints", e.Endpoint, "--grpc-addr", a, "--raft-addr", "127.0.0.1:0", "--node-id", "a", "--etcd-session-ttl", "2s")
-	startServe(t, b, nil, "--store", "etcd", "--etcd-endpoints", e.Endpoint, "--grpc-addr", b, "--raft-addr", "127.0.0.1:0", "--node-id", "b", "--etcd-session-ttl", "2s")
+	startServe(t, a, nil, "--backend", "etcd", "--etcd-endpoints", e.Endpoint, "--grpc-addr", a, "--raft-addr", "127.0.0.1:0", "--node-id", "a", "--etcd-session-ttl", "2s")
+	pb := startServe(t, b, nil, "--store", "etcd", "--etcd-endpoints", e.Endpoint, "--grpc-addr", b, "--raft-addr", "127.0.0.1:0", "--node-id", "b", "--etcd-session-ttl", "2s")
+	if log := pb.stderr.String(); !strings.Contains(log, "--store is deprecated: use --backend") {
+		t.Errorf("serve --store etcd logged no deprecation warning:\n%s", log)
+	}
 	if got := mustRun(t, nil, "next", "--addr", a, "k"); got != "1\n" {
 		t.Fatalf("first WEAK id via node a: %q, want 1", got)
 	}
@@ -31,7 +35,7 @@ func TestServeOnEtcd(t *testing.T) {
 
 	l := testutil.FreeAddr(t)
 	startServe(t, l, []string{
-		"ORDINAL_STORE=etcd", "ORDINAL_ETCD_ENDPOINTS=" + e.Endpoint, "ORDINAL_GRPC_ADDR=" + l, "ORDINAL_RAFT_ADDR=127.0.0.1:0",
+		"ORDINAL_BACKEND=etcd", "ORDINAL_ETCD_ENDPOINTS=" + e.Endpoint, "ORDINAL_GRPC_ADDR=" + l, "ORDINAL_RAFT_ADDR=127.0.0.1:0",
 		"ORDINAL_ETCD_LAYOUT=layotto", "ORDINAL_ETCD_APP_ID=app1",
 	})
 	out := mustRun(t, nil, "demo", "--addr", l, "-s", "sequencer_demo")
@@ -46,13 +50,14 @@ func TestServeOnEtcd(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--store", "etcd"}, "--etcd-endpoints"},
-		{[]string{"--store", "zookeeper"}, `unknown --store "zookeeper"`},
-		{[]string{"--etcd-endpoints", e.Endpoint}, "need --store etcd"},
-		{[]string{"--store", "etcd", "--etcd-endpoints", e.Endpoint, "--join", "x:1"}, "--join only applies to --store raft"},
-		{[]string{"--store", "etcd", "--etcd-endpoints", e.Endpoint, "--etcd-layout", "zk"}, `unknown etcd layout "zk"`},
-		{[]string{"--store", "etcd", "--etcd-endpoints", e.Endpoint, "--etcd-app-id", "a"}, "only applies to the Layotto layout"},
-		{[]string{"--store", "etcd", "--etcd-endpoints", e.Endpoint, "--etcd-ca-file", "/nonexistent.pem"}, "read etcd CA file"},
+		{[]string{"--backend", "etcd"}, "--etcd-endpoints"},
+		{[]string{"--backend", "zookeeper"}, `unknown --backend "zookeeper"`},
+		{[]string{"--store", "zookeeper"}, `unknown --backend "zookeeper"`},
+		{[]string{"--etcd-endpoints", e.Endpoint}, "need --backend etcd"},
+		{[]string{"--backend", "etcd", "--etcd-endpoints", e.Endpoint, "--join", "x:1"}, "--join only applies to --backend raft"},
+		{[]string{"--backend", "etcd", "--etcd-endpoints", e.Endpoint, "--etcd-layout", "zk"}, `unknown etcd layout "zk"`},
+		{[]string{"--backend", "etcd", "--etcd-endpoints", e.Endpoint, "--etcd-app-id", "a"}, "only applies to the Layotto layout"},
+		{[]string{"--backend", "etcd", "--etcd-endpoints", e.Endpoint, "--etcd-ca-file", "/nonexistent.pem"}, "read etcd CA file"},
 	} {
 		r := runOrdinal(t, nil, append([]string{"serve"}, tc.args...)...)
 		if r.code != 2 || !strings.Contains(r.stderr, tc.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {

@@ -229,7 +229,7 @@ func (f *importFlags) check(fs *flag.FlagSet, args []string) error {
 	}
 	if !f.storeGiven {
 		return cli.UsageErrorf("import: --from-etcd needs --store NAME on the command line: the store_name your callers send, " +
-			"which every key is imported into (ORDINAL_STORE is not read here: it is serve's --store)")
+			"which every key is imported into (ORDINAL_STORE is not read here: floors cannot be lowered, so a bulk import names its store itself)")
 	}
 	if f.store == "" {
 		return cli.UsageErrorf("import: --store is empty: name the store (the store_name callers send; %q is the default store)", "default")

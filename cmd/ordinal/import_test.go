@@ -328,7 +328,7 @@ func TestImportInvalidRecords(t *testing.T) {
 			{nil, []string{"--addr", addr, "--csv", file, "--store", "x"}, "--store only applies to --from-etcd"},
 			{nil, []string{"--addr", addr, "--csv", file, "--etcd-app-id", "x"}, "--etcd-app-id: the --etcd-* flags need --from-etcd"},
 			{nil, []string{"--addr", addr, "--from-etcd", "127.0.0.1:1"}, "--from-etcd needs --store NAME on the command line"},
-			// serve's ORDINAL_STORE (raft or etcd) must not pick the store.
+			// ORDINAL_STORE, set for next or keys list, must not pick the store of a bulk import.
 			{[]string{"ORDINAL_STORE=etcd"}, []string{"--addr", addr, "--from-etcd", "127.0.0.1:1"}, "--from-etcd needs --store NAME on the command line"},
 			{nil, []string{"--addr", addr, "--csv", "/nonexistent/floors.csv"}, "--csv: open /nonexistent/floors.csv"},
 			{nil, []string{"--addr", addr, "--csv", file, "--concurrency", "0"}, "--concurrency is 0"},

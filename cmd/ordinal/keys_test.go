@@ -185,7 +185,7 @@ func TestMaxKeysFlag(t *testing.T) {
 	}
 	for _, bad := range [][]string{
 		{"serve", "--max-keys", "-1"},
-		{"serve", "--store", "etcd", "--etcd-endpoints", "127.0.0.1:1", "--max-keys", "5"},
+		{"serve", "--backend", "etcd", "--etcd-endpoints", "127.0.0.1:1", "--max-keys", "5"},
 	} {
 		if r := runOrdinal(t, nil, bad...); r.code != 2 || !strings.Contains(r.stderr, "--max-keys") {
 			t.Errorf("ordinal %s: exit %d, %s; want 2 naming --max-keys", strings.Join(bad, " "), r.code, r.stderr)

@@ -92,7 +92,8 @@ Usage:
   ordinal version            print the version
   ordinal <command> --help   help for a command
 
-Every flag can also be set through its environment variable, ORDINAL_<FLAG>.
+Every flag can also be set through its environment variable, ORDINAL_<FLAG>;
+serve also reads them from a YAML file, --config FILE (see ordinal serve --help).
 The load generator (make bench) is a binary of its own: ordinal-bench.
 `)
 }

@@ -40,7 +40,7 @@ func addSecurityFlags(fs *flag.FlagSet, f *securityFlags) {
 	fs.StringVar(&f.tlsCert, "tls-cert-file", "", "certificate (PEM) of the client gRPC port: serves it over TLS; re-read when the file changes")
 	fs.StringVar(&f.tlsKey, "tls-key-file", "", "key (PEM) of --tls-cert-file")
 	fs.StringVar(&f.tlsClientCA, "tls-client-ca-file", "", "CA (PEM) of client certificates: clients must present one it signed (mutual TLS); any such certificate may take IDs")
-	fs.StringVar(&f.adminNames, "admin-names", "", "comma-separated client certificate names (common name or SAN) allowed admin calls (SetFloor, membership, leadership)")
+	cli.ListVar(fs, &f.adminNames, "admin-names", "", "comma-separated client certificate names (common name or SAN) allowed admin calls (SetFloor, membership, leadership)")
 	fs.StringVar(&f.tokensFile, "auth-tokens-file", "", "file of bearer tokens with their roles, one per line: 'ROLE NAME sha256:HASH' (make one with 'ordinal token create'); re-read when it changes")
 	fs.BoolVar(&f.anonymousIDs, "anonymous-ids", false, "with security on, let callers without credentials take IDs (ids calls), for Layotto SDKs, which cannot send any; admin calls still need credentials")
 	fs.StringVar(&f.peerCert, "peer-cert-file", "", "this node's peer certificate (PEM), naming its node ID ('ordinal tls cert create --peer'): Raft and every call between nodes use mutual TLS")

@@ -32,14 +32,15 @@ type serveFlags struct {
 	logLevel, logFormat                 string
 	metricsAddr, pprofAddr              string
 	pprof, accessLog                    bool
-	store                               string
+	backend                             string
+	storeAlias                          *cli.Alias // --store, the old name of --backend
 	weakRangeTTL                        time.Duration
 	maxKeys                             int
 	etcd                                etcdFlags
 	security                            securityFlags
 }
 
-// etcdFlags configure --store etcd.
+// etcdFlags configure --backend etcd.
 type etcdFlags struct {
 	endpoints, username, passwordFile string
 	caFile, certFile, keyFile         string
@@ -50,7 +51,7 @@ type etcdFlags struct {
 
 // addEtcdFlags registers the --etcd-* flags.
 func addEtcdFlags(fs *flag.FlagSet, f *etcdFlags) {
-	fs.StringVar(&f.endpoints, "etcd-endpoints", "", "with --store etcd: comma-separated etcd client endpoints (host:port or http(s):// URLs)")
+	cli.ListVar(fs, &f.endpoints, "etcd-endpoints", "", "with --backend etcd: comma-separated etcd client endpoints (host:port or http(s):// URLs)")
 	fs.DurationVar(&f.dialTimeout, "etcd-dial-timeout", etcdcompat.DefaultDialTimeout, "bound on connecting to etcd and on each probe while waiting for it")
 	fs.StringVar(&f.username, "etcd-username", "", "etcd user, when etcd has authentication enabled")
 	fs.StringVar(&f.passwordFile, "etcd-password-file", "", "file holding the password of --etcd-username (a file, so that the password is not in the process list)")
@@ -91,16 +92,33 @@ func (f etcdFlags) config() (etcdcompat.Config, error) {
 	}, nil
 }
 
-func runServe(args []string) error {
-	var f serveFlags
-	fs := cli.NewFlagSet("serve", "ordinal serve [flags]")
+// serveFlagGroups are the headings of serve --help. Every flag is under
+// one (TestServeFlagGroups).
+var serveFlagGroups = []cli.FlagGroup{
+	{Heading: "Node", Flags: []string{cli.ConfigFlag, "node-id", "data-dir", "grpc-addr", "raft-addr",
+		"advertise-grpc", "advertise-raft", "backend", "store", "max-concurrent-streams"}},
+	{Heading: "Cluster", Flags: []string{"join", "bootstrap-expect", "max-keys", "weak-range-ttl"}},
+	{Heading: "etcd store (--backend etcd)", Flags: []string{"etcd-endpoints", "etcd-dial-timeout", "etcd-request-timeout",
+		"etcd-session-ttl", "etcd-username", "etcd-password-file", "etcd-ca-file", "etcd-cert-file", "etcd-key-file",
+		"etcd-prefix", "etcd-layout", "etcd-app-id"}},
+	{Heading: "Security", Flags: []string{"tls-cert-file", "tls-key-file", "tls-client-ca-file", "admin-names",
+		"auth-tokens-file", "anonymous-ids", "peer-cert-file", "peer-key-file", "peer-ca-file", "cluster-token-file"}},
+	{Heading: "Observability", Flags: []string{"log-level", "log-format", "access-log", "metrics-addr", "pprof", "pprof-addr"}},
+}
+
+// newServeFlagSet registers serve's flags into f.
+func newServeFlagSet(f *serveFlags) *flag.FlagSet {
+	const usage = "ordinal serve [--config FILE] [flags]"
+	fs := cli.NewFlagSet("serve", usage)
+	cli.SetUsage(fs, usage, serveFlagGroups)
+	cli.AddConfigFlag(fs)
 	fs.StringVar(&f.nodeID, "node-id", "", "this node's ID, unique in the cluster; default: the ID stored in the data directory, else the hostname")
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for the Raft log, snapshots and node identity")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", daemon.DefaultGRPCAddr, "address the client gRPC API listens on")
 	fs.StringVar(&f.raftAddr, "raft-addr", daemon.DefaultRaftAddr, "address of the peer port: Raft and every call between nodes")
 	fs.StringVar(&f.advertiseGRPC, "advertise-grpc", "", "gRPC address clients reach this node on; default: --grpc-addr")
 	fs.StringVar(&f.advertiseRaft, "advertise-raft", "", "peer address other nodes reach this node on; default: --raft-addr")
-	fs.StringVar(&f.join, "join", "", "comma-separated peer addresses (--raft-addr) of other nodes: join their cluster, or form one with --bootstrap-expect")
+	cli.ListVar(fs, &f.join, "join", "", "comma-separated peer addresses (--raft-addr) of other nodes: join their cluster, or form one with --bootstrap-expect")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "form a new cluster once this many nodes (this one included) find each other through --join")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", admin.DefaultAddr, "address of the admin HTTP listener: Prometheus /metrics, /healthz, /readyz (and /debug/pprof with --pprof); empty turns it off")
 	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's /debug/pprof profiles on --metrics-addr; beyond loopback only with --auth-tokens-file, and every request then needs an admin token")
@@ -110,9 +128,19 @@ func runServe(args []string) error {
 	fs.BoolVar(&f.accessLog, "access-log", false, "log every call when it finishes (method, code, duration, peer) at debug level; needs --log-level debug or trace")
 	fs.DurationVar(&f.weakRangeTTL, "weak-range-ttl", alloc.DefaultWeakRangeTTL, "how long a range of WEAK IDs may serve after it was reserved; SetFloor waits about this long when a node cannot confirm the floor (every node of a cluster needs the same value)")
 	fs.IntVar(&f.maxKeys, "max-keys", defaultMaxKeys, "most keys the cluster holds, all stores together (0: no limit): creating one more fails with ResourceExhausted, keys that exist keep working; up to 90 bytes of memory each, see the README (every node needs the same value; the leader's applies)")
-	fs.StringVar(&f.store, "store", "raft", "where the counters live: raft (this cluster's own Raft log) or etcd (an existing etcd cluster, see --etcd-*; the nodes then hold no state)")
+	fs.StringVar(&f.backend, "backend", "raft", "where the counters live: raft (this cluster's own Raft log) or etcd (an existing etcd cluster, see --etcd-*; the nodes then hold no state)")
+	// --store was the backend's flag, and ORDINAL_STORE its variable, until
+	// the variable came to mean the client commands' store (namespace) of
+	// keys only: the flag stays, on the command line alone.
+	f.storeAlias = cli.DeprecatedAlias(fs, "store", "backend")
 	addEtcdFlags(fs, &f.etcd)
 	addSecurityFlags(fs, &f.security)
+	return fs
+}
+
+func runServe(args []string) error {
+	var f serveFlags
+	fs := newServeFlagSet(&f)
 	if _, err := cli.ParseCommandFlags("serve", fs, args); err != nil {
 		return err
 	}
@@ -139,6 +167,9 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	if f.storeAlias.Used() {
+		logger.Warn(f.storeAlias.Warning())
+	}
 	sec, peerTLS, token, err := f.security.load(logger)
 	if err != nil {
 		return err
@@ -161,7 +192,7 @@ func runServe(args []string) error {
 	if f.metricsAddr != "" {
 		cfg.Metrics = metrics.New()
 	}
-	if f.store == "etcd" {
+	if f.backend == "etcd" {
 		ecfg, err := f.etcd.config()
 		if err != nil {
 			return fmt.Errorf("serve: %w", err)
@@ -249,12 +280,12 @@ func etcdStore(cfg etcdcompat.Config) func(daemon.Self, hclog.Logger) (daemon.St
 	}
 }
 
-// checkStoreFlags rejects flags that do not apply to the chosen store.
-// Raft's address and data directory flags are ignored with --store etcd
+// checkStoreFlags rejects flags that do not apply to the chosen backend.
+// Raft's address and data directory flags are ignored with --backend etcd
 // (the image's default command sets them), but --join and
 // --bootstrap-expect would suggest a cluster that etcd replaces.
 func checkStoreFlags(fs *flag.FlagSet, f serveFlags) error {
-	switch f.store {
+	switch f.backend {
 	case "raft":
 		var etcdSet []string
 		fs.Visit(func(fl *flag.Flag) {
@@ -263,7 +294,12 @@ func checkStoreFlags(fs *flag.FlagSet, f serveFlags) error {
 			}
 		})
 		if len(etcdSet) > 0 {
-			return cli.UsageErrorf("serve: %s: the --etcd-* flags need --store etcd", strings.Join(etcdSet, ", "))
+			hint := ""
+			if os.Getenv(cli.EnvPrefix+"STORE") == "etcd" && !cli.ExplicitlySet(fs, "backend") {
+				// The variable of the old --store, which serve no longer reads.
+				hint = fmt.Sprintf(" (serve does not read %sSTORE=etcd: that variable is the client commands' store of keys; set %sBACKEND=etcd)", cli.EnvPrefix, cli.EnvPrefix)
+			}
+			return cli.UsageErrorf("serve: %s: the --etcd-* flags need --backend etcd%s", strings.Join(etcdSet, ", "), hint)
 		}
 		if f.maxKeys < 0 {
 			return cli.UsageErrorf("serve: --max-keys %d: use 0 for no limit, or the most keys the cluster may hold", f.maxKeys)
@@ -271,17 +307,17 @@ func checkStoreFlags(fs *flag.FlagSet, f serveFlags) error {
 	case "etcd":
 		for _, name := range []string{"join", "bootstrap-expect"} {
 			if cli.ExplicitlySet(fs, name) {
-				return cli.UsageErrorf("serve: --%s only applies to --store raft; with --store etcd, nodes share etcd and need no cluster of their own", name)
+				return cli.UsageErrorf("serve: --%s only applies to --backend raft; with --backend etcd, nodes share etcd and need no cluster of their own", name)
 			}
 		}
 		if f.etcd.endpoints == "" {
-			return cli.UsageErrorf("serve: --store etcd needs --etcd-endpoints host:2379[,...]")
+			return cli.UsageErrorf("serve: --backend etcd needs --etcd-endpoints host:2379[,...]")
 		}
 		if cli.ExplicitlySet(fs, "max-keys") {
-			return cli.UsageErrorf("serve: --max-keys only applies to --store raft; with --store etcd the keys live in etcd, whose --quota-backend-bytes bounds them")
+			return cli.UsageErrorf("serve: --max-keys only applies to --backend raft; with --backend etcd the keys live in etcd, whose --quota-backend-bytes bounds them")
 		}
 	default:
-		return cli.UsageErrorf("serve: unknown --store %q: use raft or etcd", f.store)
+		return cli.UsageErrorf("serve: unknown --backend %q: use raft or etcd", f.backend)
 	}
 	return nil
 }
