@@ -27,7 +27,7 @@ type connFlags struct {
 // registerAddr registers --addr, the node to connect to, with the
 // command's own description of it.
 func (f *connFlags) registerAddr(fs *flag.FlagSet, usage string) {
-	fs.StringVar(&f.addr, "addr", daemon.DefaultGRPCAddr, usage)
+	fs.StringVar(&f.addr, "addr", daemon.DefaultGRPCAddr, usage+"; several nodes: a:1,b:2,c:3, or a DNS name with an address per node (the client fails over)")
 }
 
 // dial returns a connection to the node at --addr, secured as
