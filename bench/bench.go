@@ -3,7 +3,8 @@
 // noop) or etcd used the way Layotto's etcd sequencer uses it, measures
 // throughput and latency, and checks every ID it received: no ID twice,
 // STRONG IDs in real-time order across all targets, WEAK IDs in order per
-// target. cmd/ordinal-bench is its command line (`ordinal-bench run`,
+// target (through one client with WithWeakPrefetch, in order per caller:
+// runPrefetch). cmd/ordinal-bench is its command line (`ordinal-bench run`,
 // serve-noop, failover and compare).
 package bench
 
@@ -100,8 +101,25 @@ const (
 type Config struct {
 	Mode    Mode
 	Backend Backend // default BackendOrdinal
-	// Targets are host:port addresses; caller i sends to Targets[i%len].
+	// Targets are host:port addresses; caller i sends to Targets[i%len],
+	// unless MultiAddress.
 	Targets []string
+	// MultiAddress makes each client over all Targets at once, as
+	// client.New("a:1,b:2,c:3") does, instead of one client per target:
+	// every caller shares the Conns such clients, and the client picks the
+	// node of each call (STRONG to the node that leads, WEAK in turn over
+	// the healthy nodes). Which node served a call is then not known, so
+	// WEAK IDs without WeakPrefetch are checked for uniqueness only
+	// (OrderNone); STRONG IDs are checked in real-time order, as always.
+	MultiAddress bool
+	// WeakPrefetch, when not zero, adds client.WithWeakPrefetch of that
+	// block size to every client: WEAK IDs come from blocks taken ahead
+	// and are handed out from memory. Mode weak and one key only. Such a
+	// run calls too fast for a record per call, so it is measured and
+	// verified in a streaming way (runPrefetch): every ID once at most,
+	// each caller's IDs increasing (OrderPerCaller), latencies of one call
+	// in PrefetchSampleEvery.
+	WeakPrefetch int
 	// Concurrency is the number of callers, each making one call at a
 	// time. Default DefaultConcurrency.
 	Concurrency int
@@ -221,6 +239,14 @@ func (c Config) WithDefaults() (Config, error) {
 		return c, usagef("timeout is %v; it must be positive", c.Timeout)
 	case c.Conns < 1:
 		return c, usagef("conns is %d; it must be at least 1", c.Conns)
+	case c.MultiAddress && c.Backend != BackendOrdinal:
+		return c, usagef("multi-address makes one ordinal client over all targets; backend %s has none", c.Backend)
+	case c.WeakPrefetch != 0 && (c.WeakPrefetch < 2 || c.WeakPrefetch > client.MaxWeakPrefetch):
+		return c, usagef("weak prefetch is %d; the block size must be between 2 and %d", c.WeakPrefetch, client.MaxWeakPrefetch)
+	case c.WeakPrefetch != 0 && (c.Mode != ModeWeak || c.Backend != BackendOrdinal):
+		return c, usagef("weak prefetch serves WEAK IDs of ordinal nodes: use mode weak and backend ordinal")
+	case c.WeakPrefetch != 0 && (c.Keys != 1 || c.KeyDist != KeyCycle):
+		return c, usagef("weak prefetch runs are verified per caller for one key: leave keys and key-dist out")
 	}
 	for _, t := range c.Targets {
 		if t == "" {
@@ -246,6 +272,48 @@ func (c Config) keysText() string {
 // strong reports whether the run's IDs must be in real-time order across
 // all targets. etcd is linearizable whatever mode Layotto is asked for.
 func (c Config) strong() bool { return c.Mode != ModeWeak || c.Backend == BackendEtcd }
+
+// order is the ordering guarantee the run's IDs are checked against.
+func (c Config) order() Order {
+	switch {
+	case c.strong():
+		return OrderStrong
+	case c.WeakPrefetch > 0:
+		return OrderPerCaller
+	case c.MultiAddress && len(c.Targets) > 1:
+		return OrderNone
+	}
+	return OrderPerTarget
+}
+
+// groups are the names of the callers' groups, Record.Target's values:
+// the targets, or with MultiAddress the one list of them all.
+func (c Config) groups() []string {
+	if c.MultiAddress {
+		return []string{strings.Join(c.Targets, ",")}
+	}
+	return c.Targets
+}
+
+// clientText says how the callers reach the targets, for reports.
+func (c Config) clientText() string {
+	var s string
+	switch {
+	case c.Backend == BackendEtcd:
+		return fmt.Sprintf("over %s", strings.Join(c.Targets, ","))
+	case c.MultiAddress:
+		s = fmt.Sprintf("sharing one client over %s", strings.Join(c.Targets, ","))
+		if c.Conns > 1 {
+			s = fmt.Sprintf("sharing %d clients, each over %s", c.Conns, strings.Join(c.Targets, ","))
+		}
+	default:
+		s = fmt.Sprintf("over %s", strings.Join(c.Targets, ","))
+	}
+	if c.WeakPrefetch > 0 {
+		s += fmt.Sprintf(" with WithWeakPrefetch(%d)", c.WeakPrefetch)
+	}
+	return s
+}
 
 // keyNames names the keys of a run. Fresh keys get a nonce drawn here, so
 // that no run asks for a key an earlier one made.
@@ -341,8 +409,11 @@ type Result struct {
 	// the return of the last call.
 	Calls, IDs int64
 	Elapsed    time.Duration
-	// P50, P99, P999 and Max are latencies of those calls.
+	// P50, P99, P999 and Max are latencies of those calls, or with
+	// LatencySample above 1 of one call in LatencySample (WeakPrefetch
+	// runs, which time one call in PrefetchSampleEvery).
 	P50, P99, P999, Max time.Duration
+	LatencySample       int
 
 	// Errors counts failed calls by gRPC code, warm-up included.
 	Errors map[codes.Code]int64
@@ -526,6 +597,11 @@ func run(ctx context.Context, cfg Config) (*Result, []Record, *keyNames, error) 
 		}
 	}()
 	keys := cfg.keyNames()
+	if cfg.WeakPrefetch > 0 {
+		res, err := runPrefetch(ctx, cfg, callers, keys)
+		return res, nil, keys, err
+	}
+	groups := len(callers)
 	workers := make([]worker, cfg.Concurrency)
 	warmEnd := int64(cfg.Warmup)
 	stopAt := int64(cfg.Warmup + cfg.Duration)
@@ -536,8 +612,7 @@ func run(ctx context.Context, cfg Config) (*Result, []Record, *keyNames, error) 
 	var wg sync.WaitGroup
 	for i := range workers {
 		w := &workers[i]
-		target := i % len(cfg.Targets)
-		c := callers[target][(i/len(cfg.Targets))%cfg.Conns]
+		c := callers[i%groups][(i/groups)%cfg.Conns]
 		wg.Go(func() {
 			// Each caller has its own context, as callers in a real
 			// process do: one Done channel shared by thousands of
@@ -599,36 +674,36 @@ func run(ctx context.Context, cfg Config) (*Result, []Record, *keyNames, error) 
 	}
 	records := make([]Record, 0, total)
 	for i := range workers {
-		records = workers[i].appendTo(records, int32(cfg.Count), uint16(i%len(cfg.Targets)), newKeySeq(cfg, i))
+		records = workers[i].appendTo(records, int32(cfg.Count), uint16(i%groups), newKeySeq(cfg, i))
 	}
 	if len(records) == 0 {
 		return res, nil, keys, fmt.Errorf("%w: %s", ErrNoCalls, res.errorSummary())
 	}
 	res.measure(records, warmEnd, stopAt)
-	res.Order = OrderPerTarget
-	if cfg.strong() {
-		res.Order = OrderStrong
-	}
+	res.Order = cfg.order()
 	res.Verified = len(records)
-	res.VerifyErr = verify(records, res.Order, keys, cfg.Targets)
+	res.VerifyErr = verify(records, res.Order, keys, cfg.groups())
 	return res, records, keys, nil
 }
 
-// dial makes Conns callers per target.
+// dial makes Conns callers per group of callers (Config.groups): per
+// target, or with MultiAddress Conns callers over all targets. Caller i
+// of the run uses group i%groups.
 func dial(cfg Config) ([][]caller, error) {
 	mode := client.Strong
 	if cfg.Mode == ModeWeak {
 		mode = client.Weak
 	}
-	out := make([][]caller, len(cfg.Targets))
-	for t, addr := range cfg.Targets {
+	groups := cfg.groups()
+	out := make([][]caller, len(groups))
+	for t, addr := range groups {
 		for range cfg.Conns {
 			var c caller
 			var err error
 			if cfg.Backend == BackendEtcd {
 				c, err = newEtcdCaller(addr)
 			} else {
-				c, err = newOrdinalCaller(addr, cfg.Store, mode, cfg.Mode == ModeStream, cfg.ClientOptions)
+				c, err = newOrdinalCaller(addr, cfg.Store, mode, cfg.Mode == ModeStream, cfg.WeakPrefetch, cfg.ClientOptions)
 			}
 			if err != nil {
 				for _, cs := range out {
@@ -659,6 +734,11 @@ func (r *Result) measure(records []Record, warmEnd, stopAt int64) {
 		lastEnd = max(lastEnd, rec.End)
 	}
 	r.Elapsed = time.Duration(lastEnd - warmEnd)
+	r.setLatencies(lat)
+}
+
+// setLatencies sets P50, P99, P999 and Max from lat, which it sorts.
+func (r *Result) setLatencies(lat []int64) {
 	if len(lat) == 0 {
 		return
 	}
@@ -687,10 +767,12 @@ func (r *Result) Summary() string {
 	errs := r.errorSummary()
 	return fmt.Sprintf("RESULT label=%s backend=%s mode=%s targets=%s conc=%d count=%d keys=%d key_dist=%s duration_s=%g "+
 		"calls=%d calls_per_s=%.0f ids_per_s=%.0f p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f "+
-		"errors=%d error_codes=%s verified_calls=%d verified=%s load_cpu_us_per_call=%.2f load_cpu_us_per_id=%.3f",
+		"errors=%d error_codes=%s verified_calls=%d verified=%s load_cpu_us_per_call=%.2f load_cpu_us_per_id=%.3f "+
+		"multi_address=%t weak_prefetch=%d",
 		label, c.Backend, c.Mode, strings.Join(c.Targets, ","), c.Concurrency, c.Count, r.Keys, c.KeyDist, r.Elapsed.Seconds(),
 		r.Calls, r.CallsPerSec(), r.IDsPerSec(), us(r.P50), us(r.P99), us(r.P999), us(r.Max),
-		r.ErrorCount(), errs, r.Verified, verified, r.LoadCPUPerCall(), r.LoadCPUPerCall()/float64(c.Count))
+		r.ErrorCount(), errs, r.Verified, verified, r.LoadCPUPerCall(), r.LoadCPUPerCall()/float64(c.Count),
+		c.MultiAddress, c.WeakPrefetch)
 }
 
 // LoadCPUPerCall is the load generator's CPU time per call in µs: LoadCPU
@@ -709,11 +791,15 @@ func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond)
 // Print writes the human-readable report followed by the RESULT line.
 func (r *Result) Print(w io.Writer) {
 	c := r.Config
-	fmt.Fprintf(w, "ordinal-bench run: backend %s, mode %s, %d callers over %s, %v measured after %v warm-up, %d id(s) per call, %s\n",
-		c.Backend, c.Mode, c.Concurrency, strings.Join(c.Targets, ","), c.Duration, c.Warmup, c.Count, c.keysText())
+	fmt.Fprintf(w, "ordinal-bench run: backend %s, mode %s, %d callers %s, %v measured after %v warm-up, %d id(s) per call, %s\n",
+		c.Backend, c.Mode, c.Concurrency, c.clientText(), c.Duration, c.Warmup, c.Count, c.keysText())
 	fmt.Fprintf(w, "  ids/s      %.0f\n", r.IDsPerSec())
 	fmt.Fprintf(w, "  calls/s    %.0f (%d calls in %.2fs)\n", r.CallsPerSec(), r.Calls, r.Elapsed.Seconds())
-	fmt.Fprintf(w, "  latency    p50 %v  p99 %v  p99.9 %v  max %v\n", round(r.P50), round(r.P99), round(r.P999), round(r.Max))
+	fmt.Fprintf(w, "  latency    p50 %v  p99 %v  p99.9 %v  max %v", round(r.P50), round(r.P99), round(r.P999), round(r.Max))
+	if r.LatencySample > 1 {
+		fmt.Fprintf(w, " (of 1 call in %d, timed on its own)", r.LatencySample)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  errors     %d (%s)\n", r.ErrorCount(), r.errorSummary())
 	if cpu := r.LoadCPUPerCall(); cpu > 0 {
 		fmt.Fprintf(w, "  load CPU   %.2f µs per call (%v over %d calls, warm-up included; verification excluded)\n", cpu, r.LoadCPU.Round(time.Millisecond), r.AllCalls)
@@ -721,6 +807,8 @@ func (r *Result) Print(w io.Writer) {
 	switch {
 	case r.VerifyErr != nil:
 		fmt.Fprintf(w, "  verified   FAILED over %d calls: %v\n", r.Verified, r.VerifyErr)
+	case r.Order == OrderPerCaller:
+		fmt.Fprintf(w, "  verified   %d calls: %s\n", r.Verified, prefetchVerified)
 	case c.KeyDist == KeyFresh:
 		// Checks run per key, and no two calls share one.
 		fmt.Fprintf(w, "  verified   %d calls: every ID positive and every call's key its own (%d keys made), so no ID twice and %s hold trivially\n",

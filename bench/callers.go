@@ -26,13 +26,19 @@ type ordinalCaller struct {
 	mode client.Mode
 }
 
-// newOrdinalCaller makes a caller of the node at addr; extra are the
-// options securing the connection (see Config.ClientOptions).
-func newOrdinalCaller(addr, store string, mode client.Mode, stream bool, extra []client.Option) (*ordinalCaller, error) {
+// newOrdinalCaller makes a caller of the node at addr, or with a list
+// "a:1,b:2,c:3" of those nodes (client.New picks the node of each call);
+// prefetch, when not zero, is the block size of client.WithWeakPrefetch;
+// extra are the options securing the connection (see
+// Config.ClientOptions).
+func newOrdinalCaller(addr, store string, mode client.Mode, stream bool, prefetch int, extra []client.Option) (*ordinalCaller, error) {
 	// No retries: a benchmark counts failures instead of hiding them.
 	opts := append(slices.Clip(extra), client.WithStore(store), client.WithRetry(1, 0))
 	if stream {
 		opts = append(opts, client.WithStreaming())
+	}
+	if prefetch > 0 {
+		opts = append(opts, client.WithWeakPrefetch(prefetch))
 	}
 	c, err := client.New(addr, opts...)
 	if err != nil {

@@ -32,6 +32,10 @@ const (
 	// RoleLeaderNoMetrics is the leader of the plain 3-node cluster
 	// whose nodes serve with metrics off (CompareConfig.ClusterNoMetrics).
 	RoleLeaderNoMetrics Role = "leader-nometrics"
+	// RoleCluster is every node of the plain 3-node cluster at once: the
+	// callers share one client made with all their addresses
+	// (Config.MultiAddress), which picks the node of each call.
+	RoleCluster Role = "cluster"
 )
 
 // Roles of the tls- rows: the servers of CompareConfig.TLS, secured as
@@ -86,6 +90,9 @@ type Scenario struct {
 	// entries the row's calls cost (ScenarioStats.EntriesPerCall): for
 	// the fresh- rows, entries per new key.
 	MaxEntriesPerCall float64
+	// WeakPrefetch is the run's Config.WeakPrefetch: the block size of
+	// the client's WithWeakPrefetch, 0 for none.
+	WeakPrefetch int
 }
 
 // Scenarios is the comparison `make bench` runs, in the order each round
@@ -117,10 +124,25 @@ type Scenario struct {
 // (issue #13) is that metrics cost STRONG at 64 callers at most a
 // twentieth of its throughput, strong-leader-64 / strong-leader-64-nometrics
 // ≥ 0.95.
+//
+// The multi-address rows (issue #14) call the plain 3-node cluster
+// through one client made with all three addresses (RoleCluster), shared
+// by the callers, as an application would. strong-multi-64 is
+// strong-leader-64 through that client, which finds the leader itself
+// and sends STRONG calls straight to it: the target is that it keeps at
+// least 0.9 of what calls sent to the leader's address get, in the same
+// round (it runs one row before its twin, the metrics-off row between).
+// weak-prefetch-64 takes WEAK IDs through the same kind of client with
+// client.WithWeakPrefetch(100000), which serves them from memory: the
+// target is 20M IDs a second from one client process. It calls too fast
+// for a record per call and is verified as it goes (runPrefetch): no ID
+// twice, each caller's IDs increasing.
 var Scenarios = []Scenario{
 	{Name: "noop-unary-64", Title: "no-op ceiling, unary, 64 callers", Role: RoleNoop, Mode: ModeStrong, Conc: 64, Key: "bench-unary"},
 	{Name: "noop-tls-unary-64", Title: "no-op ceiling over mTLS, unary, 64 callers", Role: RoleTLSNoop, Mode: ModeStrong, Conc: 64, Key: "bench-unary",
 		Plain: "noop-unary-64"},
+	{Name: "strong-multi-64", Title: "multi-address client: STRONG unary, 64 callers → all 3 nodes (the client finds the leader)", Role: RoleCluster, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
+		Ref: "noop-unary-64", Plain: "strong-leader-64", PlainMin: 0.9, Goal: "strong-multi-64 / strong-leader-64 ≥ 0.9 (same run)", Check: plainGoal},
 	{Name: "strong-leader-64-nometrics", Title: "metrics off: STRONG unary, 64 callers → leader", Role: RoleLeaderNoMetrics, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-unary-64", Plain: "strong-leader-64", Goal: "strong-leader-64 (metrics on) / strong-leader-64-nometrics ≥ 0.95 (same run)", Check: metricsGoal(0.95)},
 	{Name: "strong-leader-64", Title: "STRONG unary, 64 callers → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
@@ -170,6 +192,9 @@ var Scenarios = []Scenario{
 		Ref: "noop-batch-64", Goal: "≥ 10M ids/s", Check: rateGoal(10e6)},
 	{Name: "etcdstore-batch-64", Title: "ordinal on etcd: STRONG GetNextIds ×1000, 64 callers → elected node", Role: RoleEtcdStoreElected, Mode: ModeBatch, Conc: 64, Count: 1000, Key: "bench-etcdstore-batch",
 		Ref: "noop-batch-64", Goal: "≥ 10M ids/s", Check: rateGoal(10e6)},
+	// No ceiling: the IDs come from the client's memory, not one RPC each.
+	{Name: "weak-prefetch-64", Title: "WEAK through one client with WithWeakPrefetch(100000), 64 callers → all 3 nodes", Role: RoleCluster, Mode: ModeWeak, Conc: 64,
+		Key: "bench-weak-prefetch", WeakPrefetch: 100_000, Goal: "≥ 20M ids/s", Check: rateGoal(20e6)},
 	{Name: "noop-stream-512", Title: "no-op ceiling, WithStreaming, 512 goroutines", Role: RoleNoop, Mode: ModeStream, Conc: 512, Key: "bench-stream"},
 	// The stream row's ceiling is the stream no-op over TLS, as the plain
 	// one's is the plain stream no-op: a unary ceiling would compare
@@ -580,13 +605,21 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 			target := map[Role]string{RoleNoop: cfg.Noop, RoleLeader: leader, RoleFollower: follower, RoleEtcd: cfg.Etcd,
 				RoleEtcdStoreElected: elected, RoleEtcdStoreOther: other,
 				RoleTLSNoop: cfg.TLS.Noop, RoleTLSLeader: tlsLeader, RoleTLSFollower: tlsFollower, RoleLeader5: leader5,
-				RoleLeaderNoMetrics: leaderNM}[s.Role]
+				RoleLeaderNoMetrics: leaderNM, RoleCluster: strings.Join(cfg.Cluster, ",")}[s.Role]
 			rc := Config{Mode: s.Mode, Targets: []string{target}, Concurrency: s.Conc, Duration: cfg.Duration,
-				Warmup: cfg.Warmup, NoWarmup: cfg.NoWarmup, Count: s.Count, Key: s.Key, Keys: s.Keys, KeyDist: s.KeyDist, Label: s.Name}
+				Warmup: cfg.Warmup, NoWarmup: cfg.NoWarmup, Count: s.Count, Key: s.Key, Keys: s.Keys, KeyDist: s.KeyDist, Label: s.Name,
+				WeakPrefetch: s.WeakPrefetch}
+			// The CPU of the server called: for the rows through one
+			// client over the whole cluster, the leader's, where their
+			// STRONG calls go.
+			cpuTarget := target
 			flags := ""
 			switch s.Role {
 			case RoleEtcd:
 				rc.Backend = BackendEtcd
+			case RoleCluster:
+				rc.Targets, rc.MultiAddress, rc.ClientOptions = cfg.Cluster, true, cfg.ClientOptions
+				cpuTarget = leader
 			case RoleLeader, RoleFollower, RoleLeader5, RoleLeaderNoMetrics, RoleEtcdStoreElected, RoleEtcdStoreOther:
 				// Ordinal nodes; the no-op server serves plain TCP.
 				rc.ClientOptions = cfg.ClientOptions
@@ -603,7 +636,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 			}
 			// The Raft entries of rows on the plain cluster: the leader's
 			// commit index around the run.
-			countEntries := s.Role == RoleLeader || s.Role == RoleFollower
+			countEntries := s.Role == RoleLeader || s.Role == RoleFollower || s.Role == RoleCluster
 			var commitBefore uint64
 			var commitErr error
 			if countEntries {
@@ -638,7 +671,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 			}
 			st.Runs = append(st.Runs, res)
 			st.Commands = append(st.Commands, commandFor(res.Config, cfg, flags))
-			st.addCPU(res, target, cfg, before, after)
+			st.addCPU(res, cpuTarget, cfg, before, after)
 			st.addEtcdRequests(res, etcdBefore, etcdAfter)
 			if countEntries && commitErr == nil {
 				st.addEntries(res, commitBefore, commitAfter)
@@ -695,7 +728,7 @@ func (st *ScenarioStats) addCPU(res *Result, target string, cfg CompareConfig, b
 		nodes = cfg.Cluster5
 	case role == RoleLeaderNoMetrics:
 		nodes = cfg.ClusterNoMetrics
-	case role != RoleLeader && role != RoleFollower:
+	case role != RoleLeader && role != RoleFollower && role != RoleCluster:
 		return
 	}
 	var others time.Duration
@@ -778,6 +811,12 @@ func commandFor(c Config, cc CompareConfig, flags string) string {
 	}
 	if c.KeyDist != KeyCycle {
 		fmt.Fprintf(&b, " --key-dist %s", c.KeyDist)
+	}
+	if c.MultiAddress {
+		b.WriteString(" --multi-address")
+	}
+	if c.WeakPrefetch > 0 {
+		fmt.Fprintf(&b, " --weak-prefetch %d", c.WeakPrefetch)
 	}
 	fmt.Fprintf(&b, " --duration %v --warmup %v --key %s", cc.Duration, max(cc.Warmup, 0), c.Key)
 	return b.String()
@@ -962,7 +1001,11 @@ func (c *Comparison) Markdown(w io.Writer) {
 			fmtLatency(st.P50), fmtLatency(st.P99), fmtLatency(st.P999), ratio, st.Errors, goal, verdict)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Every run verified every ID it received (no ID twice; real-time order for STRONG and etcd, per-node order for WEAK):")
+	fmt.Fprint(w, "Every run verified every ID it received (no ID twice; real-time order for STRONG and etcd, per-node order for WEAK")
+	if c.hasPrefetch() {
+		fmt.Fprint(w, "; for the WithWeakPrefetch row, each caller's order, without a record per call: see below")
+	}
+	fmt.Fprintln(w, "):")
 	if len(c.Failures) == 0 {
 		fmt.Fprintln(w, "all passed.")
 	} else {
@@ -972,6 +1015,7 @@ func (c *Comparison) Markdown(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	c.metricsTable(w)
+	c.multiTable(w)
 	c.tlsTable(w)
 	c.quorumTable(w)
 	c.entriesTable(w)
@@ -1042,6 +1086,9 @@ func (c *Comparison) Markdown(w io.Writer) {
 			"measures what recording the metrics costs the calls.\n\n",
 			strings.Join(cfg.ClusterNoMetrics, ", "))
 	}
+	if c.hasMulti() {
+		c.multiText(w)
+	}
 	if len(cfg.EtcdCluster) > 0 {
 		fmt.Fprintf(w, "The etcdstore- rows run against %s, ordinal nodes serving with `--store etcd` on the etcd above; "+
 			"before every round the elected node, the one that serves STRONG calls, is read from etcd: "+
@@ -1073,6 +1120,118 @@ func (c *Comparison) hasTLS() bool {
 		}
 	}
 	return false
+}
+
+// hasMulti reports whether any row called through one client over the
+// whole cluster.
+func (c *Comparison) hasMulti() bool {
+	for _, st := range c.Stats {
+		if st.Scenario.Role == RoleCluster {
+			return true
+		}
+	}
+	return false
+}
+
+// hasPrefetch reports whether any row took WEAK IDs through
+// WithWeakPrefetch.
+func (c *Comparison) hasPrefetch() bool {
+	for _, st := range c.Stats {
+		if st.Scenario.WeakPrefetch > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// multiText describes the rows through one client over the whole
+// cluster, and how the prefetching row was verified.
+func (c *Comparison) multiText(w io.Writer) {
+	fmt.Fprintf(w, "The multi-address rows (issue #14) call %s through one client made with all those addresses "+
+		"(`client.New(\"%s\")`, `ordinal-bench run --multi-address`), shared by the callers: the client watches each node's "+
+		"health service, sends STRONG calls straight to the node that says it leads and WEAK calls in turn over the healthy "+
+		"nodes, and its callers do not say which node to call.",
+		strings.Join(c.Config.Cluster, ", "), strings.Join(c.Config.Cluster, ","))
+	for _, st := range c.Stats {
+		s := st.Scenario
+		if s.Role != RoleCluster {
+			continue
+		}
+		switch {
+		case s.WeakPrefetch > 0:
+			fmt.Fprintf(w, " %s adds `client.WithWeakPrefetch(%d)` (`--weak-prefetch %d`): WEAK IDs come from blocks of %d taken "+
+				"with one GetNextIds each, the next block fetched once half of the current one is used, and are handed out from "+
+				"memory, tens of millions a second, more than a record per call (40 bytes) could keep up with. So that row is "+
+				"measured and verified as it goes: %s. Its latencies are those of 1 call in %d, timed on its own (the clock read "+
+				"right before and after it); its %d callers never wait for the network while a block lasts, so with fewer cores "+
+				"than callers a timed call's latency includes any wait for a core, and the max is a caller the Go scheduler "+
+				"left waiting.",
+				s.Name, s.WeakPrefetch, s.WeakPrefetch, s.WeakPrefetch, prefetchVerified, PrefetchSampleEvery, s.Conc)
+		case s.Plain != "":
+			fmt.Fprintf(w, " %s is %s through that client: the same key and callers, with the leader found by the client "+
+				"instead of given; it runs before its twin in every round.", s.Name, s.Plain)
+		}
+	}
+	fmt.Fprint(w, "\n\n")
+}
+
+// multiTable writes the rows through one client over the whole cluster
+// that have a twin sending to one address, next to that twin, and the
+// verdict of the target on their ratio, when both ran.
+func (c *Comparison) multiTable(w io.Writer) {
+	var rows []*ScenarioStats
+	for _, st := range c.Stats {
+		if st.Scenario.Role == RoleCluster && c.byName[st.Scenario.Plain] != nil {
+			rows = append(rows, st)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Multi-address client vs the leader's address, same run (issue #14): the row through one client over "+
+		"all the nodes, which finds the leader itself, next to the same scenario sent to the leader's address (looked up "+
+		"before the round). **multi / direct** is the median over rounds of the multi-address row's ids/s divided by "+
+		"the direct row's *in the same round*; CPU per call is the total of every process measured (table below):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| multi-address row | direct row | ids/s, multi-address | ids/s, direct | multi / direct | per round | p50, multi / direct | p99, multi / direct | CPU µs per call, multi / direct | target | met? |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---|---:|---:|---:|---|---|")
+	var targets []string
+	for _, st := range rows {
+		s, direct := st.Scenario, c.byName[st.Scenario.Plain]
+		ratio := "—"
+		if len(st.PlainRatios) > 0 {
+			ratio = fmt.Sprintf("%.2f×", st.PlainRatio)
+		}
+		var rounds []string
+		for _, r := range st.RoundPlainRatios {
+			if math.IsNaN(r) {
+				rounds = append(rounds, "failed")
+			} else {
+				rounds = append(rounds, fmt.Sprintf("%.2f", r))
+			}
+		}
+		cpu := "—"
+		if multi, one := st.totalCPU(), direct.totalCPU(); !math.IsNaN(multi) && !math.IsNaN(one) {
+			cpu = fmt.Sprintf("%.1f / %.1f", multi, one)
+		}
+		goal, verdict := "none set", "—"
+		if s.Check != nil {
+			goal = s.Goal
+			met, detail := s.Check(st, c.byName)
+			verdict = "**missed**: " + detail
+			if met {
+				verdict = "met: " + detail
+			}
+			targets = append(targets, goal+": "+verdict)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %s | %s |\n", s.Name, direct.Scenario.Name,
+			human(st.IDsPerSec), human(direct.IDsPerSec), ratio, strings.Join(rounds, " / "),
+			fmtLatency(st.P50), fmtLatency(direct.P50), fmtLatency(st.P99), fmtLatency(direct.P99), cpu, goal, verdict)
+	}
+	fmt.Fprintln(w)
+	for _, t := range targets {
+		fmt.Fprintf(w, "Target of issue #14 (the multi-address client), %s.\n\n", t)
+	}
 }
 
 // hasManyKeys reports whether any row spread its calls over many keys.
@@ -1318,6 +1477,10 @@ func (c *Comparison) cpuTable(w io.Writer) {
 	if len(c.Config.ClusterNoMetrics) > 0 {
 		fmt.Fprint(w, "For strong-leader-64-nometrics, \"other ordinal nodes\" are the other nodes of the metrics-off cluster. ")
 	}
+	if c.hasMulti() {
+		fmt.Fprint(w, "For the rows through one client over all the nodes (multi-address), \"server called\" is the leader, "+
+			"where STRONG calls go; a prefetching client takes its blocks of WEAK IDs from any node. ")
+	}
 	fmt.Fprintln(w, "The machine has 2 cores for all of these processes, so a scenario's throughput is bounded by about "+
 		"2 s of CPU per second divided by the total:")
 	fmt.Fprintln(w)
@@ -1325,7 +1488,7 @@ func (c *Comparison) cpuTable(w io.Writer) {
 		if len(v) == 0 {
 			return "—"
 		}
-		return fmt.Sprintf("%.1f", med)
+		return fmtCPU(med)
 	}
 	if store {
 		fmt.Fprintln(w, "| scenario | server called | other ordinal nodes | etcd (store) | load generator | total |")
@@ -1343,7 +1506,7 @@ func (c *Comparison) cpuTable(w io.Writer) {
 		if store {
 			fmt.Fprintf(w, " %s |", cell(st.StoreCPU, st.StoreCPUMed))
 		}
-		fmt.Fprintf(w, " %s | %.1f |\n", cell(st.LoadCPU, st.LoadCPUMed), total)
+		fmt.Fprintf(w, " %s | %s |\n", cell(st.LoadCPU, st.LoadCPUMed), fmtCPU(total))
 	}
 	fmt.Fprintln(w)
 }
@@ -1386,10 +1549,22 @@ func (c *Comparison) etcdTable(w io.Writer) {
 	fmt.Fprintln(w)
 }
 
+// fmtCPU writes CPU µs per call to a tenth, or to a thousandth below
+// 0.05 µs, where a row that serves IDs from memory (weak-prefetch-64)
+// would show 0.0.
+func fmtCPU(us float64) string {
+	if us > 0 && us < 0.05 {
+		return fmt.Sprintf("%.3f", us)
+	}
+	return fmt.Sprintf("%.1f", us)
+}
+
 func fmtLatency(d time.Duration) string {
 	switch {
 	case d == 0:
 		return "—"
+	case d < time.Microsecond:
+		return fmt.Sprintf("%d ns", d.Nanoseconds())
 	case d >= 10*time.Millisecond:
 		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
 	case d >= time.Millisecond:

@@ -31,8 +31,10 @@
 #   5. runs `ordinal-bench compare`: every scenario, interleaved in rounds,
 #      the ordinal-on-etcd ones (etcdstore-*), the mTLS ones (tls-*,
 #      noop-tls-*, against the secured cluster and the TLS no-op server,
-#      each right after its plain twin) and the metrics-off one (right
-#      before strong-leader-64, its metrics-on twin) included;
+#      each right after its plain twin), the metrics-off one (right
+#      before strong-leader-64, its metrics-on twin) and the multi-address
+#      ones (strong-multi-64, weak-prefetch-64: the 3-node cluster through
+#      one client made with all three addresses) included;
 #   6. takes CPU profiles (Go pprof, through --pprof-addr) of the leader
 #      during one more STRONG and one more WEAK run, of the secured
 #      cluster's leader during one more STRONG run, and of the no-op server
@@ -512,6 +514,12 @@ GEN=$WORK/generated.md
 	echo "- for the metrics-off row (strong-leader-64-nometrics, the twin of strong-leader-64 and the issue #13 target"
 	echo "  strong-leader-64 (metrics on) / strong-leader-64-nometrics ≥ 0.95), in the same run: 3 more ordinal nodes started"
 	echo "  as n1 to n3 but with metrics off (\`${QNODE_ARGS[1]}\`, likewise q2 and q3, log level warn)"
+	echo "- for the multi-address rows (issue #14: strong-multi-64, the twin of strong-leader-64 with the target"
+	echo "  strong-multi-64 / strong-leader-64 ≥ 0.9 (same run), and weak-prefetch-64, target ≥ 20M ids/s), no servers of"
+	echo "  their own: the 64 callers share one client made with the 3 ordinal nodes' addresses (\`client.New(\"$CLUSTER\")\`,"
+	echo "  \`ordinal-bench run --multi-address\`), which sends STRONG calls to the node that says it leads; weak-prefetch-64's client"
+	echo "  adds \`client.WithWeakPrefetch(100000)\` (\`--weak-prefetch 100000\`) and is verified without a record per call:"
+	echo "  each caller's IDs increasing, every ID unique (set in a bitmap after the run), latencies of 1 call in 64"
 	echo "- for the mTLS rows (tls-, noop-tls-), in the same run: 3 ordinal nodes secured as the README's"
 	echo "  production setup (\`${SNODE_ARGS[1]}\`, likewise s2 and s3, log level warn) and the no-op server over the"
 	echo "  same mutual TLS (\`ordinal-bench serve-noop --addr $TLS_NOOP $TLS_NOOP_FLAGS\`); the load generator"

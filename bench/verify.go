@@ -38,11 +38,27 @@ const (
 	// OrderPerTarget is the WEAK guarantee: the same, but only between
 	// calls served by the same target.
 	OrderPerTarget
+
+	// OrderPerCaller is what one client with WithWeakPrefetch promises
+	// besides uniqueness: its IDs of a key increase in the order it hands
+	// them out, so each caller's, whose calls follow one another, increase.
+	// Checked by runPrefetch as the calls return, not by Verify.
+	OrderPerCaller
+
+	// OrderNone checks uniqueness alone: WEAK calls through one client
+	// over several nodes (Config.MultiAddress), where which node served a
+	// call, and so which order applies, is not known.
+	OrderNone
 )
 
 func (o Order) String() string {
-	if o == OrderPerTarget {
+	switch o {
+	case OrderPerTarget:
 		return "per-target order (WEAK)"
+	case OrderPerCaller:
+		return "per-caller order (WEAK through one prefetching client)"
+	case OrderNone:
+		return "no order (WEAK through one client over several nodes: the node of each call is not known)"
 	}
 	return "real-time order (STRONG)"
 }
@@ -82,7 +98,12 @@ func verify(records []Record, order Order, keys *keyNames, targets []string) err
 				p.First, p.last(), n.target(p.Target), time.Duration(p.Start))
 		}
 	}
-	if order == OrderPerTarget {
+	switch order {
+	case OrderNone:
+		return nil
+	case OrderPerCaller:
+		return fmt.Errorf("verify: %s is checked as the calls return, not from records", order)
+	case OrderPerTarget:
 		slices.SortFunc(records, func(a, b Record) int {
 			return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Target, b.Target), cmp.Compare(a.First, b.First))
 		})

@@ -26,12 +26,19 @@ import (
 
 const runUsage = `ordinal-bench run [--mode strong|weak|batch|stream] [--backend ordinal|etcd] [--targets HOST:PORT,...]
            [--concurrency N] [--duration D] [--warmup D] [--count N] [--key K] [--keys N]
-           [--key-dist cycle|fresh|zipf] [--seed N] [--store S]
+           [--key-dist cycle|fresh|zipf] [--seed N] [--store S] [--multi-address] [--weak-prefetch N]
        ordinal-bench [flags]   (the same)
 
 Runs a bounded load and verifies every ID received: no ID twice, STRONG IDs
 in real-time order across targets, WEAK IDs in order per target. Exits 1 if
-the verification fails. Callers are spread round-robin over the targets.
+the verification fails. Callers are spread round-robin over the targets;
+with --multi-address they share one client made with all the targets
+(client.New("A,B,C")), which sends STRONG calls to the leader and WEAK
+calls over the healthy nodes (WEAK IDs are then checked for uniqueness
+only: which node served a call is not known). --weak-prefetch N serves WEAK
+IDs from blocks of N (client.WithWeakPrefetch); such a run, one key only,
+keeps no record per call: each caller checks its own IDs increase, every ID
+is checked unique after the run, and one call in 64 is timed.
 --backend etcd takes one ID per call from etcd exactly as Layotto's etcd
 sequencer does. The other commands: ordinal-bench serve-noop (the no-op
 ceiling server), failover (kills the leader's process and measures until
@@ -65,6 +72,10 @@ func runBench(args []string) error {
 	fs.DurationVar(&cfg.Timeout, "timeout", bench.DefaultTimeout, "how long calls in flight when the run ends may take before they are abandoned")
 	fs.IntVar(&cfg.Conns, "conns", 1, "clients (gRPC connections) per target, shared by the callers")
 	fs.StringVar(&cfg.Label, "label", "", "name of the run in the RESULT line")
+	fs.BoolVar(&cfg.MultiAddress, "multi-address", false, "make each client over all --targets at once (client.New(\"A,B,C\")), shared by every caller: "+
+		"the client sends STRONG calls to the leader and WEAK calls in turn over the healthy nodes; WEAK IDs are then checked for uniqueness only")
+	fs.IntVar(&cfg.WeakPrefetch, "weak-prefetch", 0, fmt.Sprintf("serve WEAK IDs from blocks of this many taken ahead (client.WithWeakPrefetch, 2 to %d; 0: off); "+
+		"--mode weak and one key only; verified per caller and for uniqueness as the run goes, latencies of 1 call in %d", client.MaxWeakPrefetch, bench.PrefetchSampleEvery))
 	var cpuProfile string
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator to this file")
 	if err := cli.NoArgs("run", fs, args); err != nil {
@@ -266,7 +277,11 @@ func runBenchCompare(args []string) error {
 		"leader of that plain 3-node cluster, whose nodes serve with metrics off\n"+
 		"(ordinal serve --metrics-addr \"\"), right before strong-leader-64 on --cluster,\n"+
 		"whose nodes serve with metrics on, and reports metrics on vs off against the\n"+
-		"target strong-leader-64 / strong-leader-64-nometrics >= 0.95.")
+		"target strong-leader-64 / strong-leader-64-nometrics >= 0.95.\n\n"+
+		"The multi-address rows call all of --cluster through one client made with every\n"+
+		"address ('ordinal-bench run --multi-address'): strong-multi-64, against the target\n"+
+		"strong-multi-64 / strong-leader-64 >= 0.9 in the same rounds, and weak-prefetch-64\n"+
+		"(--weak-prefetch 100000), against the target >= 20M ids/s.")
 	fs.StringVar(&cluster, "cluster", "", "comma-separated gRPC addresses of the ordinal nodes")
 	var cluster5 string
 	fs.StringVar(&cluster5, "cluster5", "", "comma-separated gRPC addresses of a plain 5-node cluster, for strong-leader-64-5nodes; empty skips that row")

@@ -67,6 +67,32 @@ func TestBenchAgainstNoop(t *testing.T) {
 	}
 }
 
+// --multi-address and --weak-prefetch reach the run, its report and its
+// RESULT line; the no-op server serves GetNextIds, so a prefetching client
+// takes its blocks from it.
+func TestBenchMultiAddressAndPrefetch(t *testing.T) {
+	t.Parallel()
+	addr := startNoopProc(t)
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--mode", "strong", "--multi-address"},
+			[]string{"callers sharing one client over " + addr, "real-time order (STRONG)", "multi_address=true weak_prefetch=0"}},
+		{[]string{"--mode", "weak", "--multi-address", "--weak-prefetch", "1000"},
+			[]string{"with WithWeakPrefetch(1000)", "(of 1 call in 64, timed on its own)", "each caller's IDs increasing", "multi_address=true weak_prefetch=1000"}},
+		{[]string{"--mode", "weak", "--weak-prefetch", "500", "--count", "3"},
+			[]string{"callers over " + addr + " with WithWeakPrefetch(500)", "count=3", "multi_address=false weak_prefetch=500"}},
+	} {
+		out := mustRun(t, append([]string{"run", "--targets", addr, "--duration", "300ms", "--warmup", "100ms", "--concurrency", "4"}, tt.args...)...)
+		for _, want := range append(tt.want, "verified=ok", "errors=0") {
+			if !strings.Contains(out, want) {
+				t.Errorf("ordinal-bench run %s: output lacks %q:\n%s", strings.Join(tt.args, " "), want, out)
+			}
+		}
+	}
+}
+
 func TestBenchKeyDists(t *testing.T) {
 	t.Parallel()
 	addr := startNoopProc(t)
@@ -95,6 +121,10 @@ func TestBenchErrors(t *testing.T) {
 		{[]string{"run", "--concurrency", "0"}, 2, "must be positive"},
 		{[]string{"run", "--key-dist", "uniform"}, 2, `run: unknown key distribution "uniform"`},
 		{[]string{"run", "--key-dist", "fresh", "--keys", "10"}, 2, "leave keys out"},
+		{[]string{"run", "--weak-prefetch", "1000"}, 2, "run: weak prefetch serves WEAK IDs of ordinal nodes: use mode weak"},
+		{[]string{"run", "--mode", "weak", "--weak-prefetch", "1"}, 2, "the block size must be between 2 and 1000000"},
+		{[]string{"run", "--mode", "weak", "--weak-prefetch", "1000", "--keys", "10"}, 2, "for one key"},
+		{[]string{"run", "--backend", "etcd", "--multi-address"}, 2, "run: multi-address makes one ordinal client over all targets"},
 		{[]string{"run", "extra"}, 2, `run: unexpected argument "extra"`},
 		{[]string{"failover"}, 2, "--kill-pid and --targets are required"},
 		{[]string{"compare", "--noop", unused}, 2, "--cluster"},
