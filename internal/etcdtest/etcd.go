@@ -1,10 +1,16 @@
-// Package etcdtest runs a real etcd server for tests: Debian's etcd-server
-// binary (/usr/bin/etcd, or $ORDINAL_ETCD_BIN) on loopback, with a
-// temporary data directory and free ports. It also provides a TCP proxy
-// that can pause or cut one client's link to etcd, in-process ordinal nodes
-// backed by etcd, and a table of API checks that runs over any store.
+// Package etcdtest runs a real etcd server for tests on loopback, with a
+// temporary data directory and free ports: $ORDINAL_ETCD_BIN, else
+// Debian's etcd-server binary (/usr/bin/etcd, or etcd on PATH), else the
+// embedded etcd of tools/etcd, an etcd server built from
+// go.etcd.io/etcd/server/v3's embed package in a module of its own, which
+// the first test that needs it builds with the go command (about a minute,
+// downloads included; then cached, see Embedded). So the etcd tests need
+// Go alone. It also provides a TCP proxy that can pause or cut one
+// client's link to etcd, in-process ordinal nodes backed by etcd, and a
+// table of API checks that runs over any store.
 //
-// Without the binary the tests that need it skip, unless
+// When there is no binary and the embedded one cannot be built (no module
+// proxy, say), the tests that need etcd skip, unless
 // ORDINAL_REQUIRE_ETCD=1 (which CI sets), which turns the skip into a
 // failure.
 package etcdtest
@@ -31,10 +37,12 @@ import (
 )
 
 const (
-	// BinaryEnv names an etcd binary to use instead of the default.
+	// BinaryEnv names an etcd binary to use instead of the default;
+	// EmbeddedBinary as its value selects the embedded etcd even when
+	// Debian's is installed.
 	BinaryEnv = "ORDINAL_ETCD_BIN"
-	// RequireEnv set to 1 makes a missing etcd binary fail the tests
-	// instead of skipping them.
+	// RequireEnv set to 1 makes a missing etcd (none installed, and the
+	// embedded one not buildable) fail the tests instead of skipping them.
 	RequireEnv = "ORDINAL_REQUIRE_ETCD"
 	// DefaultBinary is where Debian's etcd-server package installs etcd.
 	DefaultBinary = "/usr/bin/etcd"
@@ -58,9 +66,14 @@ type Etcd struct {
 	stopOnce sync.Once
 }
 
-// Binary returns the etcd binary to run.
+// Binary returns the etcd binary to run: $ORDINAL_ETCD_BIN, else
+// DefaultBinary, else etcd on PATH, else the embedded etcd, built on first
+// use (Embedded).
 func Binary() (string, error) {
 	if b := os.Getenv(BinaryEnv); b != "" {
+		if b == EmbeddedBinary {
+			return Embedded()
+		}
 		if _, err := os.Stat(b); err != nil {
 			return "", fmt.Errorf("%s=%s: %w", BinaryEnv, b, err)
 		}
@@ -72,11 +85,16 @@ func Binary() (string, error) {
 	if p, err := exec.LookPath("etcd"); err == nil {
 		return p, nil
 	}
-	return "", fmt.Errorf("no etcd binary: install Debian's etcd-server (apt-get install etcd-server) or set %s", BinaryEnv)
+	b, err := Embedded()
+	if err != nil {
+		return "", fmt.Errorf("no etcd binary installed (Debian: apt-get install etcd-server; or set %s), and %w", BinaryEnv, err)
+	}
+	return b, nil
 }
 
-// Require skips tb, or fails it under ORDINAL_REQUIRE_ETCD=1, when no etcd
-// binary is installed, and returns the binary otherwise.
+// Require skips tb, or fails it under ORDINAL_REQUIRE_ETCD=1, when there
+// is no etcd to run (none installed, and the embedded one cannot be
+// built), and returns the binary otherwise.
 func Require(tb testing.TB) string {
 	tb.Helper()
 	bin, err := Binary()
