@@ -97,7 +97,7 @@ type Scenario struct {
 
 // Scenarios is the comparison `make bench` runs, in the order each round
 // runs them. The etcdstore- rows measure ordinal on etcd (`ordinal serve
-// --store etcd`, CompareConfig.EtcdCluster) against the same no-op ceiling
+// --backend etcd`, CompareConfig.EtcdCluster) against the same no-op ceiling
 // and, for STRONG, the same etcd baseline as the Raft rows.
 //
 // The tls- rows (and noop-tls-) measure the servers of CompareConfig.TLS:
@@ -336,7 +336,7 @@ type CompareConfig struct {
 	// (empty skips the etcd rows).
 	Noop, Etcd string
 	// EtcdCluster are the gRPC addresses of ordinal nodes serving with
-	// --store etcd (native layout) on Etcd; empty skips the etcdstore-
+	// --backend etcd (native layout) on Etcd; empty skips the etcdstore-
 	// rows. The elected node is read from Etcd before every round.
 	EtcdCluster []string
 	// EtcdClusterPrefix is those nodes' --etcd-prefix; empty means
@@ -1090,10 +1090,10 @@ func (c *Comparison) Markdown(w io.Writer) {
 		c.multiText(w)
 	}
 	if len(cfg.EtcdCluster) > 0 {
-		fmt.Fprintf(w, "The etcdstore- rows run against %s, ordinal nodes serving with `--store etcd` on the etcd above; "+
+		fmt.Fprintf(w, "The etcdstore- rows run against %s, ordinal nodes serving with `--backend etcd` on the etcd above; "+
 			"before every round the elected node, the one that serves STRONG calls, is read from etcd: "+
 			"the key with the lowest create revision under `%s` holds its address, as the nodes themselves read it "+
-			"(ordinal's Leader RPC is not served with `--store etcd`).\n",
+			"(ordinal's Leader RPC is not served with `--backend etcd`).\n",
 			strings.Join(cfg.EtcdCluster, ", "), electionPrefix(cfg.EtcdClusterPrefix))
 		fmt.Fprintln(w)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/ordinal-dev/ordinal/etcdcompat"
 )
 
-// Roles of the ordinal-on-etcd rows (`ordinal serve --store etcd`, native
+// Roles of the ordinal-on-etcd rows (`ordinal serve --backend etcd`, native
 // layout).
 const (
 	// RoleEtcdStoreElected is the ordinal-on-etcd node that won the

@@ -24,7 +24,7 @@
 #      client TLS with client certificates required, --admin-names), the
 #      no-op ceiling server, the same no-op
 #      server over mutual TLS, a single etcd (Debian's etcd-server) and 3
-#      ordinal nodes on that etcd (--store etcd, their own key prefix), and
+#      ordinal nodes on that etcd (--backend etcd, their own key prefix), and
 #      waits until all serve; then measures what the idle servers cost.
 #      Every ordinal serve gets its own admin (metrics) address, or
 #      --metrics-addr "": the default one would be shared;
@@ -352,16 +352,16 @@ in_work "$BIN" members --addr "${SGRPC[1]}" "${SADMIN[@]}"
 
 # Started once etcd serves, so that they campaign at once. They keep no
 # state of their own: no data directory.
-log "start 3 ordinal nodes on etcd (--store etcd)"
+log "start 3 ordinal nodes on etcd (--backend etcd)"
 # Each has a peer port too (forwarded STRONG calls), an admin port
 # (metrics on, as in production) and a node ID, which its election value
 # names: all must differ between nodes on one host.
 ENODE_ARGS=()
 for i in 1 2 3; do
-	"$BIN" serve --store etcd --etcd-endpoints "$ETCD_CLIENT" --etcd-prefix "$ESTORE_PREFIX" --node-id "e$i" \
+	"$BIN" serve --backend etcd --etcd-endpoints "$ETCD_CLIENT" --etcd-prefix "$ESTORE_PREFIX" --node-id "e$i" \
 		--grpc-addr "${EGRPC[i]}" --raft-addr "${ERAFT[i]}" --metrics-addr "${EMETRICS[i]}" --log-level warn >>"$WORK/e$i.log" 2>&1 &
 	ENODE_PID[i]=$!
-	ENODE_ARGS[i]="ordinal serve --store etcd --etcd-endpoints $ETCD_CLIENT --etcd-prefix $ESTORE_PREFIX --node-id e$i --grpc-addr ${EGRPC[i]} --raft-addr ${ERAFT[i]} --metrics-addr ${EMETRICS[i]}"
+	ENODE_ARGS[i]="ordinal serve --backend etcd --etcd-endpoints $ETCD_CLIENT --etcd-prefix $ESTORE_PREFIX --node-id e$i --grpc-addr ${EGRPC[i]} --raft-addr ${ERAFT[i]} --metrics-addr ${EMETRICS[i]}"
 done
 # health is SERVING once a node reaches etcd, holds its session and knows
 # the elected node.

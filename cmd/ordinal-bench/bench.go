@@ -290,7 +290,7 @@ func runBenchCompare(args []string) error {
 	fs.StringVar(&cfg.Noop, "noop", "", "address of `ordinal-bench serve-noop`")
 	fs.StringVar(&cfg.Etcd, "etcd", "", "etcd client address; empty skips the etcd rows")
 	var etcdCluster string
-	fs.StringVar(&etcdCluster, "etcd-cluster", "", "comma-separated gRPC addresses of ordinal nodes serving with --store etcd (native layout) on --etcd; empty skips the etcdstore- rows")
+	fs.StringVar(&etcdCluster, "etcd-cluster", "", "comma-separated gRPC addresses of ordinal nodes serving with --backend etcd (native layout) on --etcd; empty skips the etcdstore- rows")
 	fs.StringVar(&cfg.EtcdClusterPrefix, "etcd-cluster-prefix", "", "the --etcd-prefix of the --etcd-cluster nodes, to find the elected one in etcd; default ordinal's default prefix")
 	fs.IntVar(&rounds, "rounds", 3, "how many times every scenario runs")
 	fs.DurationVar(&duration, "duration", 5*time.Second, "measured time of each run")
