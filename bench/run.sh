@@ -454,7 +454,7 @@ profile() {
 	} | tee "$WORK/prof-$name.txt"
 	wait "$PROF_PID" || { cat "$WORK/prof-$name.log" >&2; PROF_PID=""; return 0; }
 	PROF_PID=""
-	go tool pprof -top -nodecount=25 "$WORK/prof-$name.pb.gz" 2>/dev/null | sed 's/[[:space:]]*$//' >"$WORK/prof-$name.top" || true
+	go tool pprof -top -nodecount=2000 "$WORK/prof-$name.pb.gz" 2>/dev/null | sed 's/[[:space:]]*$//' >"$WORK/prof-$name.top" || true
 	go tool pprof -top -cum -nodecount=400 "$WORK/prof-$name.pb.gz" 2>/dev/null | sed 's/[[:space:]]*$//' >"$WORK/prof-$name.cum" || true
 	PROFILES+=("$name")
 }
@@ -606,7 +606,8 @@ GEN=$WORK/generated.md
 		echo "Where a server's CPU goes during a row, for the \"why the misses\" analysis: each profile is 6 s of"
 		echo "\`go tool pprof -seconds 6\` while the row below runs (the profiles themselves, \`prof-NAME.pb.gz\`,"
 		echo "stay in the run's work directory with BENCH_KEEP=1; they are not copied here). The share of the"
-		echo "profiled process's CPU, cumulative, of the frames that tell the paths apart:"
+		echo "profiled process's CPU, cumulative, of the frames that tell the paths apart (metrics: the flat time of"
+		echo "the Prometheus client, the gRPC provider and go-metrics, summed; their allocations show under GC):"
 		echo
 		echo "| profile | the run it profiled | gRPC server | allocator | Raft (leader loop, replication, FSM) | log writes (bbolt) | fdatasync | GC | metrics |"
 		echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -614,7 +615,7 @@ GEN=$WORK/generated.md
 			local_cmd=$(head -1 "$WORK/prof-$name.txt" | sed 's/^go tool pprof.*& //')
 			ids=$(awk '/^  ids\/s/ {print $2}' "$WORK/prof-$name.txt")
 			share() { awk -v pat="$1" '$6 ~ pat && $5+0 > best {best=$5+0} END {printf "%.0f%%", best}' "$WORK/prof-$name.cum"; }
-			echo "| $name | \`$local_cmd\`: $ids ids/s | $(share '^google.golang.org/grpc.\\(\\*Server\\).handleStream$') | $(share '^github.com/ordinal-dev/ordinal/alloc.\\(\\*Allocator\\).Next$') | $(share '^github.com/hashicorp/raft.\\(\\*raftState\\).goFunc.func1$') | $(share 'BoltStore\\).StoreLogs$') | $(share '^go.etcd.io/bbolt.fdatasync$') | $(share '^runtime.gcBgMarkWorker$') | $(share 'providers/prometheus.*UnaryServerInterceptor.func1$') |"
+			echo "| $name | \`$local_cmd\`: $ids ids/s | $(share '^google.golang.org/grpc.\\(\\*Server\\).handleStream$') | $(share '^github.com/ordinal-dev/ordinal/alloc.\\(\\*Allocator\\).Next$') | $(share '^github.com/hashicorp/raft.\\(\\*raftState\\).goFunc.func1$') | $(share 'BoltStore\\).StoreLogs$') | $(share '^go.etcd.io/bbolt.fdatasync$') | $(share '^runtime.gcBgMarkWorker$') | $(awk '$6 ~ /prometheus|go-metrics/ {s+=$2+0} END {printf "%.1f%%", s}' "$WORK/prof-$name.top") |"
 		done
 	fi
 	echo "<!-- END GENERATED -->"
