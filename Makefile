@@ -254,7 +254,7 @@ compose-monitoring-up: image
 ## bench: build bin/ordinal and bin/ordinal-bench, then on this machine
 ## (loopback only) start a 3-node cluster, the no-op ceiling server, etcd and
 ## 3 ordinal nodes on that etcd, run every benchmark interleaved, measure
-## failover, and write the results into BENCHMARKS.md (about 7 minutes;
+## failover, and write the results into BENCHMARKS.md (about 15 minutes;
 ## needs etcd-server). Knobs: see bench/run.sh.
 .PHONY: bench
 bench:
