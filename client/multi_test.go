@@ -13,13 +13,13 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/client"
 	"github.com/ordinal-dev/ordinal/daemon"
 	"github.com/ordinal-dev/ordinal/internal/history"
+	"github.com/ordinal-dev/ordinal/internal/metricstest"
 	"github.com/ordinal-dev/ordinal/internal/testcluster"
 	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"github.com/ordinal-dev/ordinal/metrics"
@@ -73,40 +73,7 @@ func (m *metered) sample(t *testing.T, id, name string, want map[string]string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	fams, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	next:
-		for _, mt := range f.GetMetric() {
-			have := map[string]string{}
-			for _, l := range mt.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if have[k] != v {
-					continue next
-				}
-			}
-			sum += value(mt)
-		}
-	}
-	return sum
-}
-
-func value(m *dto.Metric) float64 {
-	switch {
-	case m.GetCounter() != nil:
-		return m.GetCounter().GetValue()
-	case m.GetGauge() != nil:
-		return m.GetGauge().GetValue()
-	}
-	return 0
+	return metricstest.Sum(t, g, name, want)
 }
 
 // forwarded counts the client calls every node forwarded to a leader.

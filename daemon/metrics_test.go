@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/daemon"
+	"github.com/ordinal-dev/ordinal/internal/metricstest"
 	"github.com/ordinal-dev/ordinal/internal/testcluster"
 	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"github.com/ordinal-dev/ordinal/metrics"
@@ -25,44 +25,7 @@ func sample(t *testing.T, m *metrics.Metrics, name string, want map[string]strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	fams, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	next:
-		for _, mt := range f.GetMetric() {
-			have := map[string]string{}
-			for _, l := range mt.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if have[k] != v {
-					continue next
-				}
-			}
-			sum += value(mt)
-		}
-	}
-	return sum
-}
-
-func value(m *dto.Metric) float64 {
-	switch {
-	case m.GetCounter() != nil:
-		return m.GetCounter().GetValue()
-	case m.GetGauge() != nil:
-		return m.GetGauge().GetValue()
-	case m.GetHistogram() != nil:
-		return float64(m.GetHistogram().GetSampleCount())
-	case m.GetSummary() != nil:
-		return float64(m.GetSummary().GetSampleCount())
-	}
-	return 0
+	return metricstest.Sum(t, g, name, want)
 }
 
 // A 3-node cluster with metrics: the series count what the calls did, on
