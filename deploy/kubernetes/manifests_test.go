@@ -11,11 +11,9 @@
 package kubernetes_test
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -30,6 +28,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ordinal-dev/ordinal/internal/proccluster"
 )
 
 const (
@@ -781,7 +781,7 @@ func TestNetworkPolicy(t *testing.T) {
 // variable of its environment, is listed by `ordinal serve --help`.
 func TestFlagsAreServeFlags(t *testing.T) {
 	m := load(t)
-	known := serveHelpFlags(t, buildOrdinal(t))
+	known := proccluster.ServeFlags(t)
 	used := map[string]string{}
 	for name := range m.serveFlags(t, m.podName(0)) {
 		used[name] = "--" + name
@@ -796,45 +796,4 @@ func TestFlagsAreServeFlags(t *testing.T) {
 			t.Errorf("%s: ordinal serve has no flag --%s", as, name)
 		}
 	}
-}
-
-// buildOrdinal builds ./cmd/ordinal of this module into a temporary
-// directory and returns the binary's path.
-func buildOrdinal(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		t.Fatalf("go env GOMOD: %q, %v: run the test inside the module", gomod, err)
-	}
-	bin := filepath.Join(t.TempDir(), "ordinal")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/ordinal")
-	build.Dir = filepath.Dir(gomod)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/ordinal: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// serveHelpFlags runs `ordinal serve --help` and returns the flags it
-// lists.
-func serveHelpFlags(t *testing.T, bin string) map[string]bool {
-	t.Helper()
-	cmd := exec.Command(bin, "serve", "--help")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("ordinal serve --help: %v\n%s", err, out.String())
-	}
-	flags := map[string]bool{}
-	for _, sub := range regexp.MustCompile(`(?m)^\s*--?([a-z][a-z0-9-]*)`).FindAllStringSubmatch(out.String(), -1) {
-		flags[sub[1]] = true
-	}
-	// A sanity check of the parsing: flags serve has always had.
-	for _, name := range []string{"node-id", "join", "data-dir", "peer-cert-file"} {
-		if !flags[name] {
-			t.Fatalf("ordinal serve --help does not list --%s, or this test no longer reads its format:\n%s", name, out.String())
-		}
-	}
-	return flags
 }

@@ -11,13 +11,14 @@ import (
 	"bufio"
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ordinal-dev/ordinal/internal/proccluster"
 )
 
 // unit is a parsed unit file: section -> key -> every value assigned, in
@@ -290,50 +291,10 @@ func TestEnvExample(t *testing.T) {
 // `ordinal serve --help` lists.
 func TestEnvExampleNamesServeFlags(t *testing.T) {
 	env := readEnvExample(t)
-	known := serveHelpFlags(t, buildOrdinal(t))
+	known := proccluster.ServeFlags(t)
 	for _, a := range env {
 		if !known[a.flag] {
 			t.Errorf("ordinal.env:%d: %s: ordinal serve has no flag --%s", a.line, a.name, a.flag)
 		}
 	}
-}
-
-// buildOrdinal builds ./cmd/ordinal of this module into a temporary
-// directory and returns the binary's path.
-func buildOrdinal(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		t.Fatalf("go env GOMOD: %q, %v: run the test inside the module", gomod, err)
-	}
-	bin := filepath.Join(t.TempDir(), "ordinal")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/ordinal")
-	build.Dir = filepath.Dir(gomod)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/ordinal: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// serveHelpFlags runs `ordinal serve --help` and returns the flags it
-// lists.
-func serveHelpFlags(t *testing.T, bin string) map[string]bool {
-	t.Helper()
-	cmd := exec.Command(bin, "serve", "--help")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("ordinal serve --help: %v\n%s", err, out.String())
-	}
-	flags := map[string]bool{}
-	for _, sub := range regexp.MustCompile(`(?m)^\s*--?([a-z][a-z0-9-]*)`).FindAllStringSubmatch(out.String(), -1) {
-		flags[sub[1]] = true
-	}
-	for _, name := range []string{"node-id", "join", "data-dir", "peer-cert-file"} {
-		if !flags[name] {
-			t.Fatalf("ordinal serve --help does not list --%s, or this test no longer reads its format:\n%s", name, out.String())
-		}
-	}
-	return flags
 }

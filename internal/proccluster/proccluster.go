@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -67,6 +68,27 @@ func Binary(t testing.TB) string {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// ServeFlags returns the flags `ordinal serve --help` of Binary lists,
+// for tests that check a deployment's files name only real flags.
+func ServeFlags(t testing.TB) map[string]bool {
+	t.Helper()
+	out, err := exec.Command(Binary(t), "serve", "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ordinal serve --help: %v\n%s", err, out)
+	}
+	flags := map[string]bool{}
+	for _, sub := range regexp.MustCompile(`(?m)^\s*--?([a-z][a-z0-9-]*)`).FindAllStringSubmatch(string(out), -1) {
+		flags[sub[1]] = true
+	}
+	// A check of the parsing: flags serve has always had.
+	for _, name := range []string{"node-id", "join", "data-dir", "peer-cert-file"} {
+		if !flags[name] {
+			t.Fatalf("ordinal serve --help does not list --%s, or ServeFlags no longer reads its format:\n%s", name, out)
+		}
+	}
+	return flags
 }
 
 // Node is one ordinal process.
