@@ -1188,50 +1188,17 @@ func (c *Comparison) multiTable(w io.Writer) {
 	if len(rows) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "Multi-address client vs the leader's address, same run (issue #14): the row through one client over "+
-		"all the nodes, which finds the leader itself, next to the same scenario sent to the leader's address (looked up "+
-		"before the round). **multi / direct** is the median over rounds of the multi-address row's ids/s divided by "+
-		"the direct row's *in the same round*; CPU per call is the total of every process measured (table below):")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| multi-address row | direct row | ids/s, multi-address | ids/s, direct | multi / direct | per round | p50, multi / direct | p99, multi / direct | CPU µs per call, multi / direct | target | met? |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---|---:|---:|---:|---|---|")
-	var targets []string
-	for _, st := range rows {
-		s, direct := st.Scenario, c.byName[st.Scenario.Plain]
-		ratio := "—"
-		if len(st.PlainRatios) > 0 {
-			ratio = fmt.Sprintf("%.2f×", st.PlainRatio)
-		}
-		var rounds []string
-		for _, r := range st.RoundPlainRatios {
-			if math.IsNaN(r) {
-				rounds = append(rounds, "failed")
-			} else {
-				rounds = append(rounds, fmt.Sprintf("%.2f", r))
-			}
-		}
-		cpu := "—"
-		if multi, one := st.totalCPU(), direct.totalCPU(); !math.IsNaN(multi) && !math.IsNaN(one) {
-			cpu = fmt.Sprintf("%.1f / %.1f", multi, one)
-		}
-		goal, verdict := "none set", "—"
-		if s.Check != nil {
-			goal = s.Goal
-			met, detail := s.Check(st, c.byName)
-			verdict = "**missed**: " + detail
-			if met {
-				verdict = "met: " + detail
-			}
-			targets = append(targets, goal+": "+verdict)
-		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %s | %s |\n", s.Name, direct.Scenario.Name,
-			human(st.IDsPerSec), human(direct.IDsPerSec), ratio, strings.Join(rounds, " / "),
-			fmtLatency(st.P50), fmtLatency(direct.P50), fmtLatency(st.P99), fmtLatency(direct.P99), cpu, goal, verdict)
-	}
-	fmt.Fprintln(w)
-	for _, t := range targets {
-		fmt.Fprintf(w, "Target of issue #14 (the multi-address client), %s.\n\n", t)
-	}
+	c.twinTable(w, twinTableSpec{
+		intro: "Multi-address client vs the leader's address, same run (issue #14): the row through one client over " +
+			"all the nodes, which finds the leader itself, next to the same scenario sent to the leader's address (looked up " +
+			"before the round). **multi / direct** is the median over rounds of the multi-address row's ids/s divided by " +
+			"the direct row's *in the same round*; CPU per call is the total of every process measured (table below):",
+		header: "| multi-address row | direct row | ids/s, multi-address | ids/s, direct | multi / direct | per round | p50, multi / direct | p99, multi / direct | CPU µs per call, multi / direct | target | met? |",
+		target: "Target of issue #14 (the multi-address client), %s.",
+	}, rows, func(st *ScenarioStats) twinRow {
+		return twinRow{first: st, second: c.byName[st.Scenario.Plain], ratio: st.PlainRatio,
+			haveRatio: len(st.PlainRatios) > 0, rounds: st.RoundPlainRatios}
+	})
 }
 
 // hasManyKeys reports whether any row spread its calls over many keys.
@@ -1256,51 +1223,84 @@ func (c *Comparison) metricsTable(w io.Writer) {
 	if len(rows) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "Metrics on vs off, same run (issue #13): the metrics-on row, on the main cluster, next to the same "+
-		"scenario on a cluster started with the same flags and `--metrics-addr \"\"`. **on / off** is the median over "+
-		"rounds of the metrics-on row's ids/s divided by the metrics-off row's *in the same round* (the metrics-off row "+
-		"runs right before its twin); CPU per call is the total of every process measured (table below). From round 2 on "+
-		"the main cluster also holds the keys the many-key rows made (and may snapshot them), the metrics-off cluster "+
-		"only this row's key: round 1, before any many-key row, compares the two clusters in the same state:")
+	c.twinTable(w, twinTableSpec{
+		intro: "Metrics on vs off, same run (issue #13): the metrics-on row, on the main cluster, next to the same " +
+			"scenario on a cluster started with the same flags and `--metrics-addr \"\"`. **on / off** is the median over " +
+			"rounds of the metrics-on row's ids/s divided by the metrics-off row's *in the same round* (the metrics-off row " +
+			"runs right before its twin); CPU per call is the total of every process measured (table below). From round 2 on " +
+			"the main cluster also holds the keys the many-key rows made (and may snapshot them), the metrics-off cluster " +
+			"only this row's key: round 1, before any many-key row, compares the two clusters in the same state:",
+		header: "| metrics-on row | metrics-off row | ids/s, metrics on | ids/s, metrics off | on / off | per round | p50, on / off | p99, on / off | CPU µs per call, on / off | target | met? |",
+		target: "Target of issue #13 (the cost of metrics), %s.",
+	}, rows, func(st *ScenarioStats) twinRow {
+		return twinRow{first: c.byName[st.Scenario.Plain], second: st, ratio: st.MetricsOnRatio,
+			haveRatio: len(st.MetricsOnRatios) > 0, rounds: st.RoundMetricsOnRatios, checked: st}
+	})
+}
+
+// twinTableSpec is the text of a table that sets a row next to its twin.
+type twinTableSpec struct {
+	intro, header string
+	target        string // the sentence stating a target's verdict, with one %s
+}
+
+// twinRow is one line of a twin table: first and second as their columns
+// show them, the ratio of the pair (median and per round), and the row
+// whose Check holds the target (first when nil).
+type twinRow struct {
+	first, second *ScenarioStats
+	ratio         float64
+	haveRatio     bool
+	rounds        []float64
+	checked       *ScenarioStats
+}
+
+// twinTable writes rows, each made by pair, in the form the metrics and
+// multi-address comparisons share, then a line per target's verdict.
+func (c *Comparison) twinTable(w io.Writer, spec twinTableSpec, rows []*ScenarioStats, pair func(*ScenarioStats) twinRow) {
+	fmt.Fprintln(w, spec.intro)
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| metrics-on row | metrics-off row | ids/s, metrics on | ids/s, metrics off | on / off | per round | p50, on / off | p99, on / off | CPU µs per call, on / off | target | met? |")
+	fmt.Fprintln(w, spec.header)
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---|---:|---:|---:|---|---|")
 	var targets []string
 	for _, st := range rows {
-		s, on := st.Scenario, c.byName[st.Scenario.Plain]
+		r := pair(st)
+		if r.checked == nil {
+			r.checked = r.first
+		}
 		ratio := "—"
-		if len(st.MetricsOnRatios) > 0 {
-			ratio = fmt.Sprintf("%.2f×", st.MetricsOnRatio)
+		if r.haveRatio {
+			ratio = fmt.Sprintf("%.2f×", r.ratio)
 		}
 		var rounds []string
-		for _, r := range st.RoundMetricsOnRatios {
-			if math.IsNaN(r) {
+		for _, x := range r.rounds {
+			if math.IsNaN(x) {
 				rounds = append(rounds, "failed")
 			} else {
-				rounds = append(rounds, fmt.Sprintf("%.2f", r))
+				rounds = append(rounds, fmt.Sprintf("%.2f", x))
 			}
 		}
 		cpu := "—"
-		if onCPU, offCPU := on.totalCPU(), st.totalCPU(); !math.IsNaN(onCPU) && !math.IsNaN(offCPU) {
-			cpu = fmt.Sprintf("%.1f / %.1f", onCPU, offCPU)
+		if a, b := r.first.totalCPU(), r.second.totalCPU(); !math.IsNaN(a) && !math.IsNaN(b) {
+			cpu = fmt.Sprintf("%.1f / %.1f", a, b)
 		}
 		goal, verdict := "none set", "—"
-		if s.Check != nil {
+		if s := r.checked.Scenario; s.Check != nil {
 			goal = s.Goal
-			met, detail := s.Check(st, c.byName)
+			met, detail := s.Check(r.checked, c.byName)
 			verdict = "**missed**: " + detail
 			if met {
 				verdict = "met: " + detail
 			}
 			targets = append(targets, goal+": "+verdict)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %s | %s |\n", on.Scenario.Name, s.Name,
-			human(on.IDsPerSec), human(st.IDsPerSec), ratio, strings.Join(rounds, " / "),
-			fmtLatency(on.P50), fmtLatency(st.P50), fmtLatency(on.P99), fmtLatency(st.P99), cpu, goal, verdict)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %s | %s |\n", r.first.Scenario.Name, r.second.Scenario.Name,
+			human(r.first.IDsPerSec), human(r.second.IDsPerSec), ratio, strings.Join(rounds, " / "),
+			fmtLatency(r.first.P50), fmtLatency(r.second.P50), fmtLatency(r.first.P99), fmtLatency(r.second.P99), cpu, goal, verdict)
 	}
 	fmt.Fprintln(w)
 	for _, t := range targets {
-		fmt.Fprintf(w, "Target of issue #13 (the cost of metrics), %s.\n\n", t)
+		fmt.Fprintf(w, spec.target+"\n\n", t)
 	}
 }
 
