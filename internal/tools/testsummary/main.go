@@ -275,6 +275,7 @@ var needs = []struct{ keyword, name string }{
 	{"prometheus", "Prometheus"},
 	{"promtool", "Prometheus"},
 	{"etcd", "etcd"},
+	{"python", "Python's grpcio"},
 }
 
 func category(reason string) string {
