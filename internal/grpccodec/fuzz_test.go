@@ -55,9 +55,14 @@ func FuzzLenientUnmarshal(f *testing.F) {
 			// protobuf's reflective decoder (dynamicpb) panics on a map
 			// entry whose key is followed by a key of another wire type
 			// (proto/decode.go unmarshalMap, v1.36.12); generated
-			// messages are not affected. The lenient decoder hands such
-			// map fields to it too.
-			t.Skipf("proto.Unmarshal panicked: %v", panicked)
+			// messages, the only ones the servers decode, are not
+			// affected. The lenient decoder hands such map fields to it
+			// too, so there is nothing to compare: only a dynamic
+			// message may panic.
+			if _, dynamic := strict.(*dynamicpb.Message); !dynamic {
+				t.Fatalf("%T (generated): proto.Unmarshal panicked on %x: %v", strict, b, panicked)
+			}
+			return
 		}
 		lenient := newMessage()
 		lerr := unmarshalLenient(b, lenient)
