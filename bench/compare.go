@@ -911,6 +911,12 @@ func findLeader(ctx context.Context, cluster []string, opts []client.Option) (st
 		if leader != "" {
 			return leader, nil
 		}
+		for _, err := range errs {
+			if c := status.Code(err); c == codes.PermissionDenied || c == codes.Unauthenticated {
+				// Asking again does not give the credentials a role.
+				return "", fmt.Errorf("no node named the leader: %w", errors.Join(errs...))
+			}
+		}
 		select {
 		case <-ctx.Done():
 			if len(errs) == 0 {
