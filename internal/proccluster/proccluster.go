@@ -10,6 +10,7 @@ package proccluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -118,16 +119,47 @@ type Cluster struct {
 }
 
 // Start launches n nodes that form one cluster with --bootstrap-expect and
-// waits until each serves.
+// waits until each serves. A node whose port another process took between
+// FreeAddr and its start exits with "address already in use"; Start then
+// starts the whole cluster again on new ports (the nodes' join list names
+// them all), up to startAttempts times.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, bin: Binary(t), root: t.TempDir()}
 	c.pki = testpki.New(t, filepath.Join(c.root, "pki"))
 	t.Cleanup(c.Close)
+	for attempt := 1; ; attempt++ {
+		err := c.start(n, attempt)
+		if err == nil {
+			return c
+		}
+		if !errors.Is(err, errAddrInUse) || attempt == startAttempts {
+			t.Fatal(err)
+		}
+		t.Logf("proccluster: %v; starting the cluster again on new ports", err)
+		c.discard()
+	}
+}
+
+// freeAddr picks the nodes' addresses; a test replaces it to hand out a
+// taken port.
+var freeAddr = testutil.FreeAddr
+
+// startAttempts bounds how often Start tries new ports.
+const startAttempts = 3
+
+// errAddrInUse is returned by waitReady for a node that exited because one
+// of its ports was taken.
+var errAddrInUse = errors.New("a port was taken by another process")
+
+// start launches n fresh nodes, in data directories of their own for this
+// attempt, and waits until each serves.
+func (c *Cluster) start(n, attempt int) error {
+	c.Nodes = nil
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("n%d", i)
-		c.Nodes = append(c.Nodes, &Node{ID: id, Dir: filepath.Join(c.root, id), GRPCAddr: testutil.FreeAddr(t), RaftAddr: testutil.FreeAddr(t),
-			MetricsAddr: testutil.FreeAddr(t), c: c})
+		c.Nodes = append(c.Nodes, &Node{ID: id, Dir: filepath.Join(c.root, fmt.Sprintf("try%d", attempt), id),
+			GRPCAddr: freeAddr(c.t), RaftAddr: freeAddr(c.t), MetricsAddr: freeAddr(c.t), c: c})
 	}
 	var join []string
 	for _, nd := range c.Nodes {
@@ -140,9 +172,22 @@ func Start(t testing.TB, n int) *Cluster {
 		nd.Start()
 	}
 	for _, nd := range c.Nodes {
-		nd.WaitReady()
+		if err := nd.waitReady(); err != nil {
+			return err
+		}
 	}
-	return c
+	return nil
+}
+
+// discard kills the nodes of a failed start and closes their connections.
+func (c *Cluster) discard() {
+	for _, nd := range c.Nodes {
+		nd.Kill()
+		if nd.conn != nil {
+			nd.conn.Close()
+		}
+	}
+	c.Nodes = nil
 }
 
 // Start launches the node's process without waiting for it to serve.
@@ -186,6 +231,15 @@ var fastReconnect = grpc.WithConnectParams(grpc.ConnectParams{
 // WaitReady waits until the node's health service reports SERVING.
 func (nd *Node) WaitReady() {
 	nd.c.t.Helper()
+	if err := nd.waitReady(); err != nil {
+		nd.c.t.Fatal(err)
+	}
+}
+
+// waitReady waits until the node's health service reports SERVING, and
+// fails with errAddrInUse as soon as the process exits because a port of
+// its was taken.
+func (nd *Node) waitReady() error {
 	deadline := time.Now().Add(ReadyTimeout)
 	h := healthpb.NewHealthClient(nd.conn)
 	for {
@@ -193,10 +247,13 @@ func (nd *Node) WaitReady() {
 		resp, err := h.Check(ctx, &healthpb.HealthCheckRequest{})
 		cancel()
 		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return
+			return nil
+		}
+		if !nd.Running() && strings.Contains(nd.Log(), "address already in use") {
+			return fmt.Errorf("%s exited: %w:\n%s", nd.ID, errAddrInUse, nd.Log())
 		}
 		if time.Now().After(deadline) {
-			nd.c.t.Fatalf("%s not serving after %v (last: %v); log:\n%s", nd.ID, ReadyTimeout, err, nd.Log())
+			return fmt.Errorf("%s not serving after %v (last: %v); log:\n%s", nd.ID, ReadyTimeout, err, nd.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
