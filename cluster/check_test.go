@@ -105,30 +105,6 @@ func lastMeta(t *testing.T, path string) (boltMeta, int64) {
 	return m0, int64(len(b))
 }
 
-// copyDir copies the data directory src to a new temporary directory.
-func copyDir(t *testing.T, src string) string {
-	t.Helper()
-	dst := t.TempDir()
-	err := filepath.Walk(src, func(path string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, path)
-		if info.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o750)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), b, info.Mode())
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
 // logRange returns the first and last index of the log in raft.db.
 func logRange(t *testing.T, dir string) (first, last uint64) {
 	t.Helper()
@@ -524,7 +500,7 @@ func TestCheckDataDirDetectsDamage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := copyDir(t, base)
+			dir := testutil.CopyDir(t, base)
 			tt.damage(t, dir)
 			rep, err := CheckDataDir(dir, CheckOptions{VerifySnapshots: true})
 			if tt.file == "" {
@@ -545,7 +521,7 @@ func TestCheckDataDirDetectsDamage(t *testing.T) {
 
 	// What a node does with the same damage: New refuses the directory.
 	t.Run("New refuses", func(t *testing.T) {
-		dir := copyDir(t, base)
+		dir := testutil.CopyDir(t, base)
 		flipEntryBit(t, dir, index)
 		n, err := New(testConfig(t, dir))
 		if err == nil {
@@ -581,7 +557,7 @@ func TestWalkSurvivesWhatThePreCheckCatches(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := copyDir(t, base)
+			dir := testutil.CopyDir(t, base)
 			rep := &CheckReport{DataDir: dir, LogFile: filepath.Join(dir, raftDBFile)}
 			tt.damage(rep.LogFile)
 			err := walkBolt(rep, CheckOptions{LockTimeout: time.Second})
@@ -739,7 +715,7 @@ func TestCheckDataDirRefusesRunningNode(t *testing.T) {
 // ordinal before commands had checksums, to a temporary directory.
 func extractV1Node(t *testing.T) string {
 	t.Helper()
-	dir := copyDir(t, filepath.Join("testdata", "v1-node"))
+	dir := testutil.CopyDir(t, filepath.Join("testdata", "v1-node"))
 	gz, err := os.Open(filepath.Join(dir, raftDBFile+".gz"))
 	if err != nil {
 		t.Fatal(err)

@@ -93,30 +93,6 @@ func boltTailInUse(t *testing.T, path string) bool {
 	return len(b) >= 64<<10 && pgid*uint64(pageSize) > uint64(len(b))-16<<10
 }
 
-// copyTree copies directory src into a new temporary directory.
-func copyTree(t *testing.T, src string) string {
-	t.Helper()
-	dst := t.TempDir()
-	err := filepath.Walk(src, func(path string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, path)
-		if info.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o750)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), b, info.Mode())
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
 // flipCommandBit flips a bit in the data of a command entry in the middle
 // of dir's log and returns its index.
 func flipCommandBit(t *testing.T, dir string) uint64 {
@@ -287,7 +263,7 @@ func TestCheckCommand(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			dir := copyTree(t, base)
+			dir := testutil.CopyDir(t, base)
 			wants := tt.damage(t, dir)
 			requireRefusal(t, "ordinal check", runOrdinal(t, nil, "check", "--data-dir", dir), wants...)
 			requireRefusal(t, "ordinal serve", runOrdinal(t, nil, append([]string{"serve"}, serveArgs(t, dir)...)...), wants...)
