@@ -1207,6 +1207,18 @@ func (c *Comparison) multiTable(w io.Writer) {
 	})
 }
 
+// fmtRounds writes per-round ratios as "0.92 / failed / 1.01".
+func fmtRounds(ratios []float64) string {
+	out := make([]string, len(ratios))
+	for i, r := range ratios {
+		out[i] = "failed"
+		if !math.IsNaN(r) {
+			out[i] = fmt.Sprintf("%.2f", r)
+		}
+	}
+	return strings.Join(out, " / ")
+}
+
 // hasManyKeys reports whether any row spread its calls over many keys.
 func (c *Comparison) hasManyKeys() bool {
 	for _, st := range c.Stats {
@@ -1278,14 +1290,7 @@ func (c *Comparison) twinTable(w io.Writer, spec twinTableSpec, rows []*Scenario
 		if r.haveRatio {
 			ratio = fmt.Sprintf("%.2f×", r.ratio)
 		}
-		var rounds []string
-		for _, x := range r.rounds {
-			if math.IsNaN(x) {
-				rounds = append(rounds, "failed")
-			} else {
-				rounds = append(rounds, fmt.Sprintf("%.2f", x))
-			}
-		}
+		rounds := fmtRounds(r.rounds)
 		cpu := "—"
 		if a, b := r.first.totalCPU(), r.second.totalCPU(); !math.IsNaN(a) && !math.IsNaN(b) {
 			cpu = fmt.Sprintf("%.1f / %.1f", a, b)
@@ -1301,7 +1306,7 @@ func (c *Comparison) twinTable(w io.Writer, spec twinTableSpec, rows []*Scenario
 			targets = append(targets, goal+": "+verdict)
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %s | %s |\n", r.first.Scenario.Name, r.second.Scenario.Name,
-			human(r.first.IDsPerSec), human(r.second.IDsPerSec), ratio, strings.Join(rounds, " / "),
+			human(r.first.IDsPerSec), human(r.second.IDsPerSec), ratio, rounds,
 			fmtLatency(r.first.P50), fmtLatency(r.second.P50), fmtLatency(r.first.P99), fmtLatency(r.second.P99), cpu, goal, verdict)
 	}
 	fmt.Fprintln(w)
@@ -1335,20 +1340,13 @@ func (c *Comparison) quorumTable(w io.Writer) {
 		if len(st.PlainRatios) > 0 {
 			ratio = fmt.Sprintf("%.2f×", st.PlainRatio)
 		}
-		var rounds []string
-		for _, r := range st.RoundPlainRatios {
-			if math.IsNaN(r) {
-				rounds = append(rounds, "failed")
-			} else {
-				rounds = append(rounds, fmt.Sprintf("%.2f", r))
-			}
-		}
+		rounds := fmtRounds(st.RoundPlainRatios)
 		cpu := "—"
 		if five, three := st.totalCPU(), three.totalCPU(); !math.IsNaN(five) && !math.IsNaN(three) {
 			cpu = fmt.Sprintf("%.1f / %.1f", five, three)
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s |\n", s.Name, three.Scenario.Name,
-			human(st.IDsPerSec), human(three.IDsPerSec), ratio, strings.Join(rounds, " / "),
+			human(st.IDsPerSec), human(three.IDsPerSec), ratio, rounds,
 			fmtLatency(st.P50), fmtLatency(three.P50), fmtLatency(st.P99), fmtLatency(three.P99), cpu)
 	}
 	fmt.Fprintln(w)
@@ -1395,7 +1393,7 @@ func (c *Comparison) entriesTable(w io.Writer) {
 			}
 		}
 		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.4f | %s | %s | %s |\n", s.Name, st.EntriesMed, median(calls),
-			st.EntriesPerCallMed, strings.Join(rounds, " / "), goal, verdict)
+			st.EntriesPerCallMed, rounds, goal, verdict)
 	}
 	fmt.Fprintln(w)
 }
@@ -1432,14 +1430,7 @@ func (c *Comparison) tlsTable(w io.Writer) {
 		if len(st.PlainRatios) > 0 {
 			ratio = fmt.Sprintf("%.2f×", st.PlainRatio)
 		}
-		var rounds []string
-		for _, r := range st.RoundPlainRatios {
-			if math.IsNaN(r) {
-				rounds = append(rounds, "failed")
-			} else {
-				rounds = append(rounds, fmt.Sprintf("%.2f", r))
-			}
-		}
+		rounds := fmtRounds(st.RoundPlainRatios)
 		cpu := "—"
 		if on, off := st.totalCPU(), plain.totalCPU(); !math.IsNaN(on) && !math.IsNaN(off) {
 			cpu = fmt.Sprintf("%.1f / %.1f", on, off)
@@ -1456,7 +1447,7 @@ func (c *Comparison) tlsTable(w io.Writer) {
 			}
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s.Name, plain.Scenario.Name, human(st.IDsPerSec),
-			human(plain.IDsPerSec), ratio, strings.Join(rounds, " / "), cpu, goal, verdict)
+			human(plain.IDsPerSec), ratio, rounds, cpu, goal, verdict)
 	}
 	fmt.Fprintln(w)
 }
