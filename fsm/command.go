@@ -23,9 +23,14 @@ const (
 	MaxKeyLen = keyspace.MaxKeyLen
 	// MaxOpsPerCommand is the largest number of ops one Command may carry.
 	MaxOpsPerCommand = 65536
-	// MaxNodeFieldLen is the longest node ID, node address or cluster ID, in
-	// bytes.
+	// MaxNodeFieldLen is the longest node ID, node address, cluster ID or
+	// incarnation, in bytes.
 	MaxNodeFieldLen = 1024
+	// MaxLayoutLen is the longest Snowflake layout text, in bytes.
+	MaxLayoutLen = 128
+	// MaxWorkerBits is the most bits of a Snowflake ID that may hold the
+	// worker ID, so worker IDs are below 1<<MaxWorkerBits.
+	MaxWorkerBits = 31
 )
 
 // Command format versions: the first byte of every encoded Command. Bump
@@ -88,6 +93,24 @@ const (
 	// OpInit sets the cluster ID to ClusterID if none is set yet. Later
 	// OpInit ops are no-ops; their Result reports the ID in force.
 	OpInit OpKind = 5
+	// OpDeclareSnowflake declares Key.Store a Snowflake store with the
+	// given Layout and Value worker bits. Declaring it again alike is a
+	// no-op; any other declaration of it fails with ErrSnowflakeConflict,
+	// as does declaring a store that holds counters or fewer worker bits
+	// than a held worker ID needs. Every node must read this kind before
+	// one is proposed (see DESIGN.md, "Compatibility rule").
+	OpDeclareSnowflake OpKind = 6
+	// OpAcquireWorker gives NodeID, in its data directory's incarnation
+	// Incarnation, a worker ID (Result.Worker): the one it holds already,
+	// or else the lowest free one, after releasing any worker NodeID holds
+	// in another incarnation (FreeAt computed from At and Hold as for
+	// OpReleaseWorker). ErrNoWorker when none is free or no Snowflake
+	// store is declared.
+	OpAcquireWorker OpKind = 7
+	// OpReleaseWorker releases every worker NodeID holds: each becomes
+	// free once a later op's At reaches max(At, the worker's reserved
+	// time) + Hold. Releasing for a node that holds none is a no-op.
+	OpReleaseWorker OpKind = 8
 )
 
 // String returns the lower-case name of the kind, for logs and errors.
@@ -103,6 +126,12 @@ func (k OpKind) String() string {
 		return "remove-node"
 	case OpInit:
 		return "init"
+	case OpDeclareSnowflake:
+		return "declare-snowflake"
+	case OpAcquireWorker:
+		return "acquire-worker"
+	case OpReleaseWorker:
+		return "release-worker"
 	default:
 		return fmt.Sprintf("OpKind(%d)", uint8(k))
 	}
@@ -111,13 +140,36 @@ func (k OpKind) String() string {
 // Op is one operation. Which fields are used depends on Kind; the others
 // are ignored by Encode and left zero by Decode.
 type Op struct {
-	Kind       OpKind
-	Key        Key    // OpReserve, OpFloor.
+	Kind OpKind
+	// Key is the counter of OpReserve and OpFloor. OpDeclareSnowflake
+	// uses Key.Store only: at most MaxStoreLen bytes, not starting with
+	// ReservedStorePrefix.
+	Key        Key
 	Want, Need uint64 // OpReserve: 1 <= Need <= Want.
-	Value      uint64 // OpFloor: Value <= MaxID.
-	NodeID     string // OpSetNode, OpRemoveNode: 1..MaxNodeFieldLen bytes.
-	Addr       string // OpSetNode: 1..MaxNodeFieldLen bytes.
-	ClusterID  string // OpInit: 1..MaxNodeFieldLen bytes.
+	// Value is OpFloor's floor (at most MaxID) and OpDeclareSnowflake's
+	// worker bits (1..MaxWorkerBits).
+	Value uint64
+	// NodeID names the node of OpSetNode, OpRemoveNode, OpAcquireWorker
+	// and OpReleaseWorker: 1..MaxNodeFieldLen bytes.
+	NodeID    string
+	Addr      string // OpSetNode: 1..MaxNodeFieldLen bytes.
+	ClusterID string // OpInit: 1..MaxNodeFieldLen bytes.
+	// Layout is OpDeclareSnowflake's layout text, 1..MaxLayoutLen bytes,
+	// which the FSM compares byte for byte and never parses.
+	Layout string
+	// Incarnation is OpAcquireWorker's identity of the node's data
+	// directory, 1..MaxNodeFieldLen bytes: a wiped node comes back with
+	// another one and so gets another worker ID.
+	Incarnation string
+	// At is the proposer's wall clock in unix milliseconds, for
+	// OpAcquireWorker and OpReleaseWorker: at most MaxID. It travels in
+	// the entry, so every replica applies the same time and none reads a
+	// clock.
+	At uint64
+	// Hold is how long, in milliseconds, a worker released by
+	// OpAcquireWorker or OpReleaseWorker stays taken after its reserved
+	// time: at most MaxID.
+	Hold uint64
 }
 
 // Command is what one Raft log entry carries: a batch of ops applied in
@@ -173,8 +225,66 @@ func (op Op) validate() error {
 		return checkNodeField("node id", op.NodeID)
 	case OpInit:
 		return checkNodeField("cluster id", op.ClusterID)
+	case OpDeclareSnowflake:
+		if err := checkSnowflakeStore(op.Key.Store); err != nil {
+			return err
+		}
+		if err := checkLayout(op.Layout); err != nil {
+			return err
+		}
+		if op.Value == 0 || op.Value > MaxWorkerBits {
+			return fmt.Errorf("worker bits %d outside 1..%d", op.Value, MaxWorkerBits)
+		}
+	case OpAcquireWorker:
+		if err := checkNodeField("node id", op.NodeID); err != nil {
+			return err
+		}
+		if err := checkNodeField("incarnation", op.Incarnation); err != nil {
+			return err
+		}
+		return checkTimes(op.At, op.Hold)
+	case OpReleaseWorker:
+		if err := checkNodeField("node id", op.NodeID); err != nil {
+			return err
+		}
+		return checkTimes(op.At, op.Hold)
 	default:
 		return fmt.Errorf("unknown op kind %d", uint8(op.Kind))
+	}
+	return nil
+}
+
+// checkSnowflakeStore checks the name of a store to declare: the length
+// limit of every store name, and not one of the FSM's own stores.
+func checkSnowflakeStore(store string) error {
+	if len(store) > MaxStoreLen {
+		return fmt.Errorf("store name is %d bytes, limit is %d", len(store), MaxStoreLen)
+	}
+	if strings.HasPrefix(store, ReservedStorePrefix) {
+		return fmt.Errorf("store name %q starts with %q, which is reserved", store, ReservedStorePrefix)
+	}
+	return nil
+}
+
+// checkLayout rejects an empty or over-long layout text.
+func checkLayout(layout string) error {
+	if layout == "" {
+		return errors.New("layout is empty")
+	}
+	if len(layout) > MaxLayoutLen {
+		return fmt.Errorf("layout is %d bytes, limit is %d", len(layout), MaxLayoutLen)
+	}
+	return nil
+}
+
+// checkTimes bounds a worker op's clock and hold by MaxID, so that
+// max(at, a reserved time) + hold cannot wrap.
+func checkTimes(at, hold uint64) error {
+	if at > MaxID {
+		return fmt.Errorf("at %d exceeds %d", at, MaxID)
+	}
+	if hold > MaxID {
+		return fmt.Errorf("hold %d exceeds %d", hold, MaxID)
 	}
 	return nil
 }
@@ -216,11 +326,17 @@ func checkNodeField(field, v string) error {
 //	set-node(3) = node_id:string addr:string
 //	remove(4)   = node_id:string
 //	init(5)     = cluster_id:string
+//	declare(6)  = store:string layout:string bits:uvarint
+//	acquire(7)  = node_id:string incarnation:string at:uvarint hold:uvarint
+//	release(8)  = node_id:string at:uvarint hold:uvarint
 //
-// Version 1 is version:byte(1) body, without the checksum; Decode still
-// accepts it. Decode rejects non-shortest varints and trailing bytes, so
-// every valid encoding is canonical: Encode(Decode(b)) == b for version 2
-// input (version 1 input re-encodes as version 2).
+// Kinds 6 to 8 joined version 2 later; nodes that do not know them stop
+// on them, so they are proposed only once every node reads them.
+// Version 1 is version:byte(1) body, without the checksum, and kinds 1 to
+// 5 only; Decode still accepts it. Decode rejects non-shortest varints
+// and trailing bytes, so every valid encoding is canonical:
+// Encode(Decode(b)) == b for version 2 input (version 1 input re-encodes
+// as version 2).
 
 // Encode returns the binary encoding of c. It does not validate c: an
 // invalid command encodes to bytes that Decode (and therefore Apply)
@@ -268,6 +384,19 @@ func (op Op) appendEncode(dst []byte) []byte {
 		dst = appendString(dst, op.NodeID)
 	case OpInit:
 		dst = appendString(dst, op.ClusterID)
+	case OpDeclareSnowflake:
+		dst = appendString(dst, op.Key.Store)
+		dst = appendString(dst, op.Layout)
+		dst = binary.AppendUvarint(dst, op.Value)
+	case OpAcquireWorker:
+		dst = appendString(dst, op.NodeID)
+		dst = appendString(dst, op.Incarnation)
+		dst = binary.AppendUvarint(dst, op.At)
+		dst = binary.AppendUvarint(dst, op.Hold)
+	case OpReleaseWorker:
+		dst = appendString(dst, op.NodeID)
+		dst = binary.AppendUvarint(dst, op.At)
+		dst = binary.AppendUvarint(dst, op.Hold)
 	}
 	return dst
 }
@@ -289,6 +418,12 @@ func (c Command) encodedLen() int {
 			n += stringLen(op.NodeID)
 		case OpInit:
 			n += stringLen(op.ClusterID)
+		case OpDeclareSnowflake:
+			n += stringLen(op.Key.Store) + stringLen(op.Layout) + uvarintLen(op.Value)
+		case OpAcquireWorker:
+			n += stringLen(op.NodeID) + stringLen(op.Incarnation) + uvarintLen(op.At) + uvarintLen(op.Hold)
+		case OpReleaseWorker:
+			n += stringLen(op.NodeID) + uvarintLen(op.At) + uvarintLen(op.Hold)
 		}
 	}
 	return n
@@ -327,9 +462,10 @@ func decode(b []byte) (Command, error) {
 // err and turns every later read into a no-op, so parsing code can read a
 // whole op straight through and check for an error once.
 type decoder struct {
-	b   []byte
-	off int
-	err error
+	b       []byte
+	off     int
+	err     error
+	version byte
 	// store is the last store name decoded. Batches almost always target
 	// one store, so reusing the string saves an allocation per op.
 	store string
@@ -340,6 +476,7 @@ type decoder struct {
 // so the parser only ever reads bytes the checksum vouches for.
 func (d *decoder) command() (Command, error) {
 	version := d.byte("version")
+	d.version = version
 	switch {
 	case d.err != nil:
 		return Command{}, d.err
@@ -413,6 +550,13 @@ func (d *decoder) op(i uint64) (Op, error) {
 		op.NodeID = d.string("node id", MaxNodeFieldLen)
 	case OpInit:
 		op.ClusterID = d.string("cluster id", MaxNodeFieldLen)
+	case OpDeclareSnowflake, OpAcquireWorker, OpReleaseWorker:
+		if d.version == commandVersionV1 {
+			// No version 1 encoder wrote them, and version 1 has no
+			// checksum to vouch for them.
+			return Op{}, fmt.Errorf("op %d: op kind %d (%s) at offset %d is not in command version %d", i, kind, op.Kind, d.off-1, commandVersionV1)
+		}
+		d.worker(&op)
 	default:
 		return Op{}, fmt.Errorf("op %d: unknown op kind %d at offset %d", i, kind, d.off-1)
 	}
@@ -423,6 +567,25 @@ func (d *decoder) op(i uint64) (Op, error) {
 		return Op{}, fmt.Errorf("op %d (%s): %w", i, op.Kind, err)
 	}
 	return op, nil
+}
+
+// worker reads the fields of the Snowflake kinds (6 to 8) into op.
+func (d *decoder) worker(op *Op) {
+	switch op.Kind {
+	case OpDeclareSnowflake:
+		op.Key.Store = d.string("store", MaxStoreLen)
+		op.Layout = d.string("layout", MaxLayoutLen)
+		op.Value = d.uvarint("worker bits")
+	case OpAcquireWorker:
+		op.NodeID = d.string("node id", MaxNodeFieldLen)
+		op.Incarnation = d.string("incarnation", MaxNodeFieldLen)
+		op.At = d.uvarint("at")
+		op.Hold = d.uvarint("hold")
+	case OpReleaseWorker:
+		op.NodeID = d.string("node id", MaxNodeFieldLen)
+		op.At = d.uvarint("at")
+		op.Hold = d.uvarint("hold")
+	}
 }
 
 // key reads a store name followed by a key name.
@@ -550,6 +713,8 @@ func (c Command) clone() Command {
 		op.NodeID = strings.Clone(op.NodeID)
 		op.Addr = strings.Clone(op.Addr)
 		op.ClusterID = strings.Clone(op.ClusterID)
+		op.Layout = strings.Clone(op.Layout)
+		op.Incarnation = strings.Clone(op.Incarnation)
 		ops[i] = op
 	}
 	return Command{Ops: ops}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"reflect"
 	"strings"
@@ -30,12 +31,23 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		{"remove node", Command{Ops: []Op{{Kind: OpRemoveNode, NodeID: "node-1"}}}},
 		{"init", Command{Ops: []Op{{Kind: OpInit, ClusterID: "c-0001"}}}},
 		{"init max length", Command{Ops: []Op{{Kind: OpInit, ClusterID: long(MaxNodeFieldLen)}}}},
+		{"declare snowflake", Command{Ops: []Op{declare("orders", "layout", 22)}}},
+		{"declare snowflake limits", Command{Ops: []Op{declare(long(MaxStoreLen), long(MaxLayoutLen), MaxWorkerBits), declare("", "l", 1)}}},
+		{"declare snowflake near the reserved prefix", Command{Ops: []Op{declare("_ordina", "l", 1), declare("x_ordinal", "l", 1)}}},
+		{"acquire worker", Command{Ops: []Op{acquire("node-1", "inc-1", 1767225600000, 60000)}}},
+		{"acquire worker limits", Command{Ops: []Op{acquire(long(MaxNodeFieldLen), long(MaxNodeFieldLen), MaxID, MaxID), acquire("n", "i", 0, 0)}}},
+		{"release worker", Command{Ops: []Op{release("node-1", 1767225600000, 60000)}}},
+		{"release worker limits", Command{Ops: []Op{release(long(MaxNodeFieldLen), MaxID, MaxID), release("n", 0, 0)}}},
 		{"mixed batch", Command{Ops: []Op{
 			{Kind: OpInit, ClusterID: "c"},
 			{Kind: OpSetNode, NodeID: "n1", Addr: "a:1"},
 			{Kind: OpReserve, Key: Key{Store: "s", Name: "k"}, Want: 300, Need: 200},
 			{Kind: OpFloor, Key: Key{Store: "s", Name: "k"}, Value: 1 << 40},
 			{Kind: OpRemoveNode, NodeID: "n1"},
+			declare("s2", "l", 10),
+			acquire("n1", "i1", 5, 6),
+			reserve(SnowflakeTimeStore, "0", 1, 1000),
+			release("n1", 7, 8),
 		}}},
 	}
 	for _, tt := range tests {
@@ -138,7 +150,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"missing op", []byte{1}, "op 0: kind: truncated"},
 		{"fewer ops than count", append([]byte{2}, valid[1:]...), "op 1: kind: truncated"},
 		{"unknown kind 0", []byte{1, 0}, "unknown op kind 0"},
-		{"unknown kind 6", []byte{1, 6}, "unknown op kind 6"},
+		{"unknown kind 9", []byte{1, 9}, "unknown op kind 9"},
 		{"truncated store", []byte{1, 1, 3, 's'}, "store: truncated"},
 		{"truncated key", []byte{1, 1, 1, 's'}, "key length: truncated"},
 		{"truncated want", []byte{1, 1, 0, 0}, "want: truncated"},
@@ -338,7 +350,8 @@ func TestValidate(t *testing.T) {
 func TestOpKindString(t *testing.T) {
 	tests := map[OpKind]string{
 		OpReserve: "reserve", OpFloor: "floor", OpSetNode: "set-node",
-		OpRemoveNode: "remove-node", OpInit: "init", 0: "OpKind(0)", 200: "OpKind(200)",
+		OpRemoveNode: "remove-node", OpInit: "init", OpDeclareSnowflake: "declare-snowflake",
+		OpAcquireWorker: "acquire-worker", OpReleaseWorker: "release-worker", 0: "OpKind(0)", 9: "OpKind(9)", 200: "OpKind(200)",
 	}
 	for k, want := range tests {
 		if got := k.String(); got != want {
@@ -366,6 +379,103 @@ func BenchmarkDecode(b *testing.B) {
 	for b.Loop() {
 		if _, err := Decode(enc); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestEncodeLayoutSnowflake pins the byte layout of the Snowflake kinds,
+// which joined version 2 after it was first written.
+func TestEncodeLayoutSnowflake(t *testing.T) {
+	c := Command{Ops: []Op{
+		declare("s", "L", 22),
+		acquire("n", "i", 300, 2),
+		release("n", 1, 0),
+	}}
+	body := []byte{
+		3,                     // op count
+		6, 1, 's', 1, 'L', 22, // declare-snowflake: store, layout, bits
+		7, 1, 'n', 1, 'i', 0xac, 0x02, 2, // acquire-worker: node, incarnation, at=300, hold=2
+		8, 1, 'n', 1, 0, // release-worker: node, at=1, hold=0
+	}
+	want := binary.BigEndian.AppendUint32(append([]byte{2}, body...), crc32.Checksum(append([]byte{2}, body...), crc32.MakeTable(0x82f63b78)))
+	if got := c.Encode(); !bytes.Equal(got, want) {
+		t.Errorf("Encode = %v\nwant     %v", got, want)
+	}
+}
+
+// TestDecodeRejectsSnowflakeOps runs the defects of the Snowflake kinds
+// through version 2, with a correct checksum, and checks that version 1,
+// which never had them, refuses them outright.
+func TestDecodeRejectsSnowflakeOps(t *testing.T) {
+	body := func(ops ...Op) []byte { return Command{Ops: ops}.appendBody(nil) }
+	over := func(n int) string { return strings.Repeat("x", n+1) }
+	tests := []struct {
+		name   string
+		body   []byte
+		reason string
+	}{
+		{"declare truncated store", []byte{1, 6, 3, 's'}, "store: truncated"},
+		{"declare truncated layout", []byte{1, 6, 1, 's'}, "layout length: truncated"},
+		{"declare truncated bits", []byte{1, 6, 1, 's', 1, 'L'}, "worker bits: truncated"},
+		{"declare non-shortest bits", []byte{1, 6, 1, 's', 1, 'L', 0x82, 0x00}, "worker bits: uvarint overflows 64 bits or is not in shortest form"},
+		{"declare oversize store", body(declare(over(MaxStoreLen), "L", 1)), "store is 257 bytes, limit is 256"},
+		{"declare reserved store", body(declare(SnowflakeTimeStore, "L", 1)), `store name "_ordinal.snowflake" starts with "_ordinal", which is reserved`},
+		{"declare reserved prefix", body(declare("_ordinal", "L", 1)), `starts with "_ordinal"`},
+		{"declare empty layout", body(declare("s", "", 1)), "layout is empty"},
+		{"declare oversize layout", body(declare("s", over(MaxLayoutLen), 1)), "layout is 129 bytes, limit is 128"},
+		{"declare zero bits", body(declare("s", "L", 0)), "worker bits 0 outside 1..31"},
+		{"declare 32 bits", body(declare("s", "L", 32)), "worker bits 32 outside 1..31"},
+		{"declare huge bits", body(declare("s", "L", ^uint64(0))), "worker bits 18446744073709551615 outside 1..31"},
+		{"acquire truncated node", []byte{1, 7}, "node id length: truncated"},
+		{"acquire truncated incarnation", []byte{1, 7, 1, 'n'}, "incarnation length: truncated"},
+		{"acquire truncated at", []byte{1, 7, 1, 'n', 1, 'i'}, "at: truncated"},
+		{"acquire truncated hold", []byte{1, 7, 1, 'n', 1, 'i', 5}, "hold: truncated"},
+		{"acquire empty node", body(acquire("", "i", 1, 1)), "node id is empty"},
+		{"acquire empty incarnation", body(acquire("n", "", 1, 1)), "incarnation is empty"},
+		{"acquire oversize incarnation", body(acquire("n", over(MaxNodeFieldLen), 1, 1)), "incarnation is 1025 bytes, limit is 1024"},
+		{"acquire at above MaxID", body(acquire("n", "i", MaxID+1, 1)), "at 9223372036854775808 exceeds 9223372036854775807"},
+		{"acquire hold above MaxID", body(acquire("n", "i", 1, ^uint64(0))), "hold 18446744073709551615 exceeds"},
+		{"release truncated at", []byte{1, 8, 1, 'n'}, "at: truncated"},
+		{"release truncated hold", []byte{1, 8, 1, 'n', 0}, "hold: truncated"},
+		{"release empty node", body(release("", 1, 1)), "node id is empty"},
+		{"release oversize node", body(release(over(MaxNodeFieldLen), 1, 1)), "node id is 1025 bytes"},
+		{"release at above MaxID", body(release("n", MaxID+1, 1)), "at 9223372036854775808 exceeds"},
+		{"release hold above MaxID", body(release("n", 1, MaxID+1)), "hold 9223372036854775808 exceeds"},
+		{"trailing byte after release", append(body(release("n", 1, 1)), 0), "1 trailing bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			requireDecodeError(t, sealV2(tt.body), tt.reason)
+		})
+	}
+	for _, op := range []Op{declare("s", "L", 1), acquire("n", "i", 1, 1), release("n", 1, 1)} {
+		t.Run(op.Kind.String()+"/v1", func(t *testing.T) {
+			b := append([]byte{commandVersionV1}, body(reserve("s", "k", 1, 1), op)...)
+			requireDecodeError(t, b, fmt.Sprintf("op 1: op kind %d (%s) at offset 9 is not in command version 1", uint8(op.Kind), op.Kind))
+		})
+	}
+}
+
+// TestDecodeSnowflakeOpsEveryTruncationAndFlip checks that no proper
+// prefix of a command with every Snowflake kind decodes, and that every
+// flipped bit is caught.
+func TestDecodeSnowflakeOpsEveryTruncationAndFlip(t *testing.T) {
+	b := Command{Ops: []Op{
+		declare("orders", "layout", 22),
+		acquire("node-1", "inc-1", 1767225600000, 60000),
+		reserve(SnowflakeTimeStore, "0", 1, 1767225601000),
+		release("node-1", 1767225700000, 60000),
+	}}.Encode()
+	for n := range len(b) {
+		if _, err := Decode(b[:n]); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Decode(first %d of %d bytes) error = %v, want ErrMalformed", n, len(b), err)
+		}
+	}
+	for i := range len(b) * 8 {
+		d := bytes.Clone(b)
+		d[i/8] ^= 1 << (i % 8)
+		if c, err := Decode(d); err == nil || !errors.Is(err, ErrMalformed) {
+			t.Fatalf("bit %d flipped: Decode = %+v, %v; want ErrMalformed", i, c, err)
 		}
 	}
 }

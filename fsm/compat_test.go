@@ -166,29 +166,127 @@ func TestRestoreV1SnapshotFixture(t *testing.T) {
 	}
 }
 
-// TestSnapshotChecksumCoversEveryByte flips every bit of the snapshot
+// TestSnapshotChecksumCoversEveryByte flips every bit of each snapshot
 // fixture in turn. Each damaged copy must be refused and leave the FSM it
 // was offered to stopped with its state untouched: the trailer's CRC-32C
 // covers every byte from the magic on, which is why the snapshot format
-// needed no new version when commands gained a checksum.
+// needed no new version when commands gained a checksum, and why version
+// 2's Snowflake sections are covered without more.
 func TestSnapshotChecksumCoversEveryByte(t *testing.T) {
-	b := readFixture(t, "snapshot-v1.bin")
-	for i := range len(b) * 8 {
-		d := bytes.Clone(b)
-		d[i/8] ^= 1 << (i % 8)
-		f := New(nil)
-		applyLog(t, f, 1, Command{Ops: []Op{reserve("old", "k", 1, 1)}})
-		before := dumpOf(f)
-		err := restoreBytes(f, d)
-		if err == nil {
-			t.Fatalf("bit %d flipped: Restore accepted the snapshot", i)
-		}
-		if !errors.Is(err, ErrMalformed) || !errors.Is(err, ErrFailed) {
-			t.Fatalf("bit %d flipped: Restore error %v, want ErrMalformed and ErrFailed", i, err)
-		}
-		if !equalDump(before, dumpOf(f)) {
-			t.Fatalf("bit %d flipped: the failed Restore changed the state", i)
-		}
+	for _, file := range []string{"snapshot-v1.bin", "snapshot-v2.bin"} {
+		t.Run(file, func(t *testing.T) {
+			b := readFixture(t, file)
+			for i := range len(b) * 8 {
+				d := bytes.Clone(b)
+				d[i/8] ^= 1 << (i % 8)
+				f := New(nil)
+				applyLog(t, f, 1, Command{Ops: []Op{reserve("old", "k", 1, 1), declare("old-sf", "L", 3), acquire("n", "i", 1, 1)}})
+				before := dumpOf(f)
+				err := restoreBytes(f, d)
+				if err == nil {
+					t.Fatalf("bit %d flipped: Restore accepted the snapshot", i)
+				}
+				if !errors.Is(err, ErrMalformed) || !errors.Is(err, ErrFailed) {
+					t.Fatalf("bit %d flipped: Restore error %v, want ErrMalformed and ErrFailed", i, err)
+				}
+				if !equalDump(before, dumpOf(f)) {
+					t.Fatalf("bit %d flipped: the failed Restore changed the state", i)
+				}
+			}
+		})
+	}
+}
+
+// Snowflake fixtures: what testdata/command-v2-snowflake.bin and
+// testdata/snapshot-v2.bin hold (see testdata/README.md). They were
+// written when the Snowflake kinds and snapshot version 2 were added.
+const (
+	fixtureT       = 1767225600000 // 2026-01-01T00:00:00Z in unix ms
+	fixtureLayotto = "seconds:28 worker:22 sequence:13 epoch:2022-01-01T00:00:00Z"
+	fixtureLeaf    = "milliseconds:41 worker:10 sequence:12 epoch:2010-11-04T01:42:54.657Z"
+)
+
+var v2SnowflakeCommand = Command{Ops: []Op{
+	{Kind: OpDeclareSnowflake, Key: Key{Store: "orders"}, Layout: fixtureLayotto, Value: 22},
+	{Kind: OpDeclareSnowflake, Key: Key{Store: "events"}, Layout: fixtureLeaf, Value: 10},
+	{Kind: OpAcquireWorker, NodeID: "n1", Incarnation: "3f9c2a7e", At: fixtureT, Hold: 60000},
+	{Kind: OpReserve, Key: Key{Store: SnowflakeTimeStore, Name: "0"}, Want: fixtureT + 1000, Need: 1},
+	{Kind: OpReleaseWorker, NodeID: "n2", At: fixtureT + 500, Hold: 60000},
+}}
+
+// v2SnapshotState is what testdata/snapshot-v2.bin holds: the state after
+// init and three set-nodes (index 1); a reservation of default/orders and
+// the declarations of orders and events (index 2); n1, n2 and n3
+// acquiring workers 0, 1 and 2 at fixtureT and reserving their times
+// (index 3); n2 coming back as inc-n2b at fixtureT+5000 (worker 1
+// released, worker 3 acquired), n3 released at fixtureT+6000, a floor in
+// the Snowflake store events and another reservation (index 4).
+var v2SnapshotState = dump{
+	Stores: map[string]map[string]uint64{
+		"default":          {"orders": 1010},
+		"events":           {"user-import": 1 << 40},
+		SnowflakeTimeStore: {"0": fixtureT + 1000, "1": fixtureT + 2000, "2": fixtureT + 2000},
+	},
+	Keys:      5,
+	Nodes:     map[string]string{"n1": "10.0.0.1:34904", "n2": "10.0.0.2:34904", "n3": "10.0.0.3:34904"},
+	ClusterID: "c-7d1e04b2",
+	Applied:   4,
+	Snowflakes: map[string]SnowflakeStore{
+		"orders": {Layout: fixtureLayotto, WorkerBits: 22},
+		"events": {Layout: fixtureLeaf, WorkerBits: 10},
+	},
+	Workers: map[uint64]Worker{
+		0: {ID: 0, NodeID: "n1", Incarnation: "inc-n1"},
+		1: {ID: 1, NodeID: "n2", Incarnation: "inc-n2", FreeAt: fixtureT + 65000},
+		2: {ID: 2, NodeID: "n3", Incarnation: "inc-n3", FreeAt: fixtureT + 66000},
+		3: {ID: 3, NodeID: "n2", Incarnation: "inc-n2b"},
+	},
+	Held: map[string]uint64{"n1": 0, "n2": 3},
+}
+
+// TestDecodeSnowflakeFixture checks that the entry written when the
+// Snowflake kinds were added still decodes to what it meant, re-encodes
+// to the same bytes and applies as it did.
+func TestDecodeSnowflakeFixture(t *testing.T) {
+	b := readFixture(t, "command-v2-snowflake.bin")
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if !reflect.DeepEqual(got, v2SnowflakeCommand) {
+		t.Fatalf("Decode = %+v\nwant     %+v", got, v2SnowflakeCommand)
+	}
+	if again := got.Encode(); !bytes.Equal(again, b) {
+		t.Errorf("re-encoding differs from the fixture:\nfixture %x\nagain   %x", b, again)
+	}
+	f := New(nil)
+	out := f.Apply(&raft.Log{Type: raft.LogCommand, Index: 1, Data: b})
+	resp, ok := out.(*ApplyResponse)
+	if !ok {
+		t.Fatalf("Apply = %v", out)
+	}
+	checkResults(t, 0, resp.Results, []Result{{}, {}, {Worker: 0}, {First: 1, Last: fixtureT + 1000, HighWater: fixtureT + 1000}, {}})
+}
+
+// TestRestoreV2SnapshotFixture restores the version 2 snapshot fixture and
+// checks that today's code writes the very same bytes for that state.
+func TestRestoreV2SnapshotFixture(t *testing.T) {
+	b := readFixture(t, "snapshot-v2.bin")
+	if b[len(snapshotMagic)] != 2 {
+		t.Fatalf("fixture is version %d, want 2", b[len(snapshotMagic)])
+	}
+	f := New(nil)
+	if err := restoreBytes(f, b); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if got := dumpOf(f); !equalDump(got, v2SnapshotState) {
+		t.Fatalf("restored %+v\nwant     %+v", got, v2SnapshotState)
+	}
+	if again := snapshotBytes(t, f); !bytes.Equal(again, b) {
+		t.Errorf("snapshot of the restored state differs from the fixture:\nfixture %x\nagain   %x", b, again)
+	}
+	if w, ok := f.WorkerOf("n2", "inc-n2b"); !ok || w != 3 {
+		t.Errorf("WorkerOf(n2, inc-n2b) = %d, %v; want 3", w, ok)
 	}
 }
 

@@ -4,6 +4,14 @@
 // Nodes reserve ranges of IDs through Raft with OpReserve and hand them out
 // from memory, so the log grows with reservations, not with IDs.
 //
+// For Snowflake stores (package snowflake) it also records which stores are
+// declared Snowflake stores, with their layouts (OpDeclareSnowflake), and
+// a worker table: which node, in which incarnation of its data directory,
+// holds which worker ID, and when a released worker ID becomes free
+// (OpAcquireWorker, OpReleaseWorker). A worker's reserved time is a counter
+// key in SnowflakeTimeStore, so a worker ID never passes to another node
+// before every time its holder may have stamped has gone by.
+//
 // The package also defines the compact binary encoding of the commands that
 // Raft log entries carry (Command, Encode, Decode) and the snapshot format.
 // See DESIGN.md for the reasoning behind both.
@@ -33,10 +41,16 @@ type Result struct {
 	HighWater uint64
 	// ClusterID is the cluster ID in force after an OpInit.
 	ClusterID string
+	// Worker is the worker ID an OpAcquireWorker gave (or found held).
+	Worker uint64
 	// Err is ErrOverflow for an OpReserve that cannot get Need IDs below
-	// MaxID (state unchanged). ApplyCommand also reports an error wrapping
-	// ErrMalformed here for an op that fails Validate; Apply never does,
-	// because Decode rejects such commands whole. Otherwise Err is nil.
+	// MaxID, and wraps ErrSnowflakeStore for an OpReserve in a Snowflake
+	// store (state unchanged either way). It wraps ErrSnowflakeConflict
+	// for a refused OpDeclareSnowflake and ErrNoWorker for an
+	// OpAcquireWorker that got no worker. ApplyCommand also reports an
+	// error wrapping ErrMalformed here for an op that fails Validate;
+	// Apply never does, because Decode rejects such commands whole.
+	// Otherwise Err is nil.
 	Err error
 }
 
@@ -79,8 +93,8 @@ func (e *FailedError) Unwrap() []error { return []error{ErrFailed, e.Err} }
 
 // FSM is the replicated state machine. Apply, Snapshot and Restore are
 // called by Raft from its single FSM goroutine; the read accessors
-// (HighWater, Nodes, ClusterID, Len, AppliedIndex, Err) are safe to call
-// from any goroutine at any time.
+// (HighWater, Nodes, ClusterID, Len, AppliedIndex, SnowflakeStores,
+// WorkerOf, Workers, Err) are safe to call from any goroutine at any time.
 //
 // An FSM never skips what it cannot apply. A log entry that does not decode
 // (a damaged or unknown encoding), or a snapshot that does not restore,
@@ -112,6 +126,15 @@ type FSM struct {
 	onFloor   func(Key, uint64)
 	onReserve func(k Key, ids uint64, at time.Time)
 
+	// snowflakes holds the declared Snowflake stores, workers the worker
+	// table by ID, and held each node's held worker: at most one, since
+	// acquiring releases what a node holds in another incarnation
+	// (snowflake.go).
+	snowflakes  map[string]SnowflakeStore
+	workers     map[uint64]Worker
+	held        map[string]uint64
+	onSnowflake func(store string, s SnowflakeStore)
+
 	// order holds each store's key names and storeOrder the store names,
 	// sorted, so that Keys lists a page without sorting; names holds the
 	// bytes of every key name in large chunks, so that millions of keys
@@ -131,10 +154,13 @@ func New(logger hclog.Logger) *FSM {
 		logger = hclog.NewNullLogger()
 	}
 	return &FSM{
-		logger:   logger,
-		failedCh: make(chan struct{}),
-		stores:   make(map[string]*keyMap),
-		nodes:    make(map[string]string),
+		logger:     logger,
+		failedCh:   make(chan struct{}),
+		stores:     make(map[string]*keyMap),
+		nodes:      make(map[string]string),
+		snowflakes: make(map[string]SnowflakeStore),
+		workers:    make(map[uint64]Worker),
+		held:       make(map[string]uint64),
 	}
 }
 
@@ -195,6 +221,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	resp := f.apply(cmd, l.Index)
 	f.notifyFloors(cmd)
 	f.notifyReserves(cmd, resp, l.AppendedAt)
+	f.notifySnowflakes(cmd, resp)
 	return resp
 }
 
@@ -302,6 +329,12 @@ func (f *FSM) applyOp(op Op) Result {
 			f.clusterID = op.ClusterID
 		}
 		return Result{ClusterID: f.clusterID}
+	case OpDeclareSnowflake:
+		return f.declareSnowflake(op.Key.Store, SnowflakeStore{Layout: op.Layout, WorkerBits: uint8(op.Value)})
+	case OpAcquireWorker:
+		return f.acquireWorker(op.NodeID, op.Incarnation, op.At, op.Hold)
+	case OpReleaseWorker:
+		f.releaseWorkers(op.NodeID, op.At, op.Hold)
 	}
 	return Result{}
 }
@@ -309,9 +342,13 @@ func (f *FSM) applyOp(op Op) Result {
 // reserve grants between need and want IDs directly above k's high-water
 // mark. It grants as many as fit below MaxID, up to want, and refuses
 // outright (ErrOverflow, no state change) if fewer than need fit, so callers
-// never receive a range smaller than they said they can use.
+// never receive a range smaller than they said they can use. A key of a
+// Snowflake store is refused (ErrSnowflakeStore, no state change).
 func (f *FSM) reserve(k Key, need, want uint64) Result {
 	hw := f.stores[k.Store].get(k.Name)
+	if _, ok := f.snowflakes[k.Store]; ok {
+		return Result{HighWater: hw, Err: fmt.Errorf("fsm: reserve %d ids of %s/%s: %w", need, k.Store, k.Name, ErrSnowflakeStore)}
+	}
 	avail := MaxID - hw // hw <= MaxID is an invariant, so this cannot wrap.
 	if avail < need {
 		f.logger.Warn("reservation would pass the maximum id", "store", k.Store, "key", k.Name, "high_water", hw, "need", need)
@@ -424,7 +461,9 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 // that does not restore stops the FSM as an undecodable log entry does:
 // Raft only ever restores snapshots it has stored on this node's disk, so
 // a failure means the node's data is damaged. A stopped FSM refuses to
-// restore. Following the raft.FSM contract, the caller closes rc.
+// restore. Once the new state is in place, the Snowflake hook (see
+// SetSnowflakeHook) hears of every store it declares. Following the
+// raft.FSM contract, the caller closes rc.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	if e := f.failed.Load(); e != nil {
 		return fmt.Errorf("fsm: restore snapshot: %w", e)
@@ -437,7 +476,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.stores, f.keys, f.nodes, f.clusterID, f.applied = st.stores, st.keys, st.nodes, st.clusterID, st.applied
 	f.order, f.storeOrder, f.names = st.order, st.storeOrder, st.names
+	f.snowflakes, f.workers, f.held = st.snowflakes, st.workers, st.held
 	f.mu.Unlock()
-	f.logger.Info("restored snapshot", "keys", st.keys, "nodes", len(st.nodes), "applied_index", st.applied)
+	f.logger.Info("restored snapshot", "keys", st.keys, "nodes", len(st.nodes), "applied_index", st.applied,
+		"snowflake_stores", len(st.snowflakes), "workers", len(st.workers))
+	f.notifyRestoredSnowflakes()
 	return nil
 }

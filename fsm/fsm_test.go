@@ -216,7 +216,7 @@ func checkResults(t *testing.T, stepIdx int, got, want []Result) {
 	}
 	for i := range want {
 		g, w := got[i], want[i]
-		if g.First != w.First || g.Last != w.Last || g.HighWater != w.HighWater || g.ClusterID != w.ClusterID || !errors.Is(g.Err, w.Err) || (w.Err == nil) != (g.Err == nil) {
+		if g.First != w.First || g.Last != w.Last || g.HighWater != w.HighWater || g.ClusterID != w.ClusterID || g.Worker != w.Worker || !errors.Is(g.Err, w.Err) || (w.Err == nil) != (g.Err == nil) {
 			t.Errorf("step %d op %d: got %+v, want %+v", stepIdx, i, g, w)
 		}
 	}
@@ -453,6 +453,9 @@ func TestConcurrentReads(t *testing.T) {
 				_ = f.ClusterID()
 				_ = f.Len()
 				_ = f.AppliedIndex()
+				_ = f.SnowflakeStores()
+				_, _ = f.WorkerOf(keyName(1), "i")
+				_ = f.Workers()
 			}
 		})
 	}
@@ -461,6 +464,9 @@ func TestConcurrentReads(t *testing.T) {
 			reserve("s", keyName(i%10), 1, 1),
 			{Kind: OpSetNode, NodeID: keyName(i % 3), Addr: "a"},
 			{Kind: OpInit, ClusterID: "c"},
+			declare("sf", "L", 4),
+			acquire(keyName(i%5), "i", uint64(i), 1),
+			release(keyName(i%7), uint64(i), 1),
 		}})
 		if i%50 == 0 {
 			snap, err := f.Snapshot()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"maps"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -22,6 +23,9 @@ func seedCommands() []Command {
 		{Ops: []Op{{Kind: OpInit, ClusterID: "c1"}, {Kind: OpInit, ClusterID: "c2"}}},
 		{Ops: []Op{{Kind: OpSetNode, NodeID: "n1", Addr: "h:1"}, {Kind: OpSetNode, NodeID: "n2", Addr: "h:2"}, {Kind: OpRemoveNode, NodeID: "n1"}}},
 		{Ops: []Op{reserve("", "", MaxID, ^uint64(0))}},
+		{Ops: []Op{declare("sf", "L", 1), acquire("n1", "a", 100, 10), acquire("n2", "a", 100, 10), acquire("n1", "b", 200, 10), acquire("n3", "a", 210, 0)}},
+		{Ops: []Op{reserve(SnowflakeTimeStore, "0", 1, 5000), declare("sf", "L", 4), declare("sf", "M", 4), acquire("n1", "a", 1000, 100), release("n1", 1000, 100), reserve("sf", "k", 1, 1), floor("sf", "k", 9)}},
+		{Ops: []Op{declare("sf", strings.Repeat("l", MaxLayoutLen), MaxWorkerBits), acquire("n", "i", MaxID, MaxID), release("n", MaxID, MaxID)}},
 	}
 }
 
@@ -96,6 +100,9 @@ func FuzzApply(f *testing.F) {
 	}
 	f.Add([]byte{0xff, 0x00, 0x17, 0x42, 0x9c, 0x01, 0x02, 0x03, 0x04})
 	f.Add(bytes.Repeat([]byte{0x06, 0xff}, 40))
+	// Generated ops: declare a with 1 worker bit, then acquire, release
+	// and reserve times.
+	f.Add([]byte{0x05, 0x00, 0x04, 0x06, 0x00, 0x00, 0x06, 0x01, 0x02, 0x06, 0x02, 0x01, 0x07, 0x00, 0x0b, 0x10, 0x01, 0x04})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m := New(nil)
 		for index := uint64(1); index <= 2; index++ {
@@ -149,6 +156,13 @@ func checkApplied(t *testing.T, before dump, c Command, resp *ApplyResponse, m *
 	model := dumpToModel(before)
 	cluster := before.ClusterID
 	nodes := maps.Clone(before.Nodes)
+	sm := snowModel{stores: maps.Clone(before.Snowflakes), workers: maps.Clone(before.Workers), marks: model}
+	if sm.stores == nil {
+		sm.stores = make(map[string]SnowflakeStore)
+	}
+	if sm.workers == nil {
+		sm.workers = make(map[uint64]Worker)
+	}
 	for i, op := range c.Ops {
 		r := resp.Results[i]
 		if op.validate() != nil {
@@ -159,7 +173,18 @@ func checkApplied(t *testing.T, before dump, c Command, resp *ApplyResponse, m *
 		}
 		switch op.Kind {
 		case OpReserve:
+			if _, ok := sm.stores[op.Key.Store]; ok {
+				if !errors.Is(r.Err, ErrSnowflakeStore) || r.First != 0 || r.Last != 0 || r.HighWater != model[op.Key] {
+					t.Fatalf("op %d reserve in snowflake store %q: got %+v, want ErrSnowflakeStore at high-water %d", i, op.Key.Store, r, model[op.Key])
+				}
+				continue
+			}
 			model[op.Key] = checkReserve(t, i, op, r, model[op.Key])
+		case OpDeclareSnowflake, OpAcquireWorker, OpReleaseWorker:
+			want := sm.apply(op)
+			if r.Worker != want.Worker || !errors.Is(r.Err, want.Err) || (r.Err == nil) != (want.Err == nil) || r.First != 0 || r.Last != 0 || r.HighWater != 0 {
+				t.Fatalf("op %d %+v: got %+v, model says %+v", i, op, r, want)
+			}
 		case OpFloor:
 			if want := max(model[op.Key], op.Value); r.HighWater != want || r.Err != nil {
 				t.Fatalf("op %d floor %d over %d: got %+v, want high-water %d", i, op.Value, model[op.Key], r, want)
@@ -192,6 +217,86 @@ func checkApplied(t *testing.T, before dump, c Command, resp *ApplyResponse, m *
 	}
 	if !maps.Equal(after.Nodes, nodes) {
 		t.Fatalf("nodes %v, want %v", after.Nodes, nodes)
+	}
+	if !maps.Equal(after.Snowflakes, sm.stores) {
+		t.Fatalf("snowflake stores %v, model says %v", after.Snowflakes, sm.stores)
+	}
+	if !maps.Equal(after.Workers, sm.workers) {
+		t.Fatalf("workers %v, model says %v", after.Workers, sm.workers)
+	}
+	for id, w := range sm.workers {
+		if got, ok := m.WorkerOf(w.NodeID, w.Incarnation); w.FreeAt == 0 && (!ok || got != id) {
+			t.Fatalf("WorkerOf(%q, %q) = %d, %v; worker %d is held by it", w.NodeID, w.Incarnation, got, ok, id)
+		}
+	}
+}
+
+// snowModel is a plain model of the Snowflake ops over a dump's state,
+// written from their specification without the FSM's index of held
+// workers: it finds what a node holds by scanning the table.
+type snowModel struct {
+	stores  map[string]SnowflakeStore
+	workers map[uint64]Worker
+	marks   map[Key]uint64 // the counters, for conflicts and reserved times
+}
+
+// apply applies a valid Snowflake op to the model and returns the result
+// it must have (with a bare sentinel as the error).
+func (sm *snowModel) apply(op Op) Result {
+	switch op.Kind {
+	case OpDeclareSnowflake:
+		s := SnowflakeStore{Layout: op.Layout, WorkerBits: uint8(op.Value)}
+		if old, ok := sm.stores[op.Key.Store]; ok {
+			if old != s {
+				return Result{Err: ErrSnowflakeConflict}
+			}
+			return Result{}
+		}
+		for k, hw := range sm.marks {
+			if k.Store == op.Key.Store && hw != 0 {
+				return Result{Err: ErrSnowflakeConflict}
+			}
+		}
+		for id, w := range sm.workers {
+			if w.FreeAt == 0 && id >= 1<<op.Value {
+				return Result{Err: ErrSnowflakeConflict}
+			}
+		}
+		sm.stores[op.Key.Store] = s
+	case OpAcquireWorker:
+		if len(sm.stores) == 0 {
+			return Result{Err: ErrNoWorker}
+		}
+		for id, w := range sm.workers {
+			if w.FreeAt == 0 && w.NodeID == op.NodeID && w.Incarnation == op.Incarnation {
+				return Result{Worker: id}
+			}
+		}
+		sm.release(op.NodeID, op.At, op.Hold)
+		bits := uint8(64)
+		for _, s := range sm.stores {
+			bits = min(bits, s.WorkerBits)
+		}
+		for id := uint64(0); id < 1<<bits; id++ {
+			if w, ok := sm.workers[id]; !ok || (w.FreeAt != 0 && w.FreeAt <= op.At) {
+				sm.workers[id] = Worker{ID: id, NodeID: op.NodeID, Incarnation: op.Incarnation}
+				return Result{Worker: id}
+			}
+		}
+		return Result{Err: ErrNoWorker}
+	case OpReleaseWorker:
+		sm.release(op.NodeID, op.At, op.Hold)
+	}
+	return Result{}
+}
+
+// release releases every worker node holds.
+func (sm *snowModel) release(node string, at, hold uint64) {
+	for id, w := range sm.workers {
+		if w.FreeAt == 0 && w.NodeID == node {
+			w.FreeAt = max(max(at, sm.marks[timeKey(id)])+hold, 1)
+			sm.workers[id] = w
+		}
 	}
 }
 
@@ -236,19 +341,27 @@ func nonZero(m map[Key]uint64) map[Key]uint64 {
 }
 
 // opsFromBytes reads data as a compact op generator, three bytes per op, so
-// the fuzzer explores Apply semantics (overflow edges, floors, stores)
-// without having to discover the wire format first. Some generated ops are
-// invalid on purpose (need 0, need > want) to cover ApplyCommand's per-op
-// validation.
+// the fuzzer explores Apply semantics (overflow edges, floors, stores,
+// Snowflake stores and workers, reserved times) without having to discover
+// the wire format first. Some generated ops are invalid on purpose (need 0,
+// need > want, worker bits 0 or 32, a reserved store, an empty layout,
+// times above MaxID) to cover ApplyCommand's per-op validation.
 func opsFromBytes(data []byte) Command {
 	numbers := []uint64{0, 1, 2, 3, 1000, MaxID - 2, MaxID - 1, MaxID, MaxID + 1, ^uint64(0)}
 	pick := func(b byte) uint64 { return numbers[int(b)%len(numbers)] }
+	times := []uint64{0, 1, 5, 10, 100, 1000, MaxID, MaxID + 1}
+	holds := []uint64{0, 1, 10, MaxID, MaxID + 1}
+	stores := []string{"a", "b", SnowflakeTimeStore}
 	var c Command
 	for len(data) >= 3 && len(c.Ops) < 64 {
 		a, b, v := data[0], data[1], data[2]
 		data = data[3:]
-		key := Key{Store: string(rune('a' + a>>4%2)), Name: string(rune('x' + a>>5%3))}
-		switch a % 5 {
+		key := Key{Store: stores[a>>3%3], Name: string(rune('x' + a>>5%3))}
+		if key.Store == SnowflakeTimeStore {
+			key.Name = string(rune('0' + a>>5%3)) // workers 0..2
+		}
+		node := string(rune('A' + b%3))
+		switch a % 8 {
 		case 0:
 			need, want := pick(b), pick(v)
 			c.Ops = append(c.Ops, Op{Kind: OpReserve, Key: key, Need: need, Want: want})
@@ -260,6 +373,14 @@ func opsFromBytes(data []byte) Command {
 			c.Ops = append(c.Ops, Op{Kind: OpSetNode, NodeID: string(rune('A' + b%3)), Addr: string(rune('0' + v%10))})
 		case 4:
 			c.Ops = append(c.Ops, Op{Kind: OpRemoveNode, NodeID: string(rune('A' + b%3))})
+		case 5:
+			layout := []string{"L", "M", "L", ""}[v%4]
+			bits := []uint64{0, 1, 2, 31, 32}[int(v>>2)%5]
+			c.Ops = append(c.Ops, declare(stores[b>>2%3], layout, bits))
+		case 6:
+			c.Ops = append(c.Ops, acquire(node, string(rune('0'+v%2)), times[int(v>>1)%len(times)], holds[int(b>>2)%len(holds)]))
+		case 7:
+			c.Ops = append(c.Ops, release(node, times[int(v)%len(times)], holds[int(v>>3)%len(holds)]))
 		}
 	}
 	return c
@@ -278,6 +399,7 @@ func FuzzRestore(f *testing.F) {
 		f.Add(b[:len(b)-4])
 	}
 	f.Add([]byte(header().u(0).s("").u(0).u(1).s("s").u(2).s("a").u(1).s("b").u(2)))
+	f.Add([]byte(snapBody(snapshotMagic + "\x02").u(0).s("").u(0).u(0).u(1).s("s").s("L").u(2).u(2).u(1).s("a").s("i").u(5).u(3).s("a").s("j").u(0)))
 	f.Add([]byte("ORDS"))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		data := withCRC(body)

@@ -71,11 +71,14 @@ func restoreBytes(f *FSM, b []byte) error {
 
 // dump is a comparable copy of an FSM's whole state.
 type dump struct {
-	Stores    map[string]map[string]uint64
-	Keys      int
-	Nodes     map[string]string
-	ClusterID string
-	Applied   uint64
+	Stores     map[string]map[string]uint64
+	Keys       int
+	Nodes      map[string]string
+	ClusterID  string
+	Applied    uint64
+	Snowflakes map[string]SnowflakeStore
+	Workers    map[uint64]Worker
+	Held       map[string]uint64
 }
 
 func dumpOf(f *FSM) dump {
@@ -87,6 +90,10 @@ func dumpOf(f *FSM) dump {
 		Nodes:     maps.Clone(f.nodes),
 		ClusterID: f.clusterID,
 		Applied:   f.applied,
+		// maps.Equal takes nil and empty maps alike.
+		Snowflakes: maps.Clone(f.snowflakes),
+		Workers:    maps.Clone(f.workers),
+		Held:       maps.Clone(f.held),
 	}
 	for name, m := range f.stores {
 		d.Stores[name] = maps.Collect(m.all())
@@ -100,6 +107,9 @@ func equalDump(a, b dump) bool {
 		return false
 	}
 	if !maps.Equal(a.Nodes, b.Nodes) || len(a.Stores) != len(b.Stores) {
+		return false
+	}
+	if !maps.Equal(a.Snowflakes, b.Snowflakes) || !maps.Equal(a.Workers, b.Workers) || !maps.Equal(a.Held, b.Held) {
 		return false
 	}
 	for name, m := range a.Stores {

@@ -13,25 +13,37 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Snapshot format, version 1. Integers are shortest-form uvarints and
-// strings are a uvarint length plus bytes, exactly as in commands.
+// Snapshot format, versions 1 and 2. Integers are shortest-form uvarints
+// and strings are a uvarint length plus bytes, exactly as in commands.
 //
-//	snapshot = magic:"ORDS" version:byte(1)
-//	           applied_index:uvarint
-//	           cluster_id:string                      ("" if not initialised)
-//	           node_count:uvarint  (node_id:string addr:string)*
-//	           store_count:uvarint store*
-//	           crc:uint32 big-endian                 (CRC-32C of all bytes before it)
-//	store    = name:string key_count:uvarint (key:string high_water:uvarint)*
+//	snapshot  = magic:"ORDS" version:byte(1 or 2)
+//	            applied_index:uvarint
+//	            cluster_id:string                      ("" if not initialised)
+//	            node_count:uvarint  (node_id:string addr:string)*
+//	            store_count:uvarint store*
+//	            [version 2 only:
+//	             snowflake_count:uvarint (store:string layout:string bits:uvarint)*
+//	             worker_count:uvarint (worker:uvarint node_id:string incarnation:string free_at:uvarint)*]
+//	            crc:uint32 big-endian                 (CRC-32C of all bytes before it)
+//	store     = name:string key_count:uvarint (key:string high_water:uvarint)*
 //
-// Nodes, stores and keys are written in strictly ascending byte order,
-// stores are never empty and high-water marks are in 1..MaxID, so a given
-// state has exactly one encoding: replicas holding the same state write
-// byte-identical snapshots, and Restore can detect duplicates by order
-// alone. Restore rejects anything else.
+// Nodes, stores, keys, Snowflake stores and workers are written in strictly
+// ascending order (byte order for names), stores are never empty and
+// high-water marks are in 1..MaxID. A state without Snowflake stores (and
+// so without workers) is written as version 1, anything else as version 2
+// with at least one Snowflake store. So a given state has exactly one
+// encoding: replicas holding the same state write byte-identical
+// snapshots, and Restore can detect duplicates by order alone. Restore
+// rejects anything else.
 const (
-	snapshotMagic   = "ORDS"
-	snapshotVersion = 1
+	snapshotMagic = "ORDS"
+	// snapshotVersionV1 is the layout without Snowflake stores and
+	// workers. Persist still writes it for a state that has none, so
+	// nodes that read only version 1 keep working until a Snowflake store
+	// is declared.
+	snapshotVersionV1 = 1
+	// snapshotVersion adds the Snowflake stores and the worker table.
+	snapshotVersion = 2
 
 	// snapshotBufSize is the I/O chunk size in both directions. It must
 	// exceed the longest single field (a MaxKeyLen key plus its prefix).
@@ -55,10 +67,18 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // raft.FSMSnapshot. Strings are shared with the live maps, which is safe
 // because Go strings are immutable.
 type snapshot struct {
-	applied   uint64
-	clusterID string
-	nodes     []nodeEntry
-	stores    []storeEntries
+	applied    uint64
+	clusterID  string
+	nodes      []nodeEntry
+	stores     []storeEntries
+	snowflakes []snowflakeEntry
+	workers    []Worker
+}
+
+// snowflakeEntry is one declared Snowflake store.
+type snowflakeEntry struct {
+	name string
+	SnowflakeStore
 }
 
 // nodeEntry is one node metadata record.
@@ -103,6 +123,12 @@ func (f *FSM) capture() *snapshot {
 		}
 		s.stores = append(s.stores, storeEntries{name: name, keys: all[start:len(all):len(all)]})
 	}
+	for name, sf := range f.snowflakes {
+		s.snowflakes = append(s.snowflakes, snowflakeEntry{name: name, SnowflakeStore: sf})
+	}
+	for _, w := range f.workers {
+		s.workers = append(s.workers, w)
+	}
 	return s
 }
 
@@ -126,7 +152,7 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 // Release drops the snapshot's references so the copy can be collected even
 // if Raft holds on to the FSMSnapshot.
 func (s *snapshot) Release() {
-	s.nodes, s.stores = nil, nil
+	s.nodes, s.stores, s.snowflakes, s.workers = nil, nil, nil, nil
 }
 
 // writeTo sorts the snapshot into canonical order and streams it to w.
@@ -135,8 +161,12 @@ func (s *snapshot) Release() {
 func (s *snapshot) writeTo(w io.Writer) error {
 	s.sort()
 	sw := &snapWriter{w: w, buf: make([]byte, 0, snapshotBufSize+binary.MaxVarintLen64+MaxKeyLen)}
+	version := byte(snapshotVersionV1)
+	if len(s.snowflakes) > 0 || len(s.workers) > 0 {
+		version = snapshotVersion
+	}
 	sw.buf = append(sw.buf, snapshotMagic...)
-	sw.buf = append(sw.buf, snapshotVersion)
+	sw.buf = append(sw.buf, version)
 	sw.uvarint(s.applied)
 	sw.string(s.clusterID)
 	sw.uvarint(uint64(len(s.nodes)))
@@ -153,6 +183,21 @@ func (s *snapshot) writeTo(w io.Writer) error {
 			sw.uvarint(k.hw)
 		}
 	}
+	if version == snapshotVersion {
+		sw.uvarint(uint64(len(s.snowflakes)))
+		for _, sf := range s.snowflakes {
+			sw.string(sf.name)
+			sw.string(sf.Layout)
+			sw.uvarint(uint64(sf.WorkerBits))
+		}
+		sw.uvarint(uint64(len(s.workers)))
+		for _, w := range s.workers {
+			sw.uvarint(w.ID)
+			sw.string(w.NodeID)
+			sw.string(w.Incarnation)
+			sw.uvarint(w.FreeAt)
+		}
+	}
 	return sw.finish()
 }
 
@@ -163,6 +208,8 @@ func (s *snapshot) sort() {
 	for _, st := range s.stores {
 		sortKeysParallel(st.keys)
 	}
+	slices.SortFunc(s.snowflakes, func(a, b snowflakeEntry) int { return strings.Compare(a.name, b.name) })
+	slices.SortFunc(s.workers, func(a, b Worker) int { return cmp.Compare(a.ID, b.ID) })
 }
 
 // sortKeys sorts keys by name in byte order. Comparing strings directly
@@ -267,6 +314,11 @@ type restored struct {
 	order      map[string]*sortedNames
 	storeOrder sortedNames
 	names      nameArena // holds the key names
+
+	snowflakes map[string]SnowflakeStore
+	workers    map[uint64]Worker
+	held       map[string]uint64 // node ID -> the worker it holds
+	lastWorker uint64            // the last worker ID read, for the order check
 }
 
 // readSnapshot parses and verifies a whole snapshot. Format violations
@@ -274,12 +326,20 @@ type restored struct {
 // as they are, since the data may be fine and the transport at fault.
 func readSnapshot(r io.Reader) (*restored, error) {
 	sr := &snapReader{r: r, buf: make([]byte, snapshotBufSize)}
-	st := &restored{}
-	sr.header()
+	st := &restored{
+		snowflakes: make(map[string]SnowflakeStore),
+		workers:    make(map[uint64]Worker),
+		held:       make(map[string]uint64),
+	}
+	version := sr.header()
 	st.applied = sr.uvarint("applied index")
 	st.clusterID = sr.string("cluster id", MaxNodeFieldLen)
 	st.nodes = sr.nodes()
 	sr.stores(st)
+	if version == snapshotVersion {
+		sr.snowflakes(st)
+		sr.workers(st)
+	}
 	sr.trailer()
 	if sr.err != nil {
 		return nil, sr.err
@@ -399,14 +459,19 @@ func (sr *snapReader) string(field string, limit int) string {
 	return string(sr.next(int(n), field))
 }
 
-// header checks the magic and version.
-func (sr *snapReader) header() {
+// header checks the magic and version and returns the version.
+func (sr *snapReader) header() byte {
 	if magic := sr.next(len(snapshotMagic), "magic"); magic != nil && string(magic) != snapshotMagic {
 		sr.malformed("bad magic %q", magic)
 	}
-	if v := sr.next(1, "version"); v != nil && v[0] != snapshotVersion {
-		sr.malformed("unsupported snapshot version %d (want %d)", v[0], snapshotVersion)
+	v := sr.next(1, "version")
+	if v == nil {
+		return 0
 	}
+	if v[0] != snapshotVersionV1 && v[0] != snapshotVersion {
+		sr.malformed("unsupported snapshot version %d (want %d or %d)", v[0], snapshotVersionV1, snapshotVersion)
+	}
+	return v[0]
 }
 
 // nodes reads the node metadata section.
@@ -478,6 +543,76 @@ func (sr *snapReader) keys(store string, arena *nameArena) (*keyMap, *sortedName
 	}
 	fill.wait()
 	return keys, names
+}
+
+// snowflakes reads version 2's Snowflake stores into st. There is at
+// least one: a state without any is written as version 1.
+func (sr *snapReader) snowflakes(st *restored) {
+	count := sr.uvarint("snowflake store count")
+	if sr.err == nil && count == 0 {
+		sr.malformed("version %d snapshot declares no snowflake store (that state is written as version %d)", snapshotVersion, snapshotVersionV1)
+	}
+	prev := ""
+	for i := uint64(0); i < count && sr.err == nil; i++ {
+		name := sr.string("snowflake store name", MaxStoreLen)
+		layout := sr.string("layout", MaxLayoutLen)
+		bits := sr.uvarint("worker bits")
+		if sr.err != nil {
+			return
+		}
+		if i > 0 && name <= prev {
+			sr.malformed("snowflake store %q is not after %q", name, prev)
+			return
+		}
+		// The rules of the op that declared it.
+		if err := (Op{Kind: OpDeclareSnowflake, Key: Key{Store: name}, Layout: layout, Value: bits}).validate(); err != nil {
+			sr.malformed("snowflake store %q: %v", name, err)
+			return
+		}
+		st.snowflakes[name] = SnowflakeStore{Layout: layout, WorkerBits: uint8(bits)}
+		prev = name
+	}
+}
+
+// workers reads version 2's worker table into st, checking what Apply
+// keeps true: IDs are below 1<<MaxWorkerBits, a held worker is below the
+// limit the declared stores set, and a node holds at most one worker.
+func (sr *snapReader) workers(st *restored) {
+	count := sr.uvarint("worker count")
+	limit := uint64(1) << MaxWorkerBits
+	for _, s := range st.snowflakes {
+		limit = min(limit, uint64(1)<<s.WorkerBits)
+	}
+	for i := uint64(0); i < count && sr.err == nil; i++ {
+		id := sr.uvarint("worker id")
+		node := sr.string("worker node id", MaxNodeFieldLen)
+		inc := sr.string("worker incarnation", MaxNodeFieldLen)
+		freeAt := sr.uvarint("worker free time")
+		w := Worker{ID: id, NodeID: node, Incarnation: inc, FreeAt: freeAt}
+		other, holds := st.held[node]
+		switch {
+		case sr.err != nil:
+			return
+		case i > 0 && id <= st.lastWorker:
+			sr.malformed("worker %d is not after %d", id, st.lastWorker)
+		case id >= 1<<MaxWorkerBits:
+			sr.malformed("worker %d is not below 1<<%d", id, MaxWorkerBits)
+		case node == "" || inc == "":
+			sr.malformed("worker %d has an empty node id or incarnation", id)
+		case w.held() && id >= limit:
+			sr.malformed("held worker %d is not below the limit %d of the declared stores", id, limit)
+		case w.held() && holds:
+			sr.malformed("node %q holds workers %d and %d", node, other, id)
+		}
+		if sr.err != nil {
+			return
+		}
+		st.workers[id] = w
+		if w.held() {
+			st.held[node] = id
+		}
+		st.lastWorker = id
+	}
 }
 
 // trailer checks the CRC and that the stream ends right after it.

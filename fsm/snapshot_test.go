@@ -160,7 +160,8 @@ func TestRestoreRejectsCorruption(t *testing.T) {
 	}{
 		{"empty", nil, "truncated reading magic"},
 		{"bad magic", withCRC(append(snapBody("ORDX\x01"), valid[5:]...)), "bad magic"},
-		{"bad version", withCRC(append(snapBody("ORDS\x02"), valid[5:]...)), "unsupported snapshot version 2"},
+		{"bad version 0", withCRC(append(snapBody("ORDS\x00"), valid[5:]...)), "unsupported snapshot version 0"},
+		{"bad version 3", withCRC(append(snapBody("ORDS\x03"), valid[5:]...)), "unsupported snapshot version 3"},
 		{"checksum mismatch", append(append([]byte(nil), valid...), 0, 0, 0, 0), "checksum mismatch"},
 		{"missing checksum", []byte(valid), "truncated reading checksum"},
 		{"trailing data", append(withCRC(valid), 0), "trailing data after checksum"},
