@@ -14,6 +14,11 @@
 //     Layotto sidecars can then serve the same keys at once. It costs one
 //     etcd write per ID.
 //
+// Both layouts also serve Snowflake stores (package snowflake) through a
+// SnowflakeBackend: worker IDs leased from etcd by the node's session, and
+// time reserved per worker on a counter in etcd (DESIGN.md, "Snowflake
+// stores").
+//
 // ordinal nodes hold no state of their own in either layout: any number of
 // them can serve the same keys.
 package etcdcompat

@@ -45,6 +45,13 @@ const (
 	opLeader   = "leader"   // reading which node leads
 	opTenure   = "tenure"   // reading this node's election key before watching it
 	opFloors   = "floors"   // reading the floors before watching them
+
+	// Snowflake stores (snowflake.go).
+	opSnowflakeDeclare = "snowflake_declare" // declaring a Snowflake store
+	opSnowflakeWorker  = "snowflake_worker"  // a worker session's lease, reading and taking worker keys
+	opSnowflakeTime    = "snowflake_time"    // a time reservation's compare-and-swap
+	opSnowflakeFloor   = "snowflake_floor"   // a Snowflake floor's compare-and-swap
+	opSnowflakeRead    = "snowflake_read"    // reading time counters, floors or declarations
 )
 
 // conn is the etcd connection a store shares with its background loops.
@@ -56,6 +63,11 @@ type conn struct {
 
 	client    atomic.Pointer[clientv3.Client]
 	connected chan struct{} // closed once Start reached etcd
+
+	// sfKeys are the keys of Snowflake stores; snowflake is the store's
+	// Snowflake backend, once made (Snowflake).
+	sfKeys    snowflakeKeys
+	snowflake atomic.Pointer[SnowflakeBackend]
 
 	mu     sync.Mutex // guards creating the client against Close
 	closed bool
@@ -80,6 +92,7 @@ func newConn(cfg Config) (*conn, error) {
 		logger:    cfg.Logger,
 		endpoints: strings.Join(cfg.Endpoints, ","),
 		connected: make(chan struct{}),
+		sfKeys:    newSnowflakeKeys(cfg.Prefix, cfg.AppID),
 		ctx:       ctx,
 		cancel:    cancel,
 	}, nil
@@ -238,6 +251,11 @@ func (c *conn) unavailable(what string, err error) error {
 func (c *conn) close(beforeClient func()) error {
 	var err error
 	c.closeOnce.Do(func() {
+		// The Snowflake worker is given up first, so that it frees at
+		// once rather than when its session's lease expires.
+		if b := c.snowflake.Load(); b != nil {
+			b.release()
+		}
 		if beforeClient != nil {
 			beforeClient()
 		}

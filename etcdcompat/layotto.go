@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -39,6 +40,30 @@ const (
 type LayottoStore struct {
 	*conn
 	keyPrefix string // <prefix>sequencer|||[<appid>||]
+
+	// counterStores are the stores this node has marked in etcd as ones
+	// that handed out counter IDs (snowflakeKeys.marker).
+	mu            sync.Mutex
+	counterStores map[string]bool
+}
+
+// maxMarkedStores bounds LayottoStore.counterStores; past it the set
+// starts over, which costs one more Put of a marker per store.
+const maxMarkedStores = 1 << 12
+
+func (s *LayottoStore) marked(store string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counterStores[store]
+}
+
+func (s *LayottoStore) mark(store string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.counterStores) >= maxMarkedStores {
+		clear(s.counterStores)
+	}
+	s.counterStores[store] = true
 }
 
 func newLayottoStore(c *conn) *LayottoStore {
@@ -46,7 +71,7 @@ func newLayottoStore(c *conn) *LayottoStore {
 	if c.cfg.AppID != "" {
 		kp += c.cfg.AppID + layottoAppSep
 	}
-	return &LayottoStore{conn: c, keyPrefix: kp}
+	return &LayottoStore{conn: c, keyPrefix: kp, counterStores: map[string]bool{}}
 }
 
 // EtcdKey returns the etcd key that holds key's counter. The store name
@@ -80,7 +105,8 @@ func checkLayottoKey(name string) error {
 // Next implements alloc.Sequencer with Layotto's transaction. count must
 // be 1: the IDs are etcd versions, raised by one per Put, and Puts by other
 // nodes and sidecars interleave, so no block of contiguous IDs can be
-// reserved.
+// reserved. A key of a store declared a Snowflake store is refused with
+// ErrSnowflakeStore, in the same transaction.
 func (s *LayottoStore) Next(ctx context.Context, key keyspace.Key, _ alloc.Mode, count uint64) (uint64, error) {
 	if count != 1 {
 		return 0, status.Errorf(codes.FailedPrecondition,
@@ -98,16 +124,31 @@ func (s *LayottoStore) Next(ctx context.Context, key keyspace.Key, _ alloc.Mode,
 	k := s.EtcdKey(key.Name)
 	ctx, cancel := s.requestContext(ctx)
 	defer cancel()
-	// Both branches do the same, exactly as Layotto's component does.
+	// Layotto's component Puts and reads the key back in both branches of
+	// its transaction, so its condition decides nothing; here the
+	// condition is that the store is not a Snowflake store, and the
+	// first call of a store through this node also marks the store as one
+	// that handed out counters, which a Snowflake declaration refuses.
+	then := []clientv3.Op{clientv3.OpPut(k, ""), clientv3.OpGet(k)}
+	mark := !s.marked(key.Store)
+	if mark {
+		then = append(then, clientv3.OpPut(s.sfKeys.marker(key.Store), ""))
+	}
 	start := time.Now()
 	resp, err := cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-		Then(clientv3.OpPut(k, ""), clientv3.OpGet(k)).
-		Else(clientv3.OpPut(k, ""), clientv3.OpGet(k)).
+		If(s.sfKeys.notDeclared(key.Store)).
+		Then(then...).
+		Else(clientv3.OpGet(s.sfKeys.decl(key.Store))).
 		Commit()
 	s.record(opNext, start, err)
 	if err != nil {
 		return 0, s.unavailable("put", err)
+	}
+	if !resp.Succeeded {
+		return 0, snowflakeStoreError(key.Store)
+	}
+	if mark {
+		s.mark(key.Store)
 	}
 	kvs := resp.Responses[1].GetResponseRange().GetKvs()
 	if len(kvs) != 1 {

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/ordinal-dev/ordinal/alloc"
@@ -182,67 +183,129 @@ func (s *Store) notLeader() error {
 // its election key: the range is tagged with the tenure only if that key
 // still existed, with the tenure's create revision, at the transaction's
 // revision, so only ranges reserved while this node led serve STRONG
-// calls.
+// calls. The transaction also requires that the key's store is not
+// declared a Snowflake store (ErrSnowflakeStore), so that a node that has
+// not learnt a declaration yet cannot hand out counter IDs there.
 func (s *Store) Reserve(ctx context.Context, key keyspace.Key, want, need uint64) (alloc.Range, alloc.Epoch, error) {
 	cli, err := s.cliForCall()
 	if err != nil {
 		return alloc.Range{}, 0, err
 	}
-	ck := keyIn(s.countersDir, key)
-	cur, known := s.cached(ck)
+	t := s.tenure.Load()
+	var then []clientv3.Op
+	if t != nil {
+		then = append(then, clientv3.OpGet(t.key))
+	}
+	rng, resp, err := s.casReserve(ctx, cli, casReservation{
+		key:    keyIn(s.countersDir, key),
+		label:  key.Store + "/" + key.Name,
+		op:     opReserve,
+		what:   "reserve ids",
+		cmps:   []clientv3.Cmp{s.sfKeys.notDeclared(key.Store)},
+		then:   then,
+		orElse: []clientv3.Op{clientv3.OpGet(s.sfKeys.decl(key.Store))},
+		refused: func(r []*etcdserverpb.ResponseOp) error {
+			if len(r[0].GetResponseRange().GetKvs()) > 0 {
+				return snowflakeStoreError(key.Store)
+			}
+			return nil
+		},
+	}, s, want, need)
+	if err != nil {
+		return alloc.Range{}, 0, err
+	}
+	var epoch alloc.Epoch
+	if t != nil {
+		if kvs := resp.Responses[1].GetResponseRange().GetKvs(); len(kvs) == 1 && kvs[0].CreateRevision == t.rev {
+			epoch = alloc.Epoch(t.rev)
+		} else {
+			t.end()
+		}
+	}
+	return rng, epoch, nil
+}
+
+// casReservation is one compare-and-swap reservation on a counter key:
+// what it compares and reads besides the counter itself. Counters of the
+// native layout and Snowflake workers' time (snowflake.go) share it.
+type casReservation struct {
+	key   string // the counter's etcd key
+	label string // names the counter in messages
+	op    string // the metrics op of the transaction
+	what  string // what the transaction does, for messages
+	// cmps are further conditions of the transaction.
+	cmps []clientv3.Cmp
+	// then are read when it commits, at its revision, after the Put:
+	// Responses[1:] of the transaction's answer.
+	then []clientv3.Op
+	// orElse are read when it does not commit, after the counter.
+	orElse []clientv3.Op
+	// refused is given the answers to orElse when the transaction did
+	// not commit; an error stops the reservation, nil retries it with
+	// the counter just read. Nil always retries.
+	refused func([]*etcdserverpb.ResponseOp) error
+}
+
+// counterCache remembers the last known state of counter keys.
+type counterCache interface {
+	cached(etcdKey string) (counter, bool)
+	cache(etcdKey string, c counter)
+}
+
+// casReserve reserves the counter's next IDs, hw+1 .. hw+min(want, what
+// is left below 2^63), with Txn If(mod_revision(counter) == m, cmps...)
+// Then(Put(counter, hw+n), then...) Else(Get(counter), orElse...),
+// starting from the state cc remembers and reading the counter when cc
+// knows nothing. It returns the range and the committed transaction's
+// answer. Every committed Put raises the counter above every range granted
+// before, whichever node holds them: ranges never overlap. A transaction
+// whose answer is lost may have committed: its range is then a gap.
+func (c *conn) casReserve(ctx context.Context, cli *clientv3.Client, r casReservation, cc counterCache, want, need uint64) (alloc.Range, *clientv3.TxnResponse, error) {
+	cur, known := cc.cached(r.key)
 	for {
 		if !known {
 			start := time.Now()
-			resp, err := cli.Get(ctx, ck)
-			s.record(opGet, start, err)
+			resp, err := cli.Get(ctx, r.key)
+			c.record(opGet, start, err)
 			if err != nil {
-				return alloc.Range{}, 0, s.unavailable("read counter", err)
+				return alloc.Range{}, nil, c.unavailable("read counter", err)
 			}
 			if cur, err = counterOf(resp.Kvs); err != nil {
-				return alloc.Range{}, 0, err
+				return alloc.Range{}, nil, err
 			}
 		}
 		avail := keyspace.MaxID - cur.value
 		if avail < need {
-			return alloc.Range{}, 0, fmt.Errorf("reserve %d ids of %s/%s at %d: %w", need, key.Store, key.Name, cur.value, keyspace.ErrOverflow)
+			return alloc.Range{}, nil, fmt.Errorf("reserve %d ids of %s at %d: %w", need, r.label, cur.value, keyspace.ErrOverflow)
 		}
 		last := cur.value + min(want, avail)
-		then := []clientv3.Op{clientv3.OpPut(ck, encode(last))}
-		t := s.tenure.Load()
-		if t != nil {
-			then = append(then, clientv3.OpGet(t.key))
-		}
+		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(r.key), "=", cur.modRev)}, r.cmps...)
+		then := append([]clientv3.Op{clientv3.OpPut(r.key, encode(last))}, r.then...)
+		orElse := append([]clientv3.Op{clientv3.OpGet(r.key)}, r.orElse...)
 		start := time.Now()
-		resp, err := cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(ck), "=", cur.modRev)).
-			Then(then...).
-			Else(clientv3.OpGet(ck)).
-			Commit()
-		s.record(opReserve, start, err)
+		resp, err := cli.Txn(ctx).If(cmps...).Then(then...).Else(orElse...).Commit()
+		c.record(r.op, start, err)
 		if err != nil {
 			// The transaction may have committed: the cached state is
 			// then stale, and the next compare fails and refreshes it.
 			// The range, if it was granted, is a gap.
-			return alloc.Range{}, 0, s.unavailable("reserve ids", err)
+			return alloc.Range{}, nil, c.unavailable(r.what, err)
 		}
 		if !resp.Succeeded {
 			if cur, err = counterOf(resp.Responses[0].GetResponseRange().GetKvs()); err != nil {
-				return alloc.Range{}, 0, err
+				return alloc.Range{}, nil, err
 			}
 			known = true
-			s.cache(ck, cur)
+			cc.cache(r.key, cur)
+			if r.refused != nil {
+				if err := r.refused(resp.Responses[1:]); err != nil {
+					return alloc.Range{}, nil, err
+				}
+			}
 			continue
 		}
-		s.cache(ck, counter{value: last, modRev: resp.Header.Revision})
-		var epoch alloc.Epoch
-		if t != nil {
-			if kvs := resp.Responses[1].GetResponseRange().GetKvs(); len(kvs) == 1 && kvs[0].CreateRevision == t.rev {
-				epoch = alloc.Epoch(t.rev)
-			} else {
-				t.end()
-			}
-		}
-		return alloc.Range{First: cur.value + 1, Last: last}, epoch, nil
+		cc.cache(r.key, counter{value: last, modRev: resp.Header.Revision})
+		return alloc.Range{First: cur.value + 1, Last: last}, resp, nil
 	}
 }
 
@@ -275,7 +338,9 @@ func (s *Store) Confirm(ctx context.Context) (alloc.Epoch, error) {
 // transaction fenced by its election key, so that the leader of the moment
 // drops IDs below the floor before the call returns; other nodes forward
 // the call to it. The floor is also recorded under floors/, which every
-// node watches to drop WEAK IDs below it.
+// node watches to drop WEAK IDs below it. A key of a store declared a
+// Snowflake store is refused with ErrSnowflakeStore: its floors are the
+// Snowflake backend's (SnowflakeBackend.Floor).
 func (s *Store) Floor(ctx context.Context, key keyspace.Key, value uint64) (uint64, error) {
 	t := s.tenure.Load()
 	if t == nil {
@@ -315,9 +380,10 @@ func (s *Store) Floor(ctx context.Context, key keyspace.Key, value uint64) (uint
 		resp, err := cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev),
 				clientv3.Compare(clientv3.ModRevision(ck), "=", cur.modRev),
-				clientv3.Compare(clientv3.ModRevision(fk), "=", floor.modRev)).
+				clientv3.Compare(clientv3.ModRevision(fk), "=", floor.modRev),
+				s.sfKeys.notDeclared(key.Store)).
 			Then(ops...).
-			Else(clientv3.OpGet(t.key)).
+			Else(clientv3.OpGet(t.key), clientv3.OpGet(s.sfKeys.decl(key.Store))).
 			Commit()
 		s.record(opFloor, start, err)
 		if err != nil {
@@ -332,6 +398,9 @@ func (s *Store) Floor(ctx context.Context, key keyspace.Key, value uint64) (uint
 		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) != 1 || kvs[0].CreateRevision != t.rev {
 			t.end()
 			return 0, fmt.Errorf("%w: lost leadership while setting a floor", alloc.ErrNotLeader)
+		}
+		if len(resp.Responses[1].GetResponseRange().GetKvs()) > 0 {
+			return 0, snowflakeStoreError(key.Store)
 		}
 		// The counter or the floor moved in between: read again.
 	}
