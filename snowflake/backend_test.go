@@ -34,6 +34,9 @@ type node struct {
 	worker uint64
 	mu     sync.Mutex
 	cut    bool
+	// lose, when set, makes the next Reserve fail with ErrWorkerLost and
+	// Worker answer it from then on.
+	lose *uint64
 }
 
 func (c *cluster) node(worker uint64) *node {
@@ -67,12 +70,26 @@ func (n *node) reachable() error {
 	return nil
 }
 
-func (n *node) Worker(context.Context) (uint64, error) { return n.worker, nil }
+func (n *node) Worker(context.Context) (uint64, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.worker, nil
+}
 
 func (n *node) Reserve(_ context.Context, key keyspace.Key, want, need uint64) (alloc.Range, alloc.Epoch, error) {
 	if err := n.reachable(); err != nil {
 		return alloc.Range{}, 0, err
 	}
+	n.mu.Lock()
+	if n.lose != nil {
+		n.c.mu.Lock()
+		n.c.workers[*n.lose] = true
+		n.c.mu.Unlock()
+		n.worker, n.lose = *n.lose, nil
+		n.mu.Unlock()
+		return alloc.Range{}, 0, ErrWorkerLost
+	}
+	n.mu.Unlock()
 	n.c.mu.Lock()
 	defer n.c.mu.Unlock()
 	res := n.c.f.ApplyCommand(fsm.Command{Ops: []fsm.Op{{Kind: fsm.OpReserve, Key: key, Want: want, Need: need}}}).Results[0]

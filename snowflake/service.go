@@ -50,6 +50,12 @@ var (
 	// error of a call to a store whose layout's time has run out (its
 	// TimeBits reach no further): the store cannot hand out another ID.
 	ErrTimeExhausted = errors.New("snowflake: the layout's time has run out")
+	// ErrWorkerLost is wrapped by a Backend's Reserve error when this node
+	// no longer holds its worker ID (an etcd session that expired and
+	// whose worker another node took). The Service then drops the worker
+	// and the time reserved under it, and asks Backend.Worker for one
+	// again; every later ID is stamped after everything it stamped before.
+	ErrWorkerLost = fmt.Errorf("snowflake: this node lost its worker ID: %w", alloc.ErrUnavailable)
 	// ErrNotSnowflake is returned for a key of a store that is not declared
 	// a Snowflake store.
 	ErrNotSnowflake = errors.New("snowflake: not a snowflake store")
@@ -171,10 +177,20 @@ type Service struct {
 	stores   atomic.Pointer[map[string]*store] // copy on write under storesMu
 	storesMu sync.Mutex
 
-	mu          sync.Mutex
-	worker      uint64
-	hasWorker   bool
-	lo, hi      uint64 // the time range this node may stamp, Unix ms, inclusive; lo > hi: none
+	mu        sync.Mutex
+	worker    uint64
+	hasWorker bool
+	lo, hi    uint64 // the time range this node may stamp, Unix ms, inclusive; lo > hi: none
+	// slo..shi is the part of it granted to this node as leader in epoch
+	// sepoch: the only time a STRONG call proven in that epoch may stamp
+	// (a grant of a later epoch, taken by a deposed leader, may commit
+	// after the new leader computed where its STRONG IDs start).
+	slo, shi uint64
+	sepoch   alloc.Epoch
+	// minStart is the least time any ID may be stamped with from now on:
+	// after the node lost its worker ID, past everything stamped under it
+	// (ErrWorkerLost).
+	minStart    uint64
 	refill      *timeRefill
 	strongEpoch alloc.Epoch  // the epoch strongFloor belongs to
 	strongFloor uint64       // STRONG IDs stamp times after this (Unix ms)
@@ -219,7 +235,7 @@ func New(backend Backend, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Service{cfg: cfg, backend: backend, ctx: ctx, cancel: cancel, lo: 1, hi: 0}
+	s := &Service{cfg: cfg, backend: backend, ctx: ctx, cancel: cancel, lo: 1, hi: 0, slo: 1, shi: 0}
 	empty := map[string]*store{}
 	s.stores.Store(&empty)
 	s.wg.Add(2)
@@ -315,10 +331,10 @@ func (s *Service) Next(ctx context.Context, key keyspace.Key, mode alloc.Mode, c
 	if worker > st.layout.MaxWorker() {
 		return 0, fmt.Errorf("snowflake: worker ID %d does not fit the %d worker bits of store %q: %w", worker, st.layout.WorkerBits, key.Store, alloc.ErrUnavailable)
 	}
-	var after uint64 // STRONG: stamp only times after this
+	var after uint64      // STRONG: stamp only times after this
+	var epoch alloc.Epoch // STRONG: the proven epoch
 	if mode == alloc.Strong {
-		epoch, err := s.cfg.Confirm(ctx)
-		if err != nil {
+		if epoch, err = s.cfg.Confirm(ctx); err != nil {
 			return 0, err
 		}
 		if after, err = s.strongAfter(ctx, epoch); err != nil {
@@ -327,26 +343,41 @@ func (s *Service) Next(ctx context.Context, key keyspace.Key, mode alloc.Mode, c
 	}
 	s.lastUse.Store(time.Now().UnixNano())
 	for {
-		id, wantMs, err := s.take(st, key.Name, worker, count, after)
+		id, wantMs, err := s.take(st, key.Name, worker, count, after, epoch)
 		if err != nil || wantMs == 0 {
 			if err == nil {
 				s.cfg.Metrics.Issued(mode == alloc.Strong, count)
 			}
 			return id, err
 		}
-		if err := s.awaitTime(ctx, wantMs); err != nil {
+		g, err := s.awaitTime(ctx, wantMs)
+		if err != nil {
 			return 0, err
+		}
+		if epoch != 0 && g.epoch != epoch {
+			// The time came from a reservation this node did not commit
+			// as the leader of the proven epoch: it no longer leads.
+			return 0, fmt.Errorf("%w: leadership changed during the call", alloc.ErrNotLeader)
 		}
 	}
 }
 
 // take stamps count IDs of key, or returns the time (Unix ms) the node must
 // reserve up to first.
-func (s *Service) take(st *store, name string, worker, count, after uint64) (id, wantMs uint64, err error) {
+func (s *Service) take(st *store, name string, worker, count, after uint64, epoch alloc.Epoch) (id, wantMs uint64, err error) {
 	l := st.layout
 	now := s.nowMs()
 	s.mu.Lock()
 	lo, hi := s.lo, s.hi
+	if epoch != 0 {
+		// STRONG: only time granted to this node as leader of the
+		// proven epoch.
+		lo, hi = s.slo, s.shi
+		if s.sepoch != epoch {
+			lo, hi = 1, 0
+		}
+	}
+	lo = max(lo, s.minStart)
 	s.mu.Unlock()
 
 	ks := st.key(name, s.backend, s.cfg.Clock.Now())
@@ -373,7 +404,7 @@ func (s *Service) take(st *store, name string, worker, count, after uint64) (id,
 			ErrClock, st.name, time.UnixMilli(int64(start)).UTC().Format(time.RFC3339Nano), ahead, time.UnixMilli(int64(now)).UTC().Format(time.RFC3339Nano), s.cfg.MaxDrift)
 	}
 	if start > hi || start < lo {
-		return 0, start, nil
+		return 0, max(start, lo), nil
 	}
 	ks.tick, ks.seq, ks.used = tick, seq+count-1, true
 	ks.lastUse = s.cfg.Clock.Now()
@@ -452,6 +483,23 @@ func (s *Service) workerID(ctx context.Context) (uint64, error) {
 	return w, nil
 }
 
+// dropWorker forgets worker, which this node no longer holds, and every
+// time reserved under it; the next call acquires a worker anew and stamps
+// after everything stamped under the old one.
+func (s *Service) dropWorker(worker uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.hasWorker || s.worker != worker {
+		return
+	}
+	s.cfg.Logger.Warn("lost the snowflake worker ID; acquiring another", "worker", worker)
+	if s.lo <= s.hi {
+		s.minStart = max(s.minStart, s.hi+1)
+	}
+	s.hasWorker = false
+	s.lo, s.hi, s.slo, s.shi, s.sepoch, s.strongEpoch = 1, 0, 1, 0, 0, 0
+}
+
 // Acquire returns this node's worker ID, acquiring it through the
 // Backend (which declares the node's stores with it) if the node has none
 // yet.
@@ -500,9 +548,8 @@ func (s *Service) strongAfter(ctx context.Context, epoch alloc.Epoch) (uint64, e
 
 // awaitTime waits until this node holds time up to wantMs, starting a
 // reservation when none is in flight.
-func (s *Service) awaitTime(ctx context.Context, wantMs uint64) error {
-	_, err := s.reserveTime(ctx, wantMs+uint64(s.cfg.Lease/time.Millisecond))
-	return err
+func (s *Service) awaitTime(ctx context.Context, wantMs uint64) (grant, error) {
+	return s.reserveTime(ctx, wantMs+uint64(s.cfg.Lease/time.Millisecond))
 }
 
 type grant struct {
@@ -579,14 +626,30 @@ func (s *Service) runRefill(r *timeRefill) {
 	if err != nil {
 		r.err = fmt.Errorf("snowflake: reserve time for worker %d: %w", worker, err)
 		s.cfg.Logger.Debug("time reservation failed", "worker", worker, "error", err)
+		if errors.Is(err, ErrWorkerLost) {
+			s.dropWorker(worker)
+		}
 		return
 	}
 	r.first, r.epoch = rng.First, epoch
 	s.mu.Lock()
+	if s.worker != worker || !s.hasWorker {
+		// The worker was dropped meanwhile: this time is not ours to use.
+		s.mu.Unlock()
+		r.err = fmt.Errorf("snowflake: worker %d was dropped during its reservation: %w", worker, ErrWorkerLost)
+		return
+	}
 	if rng.First == s.hi+1 && s.lo <= s.hi {
 		s.hi = rng.Last
 	} else {
 		s.lo, s.hi = rng.First, rng.Last
+	}
+	if epoch != 0 {
+		if epoch == s.sepoch && rng.First == s.shi+1 && s.slo <= s.shi {
+			s.shi = rng.Last
+		} else {
+			s.slo, s.shi, s.sepoch = rng.First, rng.Last, epoch
+		}
 	}
 	s.mu.Unlock()
 }

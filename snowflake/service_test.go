@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ordinal-dev/ordinal/alloc"
+	"github.com/ordinal-dev/ordinal/fsm"
 	"github.com/ordinal-dev/ordinal/keyspace"
 )
 
@@ -426,5 +427,95 @@ func propertyRun(t *testing.T, seed uint64) {
 	}
 	if len(seen) < 5000 {
 		t.Fatalf("only %d IDs handed out: the run proved little", len(seen))
+	}
+}
+
+func TestTimeStoreIsTheFSMs(t *testing.T) {
+	if TimeStore != fsm.SnowflakeTimeStore {
+		t.Fatalf("TimeStore %q, fsm.SnowflakeTimeStore %q", TimeStore, fsm.SnowflakeTimeStore)
+	}
+}
+
+// TestStrongStampsOnlyTimeOfItsEpoch is the deposed leader whose proof
+// passed just before a new leader was elected, with a clock ahead: it must
+// not stamp a STRONG ID with time it reserves after the election (granted
+// in the new term, after the new leader computed where its STRONG IDs
+// start), or a later STRONG call on the new leader would get a smaller ID.
+func TestStrongStampsOnlyTimeOfItsEpoch(t *testing.T) {
+	c := newCluster()
+	a, b := c.node(1), c.node(2)
+	clockA, clockB := newFakeClock(t0.Add(2*time.Second)), newFakeClock(t0)
+	cfg := Config{Lease: time.Second, MaxDrift: 5 * time.Second}
+	c.elect(a)
+	c.mu.Lock()
+	staleEpoch := c.term
+	c.mu.Unlock()
+	// a's proofs keep answering the epoch it led in: the proof of the call
+	// below completed just before b was elected.
+	cfgA := cfg
+	sa := start(t, a, clockA, Milliseconds, cfgA)
+	sa.cfg.Confirm = func(context.Context) (alloc.Epoch, error) { return staleEpoch, nil }
+	sb := start(t, b, clockB, Milliseconds, cfg)
+	ctx := ctxT(t)
+	first, err := sa.Next(ctx, testKey, alloc.Strong, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.elect(b)
+	fromB, err := sb.Next(ctx, testKey, alloc.Strong, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fromB <= first {
+		t.Fatalf("b's STRONG %d after a's %d", fromB, first)
+	}
+	// a's time ran out; what it reserves now is granted in b's term.
+	clockA.Add(3 * time.Second)
+	late, err := sa.Next(ctx, testKey, alloc.Strong, 1)
+	if err == nil {
+		// Had a returned it, a STRONG call that starts now on b must
+		// still get a larger ID.
+		next, err := sb.Next(ctx, testKey, alloc.Strong, 1)
+		t.Fatalf("the deposed leader handed out STRONG %d; b's next is %d (%v)", late, next, err)
+	}
+	if !errors.Is(err, alloc.ErrNotLeader) {
+		t.Fatalf("the deposed leader: %v, want ErrNotLeader", err)
+	}
+}
+
+// TestWorkerLost takes a node's worker ID away (an etcd session lost, its
+// worker taken by another node): it acquires another and keeps handing
+// out increasing IDs, stamped after everything stamped under the old one.
+func TestWorkerLost(t *testing.T) {
+	c := newCluster()
+	n := c.node(5)
+	clock := newFakeClock(t0)
+	s := start(t, n, clock, Milliseconds, Config{Lease: time.Second, MaxDrift: 5 * time.Second})
+	ctx := ctxT(t)
+	var last uint64
+	for range 10 {
+		id, err := s.Next(ctx, testKey, alloc.Weak, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = id
+	}
+	_, hi := s.Reserved()
+	clock.Add(2 * time.Second) // past the reserved time: the next call reserves
+	next := uint64(2)
+	n.mu.Lock()
+	n.lose = &next
+	n.mu.Unlock()
+	if _, err := s.Next(ctx, testKey, alloc.Weak, 1); !errors.Is(err, ErrWorkerLost) {
+		t.Fatalf("the reservation that found the worker lost: %v", err)
+	}
+	clock.Set(t0) // and the clock went back meanwhile
+	id, err := s.Next(ctx, testKey, alloc.Weak, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := Milliseconds.Decode(id)
+	if p.Worker != 2 || id <= last || uint64(p.Time.UnixMilli()) <= hi {
+		t.Fatalf("after losing worker 5: %d = %+v; last %d, old reserved time up to %d", id, p, last, hi)
 	}
 }
