@@ -11,7 +11,7 @@ PROTOS    := $(shell find api/proto -name '*.proto' | sort)
 RACE       = $(if $(filter 1,$(shell $(GO) env CGO_ENABLED 2>/dev/null)),-race)
 TESTFLAGS ?= $(RACE) -count=1 -timeout 20m
 
-.PHONY: all build build-bench run test lint proto proto-check fuzz clean
+.PHONY: all build build-bench run test lint proto proto-check proto-lint proto-breaking proto-baseline fuzz clean
 
 all: build
 
@@ -36,11 +36,36 @@ test: lint proto-check
 	$(if $(RACE),,@echo "no C compiler (go env CGO_ENABLED is 0): the race detector is off")
 	GO='$(GO)' $(GO) run ./internal/tools/testsummary $(TESTFLAGS) ./...
 
-lint:
+## lint: gofmt, go vet (the main module and tools/protogen) and buf lint
+## on the protos (proto-lint).
+lint: proto-lint
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -C tools/protogen ./...
+
+## proto-lint: buf lint over api/proto, as buf.yaml (the repository's root)
+## configures it: buf's STANDARD rules; Layotto's runtime.proto is exempt
+## from the three naming rules its names break.
+## proto-breaking: buf breaking with the FILE rules: the protos must keep
+## what the last release defined, kept as a buf image in api/release/
+## (PROTO_BASELINE, the one file there, named after its release; no git
+## tag needed).
+## proto-baseline RELEASE=vX.Y.Z: when a release is cut, replace the image
+## in api/release/ with the protos as they are, as RELEASE.binpb
+## (api/DESIGN.md). buf runs with Go alone: go tool with tools/buf/go.mod,
+## a module of its own, so buf's dependencies stay out of go.mod.
+BUF            = $(GO) tool -modfile=tools/buf/go.mod buf
+PROTO_BASELINE ?= $(wildcard api/release/*.binpb)
+proto-lint:
+	$(BUF) lint
+proto-breaking:
+	@[ $(words $(PROTO_BASELINE)) = 1 ] || { echo "proto-breaking: want one buf image in api/release/, found: $(or $(PROTO_BASELINE),none)"; exit 1; }
+	$(BUF) breaking --against '$(PROTO_BASELINE)'
+proto-baseline:
+	@case '$(RELEASE)' in v[0-9]*.[0-9]*.[0-9]*) ;; *) echo "usage: make proto-baseline RELEASE=vX.Y.Z (the release being cut)"; exit 1;; esac
+	rm -f api/release/*.binpb
+	$(BUF) build --exclude-source-info -o 'api/release/$(RELEASE).binpb'
 
 ## proto: regenerate the Go code in api/ from the .proto files, with Go
 ## alone: tools/protogen compiles them with protocompile and runs the
@@ -59,8 +84,9 @@ proto:
 	@$(call protogen,'$(CURDIR)')
 
 ## proto-check: fail when the committed generated code is stale: generate
-## into a temporary directory and compare, leaving api/ alone.
-proto-check:
+## into a temporary directory and compare, leaving api/ alone; and fail on
+## a breaking change to the protos (proto-breaking).
+proto-check: proto-breaking
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT || exit 1; \
 	$(call protogen,"$$tmp") || exit 1; \
 	(cd "$$tmp" && find api -name '*.pb.go' | sort) > "$$tmp/generated" && find api -name '*.pb.go' | sort > "$$tmp/committed" || exit 1; \

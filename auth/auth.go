@@ -114,17 +114,17 @@ func (s RoleSet) String() string {
 
 // methodRoles is the role each known client-port method needs.
 var methodRoles = map[string]Role{
-	"/ordinal.v1.Sequencer/GetNextId":    RoleIDs,
-	"/ordinal.v1.Sequencer/GetNextIds":   RoleIDs,
-	"/ordinal.v1.Sequencer/GetHighWater": RoleIDs,
-	"/ordinal.v1.Sequencer/NextIdStream": RoleIDs,
+	"/ordinal.v1.SequencerService/GetNextId":    RoleIDs,
+	"/ordinal.v1.SequencerService/GetNextIds":   RoleIDs,
+	"/ordinal.v1.SequencerService/GetHighWater": RoleIDs,
+	"/ordinal.v1.SequencerService/NextIdStream": RoleIDs,
 
-	"/ordinal.v1.Sequencer/SetFloor":         RoleAdmin,
-	"/ordinal.v1.Cluster/Join":               RoleAdmin,
-	"/ordinal.v1.Cluster/Remove":             RoleAdmin,
-	"/ordinal.v1.Cluster/Members":            RoleAdmin,
-	"/ordinal.v1.Cluster/Leader":             RoleAdmin,
-	"/ordinal.v1.Cluster/TransferLeadership": RoleAdmin,
+	"/ordinal.v1.SequencerService/SetFloor":         RoleAdmin,
+	"/ordinal.v1.ClusterService/Join":               RoleAdmin,
+	"/ordinal.v1.ClusterService/Remove":             RoleAdmin,
+	"/ordinal.v1.ClusterService/Members":            RoleAdmin,
+	"/ordinal.v1.ClusterService/Leader":             RoleAdmin,
+	"/ordinal.v1.ClusterService/TransferLeadership": RoleAdmin,
 }
 
 // serviceRoles is the role every method of a service needs, keyed by

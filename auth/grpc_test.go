@@ -78,11 +78,11 @@ func tamper(token string) string {
 }
 
 const (
-	getNextID = "/ordinal.v1.Sequencer/GetNextId"
-	setFloor  = "/ordinal.v1.Sequencer/SetFloor"
-	nextIDs   = "/ordinal.v1.Sequencer/NextIdStream"
-	remove    = "/ordinal.v1.Cluster/Remove"
-	reserve   = "/ordinal.v1.Cluster/Reserve"
+	getNextID = "/ordinal.v1.SequencerService/GetNextId"
+	setFloor  = "/ordinal.v1.SequencerService/SetFloor"
+	nextIDs   = "/ordinal.v1.SequencerService/NextIdStream"
+	remove    = "/ordinal.v1.ClusterService/Remove"
+	reserve   = "/ordinal.v1.ClusterService/Reserve"
 	layotto   = "/spec.proto.runtime.v1.Runtime/GetNextId"
 	backdoor  = "/example.v1.Backdoor/Open"
 )
@@ -117,7 +117,7 @@ func TestCallsOverGRPC(t *testing.T) {
 		{name: "anonymous Layotto GetNextId allowed", server: "anonymous-ids", method: layotto, want: "anonymous||ids"},
 		{name: "anonymous NextIdStream allowed", server: "anonymous-ids", method: nextIDs, want: "anonymous||ids"},
 		{name: "anonymous SetFloor needs credentials", server: "anonymous-ids", method: setFloor, wantCode: codes.Unauthenticated, wantMsg: needCreds + "; " + setFloor + " needs role admin"},
-		{name: "anonymous Cluster/Remove needs credentials", server: "anonymous-ids", method: remove, wantCode: codes.Unauthenticated, wantMsg: needCreds},
+		{name: "anonymous ClusterService/Remove needs credentials", server: "anonymous-ids", method: remove, wantCode: codes.Unauthenticated, wantMsg: needCreds},
 		{name: "anonymous unknown method needs admin credentials", server: "anonymous-ids", method: backdoor, wantCode: codes.Unauthenticated, wantMsg: backdoor + " needs role admin"},
 		{name: "strict: GetNextId needs credentials", server: "strict", method: getNextID, wantCode: codes.Unauthenticated, wantMsg: needCreds + "; " + getNextID + " needs role ids"},
 		{name: "strict: NextIdStream needs credentials", server: "strict", method: nextIDs, wantCode: codes.Unauthenticated, wantMsg: needCreds},
@@ -126,11 +126,11 @@ func TestCallsOverGRPC(t *testing.T) {
 		// Client certificates.
 		{name: "ids certificate takes ids", server: "strict", cert: f.web, method: getNextID, want: "certificate|web-1|ids"},
 		{name: "ids certificate streams", server: "strict", cert: f.web, method: nextIDs, want: "certificate|web-1|ids"},
-		{name: "ids certificate may not SetFloor", server: "strict", cert: f.web, method: setFloor, wantCode: codes.PermissionDenied, wantMsg: "web-1 (role ids) may not call /ordinal.v1.Sequencer/SetFloor: it needs role admin"},
-		{name: "ids certificate may not Cluster/Remove", server: "anonymous-ids", cert: f.web, method: remove, wantCode: codes.PermissionDenied, wantMsg: "web-1 (role ids) may not call " + remove},
+		{name: "ids certificate may not SetFloor", server: "strict", cert: f.web, method: setFloor, wantCode: codes.PermissionDenied, wantMsg: "web-1 (role ids) may not call /ordinal.v1.SequencerService/SetFloor: it needs role admin"},
+		{name: "ids certificate may not ClusterService/Remove", server: "anonymous-ids", cert: f.web, method: remove, wantCode: codes.PermissionDenied, wantMsg: "web-1 (role ids) may not call " + remove},
 		{name: "admin name in Organization only is not an admin", server: "strict", cert: f.opsInOrg, method: setFloor, wantCode: codes.PermissionDenied, wantMsg: "web-2 (role ids)"},
 		{name: "admin by CommonName may SetFloor", server: "strict", cert: f.opsCN, method: setFloor, want: "certificate|ops-1|admin"},
-		{name: "admin by DNS SAN may Cluster/Remove", server: "strict", cert: f.opsDNS, method: remove, want: "certificate|dns-holder|admin"},
+		{name: "admin by DNS SAN may ClusterService/Remove", server: "strict", cert: f.opsDNS, method: remove, want: "certificate|dns-holder|admin"},
 		{name: "admin by email SAN may SetFloor", server: "strict", cert: f.opsEmail, method: setFloor, want: "certificate|ops@example.com|admin"},
 		{name: "admin by URI SAN may SetFloor", server: "strict", cert: f.opsURI, method: setFloor, want: "certificate|spiffe://ordinal/ops|admin"},
 		{name: "admin certificate takes ids too", server: "strict", cert: f.opsCN, method: getNextID, want: "certificate|ops-1|admin"},
@@ -139,7 +139,7 @@ func TestCallsOverGRPC(t *testing.T) {
 		{name: "admin token may SetFloor", server: "strict", authz: bearer(f.alice), method: setFloor, want: "token|alice|admin"},
 		{name: "ids token takes ids", server: "strict", authz: bearer(f.bob), method: getNextID, want: "token|bob|ids"},
 		{name: "ids token streams", server: "strict", authz: bearer(f.bob), method: nextIDs, want: "token|bob|ids"},
-		{name: "ids token may not Cluster/Remove", server: "strict", authz: bearer(f.bob), method: remove, wantCode: codes.PermissionDenied, wantMsg: "bob (role ids) may not call /ordinal.v1.Cluster/Remove: it needs role admin"},
+		{name: "ids token may not ClusterService/Remove", server: "strict", authz: bearer(f.bob), method: remove, wantCode: codes.PermissionDenied, wantMsg: "bob (role ids) may not call /ordinal.v1.ClusterService/Remove: it needs role admin"},
 		{name: "tampered admin token refused", server: "strict", authz: bearer(tamper(f.alice)), method: setFloor, wantCode: codes.Unauthenticated, wantMsg: "unknown bearer token"},
 		{name: "tampered token refused even where anonymous calls pass", server: "anonymous-ids", authz: bearer(tamper(f.bob)), method: getNextID, wantCode: codes.Unauthenticated, wantMsg: "unknown bearer token"},
 		{name: "tampered token refused even with an admin certificate", server: "strict", cert: f.opsCN, authz: bearer(tamper(f.alice)), method: setFloor, wantCode: codes.Unauthenticated, wantMsg: "unknown bearer token"},

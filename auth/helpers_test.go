@@ -128,8 +128,8 @@ var testServices = []struct {
 	unary   []string
 	streams []string
 }{
-	{"ordinal.v1.Sequencer", []string{"GetNextId", "GetNextIds", "GetHighWater", "SetFloor"}, []string{"NextIdStream"}},
-	{"ordinal.v1.Cluster", []string{"Join", "Remove", "Members", "Leader", "TransferLeadership", "Reserve", "ConfirmTerm"}, nil},
+	{"ordinal.v1.SequencerService", []string{"GetNextId", "GetNextIds", "GetHighWater", "SetFloor"}, []string{"NextIdStream"}},
+	{"ordinal.v1.ClusterService", []string{"Join", "Remove", "Members", "Leader", "TransferLeadership", "Reserve", "ConfirmTerm"}, nil},
 	{"spec.proto.runtime.v1.Runtime", []string{"GetNextId", "SaveState"}, nil},
 	{"example.v1.Backdoor", []string{"Open"}, nil},
 }

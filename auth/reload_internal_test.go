@@ -61,7 +61,7 @@ func TestReloadWithinInterval(t *testing.T) {
 	a.tokens.next.Store(int64(interval))
 
 	works := func(token string) bool {
-		_, err := a.Authorize(bearerContext(token), "/ordinal.v1.Sequencer/GetNextId")
+		_, err := a.Authorize(bearerContext(token), "/ordinal.v1.SequencerService/GetNextId")
 		return err == nil
 	}
 	logged := func(s string) int { return strings.Count(logs.String(), s) }
@@ -137,7 +137,7 @@ func TestConcurrentReload(t *testing.T) {
 					return
 				default:
 				}
-				if _, err := a.Authorize(bearerContext(bob), "/ordinal.v1.Sequencer/GetNextId"); err != nil {
+				if _, err := a.Authorize(bearerContext(bob), "/ordinal.v1.SequencerService/GetNextId"); err != nil {
 					errs <- err
 					return
 				}

@@ -48,7 +48,7 @@ const (
 type Backend string
 
 const (
-	// BackendOrdinal speaks ordinal.v1.Sequencer: ordinal nodes and the
+	// BackendOrdinal speaks ordinal.v1.SequencerService: ordinal nodes and the
 	// no-op server.
 	BackendOrdinal Backend = "ordinal"
 	// BackendEtcd is etcd used as Layotto's etcd sequencer uses it.

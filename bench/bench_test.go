@@ -102,7 +102,7 @@ func TestRunAgainstNode(t *testing.T) {
 
 // faultyServer is a Sequencer that breaks its promises on purpose.
 type faultyServer struct {
-	ordinalv1.UnimplementedSequencerServer
+	ordinalv1.UnimplementedSequencerServiceServer
 	n     atomic.Int64
 	fault string // "duplicate" or "regress"
 }
@@ -146,14 +146,14 @@ func TestRunDetectsBrokenServer(t *testing.T) {
 	}
 }
 
-func serveFaulty(t *testing.T, s ordinalv1.SequencerServer) string {
+func serveFaulty(t *testing.T, s ordinalv1.SequencerServiceServer) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := grpc.NewServer()
-	ordinalv1.RegisterSequencerServer(g, s)
+	ordinalv1.RegisterSequencerServiceServer(g, s)
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)
 	return lis.Addr().String()
@@ -500,7 +500,7 @@ func TestKeySeqCycle(t *testing.T) {
 // keyServer hands out IDs from one counter, remembers the key each was
 // handed out for, and fails every 50th call.
 type keyServer struct {
-	ordinalv1.UnimplementedSequencerServer
+	ordinalv1.UnimplementedSequencerServiceServer
 	n    atomic.Int64
 	mu   sync.Mutex
 	keys map[int64]string

@@ -784,7 +784,7 @@ func commitIndex(ctx context.Context, addr string, opts []client.Option) (uint64
 	defer conn.Close()
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := ordinalv1.NewClusterClient(conn).Members(cctx, &ordinalv1.MembersRequest{})
+	resp, err := ordinalv1.NewClusterServiceClient(conn).Members(cctx, &ordinalv1.MembersRequest{})
 	if err != nil {
 		return 0, fmt.Errorf("%s: Members: %w", addr, err)
 	}
@@ -939,7 +939,7 @@ func askLeader(ctx context.Context, cluster []string, opts []client.Option) (str
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := ordinalv1.NewClusterClient(conn).Leader(cctx, &ordinalv1.LeaderRequest{})
+		resp, err := ordinalv1.NewClusterServiceClient(conn).Leader(cctx, &ordinalv1.LeaderRequest{})
 		cancel()
 		conn.Close()
 		if err != nil {
@@ -1365,7 +1365,7 @@ func (c *Comparison) entriesTable(w io.Writer) {
 		return
 	}
 	fmt.Fprintln(w, "Raft entries per call (medians over rounds): the leader's commit index, read with the admin "+
-		"`ordinal.v1.Cluster/Members` call before and after each whole run, **warm-up included**, divided by the "+
+		"`ordinal.v1.ClusterService/Members` call before and after each whole run, **warm-up included**, divided by the "+
 		"calls made (warm-up and failed calls included). Every call of a fresh- row asks for a new key, so there "+
 		"it is **entries per new key**; each reservation, of whatever key, is an op in some entry, so fewer entries "+
 		"than new keys means ops of different keys shared entries:")

@@ -52,7 +52,7 @@ func electionPrefix(prefix string) string {
 
 // findElected returns the ordinal-on-etcd node that serves STRONG calls
 // and one that does not (the elected one again when nodes has only one).
-// ordinal's Cluster service, with its Leader RPC, runs only over Raft, so
+// ordinal's ClusterService, with its Leader RPC, runs only over Raft, so
 // the elected node is read where the nodes themselves read it: the oldest
 // key under the election prefix in etcd, one linearizable Get, nothing
 // written.

@@ -95,8 +95,11 @@ func (m Mode) String() string {
 }
 
 // increment maps m to the wire enum. Weak and Strong share their values
-// with it; an unknown mode is sent as an invalid value so that the server,
-// not the client, rejects it with InvalidArgument.
+// with it (Layotto's numbers): Weak goes out as 0,
+// AUTO_INCREMENT_UNSPECIFIED, which every ordinal server serves as WEAK
+// (the explicit AUTO_INCREMENT_WEAK, 2, is new), and Strong as 1,
+// AUTO_INCREMENT_STRONG. An unknown mode is sent as an invalid value so
+// that the server, not the client, rejects it with InvalidArgument.
 func (m Mode) increment() ordinalv1.SequencerOptions_AutoIncrement {
 	if m < 0 || m > math.MaxInt32 {
 		return math.MaxInt32
@@ -196,7 +199,7 @@ func newClient(r *router, o *options) *Client {
 // token (WithToken, WithTokenFile), the metadata (WithMetadata) and the
 // dial options (WithDialOptions) of opts. The options about calls
 // (WithStore, WithRetry, WithStreaming, ...) do not apply to it. It is for
-// the services the Client has no methods for, such as ordinal.v1.Cluster
+// the services the Client has no methods for, such as ordinal.v1.ClusterService
 // and grpc.health.v1.Health. Given several addresses (or a name that
 // resolves to several), it connects to the first that answers and moves
 // to the next when that one fails (gRPC's pick_first). Like New, it does

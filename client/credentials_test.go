@@ -124,7 +124,7 @@ type seenCall struct {
 // NextIdStream answers every request with first ID 1, recording the
 // credentials of every call.
 type credsServer struct {
-	ordinalv1.UnimplementedSequencerServer
+	ordinalv1.UnimplementedSequencerServiceServer
 	addr string
 
 	mu    sync.Mutex
@@ -149,7 +149,7 @@ func startCredsServer(t *testing.T, creds credentials.TransportCredentials) *cre
 			s.record(ss.Context(), info.FullMethod)
 			return handler(srv, ss)
 		}))
-	ordinalv1.RegisterSequencerServer(srv, s)
+	ordinalv1.RegisterSequencerServiceServer(srv, s)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -252,8 +252,8 @@ func takeID(t *testing.T, target string, streaming bool, opts ...Option) (int64,
 }
 
 const (
-	unaryMethod  = "/ordinal.v1.Sequencer/GetNextId"
-	streamMethod = "/ordinal.v1.Sequencer/NextIdStream"
+	unaryMethod  = "/ordinal.v1.SequencerService/GetNextId"
+	streamMethod = "/ordinal.v1.SequencerService/NextIdStream"
 )
 
 // The token arrives with unary calls and on streams, over TLS, mTLS and
@@ -310,7 +310,7 @@ func TestTokenIsSentWithEveryCall(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		if _, err := ordinalv1.NewSequencerClient(conn).GetNextId(credsContext(t), &ordinalv1.GetNextIdRequest{Key: "k"}); err != nil {
+		if _, err := ordinalv1.NewSequencerServiceClient(conn).GetNextId(credsContext(t), &ordinalv1.GetNextIdRequest{Key: "k"}); err != nil {
 			t.Fatal(err)
 		}
 		if got, _ := mtlsSrv.last(); got.authorization != "Bearer s3cret" {

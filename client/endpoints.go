@@ -27,7 +27,7 @@ const LeaderHealthService = "ordinal.v1.Leader"
 // sequencerHealthService is the health service name under which a node
 // reports whether it is a healthy member (it knows a leader and is in the
 // cluster's configuration).
-const sequencerHealthService = "ordinal.v1.Sequencer"
+const sequencerHealthService = "ordinal.v1.SequencerService"
 
 // ErrInvalidAddress is wrapped by the error New and NewConn return for an
 // address list they cannot read: an empty entry, or an entry that is

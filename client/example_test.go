@@ -173,7 +173,7 @@ func ExampleWithWeakPrefetch() {
 }
 
 // NewConn makes a connection for the services the Client has no methods
-// for, secured as the Client's would be: here, the Cluster service.
+// for, secured as the Client's would be: here, the ClusterService.
 func ExampleNewConn() {
 	addr, stop := exampleNode()
 	defer stop()
@@ -182,7 +182,7 @@ func ExampleNewConn() {
 		log.Fatal(err)
 	}
 	defer conn.Close()
-	leader, err := ordinalv1.NewClusterClient(conn).Leader(context.Background(), &ordinalv1.LeaderRequest{})
+	leader, err := ordinalv1.NewClusterServiceClient(conn).Leader(context.Background(), &ordinalv1.LeaderRequest{})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func TestWeakPrefetch(t *testing.T) {
 	c := testcluster.New(t, 3)
 	secure := client.WithTLS(c.ClientTLS(testcluster.AdminName))
 	const block = 1000
-	counted, calls := countCalls("/ordinal.v1.Sequencer/GetNextIds")
+	counted, calls := countCalls("/ordinal.v1.SequencerService/GetNextIds")
 	pc := newClient(t, addrs(c), secure, counted, client.WithWeakPrefetch(block))
 	plain := newClient(t, addrs(c), secure)
 	keys := []string{"prefetch-a", "prefetch-b"}

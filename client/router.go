@@ -39,7 +39,7 @@ const (
 type node struct {
 	ep   endpoint
 	conn *grpc.ClientConn
-	seq  ordinalv1.SequencerClient
+	seq  ordinalv1.SequencerServiceClient
 
 	health  atomic.Int32 // healthUnknown, healthServing, healthNotServing
 	leader  atomic.Bool  // LeaderHealthService said SERVING, last
@@ -130,7 +130,7 @@ func newRouter(targets []target, o *options) (*router, error) {
 func newConnRouter(conn *grpc.ClientConn) *router {
 	r := &router{opts: &options{}}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
-	n := &node{ep: endpoint{name: conn.Target()}, conn: conn, seq: ordinalv1.NewSequencerClient(conn)}
+	n := &node{ep: endpoint{name: conn.Target()}, conn: conn, seq: ordinalv1.NewSequencerServiceClient(conn)}
 	r.nodes.Store(&[]*node{n})
 	return r
 }
@@ -246,7 +246,7 @@ func (r *router) update(eps []endpoint) error {
 			}
 			return fmt.Errorf("client: connect to %q: %w", e.name, err)
 		}
-		nodes = append(nodes, &node{ep: e, conn: conn, seq: ordinalv1.NewSequencerClient(conn)})
+		nodes = append(nodes, &node{ep: e, conn: conn, seq: ordinalv1.NewSequencerServiceClient(conn)})
 	}
 	if r.watching.Load() {
 		for _, n := range nodes {

@@ -39,7 +39,7 @@ const maxBatchCount = 1_000_000
 // loop closes once for all the batch's callers, and computes its IDs from
 // the batch's first ID and its own offset.
 type streamer struct {
-	seqClient ordinalv1.SequencerClient
+	seqClient ordinalv1.SequencerServiceClient
 
 	// bmu guards batchers, kept apart from mu so that looking up a key does
 	// not wait for the stream's bookkeeping.
@@ -50,7 +50,7 @@ type streamer struct {
 	last atomic.Pointer[batcher]
 
 	mu      sync.Mutex
-	stream  ordinalv1.Sequencer_NextIdStreamClient
+	stream  ordinalv1.SequencerService_NextIdStreamClient
 	cancel  context.CancelFunc
 	next    uint64
 	pending map[uint64]*batch
@@ -86,7 +86,7 @@ type batch struct {
 	err   error
 }
 
-func newStreamer(c ordinalv1.SequencerClient) *streamer {
+func newStreamer(c ordinalv1.SequencerServiceClient) *streamer {
 	return &streamer{seqClient: c, pending: map[uint64]*batch{}, batchers: map[batchKey]*batcher{}}
 }
 
@@ -219,7 +219,7 @@ func (s *streamer) send(bt *batch) {
 }
 
 // register assigns bt a sequence number on the current stream.
-func (s *streamer) register(bt *batch) (ordinalv1.Sequencer_NextIdStreamClient, uint64, error) {
+func (s *streamer) register(bt *batch) (ordinalv1.SequencerService_NextIdStreamClient, uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -241,7 +241,7 @@ func (s *streamer) register(bt *batch) (ordinalv1.Sequencer_NextIdStreamClient, 
 }
 
 // receive dispatches answers until the stream breaks.
-func (s *streamer) receive(stream ordinalv1.Sequencer_NextIdStreamClient) {
+func (s *streamer) receive(stream ordinalv1.SequencerService_NextIdStreamClient) {
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
@@ -283,7 +283,7 @@ func (s *streamer) finish(bt *batch, first int64, err error) {
 
 // breakStream fails every batch pending on stream with Unavailable, so
 // callers can retry; the next call opens a new stream.
-func (s *streamer) breakStream(stream ordinalv1.Sequencer_NextIdStreamClient, cause error) {
+func (s *streamer) breakStream(stream ordinalv1.SequencerService_NextIdStreamClient, cause error) {
 	s.mu.Lock()
 	if s.stream != stream {
 		s.mu.Unlock()

@@ -28,7 +28,7 @@ import (
 // is sent, as a node allocates it after receiving the request. Otherwise
 // it hands each request to the test (next) and answers when told (answer).
 type fakeServer struct {
-	ordinalv1.SequencerClient // nil: only NextIdStream is used
+	ordinalv1.SequencerServiceClient // nil: only NextIdStream is used
 
 	auto  bool
 	delay time.Duration // auto mode: answer this long after the request
@@ -261,7 +261,7 @@ func TestStreamerBatchesInArrivalOrder(t *testing.T) {
 	if r1.req.GetCount() != 1 || r2.req.GetCount() != 2 || r2.req.GetSeq() == r1.req.GetSeq() {
 		t.Fatalf("requests %+v, %+v; want counts 1 and 2 with distinct seqs", r1.req, r2.req)
 	}
-	if r1.req.GetKey() != "k" || r1.req.GetOptions().GetIncrement() != ordinalv1.SequencerOptions_STRONG {
+	if r1.req.GetKey() != "k" || r1.req.GetOptions().GetIncrement() != ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG {
 		t.Fatalf("request %+v; want key k, STRONG", r1.req)
 	}
 

@@ -96,7 +96,7 @@ func (n *Node) relayBackup(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	stream, err := ordinalv1.NewClusterClient(c).Backup(ctx, &ordinalv1.BackupRequest{})
+	stream, err := ordinalv1.NewClusterServiceClient(c).Backup(ctx, &ordinalv1.BackupRequest{})
 	if err != nil {
 		return err
 	}

@@ -20,10 +20,10 @@ import (
 	"github.com/ordinal-dev/ordinal/transport"
 )
 
-// fetchBackup takes a backup through conn's Cluster service and returns
+// fetchBackup takes a backup through conn's ClusterService and returns
 // the file's bytes, or the call's error.
 func fetchBackup(ctx context.Context, conn grpc.ClientConnInterface) ([]byte, error) {
-	stream, err := ordinalv1.NewClusterClient(conn).Backup(ctx, &ordinalv1.BackupRequest{})
+	stream, err := ordinalv1.NewClusterServiceClient(conn).Backup(ctx, &ordinalv1.BackupRequest{})
 	if err != nil {
 		return nil, err
 	}
@@ -91,11 +91,11 @@ func hammer(t *testing.T, conns []*grpc.ClientConn, keys []fsm.Key, d time.Durat
 	)
 	deadline := time.Now().Add(d)
 	for _, conn := range conns {
-		for _, mode := range []ordinalv1.SequencerOptions_AutoIncrement{ordinalv1.SequencerOptions_STRONG, ordinalv1.SequencerOptions_WEAK} {
+		for _, mode := range []ordinalv1.SequencerOptions_AutoIncrement{ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG, ordinalv1.SequencerOptions_AUTO_INCREMENT_WEAK} {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				seq := ordinalv1.NewSequencerClient(conn)
+				seq := ordinalv1.NewSequencerServiceClient(conn)
 				n := 0
 				for i := 0; time.Now().Before(deadline); i++ {
 					k := keys[i%len(keys)]

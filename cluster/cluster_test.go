@@ -21,7 +21,7 @@ import (
 	"github.com/ordinal-dev/ordinal/internal/testcluster"
 )
 
-var strongOpts = &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG}
+var strongOpts = &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG}
 
 func callCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

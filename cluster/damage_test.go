@@ -200,7 +200,7 @@ func TestFollowerStopsOnSnapshotItCannotRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_, err = ordinalv1.NewSequencerClient(conn).GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "k"})
+	_, err = ordinalv1.NewSequencerServiceClient(conn).GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "k"})
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("a call to the stopped follower: %v, want Unavailable", err)
 	}

@@ -168,7 +168,7 @@ func sortedServers(m map[string]raft.Server) []raft.Server {
 // would otherwise answer vote requests under an identity whose votes and log
 // the cluster still counts on.
 func (n *Node) joinThenStart(ctx context.Context) error {
-	req := &ordinalv1.JoinRequest{
+	req := &ordinalv1.PeerServiceJoinRequest{
 		NodeId:   n.cfg.NodeID,
 		RaftAddr: n.RaftAddr(),
 		GrpcAddr: n.cfg.GRPCAdvertise,
@@ -232,7 +232,7 @@ func (n *Node) refusedBy(ctx context.Context, addr string) bool {
 	return false
 }
 
-func (n *Node) joinVia(ctx context.Context, addr string, req *ordinalv1.JoinRequest) error {
+func (n *Node) joinVia(ctx context.Context, addr string, req *ordinalv1.PeerServiceJoinRequest) error {
 	c, err := n.peers.client("", addr)
 	if err != nil {
 		return err

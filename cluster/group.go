@@ -156,7 +156,7 @@ func (n *Node) forwardBatch(batch []*pending) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 	defer cancel()
-	resp, err := ordinalv1.NewPeerClient(c).ReserveBatch(ctx, req)
+	resp, err := ordinalv1.NewPeerServiceClient(c).ReserveBatch(ctx, req)
 	n.forwardMetrics.Forwarded("reservation", status.Code(err).String())
 	switch {
 	case err != nil:

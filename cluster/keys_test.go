@@ -416,7 +416,7 @@ func TestKeysRefusesBadRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if _, err := ordinalv1.NewClusterClient(conn).Keys(ctx, &ordinalv1.KeysRequest{}); status.Code(err) != codes.PermissionDenied {
+	if _, err := ordinalv1.NewClusterServiceClient(conn).Keys(ctx, &ordinalv1.KeysRequest{}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("Keys by an ids client: %v, want PermissionDenied", err)
 	}
 }

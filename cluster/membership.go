@@ -62,7 +62,7 @@ func (n *Node) Join(ctx context.Context, req *ordinalv1.JoinRequest) (*ordinalv1
 		if err != nil {
 			return nil, err
 		}
-		return ordinalv1.NewClusterClient(c).Join(ctx, req)
+		return ordinalv1.NewClusterServiceClient(c).Join(ctx, req)
 	}
 	if id := req.GetClusterId(); id != "" && id != n.fsm.ClusterID() {
 		return nil, fmt.Errorf("%w: node %s belongs to cluster %s, this is cluster %s; clusters never merge: wipe its data directory to move it",
@@ -133,7 +133,7 @@ func (n *Node) Publish(ctx context.Context, nodeID string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		resp, err := ordinalv1.NewPeerClient(c).Publish(ctx, &ordinalv1.PublishRequest{NodeId: nodeID})
+		resp, err := ordinalv1.NewPeerServiceClient(c).Publish(ctx, &ordinalv1.PublishRequest{NodeId: nodeID})
 		return resp.GetGrpcAddr(), err
 	}
 	if nodeID == n.cfg.NodeID {
@@ -223,7 +223,7 @@ func (n *Node) Remove(ctx context.Context, nodeID string) error {
 		if err != nil {
 			return err
 		}
-		_, err = ordinalv1.NewClusterClient(c).Remove(ctx, &ordinalv1.RemoveRequest{NodeId: nodeID})
+		_, err = ordinalv1.NewClusterServiceClient(c).Remove(ctx, &ordinalv1.RemoveRequest{NodeId: nodeID})
 		return err
 	}
 	cfg, err := n.configuration()
@@ -274,7 +274,7 @@ func (n *Node) TransferLeadership(ctx context.Context, nodeID string) (string, e
 		if err != nil {
 			return "", err
 		}
-		resp, err := ordinalv1.NewClusterClient(c).TransferLeadership(ctx, &ordinalv1.TransferLeadershipRequest{NodeId: nodeID})
+		resp, err := ordinalv1.NewClusterServiceClient(c).TransferLeadership(ctx, &ordinalv1.TransferLeadershipRequest{NodeId: nodeID})
 		return resp.GetNodeId(), err
 	}
 	cfg, err := n.configuration()
@@ -321,7 +321,7 @@ func (n *Node) Members(ctx context.Context) (*ordinalv1.MembersResponse, error) 
 		if err != nil {
 			return nil, err
 		}
-		return ordinalv1.NewClusterClient(c).Members(ctx, &ordinalv1.MembersRequest{})
+		return ordinalv1.NewClusterServiceClient(c).Members(ctx, &ordinalv1.MembersRequest{})
 	}
 	cfg, err := n.configuration()
 	if err != nil {

@@ -37,12 +37,12 @@ func (p *peers) conn(id, addr string) (*grpc.ClientConn, error) {
 }
 
 // client returns a Peer client for node id at addr.
-func (p *peers) client(id, addr string) (ordinalv1.PeerClient, error) {
+func (p *peers) client(id, addr string) (ordinalv1.PeerServiceClient, error) {
 	c, err := p.conn(id, addr)
 	if err != nil {
 		return nil, err
 	}
-	return ordinalv1.NewPeerClient(c), nil
+	return ordinalv1.NewPeerServiceClient(c), nil
 }
 
 // status asks the node at addr (node id, or any member when id is empty)

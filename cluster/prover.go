@@ -233,6 +233,13 @@ func (p *prover) confirmTerm(ctx context.Context, l *voterLink, term uint64) (*o
 	return c.ConfirmTerm(ctx, &ordinalv1.ConfirmTermRequest{Term: term, LeaderId: p.nodeID}, grpc.WaitForReady(true))
 }
 
+// termAnswer is what checkAnswerer reads of an answer to a proof request,
+// ConfirmTerm's or ConfirmTermStream's (two messages with the same fields).
+type termAnswer interface {
+	GetNodeId() string
+	GetIncarnation() string
+}
+
 // checkAnswerer refuses an answer that does not come from the voter l was
 // asked: another node's (the address the prover knows for the voter
 // reached someone else), or another incarnation's than the one pinned for
@@ -243,7 +250,7 @@ func (p *prover) confirmTerm(ctx context.Context, l *voterLink, term uint64) (*o
 // it removed and added it, which forgets the pin there (see
 // forgetIncarnation). Nodes that predate these fields send neither and
 // are taken as they are.
-func (p *prover) checkAnswerer(l *voterLink, resp *ordinalv1.ConfirmTermResponse) error {
+func (p *prover) checkAnswerer(l *voterLink, resp termAnswer) error {
 	if got := resp.GetNodeId(); got != "" && got != l.id {
 		return fmt.Errorf("the address of voter %s is served by node %s: its answer does not count", l.id, got)
 	}
@@ -273,7 +280,7 @@ func (p *prover) forgetIncarnation(id string) {
 	delete(p.pins, id)
 }
 
-func (p *prover) client(l *voterLink) (ordinalv1.PeerClient, error) {
+func (p *prover) client(l *voterLink) (ordinalv1.PeerServiceClient, error) {
 	return p.peers.client(l.id, *l.addr.Load())
 }
 
@@ -472,7 +479,7 @@ func (p *prover) reaskUnary(l *voterLink) {
 // send sends the latest seq asked for each time the link is kicked. Kicks
 // that arrive while a send is under way collapse into one, so a slow voter
 // gets fewer, newer requests rather than a queue.
-func (p *prover) send(ctx context.Context, l *voterLink, stream ordinalv1.Peer_ConfirmTermStreamClient) error {
+func (p *prover) send(ctx context.Context, l *voterLink, stream ordinalv1.PeerService_ConfirmTermStreamClient) error {
 	var sent uint64
 	for {
 		select {
@@ -484,7 +491,7 @@ func (p *prover) send(ctx context.Context, l *voterLink, stream ordinalv1.Peer_C
 		if seq <= sent {
 			continue
 		}
-		req := &ordinalv1.ConfirmTermRequest{Seq: seq, Term: l.wantTerm.Load(), LeaderId: p.nodeID}
+		req := &ordinalv1.ConfirmTermStreamRequest{Seq: seq, Term: l.wantTerm.Load(), LeaderId: p.nodeID}
 		if err := stream.Send(req); err != nil {
 			return err
 		}

@@ -26,7 +26,7 @@ import (
 // with term; stream requests are answered at once too unless hold is set,
 // in which case they queue on held for the test to answer.
 type voterStub struct {
-	ordinalv1.UnimplementedPeerServer
+	ordinalv1.UnimplementedPeerServiceServer
 	// peerID is the node ID its peer port introduces itself with
 	// (default "v").
 	peerID    string
@@ -78,7 +78,7 @@ func (v *voterStub) ConfirmTerm(ctx context.Context, _ *ordinalv1.ConfirmTermReq
 	return &ordinalv1.ConfirmTermResponse{Term: v.term.Load(), NodeId: v.answerAs, Incarnation: v.incarnationOf()}, nil
 }
 
-func (v *voterStub) ConfirmTermStream(stream ordinalv1.Peer_ConfirmTermStreamServer) error {
+func (v *voterStub) ConfirmTermStream(stream ordinalv1.PeerService_ConfirmTermStreamServer) error {
 	if v.noStreams {
 		return status.Error(codes.Unimplemented, "this voter predates proof streams")
 	}
@@ -86,13 +86,13 @@ func (v *voterStub) ConfirmTermStream(stream ordinalv1.Peer_ConfirmTermStreamSer
 	send := func(seq, term uint64) error {
 		sendMu.Lock()
 		defer sendMu.Unlock()
-		return stream.Send(&ordinalv1.ConfirmTermResponse{Seq: seq, Term: term, NodeId: v.answerAs, Incarnation: v.incarnationOf()})
+		return stream.Send(&ordinalv1.ConfirmTermStreamResponse{Seq: seq, Term: term, NodeId: v.answerAs, Incarnation: v.incarnationOf()})
 	}
 	broken := make(chan struct{})
 	var breakOnce sync.Once
 	for {
 		type recvd struct {
-			req *ordinalv1.ConfirmTermRequest
+			req *ordinalv1.ConfirmTermStreamRequest
 			err error
 		}
 		got := make(chan recvd, 1)
@@ -142,7 +142,7 @@ func startVoterStub(t *testing.T, v *voterStub) string {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer(port.ServerOption())
-	ordinalv1.RegisterPeerServer(srv, v)
+	ordinalv1.RegisterPeerServiceServer(srv, v)
 	go func() { _ = srv.Serve(port.GRPCListener()) }()
 	t.Cleanup(func() {
 		srv.Stop()

@@ -115,7 +115,7 @@ func TestRestoreNeverReissues(t *testing.T) {
 	testcluster.WaitFor(t, testcluster.StartTimeout, "r2 a voter of the new cluster", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		m, err := ordinalv1.NewClusterClient(r2.conn).Members(ctx, &ordinalv1.MembersRequest{})
+		m, err := ordinalv1.NewClusterServiceClient(r2.conn).Members(ctx, &ordinalv1.MembersRequest{})
 		return err == nil && len(m.Members) == 2 && m.Members[0].Voter && m.Members[1].Voter
 	})
 
@@ -123,10 +123,10 @@ func TestRestoreNeverReissues(t *testing.T) {
 	after := newLows()
 	for _, nd := range []*restoredNode{r1, r2} {
 		for _, k := range append(keys, late, never) {
-			for _, mode := range []ordinalv1.SequencerOptions_AutoIncrement{ordinalv1.SequencerOptions_STRONG, ordinalv1.SequencerOptions_WEAK} {
+			for _, mode := range []ordinalv1.SequencerOptions_AutoIncrement{ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG, ordinalv1.SequencerOptions_AUTO_INCREMENT_WEAK} {
 				for range 3 {
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					resp, err := ordinalv1.NewSequencerClient(nd.conn).GetNextId(ctx, &ordinalv1.GetNextIdRequest{StoreName: k.Store, Key: k.Name,
+					resp, err := ordinalv1.NewSequencerServiceClient(nd.conn).GetNextId(ctx, &ordinalv1.GetNextIdRequest{StoreName: k.Store, Key: k.Name,
 						Options: &ordinalv1.SequencerOptions{Increment: mode}})
 					cancel()
 					if err != nil {
@@ -147,7 +147,7 @@ func TestRestoreNeverReissues(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	hw, err := ordinalv1.NewSequencerClient(r2.conn).GetHighWater(ctx, &ordinalv1.GetHighWaterRequest{StoreName: "fresh", Key: "unused"})
+	hw, err := ordinalv1.NewSequencerServiceClient(r2.conn).GetHighWater(ctx, &ordinalv1.GetHighWaterRequest{StoreName: "fresh", Key: "unused"})
 	if err != nil || hw.HighWater != int64(report.Floor) {
 		t.Errorf("GetHighWater of an unused key: %v, %v; want the floor %d", hw, err, report.Floor)
 	}

@@ -36,7 +36,7 @@ import (
 // fakeSequencer is what an attacker would like followers to forward STRONG
 // calls to: it answers 1 to everything and counts the calls it got.
 type fakeSequencer struct {
-	ordinalv1.UnimplementedSequencerServer
+	ordinalv1.UnimplementedSequencerServiceServer
 	calls atomic.Int64
 }
 
@@ -58,7 +58,7 @@ func startFakeSequencer(t *testing.T) (*fakeSequencer, string) {
 	}
 	f := &fakeSequencer{}
 	srv := grpc.NewServer()
-	ordinalv1.RegisterSequencerServer(srv, f)
+	ordinalv1.RegisterSequencerServiceServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return f, lis.Addr().String()
@@ -145,31 +145,31 @@ func TestAdminCallsNeedTheAdminRole(t *testing.T) {
 		call func(ctx context.Context, conn *grpc.ClientConn) error
 	}{
 		{"Join publishing a fake address for the leader", func(ctx context.Context, conn *grpc.ClientConn) error {
-			_, err := ordinalv1.NewClusterClient(conn).Join(ctx, &ordinalv1.JoinRequest{NodeId: leader.ID, RaftAddr: leader.RaftAddr, GrpcAddr: fakeAddr, HasState: true})
+			_, err := ordinalv1.NewClusterServiceClient(conn).Join(ctx, &ordinalv1.JoinRequest{NodeId: leader.ID, RaftAddr: leader.RaftAddr, GrpcAddr: fakeAddr, HasState: true})
 			return err
 		}},
 		{"Remove the leader", func(ctx context.Context, conn *grpc.ClientConn) error {
-			_, err := ordinalv1.NewClusterClient(conn).Remove(ctx, &ordinalv1.RemoveRequest{NodeId: leader.ID})
+			_, err := ordinalv1.NewClusterServiceClient(conn).Remove(ctx, &ordinalv1.RemoveRequest{NodeId: leader.ID})
 			return err
 		}},
 		{"TransferLeadership", func(ctx context.Context, conn *grpc.ClientConn) error {
-			_, err := ordinalv1.NewClusterClient(conn).TransferLeadership(ctx, &ordinalv1.TransferLeadershipRequest{NodeId: follower.ID})
+			_, err := ordinalv1.NewClusterServiceClient(conn).TransferLeadership(ctx, &ordinalv1.TransferLeadershipRequest{NodeId: follower.ID})
 			return err
 		}},
 		{"Join a node of the attacker's", func(ctx context.Context, conn *grpc.ClientConn) error {
-			_, err := ordinalv1.NewClusterClient(conn).Join(ctx, &ordinalv1.JoinRequest{NodeId: "evil", RaftAddr: "127.0.0.1:42999"})
+			_, err := ordinalv1.NewClusterServiceClient(conn).Join(ctx, &ordinalv1.JoinRequest{NodeId: "evil", RaftAddr: "127.0.0.1:42999"})
 			return err
 		}},
 		{"Join moving a voter's Raft address", func(ctx context.Context, conn *grpc.ClientConn) error {
-			_, err := ordinalv1.NewClusterClient(conn).Join(ctx, &ordinalv1.JoinRequest{NodeId: follower.ID, RaftAddr: "127.0.0.1:42998", HasState: true})
+			_, err := ordinalv1.NewClusterServiceClient(conn).Join(ctx, &ordinalv1.JoinRequest{NodeId: follower.ID, RaftAddr: "127.0.0.1:42998", HasState: true})
 			return err
 		}},
 		{"SetFloor exhausting a key", func(ctx context.Context, conn *grpc.ClientConn) error {
-			_, err := ordinalv1.NewSequencerClient(conn).SetFloor(ctx, &ordinalv1.SetFloorRequest{Key: "attack", Floor: math.MaxInt64 - 807})
+			_, err := ordinalv1.NewSequencerServiceClient(conn).SetFloor(ctx, &ordinalv1.SetFloorRequest{Key: "attack", Floor: math.MaxInt64 - 807})
 			return err
 		}},
 		{"Members", func(ctx context.Context, conn *grpc.ClientConn) error {
-			_, err := ordinalv1.NewClusterClient(conn).Members(ctx, &ordinalv1.MembersRequest{})
+			_, err := ordinalv1.NewClusterServiceClient(conn).Members(ctx, &ordinalv1.MembersRequest{})
 			return err
 		}},
 	}
@@ -189,7 +189,7 @@ func TestAdminCallsNeedTheAdminRole(t *testing.T) {
 				t.Errorf("%s without a client certificate succeeded", a.name)
 			}
 		}
-		_, err := ordinalv1.NewSequencerClient(conn).GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "attack"})
+		_, err := ordinalv1.NewSequencerServiceClient(conn).GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "attack"})
 		if err == nil {
 			t.Error("an ID without a client certificate")
 		}
@@ -198,20 +198,20 @@ func TestAdminCallsNeedTheAdminRole(t *testing.T) {
 	// The calls between nodes are not on the client port at all, whatever
 	// the certificate: not even an admin learns a node's incarnation there.
 	for _, conn := range []*grpc.ClientConn{app, follower.Conn()} {
-		_, err := ordinalv1.NewPeerClient(conn).ConfirmTerm(callCtx(t), &ordinalv1.ConfirmTermRequest{Term: 1})
+		_, err := ordinalv1.NewPeerServiceClient(conn).ConfirmTerm(callCtx(t), &ordinalv1.ConfirmTermRequest{Term: 1})
 		if status.Code(err) != codes.PermissionDenied && status.Code(err) != codes.Unimplemented {
-			t.Errorf("Peer/ConfirmTerm on the client port: %v, want refused", err)
+			t.Errorf("PeerService/ConfirmTerm on the client port: %v, want refused", err)
 		}
-		_, err = ordinalv1.NewPeerClient(conn).Reserve(callCtx(t), &ordinalv1.ReserveRequest{Key: "attack", Want: math.MaxInt64, Need: 1})
+		_, err = ordinalv1.NewPeerServiceClient(conn).Reserve(callCtx(t), &ordinalv1.ReserveRequest{Key: "attack", Want: math.MaxInt64, Need: 1})
 		if status.Code(err) != codes.PermissionDenied && status.Code(err) != codes.Unimplemented {
-			t.Errorf("Peer/Reserve on the client port: %v, want refused", err)
+			t.Errorf("PeerService/Reserve on the client port: %v, want refused", err)
 		}
 	}
 
 	sameMembers(t, before, membersOf(t, c))
 	strongThroughFollowers(t, c, 6)
 	// The application's role does take IDs.
-	if _, err := ordinalv1.NewSequencerClient(app).GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "attack", Options: strongOpts}); err != nil {
+	if _, err := ordinalv1.NewSequencerServiceClient(app).GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "attack", Options: strongOpts}); err != nil {
 		t.Fatalf("STRONG with role ids: %v", err)
 	}
 }
@@ -237,8 +237,8 @@ func TestPeerPortRefusesRogues(t *testing.T) {
 		}
 		defer port.Close()
 		conn := dialWith(t, leader.RaftAddr, port.DialOptions("")...)
-		peer := ordinalv1.NewPeerClient(conn)
-		if _, err := peer.Join(callCtx(t), &ordinalv1.JoinRequest{NodeId: "evil", RaftAddr: port.Addr().String()}); err == nil {
+		peer := ordinalv1.NewPeerServiceClient(conn)
+		if _, err := peer.Join(callCtx(t), &ordinalv1.PeerServiceJoinRequest{NodeId: "evil", RaftAddr: port.Addr().String()}); err == nil {
 			t.Errorf("%s: Join accepted", name)
 		}
 		if _, err := peer.ConfirmTerm(callCtx(t), &ordinalv1.ConfirmTermRequest{Term: 1}); err == nil {
@@ -265,7 +265,7 @@ func TestPeerPortRefusesRogues(t *testing.T) {
 		}
 	}
 	// A node may ask to join only as itself.
-	if _, err := member.Join(callCtx(t), &ordinalv1.JoinRequest{NodeId: "n2", RaftAddr: "127.0.0.1:42997", HasState: true}); status.Code(err) != codes.PermissionDenied {
+	if _, err := member.Join(callCtx(t), &ordinalv1.PeerServiceJoinRequest{NodeId: "n2", RaftAddr: "127.0.0.1:42997", HasState: true}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("n9 asking to join as n2: %v, want PermissionDenied", err)
 	}
 	sameMembers(t, before, membersOf(t, c))
@@ -361,7 +361,7 @@ func TestForwardingCannotBeRedirectedWithoutSecurity(t *testing.T) {
 	// The old attack: Join for the leader with the fake's address. Admin
 	// calls are open in development mode; the call is accepted, but a
 	// Join never records another node's address.
-	admin := ordinalv1.NewClusterClient(follower.Conn())
+	admin := ordinalv1.NewClusterServiceClient(follower.Conn())
 	if _, err := admin.Join(callCtx(t), &ordinalv1.JoinRequest{NodeId: leader.ID, RaftAddr: leader.RaftAddr, GrpcAddr: fakeAddr, HasState: true}); err != nil {
 		t.Fatalf("Join repeating the leader's own addresses: %v", err)
 	}
@@ -375,7 +375,7 @@ func TestForwardingCannotBeRedirectedWithoutSecurity(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rogue.Close()
-	peer := ordinalv1.NewPeerClient(dialWith(t, follower.RaftAddr, rogue.DialOptions(follower.ID)...))
+	peer := ordinalv1.NewPeerServiceClient(dialWith(t, follower.RaftAddr, rogue.DialOptions(follower.ID)...))
 	resp, err := peer.Publish(callCtx(t), &ordinalv1.PublishRequest{NodeId: leader.ID})
 	if err != nil || resp.GetGrpcAddr() != leader.GRPCAddr {
 		t.Fatalf("Publish for the leader: %v, %v; want its own address %s", resp, err, leader.GRPCAddr)
@@ -424,7 +424,7 @@ func TestServerCertificateRotation(t *testing.T) {
 		t.Fatalf("call on the connection made before the rotation: %v", err)
 	}
 	fresh := dialWith(t, nd.GRPCAddr, c.DialOptions(testpki.AdminName)...)
-	if _, err := ordinalv1.NewSequencerClient(fresh).GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "rotate"}); err != nil {
+	if _, err := ordinalv1.NewSequencerServiceClient(fresh).GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "rotate"}); err != nil {
 		t.Fatalf("call on a new connection: %v", err)
 	}
 }
@@ -450,7 +450,7 @@ func TestMaxConcurrentStreamsBoundsAConnection(t *testing.T) {
 	}})
 	nd := c.Node("n1")
 	conn := dialWith(t, nd.GRPCAddr, c.DialOptions("app")...)
-	seq := ordinalv1.NewSequencerClient(conn)
+	seq := ordinalv1.NewSequencerServiceClient(conn)
 	for i := 0; i < 2; i++ {
 		s, err := seq.NextIdStream(callCtx(t))
 		if err != nil {
@@ -471,7 +471,7 @@ func TestMaxConcurrentStreamsBoundsAConnection(t *testing.T) {
 	}
 	// Another connection is not affected.
 	other := dialWith(t, nd.GRPCAddr, c.DialOptions("app")...)
-	if _, err := ordinalv1.NewSequencerClient(other).GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "streams"}); err != nil {
+	if _, err := ordinalv1.NewSequencerServiceClient(other).GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "streams"}); err != nil {
 		t.Fatalf("a call on another connection: %v", err)
 	}
 }

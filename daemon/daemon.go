@@ -177,7 +177,7 @@ type Daemon struct {
 	alloc  *alloc.Allocator
 	api    *server.Server
 	authz  *auth.Authorizer
-	// peerAPI serves ordinal.v1.Peer; nil for stores without one.
+	// peerAPI serves ordinal.v1.PeerService; nil for stores without one.
 	peerAPI *server.PeerServer
 	grpc    *grpc.Server
 	lis     net.Listener
@@ -290,10 +290,10 @@ func Start(cfg Config) (*Daemon, error) {
 	d.api.RegisterForwarded(d.peerGRPC)
 	if node, ok := d.store.(*cluster.Node); ok {
 		clusterAPI := server.NewClusterServer(node)
-		ordinalv1.RegisterClusterServer(d.grpc, clusterAPI)
-		ordinalv1.RegisterClusterServer(d.peerGRPC, clusterAPI)
+		ordinalv1.RegisterClusterServiceServer(d.grpc, clusterAPI)
+		ordinalv1.RegisterClusterServiceServer(d.peerGRPC, clusterAPI)
 		d.peerAPI = server.NewPeerServer(node, cfg.MaxCount)
-		ordinalv1.RegisterPeerServer(d.peerGRPC, d.peerAPI)
+		ordinalv1.RegisterPeerServiceServer(d.peerGRPC, d.peerAPI)
 	}
 	if m := cfg.Metrics; m != nil {
 		self := cfg.Cluster.NodeID

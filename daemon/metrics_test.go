@@ -57,10 +57,10 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		}
 	}
 	for range strong {
-		call(follower, ordinalv1.SequencerOptions_STRONG)
+		call(follower, ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG)
 	}
 	for range weak {
-		call(leader, ordinalv1.SequencerOptions_WEAK)
+		call(leader, ordinalv1.SequencerOptions_AUTO_INCREMENT_WEAK)
 	}
 
 	lm, fm := ms[leader.ID], ms[follower.ID]

@@ -346,10 +346,10 @@ func (l *netLoad) node(id string) *loadNode {
 
 func (l *netLoad) client(client int, ln *loadNode, strong bool, rng *rand.Rand) {
 	defer l.wg.Done()
-	seq := ordinalv1.NewSequencerClient(ln.conn)
+	seq := ordinalv1.NewSequencerServiceClient(ln.conn)
 	opts := &ordinalv1.SequencerOptions{}
 	if strong {
-		opts.Increment = ordinalv1.SequencerOptions_STRONG
+		opts.Increment = ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG
 	}
 	st := &ln.stats[mode(strong)]
 	for {

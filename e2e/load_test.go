@@ -23,6 +23,7 @@ const callTimeout = 2 * time.Second
 
 // load runs one sequential caller per node and mode until stopped.
 type load struct {
+	store   string // "" for the default store
 	rec     *history.Recorder
 	ok      atomic.Int64
 	stop    chan struct{}
@@ -38,7 +39,12 @@ func startLoad(c *proccluster.Cluster, key string) *load {
 // keys keys (named prefix0, prefix1, ...) picked at random: first calls on
 // keys, and reservations of many keys at once, which nodes group.
 func startManyKeyLoad(c *proccluster.Cluster, keys, callers int, prefix string) *load {
-	l := &load{rec: history.NewRecorder(), stop: make(chan struct{})}
+	return startStoreLoad(c, "", keys, callers, prefix)
+}
+
+// startStoreLoad is startManyKeyLoad on the keys of store.
+func startStoreLoad(c *proccluster.Cluster, store string, keys, callers int, prefix string) *load {
+	l := &load{store: store, rec: history.NewRecorder(), stop: make(chan struct{})}
 	key := func() string { return prefix }
 	if keys > 1 {
 		key = func() string { return fmt.Sprintf("%s%d", prefix, rand.IntN(keys)) }
@@ -59,7 +65,7 @@ func (l *load) run(client int, nd *proccluster.Node, nextKey func() string, stro
 	defer l.wg.Done()
 	opts := &ordinalv1.SequencerOptions{}
 	if strong {
-		opts.Increment = ordinalv1.SequencerOptions_STRONG
+		opts.Increment = ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG
 	}
 	for {
 		select {
@@ -71,7 +77,7 @@ func (l *load) run(client int, nd *proccluster.Node, nextKey func() string, stro
 		op := l.rec.Do(history.Op{Client: client, Node: nd.ID, Key: key, Strong: strong}, func() (int64, int64, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 			defer cancel()
-			resp, err := nd.Sequencer().GetNextId(ctx, &ordinalv1.GetNextIdRequest{Key: key, Options: opts})
+			resp, err := nd.Sequencer().GetNextId(ctx, &ordinalv1.GetNextIdRequest{StoreName: l.store, Key: key, Options: opts})
 			return resp.GetNextId(), 1, err
 		})
 		if op.Err == nil {

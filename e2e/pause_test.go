@@ -15,7 +15,7 @@ import (
 	"github.com/ordinal-dev/ordinal/internal/proccluster"
 )
 
-var strongOpts = &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG}
+var strongOpts = &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG}
 
 // pauseCycles and staleCalls size the paused-leader scenario: the window in
 // which a deposed leader can still believe it leads is a few milliseconds
@@ -64,7 +64,7 @@ func TestPausedLeaderNeverServesStaleIDs(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), staleCallTimeout)
 			defer cancel()
 			resp := new(ordinalv1.GetNextIdResponse)
-			err := calls.Invoke(ctx, conn, ordinalv1.Sequencer_GetNextId_FullMethodName, staleReq, resp)
+			err := calls.Invoke(ctx, conn, ordinalv1.SequencerService_GetNextId_FullMethodName, staleReq, resp)
 			return resp.GetNextId(), 1, err
 		})
 	}
@@ -182,7 +182,7 @@ func TestFloorHoldsOnAPausedFollower(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), staleCallTimeout)
 			defer cancel()
 			resp := new(ordinalv1.GetNextIdResponse)
-			err := calls.Invoke(ctx, conn, ordinalv1.Sequencer_GetNextId_FullMethodName, req, resp)
+			err := calls.Invoke(ctx, conn, ordinalv1.SequencerService_GetNextId_FullMethodName, req, resp)
 			results <- result{resp.GetNextId(), err}
 		}()
 	}

@@ -152,7 +152,7 @@ func trackedCall(rec *history.Recorder, client int, nd *etcdtest.Node, key strin
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		resp := new(ordinalv1.GetNextIdsResponse)
-		err := calls.Invoke(ctx, nd.Conn(), ordinalv1.Sequencer_GetNextIds_FullMethodName,
+		err := calls.Invoke(ctx, nd.Conn(), ordinalv1.SequencerService_GetNextIds_FullMethodName,
 			&ordinalv1.GetNextIdsRequest{Key: key, Options: strongOpts, Count: 1}, resp)
 		return resp.GetFirstId(), 1, err
 	})

@@ -1,4 +1,4 @@
-// The ordinal.v1 Sequencer service: distributed unique, increasing 64-bit IDs.
+// The ordinal.v1 SequencerService: distributed unique, increasing 64-bit IDs.
 //
 // Request messages deliberately reuse the field numbers of Layotto's
 // GetNextIdRequest (store_name = 1, key = 2, options = 3, metadata = 4) so
@@ -28,26 +28,39 @@ const (
 )
 
 // AutoIncrement is the allocation mode.
+//
+// The numbers are Layotto's (WEAK = 0, STRONG = 1), so that a message
+// encoded for one decodes as the other; only the names carry the prefix
+// buf's lint asks for. A server answers any other value with
+// InvalidArgument.
 type SequencerOptions_AutoIncrement int32
 
 const (
-	// WEAK IDs are unique and increase per serving node; any node serves
-	// them from a block it reserved, with no network round trip.
-	SequencerOptions_WEAK SequencerOptions_AutoIncrement = 0
-	// STRONG IDs increase strictly across the whole cluster and are
-	// linearizable.
-	SequencerOptions_STRONG SequencerOptions_AutoIncrement = 1
+	// AUTO_INCREMENT_UNSPECIFIED, the default (also what a missing options
+	// message means), is served as WEAK, as Layotto serves its zero value
+	// WEAK.
+	SequencerOptions_AUTO_INCREMENT_UNSPECIFIED SequencerOptions_AutoIncrement = 0
+	// AUTO_INCREMENT_STRONG IDs increase strictly across the whole cluster
+	// and are linearizable (Layotto's STRONG).
+	SequencerOptions_AUTO_INCREMENT_STRONG SequencerOptions_AutoIncrement = 1
+	// AUTO_INCREMENT_WEAK asks for WEAK explicitly: IDs unique and
+	// increasing per serving node; any node serves them from a block it
+	// reserved, with no network round trip. Served exactly as
+	// AUTO_INCREMENT_UNSPECIFIED; Layotto has no such value.
+	SequencerOptions_AUTO_INCREMENT_WEAK SequencerOptions_AutoIncrement = 2
 )
 
 // Enum value maps for SequencerOptions_AutoIncrement.
 var (
 	SequencerOptions_AutoIncrement_name = map[int32]string{
-		0: "WEAK",
-		1: "STRONG",
+		0: "AUTO_INCREMENT_UNSPECIFIED",
+		1: "AUTO_INCREMENT_STRONG",
+		2: "AUTO_INCREMENT_WEAK",
 	}
 	SequencerOptions_AutoIncrement_value = map[string]int32{
-		"WEAK":   0,
-		"STRONG": 1,
+		"AUTO_INCREMENT_UNSPECIFIED": 0,
+		"AUTO_INCREMENT_STRONG":      1,
+		"AUTO_INCREMENT_WEAK":        2,
 	}
 )
 
@@ -120,7 +133,7 @@ func (x *SequencerOptions) GetIncrement() SequencerOptions_AutoIncrement {
 	if x != nil {
 		return x.Increment
 	}
-	return SequencerOptions_WEAK
+	return SequencerOptions_AUTO_INCREMENT_UNSPECIFIED
 }
 
 type GetNextIdRequest struct {
@@ -735,13 +748,13 @@ var File_ordinal_v1_sequencer_proto protoreflect.FileDescriptor
 const file_ordinal_v1_sequencer_proto_rawDesc = "" +
 	"\n" +
 	"\x1aordinal/v1/sequencer.proto\x12\n" +
-	"ordinal.v1\"\x83\x01\n" +
+	"ordinal.v1\"\xc1\x01\n" +
 	"\x10SequencerOptions\x12H\n" +
-	"\tincrement\x18\x01 \x01(\x0e2*.ordinal.v1.SequencerOptions.AutoIncrementR\tincrement\"%\n" +
-	"\rAutoIncrement\x12\b\n" +
-	"\x04WEAK\x10\x00\x12\n" +
-	"\n" +
-	"\x06STRONG\x10\x01\"\x80\x02\n" +
+	"\tincrement\x18\x01 \x01(\x0e2*.ordinal.v1.SequencerOptions.AutoIncrementR\tincrement\"c\n" +
+	"\rAutoIncrement\x12\x1e\n" +
+	"\x1aAUTO_INCREMENT_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15AUTO_INCREMENT_STRONG\x10\x01\x12\x17\n" +
+	"\x13AUTO_INCREMENT_WEAK\x10\x02\"\x80\x02\n" +
 	"\x10GetNextIdRequest\x12\x1d\n" +
 	"\n" +
 	"store_name\x18\x01 \x01(\tR\tstoreName\x12\x10\n" +
@@ -793,8 +806,8 @@ const file_ordinal_v1_sequencer_proto_rawDesc = "" +
 	"\bfirst_id\x18\x02 \x01(\x03R\afirstId\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\x03R\x05count\x12\x12\n" +
 	"\x04code\x18\x04 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage2\x93\x03\n" +
-	"\tSequencer\x12H\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage2\x9a\x03\n" +
+	"\x10SequencerService\x12H\n" +
 	"\tGetNextId\x12\x1c.ordinal.v1.GetNextIdRequest\x1a\x1d.ordinal.v1.GetNextIdResponse\x12K\n" +
 	"\n" +
 	"GetNextIds\x12\x1d.ordinal.v1.GetNextIdsRequest\x1a\x1e.ordinal.v1.GetNextIdsResponse\x12Q\n" +
@@ -839,16 +852,16 @@ var file_ordinal_v1_sequencer_proto_depIdxs = []int32{
 	1,  // 3: ordinal.v1.GetNextIdsRequest.options:type_name -> ordinal.v1.SequencerOptions
 	13, // 4: ordinal.v1.GetNextIdsRequest.metadata:type_name -> ordinal.v1.GetNextIdsRequest.MetadataEntry
 	1,  // 5: ordinal.v1.NextIdStreamRequest.options:type_name -> ordinal.v1.SequencerOptions
-	2,  // 6: ordinal.v1.Sequencer.GetNextId:input_type -> ordinal.v1.GetNextIdRequest
-	4,  // 7: ordinal.v1.Sequencer.GetNextIds:input_type -> ordinal.v1.GetNextIdsRequest
-	6,  // 8: ordinal.v1.Sequencer.GetHighWater:input_type -> ordinal.v1.GetHighWaterRequest
-	8,  // 9: ordinal.v1.Sequencer.SetFloor:input_type -> ordinal.v1.SetFloorRequest
-	10, // 10: ordinal.v1.Sequencer.NextIdStream:input_type -> ordinal.v1.NextIdStreamRequest
-	3,  // 11: ordinal.v1.Sequencer.GetNextId:output_type -> ordinal.v1.GetNextIdResponse
-	5,  // 12: ordinal.v1.Sequencer.GetNextIds:output_type -> ordinal.v1.GetNextIdsResponse
-	7,  // 13: ordinal.v1.Sequencer.GetHighWater:output_type -> ordinal.v1.GetHighWaterResponse
-	9,  // 14: ordinal.v1.Sequencer.SetFloor:output_type -> ordinal.v1.SetFloorResponse
-	11, // 15: ordinal.v1.Sequencer.NextIdStream:output_type -> ordinal.v1.NextIdStreamResponse
+	2,  // 6: ordinal.v1.SequencerService.GetNextId:input_type -> ordinal.v1.GetNextIdRequest
+	4,  // 7: ordinal.v1.SequencerService.GetNextIds:input_type -> ordinal.v1.GetNextIdsRequest
+	6,  // 8: ordinal.v1.SequencerService.GetHighWater:input_type -> ordinal.v1.GetHighWaterRequest
+	8,  // 9: ordinal.v1.SequencerService.SetFloor:input_type -> ordinal.v1.SetFloorRequest
+	10, // 10: ordinal.v1.SequencerService.NextIdStream:input_type -> ordinal.v1.NextIdStreamRequest
+	3,  // 11: ordinal.v1.SequencerService.GetNextId:output_type -> ordinal.v1.GetNextIdResponse
+	5,  // 12: ordinal.v1.SequencerService.GetNextIds:output_type -> ordinal.v1.GetNextIdsResponse
+	7,  // 13: ordinal.v1.SequencerService.GetHighWater:output_type -> ordinal.v1.GetHighWaterResponse
+	9,  // 14: ordinal.v1.SequencerService.SetFloor:output_type -> ordinal.v1.SetFloorResponse
+	11, // 15: ordinal.v1.SequencerService.NextIdStream:output_type -> ordinal.v1.NextIdStreamResponse
 	11, // [11:16] is the sub-list for method output_type
 	6,  // [6:11] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name

@@ -1,4 +1,4 @@
-// The ordinal.v1 Sequencer service: distributed unique, increasing 64-bit IDs.
+// The ordinal.v1 SequencerService: distributed unique, increasing 64-bit IDs.
 //
 // Request messages deliberately reuse the field numbers of Layotto's
 // GetNextIdRequest (store_name = 1, key = 2, options = 3, metadata = 4) so
@@ -25,20 +25,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Sequencer_GetNextId_FullMethodName    = "/ordinal.v1.Sequencer/GetNextId"
-	Sequencer_GetNextIds_FullMethodName   = "/ordinal.v1.Sequencer/GetNextIds"
-	Sequencer_GetHighWater_FullMethodName = "/ordinal.v1.Sequencer/GetHighWater"
-	Sequencer_SetFloor_FullMethodName     = "/ordinal.v1.Sequencer/SetFloor"
-	Sequencer_NextIdStream_FullMethodName = "/ordinal.v1.Sequencer/NextIdStream"
+	SequencerService_GetNextId_FullMethodName    = "/ordinal.v1.SequencerService/GetNextId"
+	SequencerService_GetNextIds_FullMethodName   = "/ordinal.v1.SequencerService/GetNextIds"
+	SequencerService_GetHighWater_FullMethodName = "/ordinal.v1.SequencerService/GetHighWater"
+	SequencerService_SetFloor_FullMethodName     = "/ordinal.v1.SequencerService/SetFloor"
+	SequencerService_NextIdStream_FullMethodName = "/ordinal.v1.SequencerService/NextIdStream"
 )
 
-// SequencerClient is the client API for Sequencer service.
+// SequencerServiceClient is the client API for SequencerService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Sequencer hands out IDs per key. Every node of a cluster serves every
-// method; calls that only the leader may answer are forwarded to it.
-type SequencerClient interface {
+// SequencerService hands out IDs per key. Every node of a cluster serves
+// every method; calls that only the leader may answer are forwarded to it.
+type SequencerServiceClient interface {
 	// GetNextId returns one ID for the key.
 	GetNextId(ctx context.Context, in *GetNextIdRequest, opts ...grpc.CallOption) (*GetNextIdResponse, error)
 	// GetNextIds returns a contiguous block of count IDs for the key:
@@ -60,57 +60,57 @@ type SequencerClient interface {
 	NextIdStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[NextIdStreamRequest, NextIdStreamResponse], error)
 }
 
-type sequencerClient struct {
+type sequencerServiceClient struct {
 	cc grpc.ClientConnInterface
 }
 
-func NewSequencerClient(cc grpc.ClientConnInterface) SequencerClient {
-	return &sequencerClient{cc}
+func NewSequencerServiceClient(cc grpc.ClientConnInterface) SequencerServiceClient {
+	return &sequencerServiceClient{cc}
 }
 
-func (c *sequencerClient) GetNextId(ctx context.Context, in *GetNextIdRequest, opts ...grpc.CallOption) (*GetNextIdResponse, error) {
+func (c *sequencerServiceClient) GetNextId(ctx context.Context, in *GetNextIdRequest, opts ...grpc.CallOption) (*GetNextIdResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetNextIdResponse)
-	err := c.cc.Invoke(ctx, Sequencer_GetNextId_FullMethodName, in, out, cOpts...)
+	err := c.cc.Invoke(ctx, SequencerService_GetNextId_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *sequencerClient) GetNextIds(ctx context.Context, in *GetNextIdsRequest, opts ...grpc.CallOption) (*GetNextIdsResponse, error) {
+func (c *sequencerServiceClient) GetNextIds(ctx context.Context, in *GetNextIdsRequest, opts ...grpc.CallOption) (*GetNextIdsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetNextIdsResponse)
-	err := c.cc.Invoke(ctx, Sequencer_GetNextIds_FullMethodName, in, out, cOpts...)
+	err := c.cc.Invoke(ctx, SequencerService_GetNextIds_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *sequencerClient) GetHighWater(ctx context.Context, in *GetHighWaterRequest, opts ...grpc.CallOption) (*GetHighWaterResponse, error) {
+func (c *sequencerServiceClient) GetHighWater(ctx context.Context, in *GetHighWaterRequest, opts ...grpc.CallOption) (*GetHighWaterResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetHighWaterResponse)
-	err := c.cc.Invoke(ctx, Sequencer_GetHighWater_FullMethodName, in, out, cOpts...)
+	err := c.cc.Invoke(ctx, SequencerService_GetHighWater_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *sequencerClient) SetFloor(ctx context.Context, in *SetFloorRequest, opts ...grpc.CallOption) (*SetFloorResponse, error) {
+func (c *sequencerServiceClient) SetFloor(ctx context.Context, in *SetFloorRequest, opts ...grpc.CallOption) (*SetFloorResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SetFloorResponse)
-	err := c.cc.Invoke(ctx, Sequencer_SetFloor_FullMethodName, in, out, cOpts...)
+	err := c.cc.Invoke(ctx, SequencerService_SetFloor_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func (c *sequencerClient) NextIdStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[NextIdStreamRequest, NextIdStreamResponse], error) {
+func (c *sequencerServiceClient) NextIdStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[NextIdStreamRequest, NextIdStreamResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Sequencer_ServiceDesc.Streams[0], Sequencer_NextIdStream_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &SequencerService_ServiceDesc.Streams[0], SequencerService_NextIdStream_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -119,15 +119,15 @@ func (c *sequencerClient) NextIdStream(ctx context.Context, opts ...grpc.CallOpt
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Sequencer_NextIdStreamClient = grpc.BidiStreamingClient[NextIdStreamRequest, NextIdStreamResponse]
+type SequencerService_NextIdStreamClient = grpc.BidiStreamingClient[NextIdStreamRequest, NextIdStreamResponse]
 
-// SequencerServer is the server API for Sequencer service.
-// All implementations must embed UnimplementedSequencerServer
+// SequencerServiceServer is the server API for SequencerService service.
+// All implementations must embed UnimplementedSequencerServiceServer
 // for forward compatibility.
 //
-// Sequencer hands out IDs per key. Every node of a cluster serves every
-// method; calls that only the leader may answer are forwarded to it.
-type SequencerServer interface {
+// SequencerService hands out IDs per key. Every node of a cluster serves
+// every method; calls that only the leader may answer are forwarded to it.
+type SequencerServiceServer interface {
 	// GetNextId returns one ID for the key.
 	GetNextId(context.Context, *GetNextIdRequest) (*GetNextIdResponse, error)
 	// GetNextIds returns a contiguous block of count IDs for the key:
@@ -147,159 +147,159 @@ type SequencerServer interface {
 	// callers of a key into one request, so that thousands of callers cost
 	// one message and one leadership proof per batch.
 	NextIdStream(grpc.BidiStreamingServer[NextIdStreamRequest, NextIdStreamResponse]) error
-	mustEmbedUnimplementedSequencerServer()
+	mustEmbedUnimplementedSequencerServiceServer()
 }
 
-// UnimplementedSequencerServer must be embedded to have
+// UnimplementedSequencerServiceServer must be embedded to have
 // forward compatible implementations.
 //
 // NOTE: this should be embedded by value instead of pointer to avoid a nil
 // pointer dereference when methods are called.
-type UnimplementedSequencerServer struct{}
+type UnimplementedSequencerServiceServer struct{}
 
-func (UnimplementedSequencerServer) GetNextId(context.Context, *GetNextIdRequest) (*GetNextIdResponse, error) {
+func (UnimplementedSequencerServiceServer) GetNextId(context.Context, *GetNextIdRequest) (*GetNextIdResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetNextId not implemented")
 }
-func (UnimplementedSequencerServer) GetNextIds(context.Context, *GetNextIdsRequest) (*GetNextIdsResponse, error) {
+func (UnimplementedSequencerServiceServer) GetNextIds(context.Context, *GetNextIdsRequest) (*GetNextIdsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetNextIds not implemented")
 }
-func (UnimplementedSequencerServer) GetHighWater(context.Context, *GetHighWaterRequest) (*GetHighWaterResponse, error) {
+func (UnimplementedSequencerServiceServer) GetHighWater(context.Context, *GetHighWaterRequest) (*GetHighWaterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetHighWater not implemented")
 }
-func (UnimplementedSequencerServer) SetFloor(context.Context, *SetFloorRequest) (*SetFloorResponse, error) {
+func (UnimplementedSequencerServiceServer) SetFloor(context.Context, *SetFloorRequest) (*SetFloorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetFloor not implemented")
 }
-func (UnimplementedSequencerServer) NextIdStream(grpc.BidiStreamingServer[NextIdStreamRequest, NextIdStreamResponse]) error {
+func (UnimplementedSequencerServiceServer) NextIdStream(grpc.BidiStreamingServer[NextIdStreamRequest, NextIdStreamResponse]) error {
 	return status.Error(codes.Unimplemented, "method NextIdStream not implemented")
 }
-func (UnimplementedSequencerServer) mustEmbedUnimplementedSequencerServer() {}
-func (UnimplementedSequencerServer) testEmbeddedByValue()                   {}
+func (UnimplementedSequencerServiceServer) mustEmbedUnimplementedSequencerServiceServer() {}
+func (UnimplementedSequencerServiceServer) testEmbeddedByValue()                          {}
 
-// UnsafeSequencerServer may be embedded to opt out of forward compatibility for this service.
-// Use of this interface is not recommended, as added methods to SequencerServer will
+// UnsafeSequencerServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to SequencerServiceServer will
 // result in compilation errors.
-type UnsafeSequencerServer interface {
-	mustEmbedUnimplementedSequencerServer()
+type UnsafeSequencerServiceServer interface {
+	mustEmbedUnimplementedSequencerServiceServer()
 }
 
-func RegisterSequencerServer(s grpc.ServiceRegistrar, srv SequencerServer) {
-	// If the following call panics, it indicates UnimplementedSequencerServer was
+func RegisterSequencerServiceServer(s grpc.ServiceRegistrar, srv SequencerServiceServer) {
+	// If the following call panics, it indicates UnimplementedSequencerServiceServer was
 	// embedded by pointer and is nil.  This will cause panics if an
 	// unimplemented method is ever invoked, so we test this at initialization
 	// time to prevent it from happening at runtime later due to I/O.
 	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
 		t.testEmbeddedByValue()
 	}
-	s.RegisterService(&Sequencer_ServiceDesc, srv)
+	s.RegisterService(&SequencerService_ServiceDesc, srv)
 }
 
-func _Sequencer_GetNextId_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+func _SequencerService_GetNextId_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetNextIdRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(SequencerServer).GetNextId(ctx, in)
+		return srv.(SequencerServiceServer).GetNextId(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: Sequencer_GetNextId_FullMethodName,
+		FullMethod: SequencerService_GetNextId_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SequencerServer).GetNextId(ctx, req.(*GetNextIdRequest))
+		return srv.(SequencerServiceServer).GetNextId(ctx, req.(*GetNextIdRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Sequencer_GetNextIds_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+func _SequencerService_GetNextIds_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetNextIdsRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(SequencerServer).GetNextIds(ctx, in)
+		return srv.(SequencerServiceServer).GetNextIds(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: Sequencer_GetNextIds_FullMethodName,
+		FullMethod: SequencerService_GetNextIds_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SequencerServer).GetNextIds(ctx, req.(*GetNextIdsRequest))
+		return srv.(SequencerServiceServer).GetNextIds(ctx, req.(*GetNextIdsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Sequencer_GetHighWater_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+func _SequencerService_GetHighWater_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetHighWaterRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(SequencerServer).GetHighWater(ctx, in)
+		return srv.(SequencerServiceServer).GetHighWater(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: Sequencer_GetHighWater_FullMethodName,
+		FullMethod: SequencerService_GetHighWater_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SequencerServer).GetHighWater(ctx, req.(*GetHighWaterRequest))
+		return srv.(SequencerServiceServer).GetHighWater(ctx, req.(*GetHighWaterRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Sequencer_SetFloor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+func _SequencerService_SetFloor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SetFloorRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(SequencerServer).SetFloor(ctx, in)
+		return srv.(SequencerServiceServer).SetFloor(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: Sequencer_SetFloor_FullMethodName,
+		FullMethod: SequencerService_SetFloor_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(SequencerServer).SetFloor(ctx, req.(*SetFloorRequest))
+		return srv.(SequencerServiceServer).SetFloor(ctx, req.(*SetFloorRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Sequencer_NextIdStream_Handler(srv interface{}, stream grpc.ServerStream) error {
-	return srv.(SequencerServer).NextIdStream(&grpc.GenericServerStream[NextIdStreamRequest, NextIdStreamResponse]{ServerStream: stream})
+func _SequencerService_NextIdStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(SequencerServiceServer).NextIdStream(&grpc.GenericServerStream[NextIdStreamRequest, NextIdStreamResponse]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Sequencer_NextIdStreamServer = grpc.BidiStreamingServer[NextIdStreamRequest, NextIdStreamResponse]
+type SequencerService_NextIdStreamServer = grpc.BidiStreamingServer[NextIdStreamRequest, NextIdStreamResponse]
 
-// Sequencer_ServiceDesc is the grpc.ServiceDesc for Sequencer service.
+// SequencerService_ServiceDesc is the grpc.ServiceDesc for SequencerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
-var Sequencer_ServiceDesc = grpc.ServiceDesc{
-	ServiceName: "ordinal.v1.Sequencer",
-	HandlerType: (*SequencerServer)(nil),
+var SequencerService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "ordinal.v1.SequencerService",
+	HandlerType: (*SequencerServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
 			MethodName: "GetNextId",
-			Handler:    _Sequencer_GetNextId_Handler,
+			Handler:    _SequencerService_GetNextId_Handler,
 		},
 		{
 			MethodName: "GetNextIds",
-			Handler:    _Sequencer_GetNextIds_Handler,
+			Handler:    _SequencerService_GetNextIds_Handler,
 		},
 		{
 			MethodName: "GetHighWater",
-			Handler:    _Sequencer_GetHighWater_Handler,
+			Handler:    _SequencerService_GetHighWater_Handler,
 		},
 		{
 			MethodName: "SetFloor",
-			Handler:    _Sequencer_SetFloor_Handler,
+			Handler:    _SequencerService_SetFloor_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "NextIdStream",
-			Handler:       _Sequencer_NextIdStream_Handler,
+			Handler:       _SequencerService_NextIdStream_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},

@@ -15,28 +15,28 @@ import (
 	"github.com/ordinal-dev/ordinal/transport"
 )
 
-// ClusterServer implements ordinal.v1.Cluster, the operators' service, over
+// ClusterServer implements ordinal.v1.ClusterService, the operators' service, over
 // a cluster.Node. The daemon registers it on the client port, where the
 // authorization interceptor admits only admins once security is
 // configured, and on the peer port, where followers forward these calls to
 // the leader.
 type ClusterServer struct {
-	ordinalv1.UnimplementedClusterServer
+	ordinalv1.UnimplementedClusterServiceServer
 	node *cluster.Node
 }
 
-// NewClusterServer returns the Cluster service of node.
+// NewClusterServer returns the ClusterService of node.
 func NewClusterServer(node *cluster.Node) *ClusterServer {
 	return &ClusterServer{node: node}
 }
 
-// Join implements ordinal.v1.Cluster.
+// Join implements ordinal.v1.ClusterService.
 func (c *ClusterServer) Join(ctx context.Context, req *ordinalv1.JoinRequest) (*ordinalv1.JoinResponse, error) {
 	resp, err := c.node.Join(ctx, req)
 	return resp, clusterStatus(err)
 }
 
-// Remove implements ordinal.v1.Cluster.
+// Remove implements ordinal.v1.ClusterService.
 func (c *ClusterServer) Remove(ctx context.Context, req *ordinalv1.RemoveRequest) (*ordinalv1.RemoveResponse, error) {
 	if req.GetNodeId() == "" {
 		return nil, invalid("node_id is required")
@@ -47,13 +47,13 @@ func (c *ClusterServer) Remove(ctx context.Context, req *ordinalv1.RemoveRequest
 	return &ordinalv1.RemoveResponse{}, nil
 }
 
-// Members implements ordinal.v1.Cluster.
+// Members implements ordinal.v1.ClusterService.
 func (c *ClusterServer) Members(ctx context.Context, _ *ordinalv1.MembersRequest) (*ordinalv1.MembersResponse, error) {
 	resp, err := c.node.Members(ctx)
 	return resp, clusterStatus(err)
 }
 
-// Leader implements ordinal.v1.Cluster.
+// Leader implements ordinal.v1.ClusterService.
 func (c *ClusterServer) Leader(_ context.Context, _ *ordinalv1.LeaderRequest) (*ordinalv1.LeaderResponse, error) {
 	st := c.node.Status()
 	if st.GetLeaderId() == "" {
@@ -68,7 +68,7 @@ func (c *ClusterServer) Leader(_ context.Context, _ *ordinalv1.LeaderRequest) (*
 	return resp, nil
 }
 
-// TransferLeadership implements ordinal.v1.Cluster.
+// TransferLeadership implements ordinal.v1.ClusterService.
 func (c *ClusterServer) TransferLeadership(ctx context.Context, req *ordinalv1.TransferLeadershipRequest) (*ordinalv1.TransferLeadershipResponse, error) {
 	id, err := c.node.TransferLeadership(ctx, req.GetNodeId())
 	if err != nil {
@@ -77,11 +77,11 @@ func (c *ClusterServer) TransferLeadership(ctx context.Context, req *ordinalv1.T
 	return &ordinalv1.TransferLeadershipResponse{NodeId: id}, nil
 }
 
-// Backup implements ordinal.v1.Cluster: the leader streams a backup (the
+// Backup implements ordinal.v1.ClusterService: the leader streams a backup (the
 // file format of package backup) in chunks of at most backupChunk bytes;
 // a follower relays the leader's. A call that arrived on the peer port
 // was forwarded by a follower already and is not forwarded again.
-func (c *ClusterServer) Backup(_ *ordinalv1.BackupRequest, stream ordinalv1.Cluster_BackupServer) error {
+func (c *ClusterServer) Backup(_ *ordinalv1.BackupRequest, stream ordinalv1.ClusterService_BackupServer) error {
 	_, forwarded := transport.PeerFromContext(stream.Context())
 	w := &chunkSender{send: stream.Send}
 	if err := c.node.Backup(stream.Context(), w, !forwarded); err != nil {
@@ -90,15 +90,15 @@ func (c *ClusterServer) Backup(_ *ordinalv1.BackupRequest, stream ordinalv1.Clus
 	return clusterStatus(w.flush())
 }
 
-// backupChunk is the most bytes one BackupChunk carries, well below
+// backupChunk is the most bytes one BackupResponse carries, well below
 // gRPC's default 4 MiB message limit.
 const backupChunk = 256 << 10
 
-// chunkSender collects a stream of bytes into BackupChunks of backupChunk
+// chunkSender collects a stream of bytes into BackupResponses of backupChunk
 // bytes. gRPC encodes a message before Send returns, so the buffer is
 // reused.
 type chunkSender struct {
-	send func(*ordinalv1.BackupChunk) error
+	send func(*ordinalv1.BackupResponse) error
 	buf  []byte
 }
 
@@ -124,12 +124,12 @@ func (s *chunkSender) flush() error {
 	if len(s.buf) == 0 {
 		return nil
 	}
-	err := s.send(&ordinalv1.BackupChunk{Data: s.buf})
+	err := s.send(&ordinalv1.BackupResponse{Data: s.buf})
 	s.buf = s.buf[:0]
 	return err
 }
 
-// Keys implements ordinal.v1.Cluster: a page of keys with their
+// Keys implements ordinal.v1.ClusterService: a page of keys with their
 // high-water marks, from this node's state machine as it applied the log
 // (a follower's may trail the leader's). Never forwarded, so that an
 // operator can list any node's keys; see cluster.Node.Keys.
@@ -138,12 +138,12 @@ func (c *ClusterServer) Keys(ctx context.Context, req *ordinalv1.KeysRequest) (*
 	return resp, clusterStatus(err)
 }
 
-// PeerServer implements ordinal.v1.Peer, the calls nodes make to each
+// PeerServer implements ordinal.v1.PeerService, the calls nodes make to each
 // other. The daemon registers it only on the peer port, so every caller
 // passed the peer handshake: it holds a peer certificate naming its node,
 // or the cluster token, or security is off.
 type PeerServer struct {
-	ordinalv1.UnimplementedPeerServer
+	ordinalv1.UnimplementedPeerServiceServer
 	node     *cluster.Node
 	maxCount uint64
 	draining chan struct{} // closed by Drain
@@ -156,7 +156,7 @@ type PeerServer struct {
 // node reaches it, and it keeps a misbehaving one from exhausting a key.
 const MaxReserve = 1 << 24
 
-// NewPeerServer returns the Peer service of node. maxCount is the largest
+// NewPeerServer returns the PeerService of node. maxCount is the largest
 // block a caller may need (server.Config.MaxCount; 0 means
 // DefaultMaxCount).
 func NewPeerServer(node *cluster.Node, maxCount uint64) *PeerServer {
@@ -166,28 +166,44 @@ func NewPeerServer(node *cluster.Node, maxCount uint64) *PeerServer {
 	return &PeerServer{node: node, maxCount: maxCount, draining: make(chan struct{})}
 }
 
-// Status implements ordinal.v1.Peer.
+// Status implements ordinal.v1.PeerService.
 func (p *PeerServer) Status(context.Context, *ordinalv1.StatusRequest) (*ordinalv1.StatusResponse, error) {
 	return p.node.Status(), nil
 }
 
-// Join implements ordinal.v1.Peer: a node asks to be admitted. It may ask
+// Join implements ordinal.v1.PeerService: a node asks to be admitted. It may ask
 // only for itself: the node ID must be the one the peer handshake
 // established (with peer TLS, the one its certificate names).
-func (p *PeerServer) Join(ctx context.Context, req *ordinalv1.JoinRequest) (*ordinalv1.JoinResponse, error) {
+func (p *PeerServer) Join(ctx context.Context, req *ordinalv1.PeerServiceJoinRequest) (*ordinalv1.PeerServiceJoinResponse, error) {
 	info, ok := transport.PeerFromContext(ctx)
 	switch {
 	case !ok:
-		return nil, status.Error(codes.PermissionDenied, "Peer.Join is served on the peer port only")
+		return nil, status.Error(codes.PermissionDenied, "PeerService.Join is served on the peer port only")
 	case req.GetNodeId() != info.NodeID:
 		return nil, status.Errorf(codes.PermissionDenied,
 			"a node may only ask to join as itself: this connection is from node %q, the request is for %q", info.NodeID, req.GetNodeId())
 	}
-	resp, err := p.node.Join(ctx, req)
-	return resp, clusterStatus(err)
+	resp, err := p.node.Join(ctx, clusterJoinRequest(req))
+	if err != nil {
+		return nil, clusterStatus(err)
+	}
+	return &ordinalv1.PeerServiceJoinResponse{ClusterId: resp.GetClusterId()}, nil
 }
 
-// Publish implements ordinal.v1.Peer. Anyone on the peer port may ask: the
+// clusterJoinRequest is a PeerService.Join request as the
+// ClusterService.Join request the node serves (and forwards to the leader):
+// the two messages have the same fields (TestRenamedMessagesMatch).
+func clusterJoinRequest(req *ordinalv1.PeerServiceJoinRequest) *ordinalv1.JoinRequest {
+	return &ordinalv1.JoinRequest{
+		NodeId:    req.GetNodeId(),
+		RaftAddr:  req.GetRaftAddr(),
+		GrpcAddr:  req.GetGrpcAddr(),
+		HasState:  req.GetHasState(),
+		ClusterId: req.GetClusterId(),
+	}
+}
+
+// Publish implements ordinal.v1.PeerService. Anyone on the peer port may ask: the
 // leader takes the address from the member itself.
 func (p *PeerServer) Publish(ctx context.Context, req *ordinalv1.PublishRequest) (*ordinalv1.PublishResponse, error) {
 	addr, err := p.node.Publish(ctx, req.GetNodeId())
@@ -197,7 +213,7 @@ func (p *PeerServer) Publish(ctx context.Context, req *ordinalv1.PublishRequest)
 	return &ordinalv1.PublishResponse{GrpcAddr: addr}, nil
 }
 
-// ConfirmTerm implements ordinal.v1.Peer: the answer is this node's
+// ConfirmTerm implements ordinal.v1.PeerService: the answer is this node's
 // term, read when the request arrives, and its ID; a node that is not a
 // voter in its own configuration refuses (FailedPrecondition). The
 // leader's proof holds only if a majority answers with a term no newer
@@ -223,12 +239,12 @@ func (p *PeerServer) confirmableTerm() (uint64, error) {
 	return term, nil
 }
 
-// ConfirmTermStream implements ordinal.v1.Peer: ConfirmTerm for every
+// ConfirmTermStream implements ordinal.v1.PeerService: ConfirmTerm for every
 // request on the stream, each answer read after its request arrived. The
 // stream ends when the server drains, so that a leader's open proof stream
 // does not hold this node's shutdown; the leader asks with unary calls
 // until it reconnects.
-func (p *PeerServer) ConfirmTermStream(stream ordinalv1.Peer_ConfirmTermStreamServer) error {
+func (p *PeerServer) ConfirmTermStream(stream ordinalv1.PeerService_ConfirmTermStreamServer) error {
 	requests := receiveAll(stream)
 	for {
 		req, err := requests.next(p.draining)
@@ -239,7 +255,7 @@ func (p *PeerServer) ConfirmTermStream(stream ordinalv1.Peer_ConfirmTermStreamSe
 		if err != nil {
 			return err
 		}
-		resp := &ordinalv1.ConfirmTermResponse{Term: term, Seq: req.GetSeq(), NodeId: p.node.NodeID(), Incarnation: p.node.Incarnation()}
+		resp := &ordinalv1.ConfirmTermStreamResponse{Term: term, Seq: req.GetSeq(), NodeId: p.node.NodeID(), Incarnation: p.node.Incarnation()}
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
@@ -252,7 +268,7 @@ func (p *PeerServer) Drain() {
 	p.drain.Do(func() { close(p.draining) })
 }
 
-// WaitApplied implements ordinal.v1.Peer: it answers once this node
+// WaitApplied implements ordinal.v1.PeerService: it answers once this node
 // applied the log up to the index asked for, within the caller's deadline.
 func (p *PeerServer) WaitApplied(ctx context.Context, req *ordinalv1.WaitAppliedRequest) (*ordinalv1.WaitAppliedResponse, error) {
 	applied, err := p.node.WaitApplied(ctx, req.GetIndex())
@@ -262,7 +278,7 @@ func (p *PeerServer) WaitApplied(ctx context.Context, req *ordinalv1.WaitApplied
 	return &ordinalv1.WaitAppliedResponse{AppliedIndex: applied, NodeId: p.node.NodeID()}, nil
 }
 
-// Reserve implements ordinal.v1.Peer. It is never forwarded: a node
+// Reserve implements ordinal.v1.PeerService. It is never forwarded: a node
 // that forwarded a reservation to a node that no longer leads retries with
 // its own, newer view of the leader.
 func (p *PeerServer) Reserve(ctx context.Context, req *ordinalv1.ReserveRequest) (*ordinalv1.ReserveResponse, error) {
@@ -297,7 +313,7 @@ func (p *PeerServer) checkReserve(req *ordinalv1.ReserveRequest) (fsm.Key, error
 // maxReserveBatch bounds the reservations of one ReserveBatch call.
 const maxReserveBatch = 4096
 
-// ReserveBatch implements ordinal.v1.Peer: every valid reservation is
+// ReserveBatch implements ordinal.v1.PeerService: every valid reservation is
 // committed through this node's log together with whatever else waits;
 // each answer carries its own code. Never forwarded, as Reserve.
 func (p *PeerServer) ReserveBatch(ctx context.Context, req *ordinalv1.ReserveBatchRequest) (*ordinalv1.ReserveBatchResponse, error) {

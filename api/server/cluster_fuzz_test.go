@@ -17,7 +17,7 @@ import (
 	"github.com/ordinal-dev/ordinal/transport"
 )
 
-// clusterCodes are the codes the Cluster and Peer services may answer
+// clusterCodes are the codes the ClusterService and PeerService may answer
 // arbitrary requests with; anything else (Internal, Unknown, a panic)
 // is a bug.
 var clusterCodes = map[codes.Code]bool{
@@ -57,8 +57,8 @@ func FuzzCluster(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { adminConn.Close() })
-	admin := ordinalv1.NewClusterClient(adminConn)
-	seq := ordinalv1.NewSequencerClient(adminConn)
+	admin := ordinalv1.NewClusterServiceClient(adminConn)
+	seq := ordinalv1.NewSequencerServiceClient(adminConn)
 
 	certFile, keyFile := pki.Peer("n9")
 	peerTLS, err := transport.LoadPeerTLS(certFile, keyFile, pki.PeerCAFile, nil)
@@ -75,7 +75,7 @@ func FuzzCluster(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { peerConn.Close() })
-	peer := ordinalv1.NewPeerClient(peerConn)
+	peer := ordinalv1.NewPeerServiceClient(peerConn)
 
 	var last int64
 	f.Fuzz(func(t *testing.T, nodeID, raftAddr, grpcAddr string, hasState bool, clusterID string, want, need uint64) {
@@ -93,21 +93,21 @@ func FuzzCluster(f *testing.F) {
 		}
 		join := &ordinalv1.JoinRequest{NodeId: nodeID, RaftAddr: raftAddr, GrpcAddr: grpcAddr, HasState: hasState, ClusterId: clusterID}
 		_, err := admin.Join(ctx, join)
-		check("Cluster/Join", err)
-		_, err = peer.Join(ctx, join)
-		check("Peer/Join", err)
+		check("ClusterService/Join", err)
+		_, err = peer.Join(ctx, &ordinalv1.PeerServiceJoinRequest{NodeId: nodeID, RaftAddr: raftAddr, GrpcAddr: grpcAddr, HasState: hasState, ClusterId: clusterID})
+		check("PeerService/Join", err)
 		_, err = peer.Publish(ctx, &ordinalv1.PublishRequest{NodeId: nodeID})
-		check("Peer/Publish", err)
+		check("PeerService/Publish", err)
 		_, err = admin.TransferLeadership(ctx, &ordinalv1.TransferLeadershipRequest{NodeId: nodeID})
-		check("Cluster/TransferLeadership", err)
+		check("ClusterService/TransferLeadership", err)
 		_, err = admin.Remove(ctx, &ordinalv1.RemoveRequest{NodeId: nodeID})
-		check("Cluster/Remove", err)
+		check("ClusterService/Remove", err)
 		r, err := peer.Reserve(ctx, &ordinalv1.ReserveRequest{Key: "fuzz", Want: want, Need: need})
-		check("Peer/Reserve", err)
+		check("PeerService/Reserve", err)
 		if err == nil && (r.GetFirst() < 1 || r.GetLast() < r.GetFirst() || r.GetLast()-r.GetFirst()+1 < need || r.GetLast()-r.GetFirst() >= max(want, need)) {
 			t.Fatalf("Reserve want %d need %d gave %d..%d", want, need, r.GetFirst(), r.GetLast())
 		}
-		resp, err := seq.GetNextId(ctx, &ordinalv1.GetNextIdRequest{Key: "fuzz-strong", Options: &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG}})
+		resp, err := seq.GetNextId(ctx, &ordinalv1.GetNextIdRequest{Key: "fuzz-strong", Options: &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG}})
 		if err != nil || resp.GetNextId() <= last {
 			t.Fatalf("STRONG after the requests: %v, %v (last %d)", resp, err, last)
 		}

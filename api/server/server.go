@@ -1,4 +1,4 @@
-// Package server implements ordinal's gRPC services: ordinal.v1.Sequencer,
+// Package server implements ordinal's gRPC services: ordinal.v1.SequencerService,
 // the Layotto-compatible spec.proto.runtime.v1.Runtime/GetNextId, health and
 // reflection. Handlers validate requests, call the Sequencer, forward calls
 // only the leader may answer, and map errors to gRPC status codes.
@@ -72,7 +72,7 @@ type Config struct {
 
 // Server implements the gRPC services of one node.
 type Server struct {
-	ordinalv1.UnimplementedSequencerServer
+	ordinalv1.UnimplementedSequencerServiceServer
 
 	seq       Sequencer
 	maxCount  uint64
@@ -170,18 +170,18 @@ func (s *Server) updateLeader() {
 
 // Register adds every service to g.
 func (s *Server) Register(g *grpc.Server) {
-	ordinalv1.RegisterSequencerServer(g, s)
+	ordinalv1.RegisterSequencerServiceServer(g, s)
 	runtimev1.RegisterRuntimeServer(g, &runtimeServer{s: s})
 	healthpb.RegisterHealthServer(g, &drainingHealth{Server: s.health, draining: s.draining})
 	reflection.Register(g)
 }
 
-// RegisterForwarded adds the Sequencer service to g, the node's peer gRPC
+// RegisterForwarded adds the SequencerService to g, the node's peer gRPC
 // server: other nodes forward the calls only the leader may answer to it.
 // Every call that arrives there counts as forwarded and is never forwarded
 // again.
 func (s *Server) RegisterForwarded(g *grpc.Server) {
-	ordinalv1.RegisterSequencerServer(g, s)
+	ordinalv1.RegisterSequencerServiceServer(g, s)
 }
 
 // SetReady opens or closes the node for calls and reports it through the
@@ -206,7 +206,7 @@ func (s *Server) SetHealth(serving bool) {
 	if serving {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
-	for _, svc := range []string{"", ordinalv1.Sequencer_ServiceDesc.ServiceName, runtimev1.Runtime_ServiceDesc.ServiceName} {
+	for _, svc := range []string{"", ordinalv1.SequencerService_ServiceDesc.ServiceName, runtimev1.Runtime_ServiceDesc.ServiceName} {
 		s.health.SetServingStatus(svc, st)
 	}
 }
@@ -226,7 +226,7 @@ func (s *Server) Close() error {
 	return s.fwd.close()
 }
 
-// GetNextId implements ordinal.v1.Sequencer.
+// GetNextId implements ordinal.v1.SequencerService.
 func (s *Server) GetNextId(ctx context.Context, req *ordinalv1.GetNextIdRequest) (*ordinalv1.GetNextIdResponse, error) {
 	id, err := s.nextFromRequest(ctx, req.GetStoreName(), req.GetKey(), req.GetOptions().GetIncrement(), 1)
 	if err != nil {
@@ -235,7 +235,7 @@ func (s *Server) GetNextId(ctx context.Context, req *ordinalv1.GetNextIdRequest)
 	return &ordinalv1.GetNextIdResponse{NextId: id}, nil
 }
 
-// GetNextIds implements ordinal.v1.Sequencer.
+// GetNextIds implements ordinal.v1.SequencerService.
 func (s *Server) GetNextIds(ctx context.Context, req *ordinalv1.GetNextIdsRequest) (*ordinalv1.GetNextIdsResponse, error) {
 	count, err := s.countOf(req.GetCount())
 	if err != nil {
@@ -248,7 +248,7 @@ func (s *Server) GetNextIds(ctx context.Context, req *ordinalv1.GetNextIdsReques
 	return &ordinalv1.GetNextIdsResponse{FirstId: first, Count: int64(count)}, nil
 }
 
-// GetHighWater implements ordinal.v1.Sequencer.
+// GetHighWater implements ordinal.v1.SequencerService.
 func (s *Server) GetHighWater(ctx context.Context, req *ordinalv1.GetHighWaterRequest) (*ordinalv1.GetHighWaterResponse, error) {
 	key, err := s.checkKey(req.GetStoreName(), req.GetKey())
 	if err != nil {
@@ -262,7 +262,7 @@ func (s *Server) GetHighWater(ctx context.Context, req *ordinalv1.GetHighWaterRe
 	})
 }
 
-// SetFloor implements ordinal.v1.Sequencer.
+// SetFloor implements ordinal.v1.SequencerService.
 func (s *Server) SetFloor(ctx context.Context, req *ordinalv1.SetFloorRequest) (*ordinalv1.SetFloorResponse, error) {
 	key, err := s.checkKey(req.GetStoreName(), req.GetKey())
 	if err != nil {
@@ -376,7 +376,10 @@ type runtimeServer struct {
 
 // GetNextId implements spec.proto.runtime.v1.Runtime/GetNextId.
 func (r *runtimeServer) GetNextId(ctx context.Context, req *runtimev1.GetNextIdRequest) (*runtimev1.GetNextIdResponse, error) {
-	inc := ordinalv1.SequencerOptions_AutoIncrement(req.GetOptions().GetIncrement())
+	inc, err := incrementOfLayotto(req.GetOptions().GetIncrement())
+	if err != nil {
+		return nil, err
+	}
 	id, err := r.s.nextFromRequest(ctx, req.GetStoreName(), req.GetKey(), inc, 1)
 	if err != nil {
 		return nil, err

@@ -15,16 +15,26 @@ import (
 
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/api/runtimev1"
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/daemon"
 	"github.com/ordinal-dev/ordinal/internal/apisuite"
+	"github.com/ordinal-dev/ordinal/internal/metricstest"
 	"github.com/ordinal-dev/ordinal/internal/testcluster"
 	"github.com/ordinal-dev/ordinal/internal/testpki"
+	"github.com/ordinal-dev/ordinal/metrics"
 )
 
 // startDaemon starts a secured single node (testcluster.Secure) and
 // connects to it as the admin.
-func startDaemon(tb testing.TB, ready bool) (*daemon.Daemon, ordinalv1.SequencerClient, *grpc.ClientConn) {
+func startDaemon(tb testing.TB, ready bool) (*daemon.Daemon, ordinalv1.SequencerServiceClient, *grpc.ClientConn) {
+	tb.Helper()
+	return startDaemonWith(tb, ready, nil)
+}
+
+// startDaemonWith is startDaemon with configure, when not nil, called on
+// the node's configuration before it starts.
+func startDaemonWith(tb testing.TB, ready bool, configure func(*daemon.Config)) (*daemon.Daemon, ordinalv1.SequencerServiceClient, *grpc.ClientConn) {
 	tb.Helper()
 	pki := testpki.New(tb, "")
 	cfg := daemon.Config{
@@ -33,6 +43,9 @@ func startDaemon(tb testing.TB, ready bool) (*daemon.Daemon, ordinalv1.Sequencer
 		Alloc:    alloc.Config{WeakRangeTTL: testcluster.TestWeakRangeTTL},
 	}
 	testcluster.Secure(tb, pki, "n1", &cfg)
+	if configure != nil {
+		configure(&cfg)
+	}
 	d, err := daemon.Start(cfg)
 	if err != nil {
 		tb.Fatal(err)
@@ -50,7 +63,7 @@ func startDaemon(tb testing.TB, ready bool) (*daemon.Daemon, ordinalv1.Sequencer
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return d, ordinalv1.NewSequencerClient(conn), conn
+	return d, ordinalv1.NewSequencerServiceClient(conn), conn
 }
 
 func callCtx(tb testing.TB) context.Context {
@@ -60,7 +73,7 @@ func callCtx(tb testing.TB) context.Context {
 }
 
 func strong() *ordinalv1.SequencerOptions {
-	return &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG}
+	return &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG}
 }
 
 // TestAPISuiteOverRaft runs the store-agnostic API suite (bad input,
@@ -87,8 +100,100 @@ func TestNotReadyIsUnavailable(t *testing.T) {
 	if _, err := c.GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "k"}); err != nil {
 		t.Fatalf("after ready: %v", err)
 	}
-	if resp, err := h.Check(callCtx(t), &healthpb.HealthCheckRequest{Service: "ordinal.v1.Sequencer"}); err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+	if resp, err := h.Check(callCtx(t), &healthpb.HealthCheckRequest{Service: "ordinal.v1.SequencerService"}); err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health after ready: %v %v", resp, err)
+	}
+}
+
+// The mode keeps Layotto's numbers: no options, AUTO_INCREMENT_UNSPECIFIED
+// (0, Layotto's WEAK) and AUTO_INCREMENT_WEAK (2) are served as WEAK by
+// GetNextId, GetNextIds and NextIdStream alike, AUTO_INCREMENT_STRONG (1)
+// as STRONG, as the node's ordinal_ids_issued_total{mode} counts them;
+// other values are InvalidArgument. Layotto's Runtime/GetNextId takes
+// its WEAK (0) and STRONG (1) only: 2 is InvalidArgument there.
+func TestAutoIncrementValues(t *testing.T) {
+	m := metrics.New()
+	_, c, conn := startDaemonWith(t, true, func(cfg *daemon.Config) { cfg.Metrics = m })
+	issued := func() (weak, strong float64) {
+		t.Helper()
+		g, err := m.Gatherer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return metricstest.Sum(t, g, "ordinal_ids_issued_total", map[string]string{"mode": "weak"}),
+			metricstest.Sum(t, g, "ordinal_ids_issued_total", map[string]string{"mode": "strong"})
+	}
+	calls := map[string]func(*ordinalv1.SequencerOptions) error{
+		"GetNextId": func(o *ordinalv1.SequencerOptions) error {
+			_, err := c.GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: "modes", Options: o})
+			return err
+		},
+		"GetNextIds": func(o *ordinalv1.SequencerOptions) error {
+			_, err := c.GetNextIds(callCtx(t), &ordinalv1.GetNextIdsRequest{Key: "modes", Options: o, Count: 1})
+			return err
+		},
+		"NextIdStream": func(o *ordinalv1.SequencerOptions) error {
+			stream, err := c.NextIdStream(callCtx(t))
+			if err != nil {
+				return err
+			}
+			defer stream.CloseSend()
+			if err := stream.Send(&ordinalv1.NextIdStreamRequest{Seq: 1, Key: "modes", Options: o, Count: 1}); err != nil {
+				return err
+			}
+			resp, err := stream.Recv()
+			if err != nil {
+				return err
+			}
+			return status.New(codes.Code(resp.GetCode()), resp.GetMessage()).Err() // nil for OK
+		},
+		"Runtime/GetNextId": func(o *ordinalv1.SequencerOptions) error {
+			var opts *runtimev1.SequencerOptions
+			if o != nil {
+				opts = &runtimev1.SequencerOptions{Increment: runtimev1.SequencerOptions_AutoIncrement(o.GetIncrement())}
+			}
+			_, err := runtimev1.NewRuntimeClient(conn).GetNextId(callCtx(t), &runtimev1.GetNextIdRequest{Key: "modes", Options: opts})
+			return err
+		},
+	}
+	opts := func(inc ordinalv1.SequencerOptions_AutoIncrement) *ordinalv1.SequencerOptions {
+		return &ordinalv1.SequencerOptions{Increment: inc}
+	}
+	for _, tc := range []struct {
+		name  string
+		opts  *ordinalv1.SequencerOptions
+		calls []string
+		want  string // weak, strong, or invalid
+	}{
+		{"no options", nil, []string{"GetNextId", "GetNextIds", "NextIdStream", "Runtime/GetNextId"}, "weak"},
+		{"AUTO_INCREMENT_UNSPECIFIED (0)", opts(ordinalv1.SequencerOptions_AUTO_INCREMENT_UNSPECIFIED), []string{"GetNextId", "GetNextIds", "NextIdStream", "Runtime/GetNextId"}, "weak"},
+		{"AUTO_INCREMENT_WEAK (2)", opts(ordinalv1.SequencerOptions_AUTO_INCREMENT_WEAK), []string{"GetNextId", "GetNextIds", "NextIdStream"}, "weak"},
+		{"AUTO_INCREMENT_STRONG (1)", opts(ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG), []string{"GetNextId", "GetNextIds", "NextIdStream", "Runtime/GetNextId"}, "strong"},
+		{"Layotto has no 2", opts(ordinalv1.SequencerOptions_AUTO_INCREMENT_WEAK), []string{"Runtime/GetNextId"}, "invalid"},
+		{"3", opts(3), []string{"GetNextId", "GetNextIds", "NextIdStream", "Runtime/GetNextId"}, "invalid"},
+		{"-1", opts(-1), []string{"GetNextId", "GetNextIds", "NextIdStream", "Runtime/GetNextId"}, "invalid"},
+	} {
+		for _, name := range tc.calls {
+			weak, strong := issued()
+			err := calls[name](tc.opts)
+			weak2, strong2 := issued()
+			var got string
+			switch {
+			case status.Code(err) == codes.InvalidArgument:
+				got = "invalid"
+			case err != nil:
+				t.Fatalf("%s, %s: %v", tc.name, name, err)
+			case weak2 == weak+1 && strong2 == strong:
+				got = "weak"
+			case strong2 == strong+1 && weak2 == weak:
+				got = "strong"
+			default:
+				t.Fatalf("%s, %s: issued weak %v -> %v, strong %v -> %v: want one more of one mode", tc.name, name, weak, weak2, strong, strong2)
+			}
+			if got != tc.want {
+				t.Errorf("%s, %s: served as %s (%v), want %s", tc.name, name, got, err, tc.want)
+			}
+		}
 	}
 }
 
@@ -169,8 +274,8 @@ func TestInvalidUTF8IsInvalidArgument(t *testing.T) {
 		method, field string
 		body          []byte
 	}{
-		{"/ordinal.v1.Sequencer/GetNextId", "key", []byte{0x12, 2, 'k', 0xff}},
-		{"/ordinal.v1.Sequencer/GetNextId", "store_name", []byte{0x0a, 1, 0xfe, 0x12, 1, 'k'}},
+		{"/ordinal.v1.SequencerService/GetNextId", "key", []byte{0x12, 2, 'k', 0xff}},
+		{"/ordinal.v1.SequencerService/GetNextId", "store_name", []byte{0x0a, 1, 0xfe, 0x12, 1, 'k'}},
 		{"/spec.proto.runtime.v1.Runtime/GetNextId", "key", []byte{0x12, 1, 0xc3}},
 	} {
 		var out []byte

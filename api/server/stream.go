@@ -16,11 +16,11 @@ import (
 // a client sending faster than the node serves.
 const maxStreamInFlight = 256
 
-// NextIdStream implements ordinal.v1.Sequencer. Requests are served
+// NextIdStream implements ordinal.v1.SequencerService. Requests are served
 // concurrently, so that the requests of one stream share leadership proofs
 // and reservations with each other and with other calls, and answered as
 // they complete.
-func (s *Server) NextIdStream(stream ordinalv1.Sequencer_NextIdStreamServer) error {
+func (s *Server) NextIdStream(stream ordinalv1.SequencerService_NextIdStreamServer) error {
 	ctx := stream.Context()
 	var (
 		sendMu  sync.Mutex

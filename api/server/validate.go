@@ -5,6 +5,7 @@ import (
 
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/api/runtimev1"
 	"github.com/ordinal-dev/ordinal/fsm"
 )
 
@@ -35,14 +36,30 @@ func keyOf(store, name string) (fsm.Key, error) {
 	return fsm.Key{Store: store, Name: name}, nil
 }
 
-// modeOf maps Layotto's AutoIncrement; missing options mean WEAK, as in
-// Layotto.
+// modeOf maps ordinal's AutoIncrement to a mode. Its numbers are Layotto's
+// (0 WEAK, 1 STRONG) plus an explicit WEAK: AUTO_INCREMENT_UNSPECIFIED (0,
+// also what missing options mean) is WEAK, as in Layotto, and so is
+// AUTO_INCREMENT_WEAK (2). Any other value is InvalidArgument.
 func modeOf(increment ordinalv1.SequencerOptions_AutoIncrement) (alloc.Mode, error) {
 	switch increment {
-	case ordinalv1.SequencerOptions_WEAK:
+	case ordinalv1.SequencerOptions_AUTO_INCREMENT_UNSPECIFIED, ordinalv1.SequencerOptions_AUTO_INCREMENT_WEAK:
 		return alloc.Weak, nil
-	case ordinalv1.SequencerOptions_STRONG:
+	case ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG:
 		return alloc.Strong, nil
+	}
+	return 0, invalid("unknown increment %d: use AUTO_INCREMENT_UNSPECIFIED (0) or AUTO_INCREMENT_WEAK (2) for WEAK, AUTO_INCREMENT_STRONG (1) for STRONG", increment)
+}
+
+// incrementOfLayotto maps Layotto's AutoIncrement, WEAK (0, also what
+// missing options mean) or STRONG (1), to ordinal's. Layotto has no other
+// value, so any other, ordinal's AUTO_INCREMENT_WEAK (2) included, is
+// InvalidArgument, as it always was on Runtime/GetNextId.
+func incrementOfLayotto(increment runtimev1.SequencerOptions_AutoIncrement) (ordinalv1.SequencerOptions_AutoIncrement, error) {
+	switch increment {
+	case runtimev1.SequencerOptions_WEAK:
+		return ordinalv1.SequencerOptions_AUTO_INCREMENT_UNSPECIFIED, nil
+	case runtimev1.SequencerOptions_STRONG:
+		return ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG, nil
 	}
 	return 0, invalid("unknown increment %d: use WEAK (0) or STRONG (1)", increment)
 }

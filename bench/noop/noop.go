@@ -1,5 +1,5 @@
 // Package noop is the ceiling ordinal's benchmarks are measured against: a
-// gRPC server implementing ordinal.v1.Sequencer's GetNextId, GetNextIds and
+// gRPC server implementing ordinal.v1.SequencerService's GetNextId, GetNextIds and
 // NextIdStream on the same gRPC stack as ordinal, but handing out IDs from
 // one in-memory atomic counter — no Raft, no leadership proof, no
 // forwarding. Its IDs are unique and increasing across all keys, so the
@@ -31,7 +31,7 @@ import (
 
 // Server is the no-op Sequencer.
 type Server struct {
-	ordinalv1.UnimplementedSequencerServer
+	ordinalv1.UnimplementedSequencerServiceServer
 	last atomic.Int64
 }
 
@@ -46,7 +46,7 @@ func (s *Server) take(key string, count int64) (int64, error) {
 	return s.last.Add(count) - count + 1, nil
 }
 
-// GetNextId implements ordinal.v1.Sequencer.
+// GetNextId implements ordinal.v1.SequencerService.
 func (s *Server) GetNextId(_ context.Context, req *ordinalv1.GetNextIdRequest) (*ordinalv1.GetNextIdResponse, error) {
 	id, err := s.take(req.GetKey(), 1)
 	if err != nil {
@@ -55,7 +55,7 @@ func (s *Server) GetNextId(_ context.Context, req *ordinalv1.GetNextIdRequest) (
 	return &ordinalv1.GetNextIdResponse{NextId: id}, nil
 }
 
-// GetNextIds implements ordinal.v1.Sequencer.
+// GetNextIds implements ordinal.v1.SequencerService.
 func (s *Server) GetNextIds(_ context.Context, req *ordinalv1.GetNextIdsRequest) (*ordinalv1.GetNextIdsResponse, error) {
 	first, err := s.take(req.GetKey(), req.GetCount())
 	if err != nil {
@@ -64,9 +64,9 @@ func (s *Server) GetNextIds(_ context.Context, req *ordinalv1.GetNextIdsRequest)
 	return &ordinalv1.GetNextIdsResponse{FirstId: first, Count: req.GetCount()}, nil
 }
 
-// NextIdStream implements ordinal.v1.Sequencer, answering each request in
+// NextIdStream implements ordinal.v1.SequencerService, answering each request in
 // turn as it arrives.
-func (s *Server) NextIdStream(stream ordinalv1.Sequencer_NextIdStreamServer) error {
+func (s *Server) NextIdStream(stream ordinalv1.SequencerService_NextIdStreamServer) error {
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -123,10 +123,10 @@ func listen(addr string, opts ...grpc.ServerOption) (*Listener, error) {
 		return nil, err
 	}
 	g := grpc.NewServer(opts...)
-	ordinalv1.RegisterSequencerServer(g, &Server{})
+	ordinalv1.RegisterSequencerServiceServer(g, &Server{})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(ordinalv1.Sequencer_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(ordinalv1.SequencerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)
 	l := &Listener{grpc: g, lis: lis, done: make(chan error, 1)}
 	go func() { l.done <- g.Serve(lis) }()

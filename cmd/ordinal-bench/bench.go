@@ -138,7 +138,7 @@ func runBench(args []string) error {
 func runBenchServeNoop(args []string) error {
 	var addr, certFile, keyFile, clientCAFile string
 	fs := cli.NewFlagSet("serve-noop", "ordinal-bench serve-noop [--addr HOST:PORT] [--tls-cert-file F --tls-key-file F [--tls-client-ca-file F]]\n\n"+
-		"Serves ordinal.v1.Sequencer GetNextId, GetNextIds and NextIdStream from one\n"+
+		"Serves ordinal.v1.SequencerService GetNextId, GetNextIds and NextIdStream from one\n"+
 		"atomic counter, with no consensus: the ceiling for ordinal's benchmarks.\n"+
 		"With --tls-cert-file it serves over TLS, and with --tls-client-ca-file it\n"+
 		"requires client certificates (mutual TLS), as ordinal serve's same flags do:\n"+

@@ -46,7 +46,7 @@ func runBackup(args []string) error {
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	stream, err := ordinalv1.NewClusterClient(cc).Backup(ctx, &ordinalv1.BackupRequest{})
+	stream, err := ordinalv1.NewClusterServiceClient(cc).Backup(ctx, &ordinalv1.BackupRequest{})
 	if err != nil {
 		return conn.rpcError(err)
 	}

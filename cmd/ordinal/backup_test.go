@@ -25,7 +25,7 @@ func takeFromAll(t *testing.T, c *proccluster.Cluster, keys []backupKey, rounds 
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, nd := range c.Nodes {
-		for _, mode := range []ordinalv1.SequencerOptions_AutoIncrement{ordinalv1.SequencerOptions_STRONG, ordinalv1.SequencerOptions_WEAK} {
+		for _, mode := range []ordinalv1.SequencerOptions_AutoIncrement{ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG, ordinalv1.SequencerOptions_AUTO_INCREMENT_WEAK} {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

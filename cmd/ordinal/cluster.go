@@ -51,7 +51,7 @@ func runMembers(args []string) error {
 		return err
 	}
 	defer done()
-	resp, err := ordinalv1.NewClusterClient(conn).Members(ctx, &ordinalv1.MembersRequest{})
+	resp, err := ordinalv1.NewClusterServiceClient(conn).Members(ctx, &ordinalv1.MembersRequest{})
 	if err != nil {
 		return f.conn.rpcError(err)
 	}
@@ -97,7 +97,7 @@ func runRemove(args []string) error {
 		return err
 	}
 	defer done()
-	if _, err := ordinalv1.NewClusterClient(conn).Remove(ctx, &ordinalv1.RemoveRequest{NodeId: positional[0]}); err != nil {
+	if _, err := ordinalv1.NewClusterServiceClient(conn).Remove(ctx, &ordinalv1.RemoveRequest{NodeId: positional[0]}); err != nil {
 		return f.conn.rpcError(err)
 	}
 	fmt.Printf("removed %s\n", positional[0])
@@ -119,7 +119,7 @@ func runLeader(args []string) error {
 		return err
 	}
 	defer done()
-	resp, err := ordinalv1.NewClusterClient(conn).Leader(ctx, &ordinalv1.LeaderRequest{})
+	resp, err := ordinalv1.NewClusterServiceClient(conn).Leader(ctx, &ordinalv1.LeaderRequest{})
 	if err != nil {
 		return f.conn.rpcError(err)
 	}
@@ -147,7 +147,7 @@ func runLeaderTransfer(args []string) error {
 		return err
 	}
 	defer done()
-	resp, err := ordinalv1.NewClusterClient(conn).TransferLeadership(ctx, &ordinalv1.TransferLeadershipRequest{NodeId: target})
+	resp, err := ordinalv1.NewClusterServiceClient(conn).TransferLeadership(ctx, &ordinalv1.TransferLeadershipRequest{NodeId: target})
 	if err != nil {
 		return f.conn.rpcError(err)
 	}

@@ -76,7 +76,7 @@ more follow, the --page-token that lists the next page.`)
 		return err
 	}
 	defer conn.Close()
-	c := ordinalv1.NewClusterClient(conn)
+	c := ordinalv1.NewClusterServiceClient(conn)
 	req := &ordinalv1.KeysRequest{StoreName: f.store, Prefix: f.prefix, PageSize: uint32(f.pageSize), PageToken: f.pageToken}
 	var t keysTable
 	for {

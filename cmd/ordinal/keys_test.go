@@ -261,11 +261,11 @@ func TestRestartWithManyKeys(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
-	keys, err := ordinalv1.NewClusterClient(conn).Keys(ctx, &ordinalv1.KeysRequest{Prefix: restartKeyName(n - 1)})
+	keys, err := ordinalv1.NewClusterServiceClient(conn).Keys(ctx, &ordinalv1.KeysRequest{Prefix: restartKeyName(n - 1)})
 	if err != nil || keys.GetTotal() != uint64(n) || len(keys.GetKeys()) != 1 || keys.GetKeys()[0].GetHighWater() != restartMark {
 		t.Fatalf("after the restart: Keys %v, %v; want %d keys, the last at %d", keys, err, n, restartMark)
 	}
-	id, err := ordinalv1.NewSequencerClient(conn).GetNextId(ctx, &ordinalv1.GetNextIdRequest{Key: restartKeyName(n / 2)})
+	id, err := ordinalv1.NewSequencerServiceClient(conn).GetNextId(ctx, &ordinalv1.GetNextIdRequest{Key: restartKeyName(n / 2)})
 	if err != nil || id.GetNextId() <= restartMark {
 		t.Fatalf("next ID of an existing key after the restart: %v, %v; want above %d", id, err, restartMark)
 	}

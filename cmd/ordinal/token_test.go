@@ -85,8 +85,8 @@ func authorizes(t *testing.T, tokensFile, token, method string) bool {
 }
 
 const (
-	setFloorMethod  = "/ordinal.v1.Sequencer/SetFloor"
-	getNextIDMethod = "/ordinal.v1.Sequencer/GetNextId"
+	setFloorMethod  = "/ordinal.v1.SequencerService/SetFloor"
+	getNextIDMethod = "/ordinal.v1.SequencerService/GetNextId"
 )
 
 // TestTokenCreatePrints checks the default output: the token on stdout,

@@ -16,7 +16,7 @@ out=${1:-$here/gen}
 python=${PYTHON:-python3}
 mkdir -p "$out"
 if [ -z "${1:-}" ]; then
-  rm -rf "$out/ordinal" "$out/layotto"
+  rm -rf "$out/ordinal" "$out/spec" "$out/layotto"
 fi
 cd "$root"
 # Paths relative to api/proto, sorted, so the output does not depend on the

@@ -3,15 +3,15 @@
 
 It takes IDs from one node, as any gRPC language can:
 
-  - ordinal.v1.Sequencer/GetNextId, STRONG (increasing across the cluster)
-  - ordinal.v1.Sequencer/GetNextId, WEAK (unique, increasing per node)
-  - ordinal.v1.Sequencer/GetNextIds, a block of --count IDs
+  - ordinal.v1.SequencerService/GetNextId, STRONG (increasing across the cluster)
+  - ordinal.v1.SequencerService/GetNextId, WEAK (unique, increasing per node)
+  - ordinal.v1.SequencerService/GetNextIds, a block of --count IDs
   - spec.proto.runtime.v1.Runtime/GetNextId, Layotto's call
 
 and prints one JSON object per call on stdout, for example
 
-  {"call": "Sequencer/GetNextId", "mode": "STRONG", "id": 7}
-  {"call": "Sequencer/GetNextIds", "mode": "STRONG", "first_id": 9, "count": 100}
+  {"call": "SequencerService/GetNextId", "mode": "STRONG", "id": 7}
+  {"call": "SequencerService/GetNextIds", "mode": "STRONG", "first_id": 9, "count": 100}
 
 Needs grpcio and protobuf (Debian: apt-get install python3-grpcio; pip:
 grpcio). The stubs in gen/ come from generate.sh.
@@ -36,11 +36,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen
 
 import grpc  # noqa: E402
 
-from layotto import runtime_pb2, runtime_pb2_grpc  # noqa: E402
+from spec.proto.runtime.v1 import runtime_pb2, runtime_pb2_grpc  # noqa: E402
 from ordinal.v1 import sequencer_pb2, sequencer_pb2_grpc  # noqa: E402
 
-STRONG = sequencer_pb2.SequencerOptions(increment=sequencer_pb2.SequencerOptions.STRONG)
-WEAK = sequencer_pb2.SequencerOptions(increment=sequencer_pb2.SequencerOptions.WEAK)
+STRONG = sequencer_pb2.SequencerOptions(increment=sequencer_pb2.SequencerOptions.AUTO_INCREMENT_STRONG)
+# AUTO_INCREMENT_WEAK names WEAK explicitly; the zero value,
+# AUTO_INCREMENT_UNSPECIFIED (and no options at all), is WEAK too.
+WEAK = sequencer_pb2.SequencerOptions(increment=sequencer_pb2.SequencerOptions.AUTO_INCREMENT_WEAK)
 
 
 def env(name, default=""):
@@ -98,21 +100,22 @@ def main(argv):
         except grpc.FutureTimeoutError:
             sys.exit("ordinal_example: could not connect to %s within %gs" % (args.addr, args.timeout))
 
-        seq = sequencer_pb2_grpc.SequencerStub(ch)
+        seq = sequencer_pb2_grpc.SequencerServiceStub(ch)
         for mode, opts in (("STRONG", STRONG), ("STRONG", STRONG), ("WEAK", WEAK)):
             resp = seq.GetNextId(
                 sequencer_pb2.GetNextIdRequest(store_name=args.store, key=args.key, options=opts),
                 timeout=args.timeout,
             )
-            emit(call="Sequencer/GetNextId", mode=mode, id=resp.next_id)
+            emit(call="SequencerService/GetNextId", mode=mode, id=resp.next_id)
 
         resp = seq.GetNextIds(
             sequencer_pb2.GetNextIdsRequest(store_name=args.store, key=args.key, options=STRONG, count=args.count),
             timeout=args.timeout,
         )
-        emit(call="Sequencer/GetNextIds", mode="STRONG", first_id=resp.first_id, count=resp.count)
+        emit(call="SequencerService/GetNextIds", mode="STRONG", first_id=resp.first_id, count=resp.count)
 
-        # Layotto's Runtime service: what Layotto's SDKs call.
+        # Layotto's Runtime service: what Layotto's SDKs call, with Layotto's
+        # own names (STRONG, WEAK).
         runtime = runtime_pb2_grpc.RuntimeStub(ch)
         resp = runtime.GetNextId(
             runtime_pb2.GetNextIdRequest(

@@ -219,10 +219,10 @@ func TestExample(t *testing.T) {
 	}
 	t.Logf("ordinal_example.py printed:\n%s", out)
 	want := []struct{ call, mode string }{
-		{"Sequencer/GetNextId", "STRONG"},
-		{"Sequencer/GetNextId", "STRONG"},
-		{"Sequencer/GetNextId", "WEAK"},
-		{"Sequencer/GetNextIds", "STRONG"},
+		{"SequencerService/GetNextId", "STRONG"},
+		{"SequencerService/GetNextId", "STRONG"},
+		{"SequencerService/GetNextId", "WEAK"},
+		{"SequencerService/GetNextIds", "STRONG"},
 		{"Runtime/GetNextId", "STRONG"},
 	}
 	if len(results) != len(want) {

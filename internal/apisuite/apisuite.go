@@ -77,15 +77,23 @@ func callCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-// Strong and Weak are the options of a STRONG and a WEAK call.
+// Strong and Weak are the options of a STRONG and a WEAK call. Weak names
+// WEAK explicitly (AUTO_INCREMENT_WEAK); the suite also checks that the
+// zero value, AUTO_INCREMENT_UNSPECIFIED, and missing options are WEAK.
 var (
-	Strong = &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG}
-	Weak   = &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_WEAK}
+	Strong = &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG}
+	Weak   = &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_AUTO_INCREMENT_WEAK}
 )
 
-func seq(n Target) ordinalv1.SequencerClient { return ordinalv1.NewSequencerClient(n.Conn) }
+func seq(n Target) ordinalv1.SequencerServiceClient {
+	return ordinalv1.NewSequencerServiceClient(n.Conn)
+}
 
-func modeName(o *ordinalv1.SequencerOptions) string { return o.GetIncrement().String() }
+// modeName is o's mode as the messages of the suite name it: WEAK,
+// STRONG or UNSPECIFIED.
+func modeName(o *ordinalv1.SequencerOptions) string {
+	return strings.TrimPrefix(o.GetIncrement().String(), "AUTO_INCREMENT_")
+}
 
 // next takes count ids of key through n and returns the first.
 func next(t *testing.T, n Target, key string, o *ordinalv1.SequencerOptions, count int64) int64 {

@@ -41,7 +41,7 @@ func TestConnFlagsWithSeveralAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	admin := ordinalv1.NewClusterClient(conn)
+	admin := ordinalv1.NewClusterServiceClient(conn)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -213,8 +213,10 @@ func (nd *Node) GRPCAddr() string { return nd.d.GRPCAddr() }
 // Conn returns a client connection to the node.
 func (nd *Node) Conn() *grpc.ClientConn { return nd.conn }
 
-// Sequencer returns a client of the node's Sequencer service.
-func (nd *Node) Sequencer() ordinalv1.SequencerClient { return ordinalv1.NewSequencerClient(nd.conn) }
+// Sequencer returns a client of the node's SequencerService.
+func (nd *Node) Sequencer() ordinalv1.SequencerServiceClient {
+	return ordinalv1.NewSequencerServiceClient(nd.conn)
+}
 
 // Stop shuts the node down.
 func (nd *Node) Stop() {

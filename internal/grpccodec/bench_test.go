@@ -13,7 +13,7 @@ import (
 
 // smallRequest is a typical request: store, key and mode.
 var smallRequest = &ordinalv1.GetNextIdRequest{StoreName: "orders", Key: "order_table",
-	Options: &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG}}
+	Options: &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG}}
 
 // BenchmarkUnmarshal decodes a valid request with grpc's default codec and
 // with Lenient, and an invalid one with Lenient (the rare path: strict
@@ -68,7 +68,7 @@ func BenchmarkCheckUTF8(b *testing.B) {
 // with CheckUTF8 would cost instead.
 func BenchmarkInterceptor(b *testing.B) {
 	handler := func(ctx context.Context, req any) (any, error) { return req, nil }
-	info := &grpc.UnaryServerInfo{FullMethod: ordinalv1.Sequencer_GetNextId_FullMethodName}
+	info := &grpc.UnaryServerInfo{FullMethod: ordinalv1.SequencerService_GetNextId_FullMethodName}
 	ctx := context.Background()
 	every := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if _, ok := CheckUTF8(messageV2Of(req)); !ok {

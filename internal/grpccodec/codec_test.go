@@ -152,7 +152,7 @@ func TestCodecLenientPath(t *testing.T) {
 			check: func(t *testing.T, m proto.Message) {
 				r := m.(*ordinalv1.NextIdStreamRequest)
 				if r.GetSeq() != 9 || r.GetKey() != bad || r.GetCount() != 3 ||
-					r.GetOptions().GetIncrement() != ordinalv1.SequencerOptions_STRONG {
+					r.GetOptions().GetIncrement() != ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG {
 					t.Errorf("decoded %v", r)
 				}
 			},
@@ -198,7 +198,7 @@ func TestCodecValidAndMalformed(t *testing.T) {
 	}
 
 	valid := &ordinalv1.GetNextIdRequest{StoreName: "s", Key: "k", Metadata: map[string]string{"a": "b"},
-		Options: &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG}}
+		Options: &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG}}
 	big := &ordinalv1.GetNextIdRequest{Key: strings.Repeat("x", 64<<10)} // above grpc's pooling threshold
 	for _, m := range []proto.Message{valid, big} {
 		got, err := c.Marshal(m)

@@ -120,7 +120,7 @@ func fuzzSeeds(t testing.TB) []fuzzSeed {
 	}
 	seeds := []fuzzSeed{
 		{0, marshal(&ordinalv1.GetNextIdRequest{StoreName: "s", Key: "k", Metadata: map[string]string{"a": "b"},
-			Options: &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG}})},
+			Options: &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG}})},
 		{0, cat(strField(1, bad), strField(2, "k"), mapEntry(4, bad, bad))},
 		{0, cat(strField(2, bad), strField(2, "k"))},
 		{0, cat(strField(2, bad), truncated)},

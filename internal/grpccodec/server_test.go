@@ -25,7 +25,7 @@ import (
 // sequencer is a minimal ordinal Sequencer: every ID is 1. It fails the
 // test if a handler ever sees invalid UTF-8.
 type sequencer struct {
-	ordinalv1.UnimplementedSequencerServer
+	ordinalv1.UnimplementedSequencerServiceServer
 	t     *testing.T
 	calls atomic.Int64
 }
@@ -47,7 +47,7 @@ func (s *sequencer) GetNextId(_ context.Context, req *ordinalv1.GetNextIdRequest
 	return &ordinalv1.GetNextIdResponse{NextId: 1}, nil
 }
 
-func (s *sequencer) NextIdStream(stream ordinalv1.Sequencer_NextIdStreamServer) error {
+func (s *sequencer) NextIdStream(stream ordinalv1.SequencerService_NextIdStreamServer) error {
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -97,7 +97,7 @@ func serve(t *testing.T, opts ...grpc.ServerOption) (*grpc.ClientConn, *sequence
 	t.Helper()
 	seq := &sequencer{t: t}
 	srv := grpc.NewServer(opts...)
-	ordinalv1.RegisterSequencerServer(srv, seq)
+	ordinalv1.RegisterSequencerServiceServer(srv, seq)
 	runtimev1.RegisterRuntimeServer(srv, &runtimeServer{seq: seq})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -145,13 +145,13 @@ func TestServerInvalidUTF8(t *testing.T) {
 		req    []byte
 		field  string
 	}{
-		{"key", ordinalv1.Sequencer_GetNextId_FullMethodName,
+		{"key", ordinalv1.SequencerService_GetNextId_FullMethodName,
 			cat(strField(1, "orders"), strField(2, bad)), "key"},
-		{"store_name", ordinalv1.Sequencer_GetNextId_FullMethodName,
+		{"store_name", ordinalv1.SequencerService_GetNextId_FullMethodName,
 			cat(strField(1, bad), strField(2, "k")), "store_name"},
-		{"metadata key", ordinalv1.Sequencer_GetNextId_FullMethodName,
+		{"metadata key", ordinalv1.SequencerService_GetNextId_FullMethodName,
 			cat(strField(2, "k"), mapEntry(4, bad, "v")), "metadata key"},
-		{"metadata value", ordinalv1.Sequencer_GetNextId_FullMethodName,
+		{"metadata value", ordinalv1.SequencerService_GetNextId_FullMethodName,
 			cat(strField(2, "k"), mapEntry(4, "trace", bad)), `metadata["trace"]`},
 		{"layotto key", runtimev1.Runtime_GetNextId_FullMethodName,
 			cat(strField(1, "s"), strField(2, bad), bytesField(3, varintField(1, 1))), "key"},
@@ -161,7 +161,7 @@ func TestServerInvalidUTF8(t *testing.T) {
 			cat(strField(2, "k"), mapEntry(4, "a", "ok"), mapEntry(4, "b", bad)), `metadata["b"]`},
 		// The interceptor answers before the handler: an unimplemented
 		// method says InvalidArgument too.
-		{"unimplemented method", ordinalv1.Sequencer_GetNextIds_FullMethodName,
+		{"unimplemented method", ordinalv1.SequencerService_GetNextIds_FullMethodName,
 			cat(strField(2, bad), varintField(5, 10)), "key"},
 	}
 	for _, tc := range cases {
@@ -181,8 +181,8 @@ func TestServerInvalidUTF8(t *testing.T) {
 			{"store_name", cat(varintField(1, 2), strField(2, bad), strField(3, "k"), varintField(5, 1)), "store_name"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				stream, err := conn.NewStream(ctx, &ordinalv1.Sequencer_ServiceDesc.Streams[0],
-					ordinalv1.Sequencer_NextIdStream_FullMethodName, grpc.ForceCodecV2(rawCodec{}))
+				stream, err := conn.NewStream(ctx, &ordinalv1.SequencerService_ServiceDesc.Streams[0],
+					ordinalv1.SequencerService_NextIdStream_FullMethodName, grpc.ForceCodecV2(rawCodec{}))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -211,7 +211,7 @@ func TestServerInvalidUTF8(t *testing.T) {
 
 	t.Run("valid", func(t *testing.T) {
 		before := seq.calls.Load()
-		raw, err := invokeRaw(ctx, conn, ordinalv1.Sequencer_GetNextId_FullMethodName,
+		raw, err := invokeRaw(ctx, conn, ordinalv1.SequencerService_GetNextId_FullMethodName,
 			cat(strField(1, "orders"), strField(2, "ключ"), mapEntry(4, "a", "b")))
 		if err != nil {
 			t.Fatal(err)
@@ -221,7 +221,7 @@ func TestServerInvalidUTF8(t *testing.T) {
 			t.Fatalf("response %v, %v", resp, err)
 		}
 		// And through the generated clients, with the default codec.
-		got, err := ordinalv1.NewSequencerClient(conn).GetNextId(ctx, &ordinalv1.GetNextIdRequest{Key: "k"})
+		got, err := ordinalv1.NewSequencerServiceClient(conn).GetNextId(ctx, &ordinalv1.GetNextIdRequest{Key: "k"})
 		if err != nil || got.GetNextId() != 1 {
 			t.Fatalf("GetNextId: %v, %v", got, err)
 		}
@@ -239,7 +239,7 @@ func TestServerInvalidUTF8(t *testing.T) {
 			"truncated varint":            truncated,
 			"invalid key, then truncated": cat(strField(2, bad), truncated),
 		} {
-			_, err := invokeRaw(ctx, conn, ordinalv1.Sequencer_GetNextId_FullMethodName, req)
+			_, err := invokeRaw(ctx, conn, ordinalv1.SequencerService_GetNextId_FullMethodName, req)
 			if st, _ := status.FromError(err); st.Code() != codes.Internal ||
 				!strings.Contains(st.Message(), "failed to unmarshal") {
 				t.Errorf("%s: got %v; want Internal from the codec", name, err)
@@ -258,7 +258,7 @@ func TestServerDefaultCodecSaysInternal(t *testing.T) {
 	conn, seq := serve(t, grpc.UnaryInterceptor(UnaryServerInterceptor()))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	_, err := invokeRaw(ctx, conn, ordinalv1.Sequencer_GetNextId_FullMethodName, strField(2, bad))
+	_, err := invokeRaw(ctx, conn, ordinalv1.SequencerService_GetNextId_FullMethodName, strField(2, bad))
 	if st, _ := status.FromError(err); st.Code() != codes.Internal ||
 		!strings.Contains(st.Message(), "grpc: failed to unmarshal the received message") {
 		t.Fatalf("got %v; want grpc's Internal", err)
@@ -277,7 +277,7 @@ func TestProtowireAgreesWithGenerated(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &ordinalv1.NextIdStreamRequest{Seq: 2, StoreName: "s", Key: "k", Count: 7,
-		Options: &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_STRONG}}
+		Options: &ordinalv1.SequencerOptions{Increment: ordinalv1.SequencerOptions_AUTO_INCREMENT_STRONG}}
 	if !proto.Equal(got, want) || len(got.ProtoReflect().GetUnknown()) != 0 {
 		t.Fatalf("decoded %v", got)
 	}

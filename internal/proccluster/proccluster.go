@@ -115,6 +115,7 @@ type Cluster struct {
 	bin   string
 	root  string
 	pki   *testpki.PKI
+	args  func(nodeID string) []string
 	Nodes []*Node
 }
 
@@ -125,7 +126,15 @@ type Cluster struct {
 // them all), up to startAttempts times.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, bin: Binary(t), root: t.TempDir()}
+	return StartWith(t, n, nil)
+}
+
+// StartWith is Start with extra serve flags for each node: args, when not
+// nil, returns those of the node with the given ID (n1, n2, ...); they
+// stay for every restart.
+func StartWith(t testing.TB, n int, args func(nodeID string) []string) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, bin: Binary(t), root: t.TempDir(), args: args}
 	c.pki = testpki.New(t, filepath.Join(c.root, "pki"))
 	t.Cleanup(c.Close)
 	for attempt := 1; ; attempt++ {
@@ -168,6 +177,9 @@ func (c *Cluster) start(n, attempt int) error {
 	for _, nd := range c.Nodes {
 		if n > 1 {
 			nd.Args = []string{"--bootstrap-expect", fmt.Sprint(n), "--join", strings.Join(join, ",")}
+		}
+		if c.args != nil {
+			nd.Args = append(nd.Args, c.args(nd.ID)...)
 		}
 		nd.Start()
 	}
@@ -321,11 +333,15 @@ func (nd *Node) ExitCode() int { return nd.cmd.ProcessState.ExitCode() }
 // Log returns what the process printed.
 func (nd *Node) Log() string { return nd.log.String() }
 
-// Sequencer returns a client of the node's Sequencer service.
-func (nd *Node) Sequencer() ordinalv1.SequencerClient { return ordinalv1.NewSequencerClient(nd.conn) }
+// Sequencer returns a client of the node's SequencerService.
+func (nd *Node) Sequencer() ordinalv1.SequencerServiceClient {
+	return ordinalv1.NewSequencerServiceClient(nd.conn)
+}
 
-// Cluster returns a client of the node's Cluster service.
-func (nd *Node) Cluster() ordinalv1.ClusterClient { return ordinalv1.NewClusterClient(nd.conn) }
+// Cluster returns a client of the node's ClusterService.
+func (nd *Node) Cluster() ordinalv1.ClusterServiceClient {
+	return ordinalv1.NewClusterServiceClient(nd.conn)
+}
 
 // LeadsByItsOwnView reports whether the node itself believes it leads: the
 // leader it names is itself.

@@ -265,7 +265,14 @@ func Secure(t testing.TB, p *testpki.PKI, nodeID string, cfg *daemon.Config) {
 // PeerClient returns a client of node nd's peer port, as another node of
 // the cluster would call it: the test acts as node asID, with a peer
 // certificate of the cluster's CA for that ID when the cluster is secured.
-func (c *Cluster) PeerClient(nd *Node, asID string) ordinalv1.PeerClient {
+func (c *Cluster) PeerClient(nd *Node, asID string) ordinalv1.PeerServiceClient {
+	c.t.Helper()
+	return ordinalv1.NewPeerServiceClient(c.PeerConn(nd, asID))
+}
+
+// PeerConn is PeerClient's connection, for the peer port's other
+// services.
+func (c *Cluster) PeerConn(nd *Node, asID string) *grpc.ClientConn {
 	c.t.Helper()
 	cfg := transport.PeerConfig{NodeID: asID}
 	if c.pki != nil {
@@ -288,7 +295,7 @@ func (c *Cluster) PeerClient(nd *Node, asID string) ordinalv1.PeerClient {
 		conn.Close()
 		port.Close()
 	})
-	return ordinalv1.NewPeerClient(conn)
+	return conn
 }
 
 // PKI returns the certificates of a secured cluster, nil when Insecure.
@@ -318,11 +325,31 @@ func (nd *Node) WaitReady() {
 	}
 }
 
-// Sequencer returns a client of the node's Sequencer service.
-func (nd *Node) Sequencer() ordinalv1.SequencerClient { return ordinalv1.NewSequencerClient(nd.conn) }
+// TryRestart stops the node, starts it again and returns what the
+// daemon's WaitReady returned; a node that failed to get ready is left
+// stopped.
+func (nd *Node) TryRestart() error {
+	nd.c.t.Helper()
+	nd.Stop()
+	nd.start()
+	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
+	defer cancel()
+	err := nd.d.WaitReady(ctx)
+	if err != nil {
+		nd.Stop()
+	}
+	return err
+}
 
-// Cluster returns a client of the node's Cluster service.
-func (nd *Node) Cluster() ordinalv1.ClusterClient { return ordinalv1.NewClusterClient(nd.conn) }
+// Sequencer returns a client of the node's SequencerService.
+func (nd *Node) Sequencer() ordinalv1.SequencerServiceClient {
+	return ordinalv1.NewSequencerServiceClient(nd.conn)
+}
+
+// Cluster returns a client of the node's ClusterService.
+func (nd *Node) Cluster() ordinalv1.ClusterServiceClient {
+	return ordinalv1.NewClusterServiceClient(nd.conn)
+}
 
 // DialOptions returns the options for a client connection to the node's
 // client port with the client certificate name (see Cluster.DialOptions).

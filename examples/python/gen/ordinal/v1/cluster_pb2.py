@@ -19,7 +19,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='ordinal/v1/cluster.proto',
   package='ordinal.v1',
   syntax='proto3',
-  serialized_pb=_b('\n\x18ordinal/v1/cluster.proto\x12\nordinal.v1\"\x7f\n\x0bJoinRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\traft_addr\x18\x02 \x01(\t\x12\x11\n\tgrpc_addr\x18\x03 \x01(\t\x12\x11\n\thas_state\x18\x04 \x01(\x08\x12\x12\n\ncluster_id\x18\x05 \x01(\tJ\x04\x08\x06\x10\x07R\x0cpublish_only\"\"\n\x0cJoinResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"!\n\x0ePublishRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"$\n\x0fPublishResponse\x12\x11\n\tgrpc_addr\x18\x01 \x01(\t\" \n\rRemoveRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x10\n\x0eRemoveResponse\"\x10\n\x0eMembersRequest\"\x95\x01\n\x06Member\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\traft_addr\x18\x02 \x01(\t\x12\x11\n\tgrpc_addr\x18\x03 \x01(\t\x12\r\n\x05voter\x18\x04 \x01(\x08\x12\x0e\n\x06leader\x18\x05 \x01(\x08\x12\x11\n\treachable\x18\x06 \x01(\x08\x12\x15\n\rapplied_index\x18\x07 \x01(\x04\x12\x0b\n\x03lag\x18\x08 \x01(\x04\"`\n\x0fMembersResponse\x12#\n\x07members\x18\x01 \x03(\x0b\x32\x12.ordinal.v1.Member\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ommit_index\x18\x03 \x01(\x04\"\x0f\n\rLeaderRequest\"U\n\x0eLeaderResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\traft_addr\x18\x02 \x01(\t\x12\x11\n\tgrpc_addr\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\",\n\x19TransferLeadershipRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"-\n\x1aTransferLeadershipResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x0f\n\rStatusRequest\"\xb8\x02\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\traft_addr\x18\x02 \x01(\t\x12\x11\n\tgrpc_addr\x18\x03 \x01(\t\x12\x11\n\thas_state\x18\x04 \x01(\x08\x12\x12\n\ncluster_id\x18\x05 \x01(\t\x12\x11\n\tleader_id\x18\x06 \x01(\t\x12\x18\n\x10leader_grpc_addr\x18\x07 \x01(\t\x12\x0c\n\x04term\x18\x08 \x01(\x04\x12\x15\n\rapplied_index\x18\t \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\n \x01(\x04\x12\r\n\x05state\x18\x0b \x01(\t\x12\x18\n\x10\x62ootstrap_expect\x18\x0c \x01(\x05\x12\x12\n\nlast_index\x18\r \x01(\x04\x12#\n\x07servers\x18\x0e \x03(\x0b\x32\x12.ordinal.v1.Member\"B\n\x12\x43onfirmTermRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\"V\n\x13\x43onfirmTermResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\t\"M\n\x0eReserveRequest\x12\x12\n\nstore_name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0c\n\x04want\x18\x03 \x01(\x04\x12\x0c\n\x04need\x18\x04 \x01(\x04\".\n\x0fReserveResponse\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0c\n\x04last\x18\x02 \x01(\x04\"#\n\x12WaitAppliedRequest\x12\r\n\x05index\x18\x01 \x01(\x04\"=\n\x13WaitAppliedResponse\x12\x15\n\rapplied_index\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"\x0f\n\rBackupRequest\"\x1b\n\x0b\x42\x61\x63kupChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"X\n\x0bKeysRequest\x12\x12\n\nstore_name\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\r\">\n\x07KeyInfo\x12\x12\n\nstore_name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\nhigh_water\x18\x03 \x01(\x03\"Y\n\x0cKeysResponse\x12!\n\x04keys\x18\x01 \x03(\x0b\x32\x13.ordinal.v1.KeyInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x04\"G\n\x13ReserveBatchRequest\x12\x30\n\x0creservations\x18\x01 \x03(\x0b\x32\x1a.ordinal.v1.ReserveRequest\"K\n\rReserveResult\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0c\n\x04last\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\"B\n\x14ReserveBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.ordinal.v1.ReserveResult2\xea\x03\n\x07\x43luster\x12\x39\n\x04Join\x12\x17.ordinal.v1.JoinRequest\x1a\x18.ordinal.v1.JoinResponse\x12?\n\x06Remove\x12\x19.ordinal.v1.RemoveRequest\x1a\x1a.ordinal.v1.RemoveResponse\x12\x42\n\x07Members\x12\x1a.ordinal.v1.MembersRequest\x1a\x1b.ordinal.v1.MembersResponse\x12?\n\x06Leader\x12\x19.ordinal.v1.LeaderRequest\x1a\x1a.ordinal.v1.LeaderResponse\x12\x63\n\x12TransferLeadership\x12%.ordinal.v1.TransferLeadershipRequest\x1a&.ordinal.v1.TransferLeadershipResponse\x12>\n\x06\x42\x61\x63kup\x12\x19.ordinal.v1.BackupRequest\x1a\x17.ordinal.v1.BackupChunk0\x01\x12\x39\n\x04Keys\x12\x17.ordinal.v1.KeysRequest\x1a\x18.ordinal.v1.KeysResponse2\xd7\x04\n\x04Peer\x12?\n\x06Status\x12\x19.ordinal.v1.StatusRequest\x1a\x1a.ordinal.v1.StatusResponse\x12\x39\n\x04Join\x12\x17.ordinal.v1.JoinRequest\x1a\x18.ordinal.v1.JoinResponse\x12\x42\n\x07Publish\x12\x1a.ordinal.v1.PublishRequest\x1a\x1b.ordinal.v1.PublishResponse\x12N\n\x0b\x43onfirmTerm\x12\x1e.ordinal.v1.ConfirmTermRequest\x1a\x1f.ordinal.v1.ConfirmTermResponse\x12X\n\x11\x43onfirmTermStream\x12\x1e.ordinal.v1.ConfirmTermRequest\x1a\x1f.ordinal.v1.ConfirmTermResponse(\x01\x30\x01\x12\x42\n\x07Reserve\x12\x1a.ordinal.v1.ReserveRequest\x1a\x1b.ordinal.v1.ReserveResponse\x12Q\n\x0cReserveBatch\x12\x1f.ordinal.v1.ReserveBatchRequest\x1a .ordinal.v1.ReserveBatchResponse\x12N\n\x0bWaitApplied\x12\x1e.ordinal.v1.WaitAppliedRequest\x1a\x1f.ordinal.v1.WaitAppliedResponseB8Z6github.com/ordinal-dev/ordinal/api/ordinalv1;ordinalv1b\x06proto3')
+  serialized_pb=_b('\n\x18ordinal/v1/cluster.proto\x12\nordinal.v1\"\x7f\n\x0bJoinRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\traft_addr\x18\x02 \x01(\t\x12\x11\n\tgrpc_addr\x18\x03 \x01(\t\x12\x11\n\thas_state\x18\x04 \x01(\x08\x12\x12\n\ncluster_id\x18\x05 \x01(\tJ\x04\x08\x06\x10\x07R\x0cpublish_only\"\"\n\x0cJoinResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"\x8a\x01\n\x16PeerServiceJoinRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\traft_addr\x18\x02 \x01(\t\x12\x11\n\tgrpc_addr\x18\x03 \x01(\t\x12\x11\n\thas_state\x18\x04 \x01(\x08\x12\x12\n\ncluster_id\x18\x05 \x01(\tJ\x04\x08\x06\x10\x07R\x0cpublish_only\"-\n\x17PeerServiceJoinResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"!\n\x0ePublishRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"$\n\x0fPublishResponse\x12\x11\n\tgrpc_addr\x18\x01 \x01(\t\" \n\rRemoveRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x10\n\x0eRemoveResponse\"\x10\n\x0eMembersRequest\"\x95\x01\n\x06Member\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\traft_addr\x18\x02 \x01(\t\x12\x11\n\tgrpc_addr\x18\x03 \x01(\t\x12\r\n\x05voter\x18\x04 \x01(\x08\x12\x0e\n\x06leader\x18\x05 \x01(\x08\x12\x11\n\treachable\x18\x06 \x01(\x08\x12\x15\n\rapplied_index\x18\x07 \x01(\x04\x12\x0b\n\x03lag\x18\x08 \x01(\x04\"`\n\x0fMembersResponse\x12#\n\x07members\x18\x01 \x03(\x0b\x32\x12.ordinal.v1.Member\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ommit_index\x18\x03 \x01(\x04\"\x0f\n\rLeaderRequest\"U\n\x0eLeaderResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\traft_addr\x18\x02 \x01(\t\x12\x11\n\tgrpc_addr\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\",\n\x19TransferLeadershipRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"-\n\x1aTransferLeadershipResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\x0f\n\rStatusRequest\"\xb8\x02\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\traft_addr\x18\x02 \x01(\t\x12\x11\n\tgrpc_addr\x18\x03 \x01(\t\x12\x11\n\thas_state\x18\x04 \x01(\x08\x12\x12\n\ncluster_id\x18\x05 \x01(\t\x12\x11\n\tleader_id\x18\x06 \x01(\t\x12\x18\n\x10leader_grpc_addr\x18\x07 \x01(\t\x12\x0c\n\x04term\x18\x08 \x01(\x04\x12\x15\n\rapplied_index\x18\t \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\n \x01(\x04\x12\r\n\x05state\x18\x0b \x01(\t\x12\x18\n\x10\x62ootstrap_expect\x18\x0c \x01(\x05\x12\x12\n\nlast_index\x18\r \x01(\x04\x12#\n\x07servers\x18\x0e \x03(\x0b\x32\x12.ordinal.v1.Member\"B\n\x12\x43onfirmTermRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\"V\n\x13\x43onfirmTermResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\t\"H\n\x18\x43onfirmTermStreamRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\"\\\n\x19\x43onfirmTermStreamResponse\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\t\"M\n\x0eReserveRequest\x12\x12\n\nstore_name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0c\n\x04want\x18\x03 \x01(\x04\x12\x0c\n\x04need\x18\x04 \x01(\x04\".\n\x0fReserveResponse\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0c\n\x04last\x18\x02 \x01(\x04\"#\n\x12WaitAppliedRequest\x12\r\n\x05index\x18\x01 \x01(\x04\"=\n\x13WaitAppliedResponse\x12\x15\n\rapplied_index\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"\x0f\n\rBackupRequest\"\x1e\n\x0e\x42\x61\x63kupResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"X\n\x0bKeysRequest\x12\x12\n\nstore_name\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\r\">\n\x07KeyInfo\x12\x12\n\nstore_name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\nhigh_water\x18\x03 \x01(\x03\"Y\n\x0cKeysResponse\x12!\n\x04keys\x18\x01 \x03(\x0b\x32\x13.ordinal.v1.KeyInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x04\"G\n\x13ReserveBatchRequest\x12\x30\n\x0creservations\x18\x01 \x03(\x0b\x32\x1a.ordinal.v1.ReserveRequest\"K\n\rReserveResult\x12\r\n\x05\x66irst\x18\x01 \x01(\x04\x12\x0c\n\x04last\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\"B\n\x14ReserveBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.ordinal.v1.ReserveResult2\xf4\x03\n\x0e\x43lusterService\x12\x39\n\x04Join\x12\x17.ordinal.v1.JoinRequest\x1a\x18.ordinal.v1.JoinResponse\x12?\n\x06Remove\x12\x19.ordinal.v1.RemoveRequest\x1a\x1a.ordinal.v1.RemoveResponse\x12\x42\n\x07Members\x12\x1a.ordinal.v1.MembersRequest\x1a\x1b.ordinal.v1.MembersResponse\x12?\n\x06Leader\x12\x19.ordinal.v1.LeaderRequest\x1a\x1a.ordinal.v1.LeaderResponse\x12\x63\n\x12TransferLeadership\x12%.ordinal.v1.TransferLeadershipRequest\x1a&.ordinal.v1.TransferLeadershipResponse\x12\x41\n\x06\x42\x61\x63kup\x12\x19.ordinal.v1.BackupRequest\x1a\x1a.ordinal.v1.BackupResponse0\x01\x12\x39\n\x04Keys\x12\x17.ordinal.v1.KeysRequest\x1a\x18.ordinal.v1.KeysResponse2\x80\x05\n\x0bPeerService\x12?\n\x06Status\x12\x19.ordinal.v1.StatusRequest\x1a\x1a.ordinal.v1.StatusResponse\x12O\n\x04Join\x12\".ordinal.v1.PeerServiceJoinRequest\x1a#.ordinal.v1.PeerServiceJoinResponse\x12\x42\n\x07Publish\x12\x1a.ordinal.v1.PublishRequest\x1a\x1b.ordinal.v1.PublishResponse\x12N\n\x0b\x43onfirmTerm\x12\x1e.ordinal.v1.ConfirmTermRequest\x1a\x1f.ordinal.v1.ConfirmTermResponse\x12\x64\n\x11\x43onfirmTermStream\x12$.ordinal.v1.ConfirmTermStreamRequest\x1a%.ordinal.v1.ConfirmTermStreamResponse(\x01\x30\x01\x12\x42\n\x07Reserve\x12\x1a.ordinal.v1.ReserveRequest\x1a\x1b.ordinal.v1.ReserveResponse\x12Q\n\x0cReserveBatch\x12\x1f.ordinal.v1.ReserveBatchRequest\x1a .ordinal.v1.ReserveBatchResponse\x12N\n\x0bWaitApplied\x12\x1e.ordinal.v1.WaitAppliedRequest\x1a\x1f.ordinal.v1.WaitAppliedResponseB8Z6github.com/ordinal-dev/ordinal/api/ordinalv1;ordinalv1b\x06proto3')
 )
 
 
@@ -115,6 +115,96 @@ _JOINRESPONSE = _descriptor.Descriptor(
 )
 
 
+_PEERSERVICEJOINREQUEST = _descriptor.Descriptor(
+  name='PeerServiceJoinRequest',
+  full_name='ordinal.v1.PeerServiceJoinRequest',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='node_id', full_name='ordinal.v1.PeerServiceJoinRequest.node_id', index=0,
+      number=1, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='raft_addr', full_name='ordinal.v1.PeerServiceJoinRequest.raft_addr', index=1,
+      number=2, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='grpc_addr', full_name='ordinal.v1.PeerServiceJoinRequest.grpc_addr', index=2,
+      number=3, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='has_state', full_name='ordinal.v1.PeerServiceJoinRequest.has_state', index=3,
+      number=4, type=8, cpp_type=7, label=1,
+      has_default_value=False, default_value=False,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='cluster_id', full_name='ordinal.v1.PeerServiceJoinRequest.cluster_id', index=4,
+      number=5, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=206,
+  serialized_end=344,
+)
+
+
+_PEERSERVICEJOINRESPONSE = _descriptor.Descriptor(
+  name='PeerServiceJoinResponse',
+  full_name='ordinal.v1.PeerServiceJoinResponse',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='cluster_id', full_name='ordinal.v1.PeerServiceJoinResponse.cluster_id', index=0,
+      number=1, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=346,
+  serialized_end=391,
+)
+
+
 _PUBLISHREQUEST = _descriptor.Descriptor(
   name='PublishRequest',
   full_name='ordinal.v1.PublishRequest',
@@ -141,8 +231,8 @@ _PUBLISHREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=205,
-  serialized_end=238,
+  serialized_start=393,
+  serialized_end=426,
 )
 
 
@@ -172,8 +262,8 @@ _PUBLISHRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=240,
-  serialized_end=276,
+  serialized_start=428,
+  serialized_end=464,
 )
 
 
@@ -203,8 +293,8 @@ _REMOVEREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=278,
-  serialized_end=310,
+  serialized_start=466,
+  serialized_end=498,
 )
 
 
@@ -227,8 +317,8 @@ _REMOVERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=312,
-  serialized_end=328,
+  serialized_start=500,
+  serialized_end=516,
 )
 
 
@@ -251,8 +341,8 @@ _MEMBERSREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=330,
-  serialized_end=346,
+  serialized_start=518,
+  serialized_end=534,
 )
 
 
@@ -331,8 +421,8 @@ _MEMBER = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=349,
-  serialized_end=498,
+  serialized_start=537,
+  serialized_end=686,
 )
 
 
@@ -376,8 +466,8 @@ _MEMBERSRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=500,
-  serialized_end=596,
+  serialized_start=688,
+  serialized_end=784,
 )
 
 
@@ -400,8 +490,8 @@ _LEADERREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=598,
-  serialized_end=613,
+  serialized_start=786,
+  serialized_end=801,
 )
 
 
@@ -452,8 +542,8 @@ _LEADERRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=615,
-  serialized_end=700,
+  serialized_start=803,
+  serialized_end=888,
 )
 
 
@@ -483,8 +573,8 @@ _TRANSFERLEADERSHIPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=702,
-  serialized_end=746,
+  serialized_start=890,
+  serialized_end=934,
 )
 
 
@@ -514,8 +604,8 @@ _TRANSFERLEADERSHIPRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=748,
-  serialized_end=793,
+  serialized_start=936,
+  serialized_end=981,
 )
 
 
@@ -538,8 +628,8 @@ _STATUSREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=795,
-  serialized_end=810,
+  serialized_start=983,
+  serialized_end=998,
 )
 
 
@@ -660,8 +750,8 @@ _STATUSRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=813,
-  serialized_end=1125,
+  serialized_start=1001,
+  serialized_end=1313,
 )
 
 
@@ -705,8 +795,8 @@ _CONFIRMTERMREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1127,
-  serialized_end=1193,
+  serialized_start=1315,
+  serialized_end=1381,
 )
 
 
@@ -757,8 +847,105 @@ _CONFIRMTERMRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1195,
-  serialized_end=1281,
+  serialized_start=1383,
+  serialized_end=1469,
+)
+
+
+_CONFIRMTERMSTREAMREQUEST = _descriptor.Descriptor(
+  name='ConfirmTermStreamRequest',
+  full_name='ordinal.v1.ConfirmTermStreamRequest',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='term', full_name='ordinal.v1.ConfirmTermStreamRequest.term', index=0,
+      number=1, type=4, cpp_type=4, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='leader_id', full_name='ordinal.v1.ConfirmTermStreamRequest.leader_id', index=1,
+      number=2, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='seq', full_name='ordinal.v1.ConfirmTermStreamRequest.seq', index=2,
+      number=3, type=4, cpp_type=4, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=1471,
+  serialized_end=1543,
+)
+
+
+_CONFIRMTERMSTREAMRESPONSE = _descriptor.Descriptor(
+  name='ConfirmTermStreamResponse',
+  full_name='ordinal.v1.ConfirmTermStreamResponse',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='term', full_name='ordinal.v1.ConfirmTermStreamResponse.term', index=0,
+      number=1, type=4, cpp_type=4, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='seq', full_name='ordinal.v1.ConfirmTermStreamResponse.seq', index=1,
+      number=2, type=4, cpp_type=4, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='node_id', full_name='ordinal.v1.ConfirmTermStreamResponse.node_id', index=2,
+      number=3, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='incarnation', full_name='ordinal.v1.ConfirmTermStreamResponse.incarnation', index=3,
+      number=4, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=1545,
+  serialized_end=1637,
 )
 
 
@@ -809,8 +996,8 @@ _RESERVEREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1283,
-  serialized_end=1360,
+  serialized_start=1639,
+  serialized_end=1716,
 )
 
 
@@ -847,8 +1034,8 @@ _RESERVERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1362,
-  serialized_end=1408,
+  serialized_start=1718,
+  serialized_end=1764,
 )
 
 
@@ -878,8 +1065,8 @@ _WAITAPPLIEDREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1410,
-  serialized_end=1445,
+  serialized_start=1766,
+  serialized_end=1801,
 )
 
 
@@ -916,8 +1103,8 @@ _WAITAPPLIEDRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1447,
-  serialized_end=1508,
+  serialized_start=1803,
+  serialized_end=1864,
 )
 
 
@@ -940,20 +1127,20 @@ _BACKUPREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1510,
-  serialized_end=1525,
+  serialized_start=1866,
+  serialized_end=1881,
 )
 
 
-_BACKUPCHUNK = _descriptor.Descriptor(
-  name='BackupChunk',
-  full_name='ordinal.v1.BackupChunk',
+_BACKUPRESPONSE = _descriptor.Descriptor(
+  name='BackupResponse',
+  full_name='ordinal.v1.BackupResponse',
   filename=None,
   file=DESCRIPTOR,
   containing_type=None,
   fields=[
     _descriptor.FieldDescriptor(
-      name='data', full_name='ordinal.v1.BackupChunk.data', index=0,
+      name='data', full_name='ordinal.v1.BackupResponse.data', index=0,
       number=1, type=12, cpp_type=9, label=1,
       has_default_value=False, default_value=_b(""),
       message_type=None, enum_type=None, containing_type=None,
@@ -971,8 +1158,8 @@ _BACKUPCHUNK = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1527,
-  serialized_end=1554,
+  serialized_start=1883,
+  serialized_end=1913,
 )
 
 
@@ -1023,8 +1210,8 @@ _KEYSREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1556,
-  serialized_end=1644,
+  serialized_start=1915,
+  serialized_end=2003,
 )
 
 
@@ -1068,8 +1255,8 @@ _KEYINFO = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1646,
-  serialized_end=1708,
+  serialized_start=2005,
+  serialized_end=2067,
 )
 
 
@@ -1113,8 +1300,8 @@ _KEYSRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1710,
-  serialized_end=1799,
+  serialized_start=2069,
+  serialized_end=2158,
 )
 
 
@@ -1144,8 +1331,8 @@ _RESERVEBATCHREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1801,
-  serialized_end=1872,
+  serialized_start=2160,
+  serialized_end=2231,
 )
 
 
@@ -1196,8 +1383,8 @@ _RESERVERESULT = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1874,
-  serialized_end=1949,
+  serialized_start=2233,
+  serialized_end=2308,
 )
 
 
@@ -1227,8 +1414,8 @@ _RESERVEBATCHRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1951,
-  serialized_end=2017,
+  serialized_start=2310,
+  serialized_end=2376,
 )
 
 _MEMBERSRESPONSE.fields_by_name['members'].message_type = _MEMBER
@@ -1238,6 +1425,8 @@ _RESERVEBATCHREQUEST.fields_by_name['reservations'].message_type = _RESERVEREQUE
 _RESERVEBATCHRESPONSE.fields_by_name['results'].message_type = _RESERVERESULT
 DESCRIPTOR.message_types_by_name['JoinRequest'] = _JOINREQUEST
 DESCRIPTOR.message_types_by_name['JoinResponse'] = _JOINRESPONSE
+DESCRIPTOR.message_types_by_name['PeerServiceJoinRequest'] = _PEERSERVICEJOINREQUEST
+DESCRIPTOR.message_types_by_name['PeerServiceJoinResponse'] = _PEERSERVICEJOINRESPONSE
 DESCRIPTOR.message_types_by_name['PublishRequest'] = _PUBLISHREQUEST
 DESCRIPTOR.message_types_by_name['PublishResponse'] = _PUBLISHRESPONSE
 DESCRIPTOR.message_types_by_name['RemoveRequest'] = _REMOVEREQUEST
@@ -1253,12 +1442,14 @@ DESCRIPTOR.message_types_by_name['StatusRequest'] = _STATUSREQUEST
 DESCRIPTOR.message_types_by_name['StatusResponse'] = _STATUSRESPONSE
 DESCRIPTOR.message_types_by_name['ConfirmTermRequest'] = _CONFIRMTERMREQUEST
 DESCRIPTOR.message_types_by_name['ConfirmTermResponse'] = _CONFIRMTERMRESPONSE
+DESCRIPTOR.message_types_by_name['ConfirmTermStreamRequest'] = _CONFIRMTERMSTREAMREQUEST
+DESCRIPTOR.message_types_by_name['ConfirmTermStreamResponse'] = _CONFIRMTERMSTREAMRESPONSE
 DESCRIPTOR.message_types_by_name['ReserveRequest'] = _RESERVEREQUEST
 DESCRIPTOR.message_types_by_name['ReserveResponse'] = _RESERVERESPONSE
 DESCRIPTOR.message_types_by_name['WaitAppliedRequest'] = _WAITAPPLIEDREQUEST
 DESCRIPTOR.message_types_by_name['WaitAppliedResponse'] = _WAITAPPLIEDRESPONSE
 DESCRIPTOR.message_types_by_name['BackupRequest'] = _BACKUPREQUEST
-DESCRIPTOR.message_types_by_name['BackupChunk'] = _BACKUPCHUNK
+DESCRIPTOR.message_types_by_name['BackupResponse'] = _BACKUPRESPONSE
 DESCRIPTOR.message_types_by_name['KeysRequest'] = _KEYSREQUEST
 DESCRIPTOR.message_types_by_name['KeyInfo'] = _KEYINFO
 DESCRIPTOR.message_types_by_name['KeysResponse'] = _KEYSRESPONSE
@@ -1280,6 +1471,20 @@ JoinResponse = _reflection.GeneratedProtocolMessageType('JoinResponse', (_messag
   # @@protoc_insertion_point(class_scope:ordinal.v1.JoinResponse)
   ))
 _sym_db.RegisterMessage(JoinResponse)
+
+PeerServiceJoinRequest = _reflection.GeneratedProtocolMessageType('PeerServiceJoinRequest', (_message.Message,), dict(
+  DESCRIPTOR = _PEERSERVICEJOINREQUEST,
+  __module__ = 'ordinal.v1.cluster_pb2'
+  # @@protoc_insertion_point(class_scope:ordinal.v1.PeerServiceJoinRequest)
+  ))
+_sym_db.RegisterMessage(PeerServiceJoinRequest)
+
+PeerServiceJoinResponse = _reflection.GeneratedProtocolMessageType('PeerServiceJoinResponse', (_message.Message,), dict(
+  DESCRIPTOR = _PEERSERVICEJOINRESPONSE,
+  __module__ = 'ordinal.v1.cluster_pb2'
+  # @@protoc_insertion_point(class_scope:ordinal.v1.PeerServiceJoinResponse)
+  ))
+_sym_db.RegisterMessage(PeerServiceJoinResponse)
 
 PublishRequest = _reflection.GeneratedProtocolMessageType('PublishRequest', (_message.Message,), dict(
   DESCRIPTOR = _PUBLISHREQUEST,
@@ -1386,6 +1591,20 @@ ConfirmTermResponse = _reflection.GeneratedProtocolMessageType('ConfirmTermRespo
   ))
 _sym_db.RegisterMessage(ConfirmTermResponse)
 
+ConfirmTermStreamRequest = _reflection.GeneratedProtocolMessageType('ConfirmTermStreamRequest', (_message.Message,), dict(
+  DESCRIPTOR = _CONFIRMTERMSTREAMREQUEST,
+  __module__ = 'ordinal.v1.cluster_pb2'
+  # @@protoc_insertion_point(class_scope:ordinal.v1.ConfirmTermStreamRequest)
+  ))
+_sym_db.RegisterMessage(ConfirmTermStreamRequest)
+
+ConfirmTermStreamResponse = _reflection.GeneratedProtocolMessageType('ConfirmTermStreamResponse', (_message.Message,), dict(
+  DESCRIPTOR = _CONFIRMTERMSTREAMRESPONSE,
+  __module__ = 'ordinal.v1.cluster_pb2'
+  # @@protoc_insertion_point(class_scope:ordinal.v1.ConfirmTermStreamResponse)
+  ))
+_sym_db.RegisterMessage(ConfirmTermStreamResponse)
+
 ReserveRequest = _reflection.GeneratedProtocolMessageType('ReserveRequest', (_message.Message,), dict(
   DESCRIPTOR = _RESERVEREQUEST,
   __module__ = 'ordinal.v1.cluster_pb2'
@@ -1421,12 +1640,12 @@ BackupRequest = _reflection.GeneratedProtocolMessageType('BackupRequest', (_mess
   ))
 _sym_db.RegisterMessage(BackupRequest)
 
-BackupChunk = _reflection.GeneratedProtocolMessageType('BackupChunk', (_message.Message,), dict(
-  DESCRIPTOR = _BACKUPCHUNK,
+BackupResponse = _reflection.GeneratedProtocolMessageType('BackupResponse', (_message.Message,), dict(
+  DESCRIPTOR = _BACKUPRESPONSE,
   __module__ = 'ordinal.v1.cluster_pb2'
-  # @@protoc_insertion_point(class_scope:ordinal.v1.BackupChunk)
+  # @@protoc_insertion_point(class_scope:ordinal.v1.BackupResponse)
   ))
-_sym_db.RegisterMessage(BackupChunk)
+_sym_db.RegisterMessage(BackupResponse)
 
 KeysRequest = _reflection.GeneratedProtocolMessageType('KeysRequest', (_message.Message,), dict(
   DESCRIPTOR = _KEYSREQUEST,
@@ -1474,18 +1693,18 @@ _sym_db.RegisterMessage(ReserveBatchResponse)
 DESCRIPTOR.has_options = True
 DESCRIPTOR._options = _descriptor._ParseOptions(descriptor_pb2.FileOptions(), _b('Z6github.com/ordinal-dev/ordinal/api/ordinalv1;ordinalv1'))
 
-_CLUSTER = _descriptor.ServiceDescriptor(
-  name='Cluster',
-  full_name='ordinal.v1.Cluster',
+_CLUSTERSERVICE = _descriptor.ServiceDescriptor(
+  name='ClusterService',
+  full_name='ordinal.v1.ClusterService',
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=2020,
-  serialized_end=2510,
+  serialized_start=2379,
+  serialized_end=2879,
   methods=[
   _descriptor.MethodDescriptor(
     name='Join',
-    full_name='ordinal.v1.Cluster.Join',
+    full_name='ordinal.v1.ClusterService.Join',
     index=0,
     containing_service=None,
     input_type=_JOINREQUEST,
@@ -1494,7 +1713,7 @@ _CLUSTER = _descriptor.ServiceDescriptor(
   ),
   _descriptor.MethodDescriptor(
     name='Remove',
-    full_name='ordinal.v1.Cluster.Remove',
+    full_name='ordinal.v1.ClusterService.Remove',
     index=1,
     containing_service=None,
     input_type=_REMOVEREQUEST,
@@ -1503,7 +1722,7 @@ _CLUSTER = _descriptor.ServiceDescriptor(
   ),
   _descriptor.MethodDescriptor(
     name='Members',
-    full_name='ordinal.v1.Cluster.Members',
+    full_name='ordinal.v1.ClusterService.Members',
     index=2,
     containing_service=None,
     input_type=_MEMBERSREQUEST,
@@ -1512,7 +1731,7 @@ _CLUSTER = _descriptor.ServiceDescriptor(
   ),
   _descriptor.MethodDescriptor(
     name='Leader',
-    full_name='ordinal.v1.Cluster.Leader',
+    full_name='ordinal.v1.ClusterService.Leader',
     index=3,
     containing_service=None,
     input_type=_LEADERREQUEST,
@@ -1521,7 +1740,7 @@ _CLUSTER = _descriptor.ServiceDescriptor(
   ),
   _descriptor.MethodDescriptor(
     name='TransferLeadership',
-    full_name='ordinal.v1.Cluster.TransferLeadership',
+    full_name='ordinal.v1.ClusterService.TransferLeadership',
     index=4,
     containing_service=None,
     input_type=_TRANSFERLEADERSHIPREQUEST,
@@ -1530,16 +1749,16 @@ _CLUSTER = _descriptor.ServiceDescriptor(
   ),
   _descriptor.MethodDescriptor(
     name='Backup',
-    full_name='ordinal.v1.Cluster.Backup',
+    full_name='ordinal.v1.ClusterService.Backup',
     index=5,
     containing_service=None,
     input_type=_BACKUPREQUEST,
-    output_type=_BACKUPCHUNK,
+    output_type=_BACKUPRESPONSE,
     options=None,
   ),
   _descriptor.MethodDescriptor(
     name='Keys',
-    full_name='ordinal.v1.Cluster.Keys',
+    full_name='ordinal.v1.ClusterService.Keys',
     index=6,
     containing_service=None,
     input_type=_KEYSREQUEST,
@@ -1547,23 +1766,23 @@ _CLUSTER = _descriptor.ServiceDescriptor(
     options=None,
   ),
 ])
-_sym_db.RegisterServiceDescriptor(_CLUSTER)
+_sym_db.RegisterServiceDescriptor(_CLUSTERSERVICE)
 
-DESCRIPTOR.services_by_name['Cluster'] = _CLUSTER
+DESCRIPTOR.services_by_name['ClusterService'] = _CLUSTERSERVICE
 
 
-_PEER = _descriptor.ServiceDescriptor(
-  name='Peer',
-  full_name='ordinal.v1.Peer',
+_PEERSERVICE = _descriptor.ServiceDescriptor(
+  name='PeerService',
+  full_name='ordinal.v1.PeerService',
   file=DESCRIPTOR,
   index=1,
   options=None,
-  serialized_start=2513,
-  serialized_end=3112,
+  serialized_start=2882,
+  serialized_end=3522,
   methods=[
   _descriptor.MethodDescriptor(
     name='Status',
-    full_name='ordinal.v1.Peer.Status',
+    full_name='ordinal.v1.PeerService.Status',
     index=0,
     containing_service=None,
     input_type=_STATUSREQUEST,
@@ -1572,16 +1791,16 @@ _PEER = _descriptor.ServiceDescriptor(
   ),
   _descriptor.MethodDescriptor(
     name='Join',
-    full_name='ordinal.v1.Peer.Join',
+    full_name='ordinal.v1.PeerService.Join',
     index=1,
     containing_service=None,
-    input_type=_JOINREQUEST,
-    output_type=_JOINRESPONSE,
+    input_type=_PEERSERVICEJOINREQUEST,
+    output_type=_PEERSERVICEJOINRESPONSE,
     options=None,
   ),
   _descriptor.MethodDescriptor(
     name='Publish',
-    full_name='ordinal.v1.Peer.Publish',
+    full_name='ordinal.v1.PeerService.Publish',
     index=2,
     containing_service=None,
     input_type=_PUBLISHREQUEST,
@@ -1590,7 +1809,7 @@ _PEER = _descriptor.ServiceDescriptor(
   ),
   _descriptor.MethodDescriptor(
     name='ConfirmTerm',
-    full_name='ordinal.v1.Peer.ConfirmTerm',
+    full_name='ordinal.v1.PeerService.ConfirmTerm',
     index=3,
     containing_service=None,
     input_type=_CONFIRMTERMREQUEST,
@@ -1599,16 +1818,16 @@ _PEER = _descriptor.ServiceDescriptor(
   ),
   _descriptor.MethodDescriptor(
     name='ConfirmTermStream',
-    full_name='ordinal.v1.Peer.ConfirmTermStream',
+    full_name='ordinal.v1.PeerService.ConfirmTermStream',
     index=4,
     containing_service=None,
-    input_type=_CONFIRMTERMREQUEST,
-    output_type=_CONFIRMTERMRESPONSE,
+    input_type=_CONFIRMTERMSTREAMREQUEST,
+    output_type=_CONFIRMTERMSTREAMRESPONSE,
     options=None,
   ),
   _descriptor.MethodDescriptor(
     name='Reserve',
-    full_name='ordinal.v1.Peer.Reserve',
+    full_name='ordinal.v1.PeerService.Reserve',
     index=5,
     containing_service=None,
     input_type=_RESERVEREQUEST,
@@ -1617,7 +1836,7 @@ _PEER = _descriptor.ServiceDescriptor(
   ),
   _descriptor.MethodDescriptor(
     name='ReserveBatch',
-    full_name='ordinal.v1.Peer.ReserveBatch',
+    full_name='ordinal.v1.PeerService.ReserveBatch',
     index=6,
     containing_service=None,
     input_type=_RESERVEBATCHREQUEST,
@@ -1626,7 +1845,7 @@ _PEER = _descriptor.ServiceDescriptor(
   ),
   _descriptor.MethodDescriptor(
     name='WaitApplied',
-    full_name='ordinal.v1.Peer.WaitApplied',
+    full_name='ordinal.v1.PeerService.WaitApplied',
     index=7,
     containing_service=None,
     input_type=_WAITAPPLIEDREQUEST,
@@ -1634,8 +1853,8 @@ _PEER = _descriptor.ServiceDescriptor(
     options=None,
   ),
 ])
-_sym_db.RegisterServiceDescriptor(_PEER)
+_sym_db.RegisterServiceDescriptor(_PEERSERVICE)
 
-DESCRIPTOR.services_by_name['Peer'] = _PEER
+DESCRIPTOR.services_by_name['PeerService'] = _PEERSERVICE
 
 # @@protoc_insertion_point(module_scope)

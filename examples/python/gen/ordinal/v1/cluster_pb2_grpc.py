@@ -4,7 +4,7 @@ import grpc
 from ordinal.v1 import cluster_pb2 as ordinal_dot_v1_dot_cluster__pb2
 
 
-class ClusterStub(object):
+class ClusterServiceStub(object):
   # missing associated documentation comment in .proto file
   pass
 
@@ -15,43 +15,43 @@ class ClusterStub(object):
       channel: A grpc.Channel.
     """
     self.Join = channel.unary_unary(
-        '/ordinal.v1.Cluster/Join',
+        '/ordinal.v1.ClusterService/Join',
         request_serializer=ordinal_dot_v1_dot_cluster__pb2.JoinRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_cluster__pb2.JoinResponse.FromString,
         )
     self.Remove = channel.unary_unary(
-        '/ordinal.v1.Cluster/Remove',
+        '/ordinal.v1.ClusterService/Remove',
         request_serializer=ordinal_dot_v1_dot_cluster__pb2.RemoveRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_cluster__pb2.RemoveResponse.FromString,
         )
     self.Members = channel.unary_unary(
-        '/ordinal.v1.Cluster/Members',
+        '/ordinal.v1.ClusterService/Members',
         request_serializer=ordinal_dot_v1_dot_cluster__pb2.MembersRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_cluster__pb2.MembersResponse.FromString,
         )
     self.Leader = channel.unary_unary(
-        '/ordinal.v1.Cluster/Leader',
+        '/ordinal.v1.ClusterService/Leader',
         request_serializer=ordinal_dot_v1_dot_cluster__pb2.LeaderRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_cluster__pb2.LeaderResponse.FromString,
         )
     self.TransferLeadership = channel.unary_unary(
-        '/ordinal.v1.Cluster/TransferLeadership',
+        '/ordinal.v1.ClusterService/TransferLeadership',
         request_serializer=ordinal_dot_v1_dot_cluster__pb2.TransferLeadershipRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_cluster__pb2.TransferLeadershipResponse.FromString,
         )
     self.Backup = channel.unary_stream(
-        '/ordinal.v1.Cluster/Backup',
+        '/ordinal.v1.ClusterService/Backup',
         request_serializer=ordinal_dot_v1_dot_cluster__pb2.BackupRequest.SerializeToString,
-        response_deserializer=ordinal_dot_v1_dot_cluster__pb2.BackupChunk.FromString,
+        response_deserializer=ordinal_dot_v1_dot_cluster__pb2.BackupResponse.FromString,
         )
     self.Keys = channel.unary_unary(
-        '/ordinal.v1.Cluster/Keys',
+        '/ordinal.v1.ClusterService/Keys',
         request_serializer=ordinal_dot_v1_dot_cluster__pb2.KeysRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_cluster__pb2.KeysResponse.FromString,
         )
 
 
-class ClusterServicer(object):
+class ClusterServiceServicer(object):
   # missing associated documentation comment in .proto file
   pass
 
@@ -60,8 +60,8 @@ class ClusterServicer(object):
     voter once it has caught up. A node whose ID the cluster knows but whose
     data directory is empty is re-admitted as a new member: its old entry is
     removed first, so its forgotten votes and log can never count. Nodes
-    normally join by themselves (serve --join) through Peer.Join; this is
-    the operator's way to admit one explicitly.
+    normally join by themselves (serve --join) through PeerService.Join;
+    this is the operator's way to admit one explicitly.
     """
     context.set_code(grpc.StatusCode.UNIMPLEMENTED)
     context.set_details('Method not implemented!')
@@ -115,7 +115,7 @@ class ClusterServicer(object):
     raise NotImplementedError('Method not implemented!')
 
 
-def add_ClusterServicer_to_server(servicer, server):
+def add_ClusterServiceServicer_to_server(servicer, server):
   rpc_method_handlers = {
       'Join': grpc.unary_unary_rpc_method_handler(
           servicer.Join,
@@ -145,7 +145,7 @@ def add_ClusterServicer_to_server(servicer, server):
       'Backup': grpc.unary_stream_rpc_method_handler(
           servicer.Backup,
           request_deserializer=ordinal_dot_v1_dot_cluster__pb2.BackupRequest.FromString,
-          response_serializer=ordinal_dot_v1_dot_cluster__pb2.BackupChunk.SerializeToString,
+          response_serializer=ordinal_dot_v1_dot_cluster__pb2.BackupResponse.SerializeToString,
       ),
       'Keys': grpc.unary_unary_rpc_method_handler(
           servicer.Keys,
@@ -154,11 +154,11 @@ def add_ClusterServicer_to_server(servicer, server):
       ),
   }
   generic_handler = grpc.method_handlers_generic_handler(
-      'ordinal.v1.Cluster', rpc_method_handlers)
+      'ordinal.v1.ClusterService', rpc_method_handlers)
   server.add_generic_rpc_handlers((generic_handler,))
 
 
-class PeerStub(object):
+class PeerServiceStub(object):
   # missing associated documentation comment in .proto file
   pass
 
@@ -169,48 +169,48 @@ class PeerStub(object):
       channel: A grpc.Channel.
     """
     self.Status = channel.unary_unary(
-        '/ordinal.v1.Peer/Status',
+        '/ordinal.v1.PeerService/Status',
         request_serializer=ordinal_dot_v1_dot_cluster__pb2.StatusRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_cluster__pb2.StatusResponse.FromString,
         )
     self.Join = channel.unary_unary(
-        '/ordinal.v1.Peer/Join',
-        request_serializer=ordinal_dot_v1_dot_cluster__pb2.JoinRequest.SerializeToString,
-        response_deserializer=ordinal_dot_v1_dot_cluster__pb2.JoinResponse.FromString,
+        '/ordinal.v1.PeerService/Join',
+        request_serializer=ordinal_dot_v1_dot_cluster__pb2.PeerServiceJoinRequest.SerializeToString,
+        response_deserializer=ordinal_dot_v1_dot_cluster__pb2.PeerServiceJoinResponse.FromString,
         )
     self.Publish = channel.unary_unary(
-        '/ordinal.v1.Peer/Publish',
+        '/ordinal.v1.PeerService/Publish',
         request_serializer=ordinal_dot_v1_dot_cluster__pb2.PublishRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_cluster__pb2.PublishResponse.FromString,
         )
     self.ConfirmTerm = channel.unary_unary(
-        '/ordinal.v1.Peer/ConfirmTerm',
+        '/ordinal.v1.PeerService/ConfirmTerm',
         request_serializer=ordinal_dot_v1_dot_cluster__pb2.ConfirmTermRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_cluster__pb2.ConfirmTermResponse.FromString,
         )
     self.ConfirmTermStream = channel.stream_stream(
-        '/ordinal.v1.Peer/ConfirmTermStream',
-        request_serializer=ordinal_dot_v1_dot_cluster__pb2.ConfirmTermRequest.SerializeToString,
-        response_deserializer=ordinal_dot_v1_dot_cluster__pb2.ConfirmTermResponse.FromString,
+        '/ordinal.v1.PeerService/ConfirmTermStream',
+        request_serializer=ordinal_dot_v1_dot_cluster__pb2.ConfirmTermStreamRequest.SerializeToString,
+        response_deserializer=ordinal_dot_v1_dot_cluster__pb2.ConfirmTermStreamResponse.FromString,
         )
     self.Reserve = channel.unary_unary(
-        '/ordinal.v1.Peer/Reserve',
+        '/ordinal.v1.PeerService/Reserve',
         request_serializer=ordinal_dot_v1_dot_cluster__pb2.ReserveRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_cluster__pb2.ReserveResponse.FromString,
         )
     self.ReserveBatch = channel.unary_unary(
-        '/ordinal.v1.Peer/ReserveBatch',
+        '/ordinal.v1.PeerService/ReserveBatch',
         request_serializer=ordinal_dot_v1_dot_cluster__pb2.ReserveBatchRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_cluster__pb2.ReserveBatchResponse.FromString,
         )
     self.WaitApplied = channel.unary_unary(
-        '/ordinal.v1.Peer/WaitApplied',
+        '/ordinal.v1.PeerService/WaitApplied',
         request_serializer=ordinal_dot_v1_dot_cluster__pb2.WaitAppliedRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_cluster__pb2.WaitAppliedResponse.FromString,
         )
 
 
-class PeerServicer(object):
+class PeerServiceServicer(object):
   # missing associated documentation comment in .proto file
   pass
 
@@ -226,7 +226,7 @@ class PeerServicer(object):
   def Join(self, request, context):
     """Join asks the cluster to admit the calling node (node_id must be the
     caller's own, as its peer certificate names it). Forwarded to the
-    leader.
+    leader. Its messages have the fields of ClusterService.Join's.
     """
     context.set_code(grpc.StatusCode.UNIMPLEMENTED)
     context.set_details('Method not implemented!')
@@ -256,6 +256,7 @@ class PeerServicer(object):
     term read after the request arrived, echoing the request's seq. The
     leader keeps one per voter so that a proof costs one small message each
     way instead of a new RPC.
+    Its messages have the fields of ConfirmTerm's.
     """
     context.set_code(grpc.StatusCode.UNIMPLEMENTED)
     context.set_details('Method not implemented!')
@@ -290,7 +291,7 @@ class PeerServicer(object):
     raise NotImplementedError('Method not implemented!')
 
 
-def add_PeerServicer_to_server(servicer, server):
+def add_PeerServiceServicer_to_server(servicer, server):
   rpc_method_handlers = {
       'Status': grpc.unary_unary_rpc_method_handler(
           servicer.Status,
@@ -299,8 +300,8 @@ def add_PeerServicer_to_server(servicer, server):
       ),
       'Join': grpc.unary_unary_rpc_method_handler(
           servicer.Join,
-          request_deserializer=ordinal_dot_v1_dot_cluster__pb2.JoinRequest.FromString,
-          response_serializer=ordinal_dot_v1_dot_cluster__pb2.JoinResponse.SerializeToString,
+          request_deserializer=ordinal_dot_v1_dot_cluster__pb2.PeerServiceJoinRequest.FromString,
+          response_serializer=ordinal_dot_v1_dot_cluster__pb2.PeerServiceJoinResponse.SerializeToString,
       ),
       'Publish': grpc.unary_unary_rpc_method_handler(
           servicer.Publish,
@@ -314,8 +315,8 @@ def add_PeerServicer_to_server(servicer, server):
       ),
       'ConfirmTermStream': grpc.stream_stream_rpc_method_handler(
           servicer.ConfirmTermStream,
-          request_deserializer=ordinal_dot_v1_dot_cluster__pb2.ConfirmTermRequest.FromString,
-          response_serializer=ordinal_dot_v1_dot_cluster__pb2.ConfirmTermResponse.SerializeToString,
+          request_deserializer=ordinal_dot_v1_dot_cluster__pb2.ConfirmTermStreamRequest.FromString,
+          response_serializer=ordinal_dot_v1_dot_cluster__pb2.ConfirmTermStreamResponse.SerializeToString,
       ),
       'Reserve': grpc.unary_unary_rpc_method_handler(
           servicer.Reserve,
@@ -334,5 +335,5 @@ def add_PeerServicer_to_server(servicer, server):
       ),
   }
   generic_handler = grpc.method_handlers_generic_handler(
-      'ordinal.v1.Peer', rpc_method_handlers)
+      'ordinal.v1.PeerService', rpc_method_handlers)
   server.add_generic_rpc_handlers((generic_handler,))

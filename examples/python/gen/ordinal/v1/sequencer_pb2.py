@@ -19,7 +19,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='ordinal/v1/sequencer.proto',
   package='ordinal.v1',
   syntax='proto3',
-  serialized_pb=_b('\n\x1aordinal/v1/sequencer.proto\x12\nordinal.v1\"x\n\x10SequencerOptions\x12=\n\tincrement\x18\x01 \x01(\x0e\x32*.ordinal.v1.SequencerOptions.AutoIncrement\"%\n\rAutoIncrement\x12\x08\n\x04WEAK\x10\x00\x12\n\n\x06STRONG\x10\x01\"\xd1\x01\n\x10GetNextIdRequest\x12\x12\n\nstore_name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.ordinal.v1.SequencerOptions\x12<\n\x08metadata\x18\x04 \x03(\x0b\x32*.ordinal.v1.GetNextIdRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"$\n\x11GetNextIdResponse\x12\x0f\n\x07next_id\x18\x01 \x01(\x03\"\xe2\x01\n\x11GetNextIdsRequest\x12\x12\n\nstore_name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.ordinal.v1.SequencerOptions\x12=\n\x08metadata\x18\x04 \x03(\x0b\x32+.ordinal.v1.GetNextIdsRequest.MetadataEntry\x12\r\n\x05\x63ount\x18\x05 \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x12GetNextIdsResponse\x12\x10\n\x08\x66irst_id\x18\x01 \x01(\x03\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"6\n\x13GetHighWaterRequest\x12\x12\n\nstore_name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"*\n\x14GetHighWaterResponse\x12\x12\n\nhigh_water\x18\x01 \x01(\x03\"A\n\x0fSetFloorRequest\x12\x12\n\nstore_name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05\x66loor\x18\x03 \x01(\x03\"&\n\x10SetFloorResponse\x12\x12\n\nhigh_water\x18\x01 \x01(\x03\"\x81\x01\n\x13NextIdStreamRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x12\n\nstore_name\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.ordinal.v1.SequencerOptions\x12\r\n\x05\x63ount\x18\x05 \x01(\x03\"c\n\x14NextIdStreamResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x10\n\x08\x66irst_id\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t2\x93\x03\n\tSequencer\x12H\n\tGetNextId\x12\x1c.ordinal.v1.GetNextIdRequest\x1a\x1d.ordinal.v1.GetNextIdResponse\x12K\n\nGetNextIds\x12\x1d.ordinal.v1.GetNextIdsRequest\x1a\x1e.ordinal.v1.GetNextIdsResponse\x12Q\n\x0cGetHighWater\x12\x1f.ordinal.v1.GetHighWaterRequest\x1a .ordinal.v1.GetHighWaterResponse\x12\x45\n\x08SetFloor\x12\x1b.ordinal.v1.SetFloorRequest\x1a\x1c.ordinal.v1.SetFloorResponse\x12U\n\x0cNextIdStream\x12\x1f.ordinal.v1.NextIdStreamRequest\x1a .ordinal.v1.NextIdStreamResponse(\x01\x30\x01\x42\x38Z6github.com/ordinal-dev/ordinal/api/ordinalv1;ordinalv1b\x06proto3')
+  serialized_pb=_b('\n\x1aordinal/v1/sequencer.proto\x12\nordinal.v1\"\xb6\x01\n\x10SequencerOptions\x12=\n\tincrement\x18\x01 \x01(\x0e\x32*.ordinal.v1.SequencerOptions.AutoIncrement\"c\n\rAutoIncrement\x12\x1e\n\x1a\x41UTO_INCREMENT_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UTO_INCREMENT_STRONG\x10\x01\x12\x17\n\x13\x41UTO_INCREMENT_WEAK\x10\x02\"\xd1\x01\n\x10GetNextIdRequest\x12\x12\n\nstore_name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.ordinal.v1.SequencerOptions\x12<\n\x08metadata\x18\x04 \x03(\x0b\x32*.ordinal.v1.GetNextIdRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"$\n\x11GetNextIdResponse\x12\x0f\n\x07next_id\x18\x01 \x01(\x03\"\xe2\x01\n\x11GetNextIdsRequest\x12\x12\n\nstore_name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.ordinal.v1.SequencerOptions\x12=\n\x08metadata\x18\x04 \x03(\x0b\x32+.ordinal.v1.GetNextIdsRequest.MetadataEntry\x12\r\n\x05\x63ount\x18\x05 \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x12GetNextIdsResponse\x12\x10\n\x08\x66irst_id\x18\x01 \x01(\x03\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"6\n\x13GetHighWaterRequest\x12\x12\n\nstore_name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"*\n\x14GetHighWaterResponse\x12\x12\n\nhigh_water\x18\x01 \x01(\x03\"A\n\x0fSetFloorRequest\x12\x12\n\nstore_name\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05\x66loor\x18\x03 \x01(\x03\"&\n\x10SetFloorResponse\x12\x12\n\nhigh_water\x18\x01 \x01(\x03\"\x81\x01\n\x13NextIdStreamRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x12\n\nstore_name\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.ordinal.v1.SequencerOptions\x12\r\n\x05\x63ount\x18\x05 \x01(\x03\"c\n\x14NextIdStreamResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x10\n\x08\x66irst_id\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t2\x9a\x03\n\x10SequencerService\x12H\n\tGetNextId\x12\x1c.ordinal.v1.GetNextIdRequest\x1a\x1d.ordinal.v1.GetNextIdResponse\x12K\n\nGetNextIds\x12\x1d.ordinal.v1.GetNextIdsRequest\x1a\x1e.ordinal.v1.GetNextIdsResponse\x12Q\n\x0cGetHighWater\x12\x1f.ordinal.v1.GetHighWaterRequest\x1a .ordinal.v1.GetHighWaterResponse\x12\x45\n\x08SetFloor\x12\x1b.ordinal.v1.SetFloorRequest\x1a\x1c.ordinal.v1.SetFloorResponse\x12U\n\x0cNextIdStream\x12\x1f.ordinal.v1.NextIdStreamRequest\x1a .ordinal.v1.NextIdStreamResponse(\x01\x30\x01\x42\x38Z6github.com/ordinal-dev/ordinal/api/ordinalv1;ordinalv1b\x06proto3')
 )
 
 
@@ -31,18 +31,22 @@ _SEQUENCEROPTIONS_AUTOINCREMENT = _descriptor.EnumDescriptor(
   file=DESCRIPTOR,
   values=[
     _descriptor.EnumValueDescriptor(
-      name='WEAK', index=0, number=0,
+      name='AUTO_INCREMENT_UNSPECIFIED', index=0, number=0,
       options=None,
       type=None),
     _descriptor.EnumValueDescriptor(
-      name='STRONG', index=1, number=1,
+      name='AUTO_INCREMENT_STRONG', index=1, number=1,
+      options=None,
+      type=None),
+    _descriptor.EnumValueDescriptor(
+      name='AUTO_INCREMENT_WEAK', index=2, number=2,
       options=None,
       type=None),
   ],
   containing_type=None,
   options=None,
-  serialized_start=125,
-  serialized_end=162,
+  serialized_start=126,
+  serialized_end=225,
 )
 _sym_db.RegisterEnumDescriptor(_SEQUENCEROPTIONS_AUTOINCREMENT)
 
@@ -74,8 +78,8 @@ _SEQUENCEROPTIONS = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=42,
-  serialized_end=162,
+  serialized_start=43,
+  serialized_end=225,
 )
 
 
@@ -112,8 +116,8 @@ _GETNEXTIDREQUEST_METADATAENTRY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=327,
-  serialized_end=374,
+  serialized_start=390,
+  serialized_end=437,
 )
 
 _GETNEXTIDREQUEST = _descriptor.Descriptor(
@@ -163,8 +167,8 @@ _GETNEXTIDREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=165,
-  serialized_end=374,
+  serialized_start=228,
+  serialized_end=437,
 )
 
 
@@ -194,8 +198,8 @@ _GETNEXTIDRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=376,
-  serialized_end=412,
+  serialized_start=439,
+  serialized_end=475,
 )
 
 
@@ -232,8 +236,8 @@ _GETNEXTIDSREQUEST_METADATAENTRY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=327,
-  serialized_end=374,
+  serialized_start=390,
+  serialized_end=437,
 )
 
 _GETNEXTIDSREQUEST = _descriptor.Descriptor(
@@ -290,8 +294,8 @@ _GETNEXTIDSREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=415,
-  serialized_end=641,
+  serialized_start=478,
+  serialized_end=704,
 )
 
 
@@ -328,8 +332,8 @@ _GETNEXTIDSRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=643,
-  serialized_end=696,
+  serialized_start=706,
+  serialized_end=759,
 )
 
 
@@ -366,8 +370,8 @@ _GETHIGHWATERREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=698,
-  serialized_end=752,
+  serialized_start=761,
+  serialized_end=815,
 )
 
 
@@ -397,8 +401,8 @@ _GETHIGHWATERRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=754,
-  serialized_end=796,
+  serialized_start=817,
+  serialized_end=859,
 )
 
 
@@ -442,8 +446,8 @@ _SETFLOORREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=798,
-  serialized_end=863,
+  serialized_start=861,
+  serialized_end=926,
 )
 
 
@@ -473,8 +477,8 @@ _SETFLOORRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=865,
-  serialized_end=903,
+  serialized_start=928,
+  serialized_end=966,
 )
 
 
@@ -532,8 +536,8 @@ _NEXTIDSTREAMREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=906,
-  serialized_end=1035,
+  serialized_start=969,
+  serialized_end=1098,
 )
 
 
@@ -591,8 +595,8 @@ _NEXTIDSTREAMRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1037,
-  serialized_end=1136,
+  serialized_start=1100,
+  serialized_end=1199,
 )
 
 _SEQUENCEROPTIONS.fields_by_name['increment'].enum_type = _SEQUENCEROPTIONS_AUTOINCREMENT
@@ -718,18 +722,18 @@ _GETNEXTIDREQUEST_METADATAENTRY._options = _descriptor._ParseOptions(descriptor_
 _GETNEXTIDSREQUEST_METADATAENTRY.has_options = True
 _GETNEXTIDSREQUEST_METADATAENTRY._options = _descriptor._ParseOptions(descriptor_pb2.MessageOptions(), _b('8\001'))
 
-_SEQUENCER = _descriptor.ServiceDescriptor(
-  name='Sequencer',
-  full_name='ordinal.v1.Sequencer',
+_SEQUENCERSERVICE = _descriptor.ServiceDescriptor(
+  name='SequencerService',
+  full_name='ordinal.v1.SequencerService',
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=1139,
-  serialized_end=1542,
+  serialized_start=1202,
+  serialized_end=1612,
   methods=[
   _descriptor.MethodDescriptor(
     name='GetNextId',
-    full_name='ordinal.v1.Sequencer.GetNextId',
+    full_name='ordinal.v1.SequencerService.GetNextId',
     index=0,
     containing_service=None,
     input_type=_GETNEXTIDREQUEST,
@@ -738,7 +742,7 @@ _SEQUENCER = _descriptor.ServiceDescriptor(
   ),
   _descriptor.MethodDescriptor(
     name='GetNextIds',
-    full_name='ordinal.v1.Sequencer.GetNextIds',
+    full_name='ordinal.v1.SequencerService.GetNextIds',
     index=1,
     containing_service=None,
     input_type=_GETNEXTIDSREQUEST,
@@ -747,7 +751,7 @@ _SEQUENCER = _descriptor.ServiceDescriptor(
   ),
   _descriptor.MethodDescriptor(
     name='GetHighWater',
-    full_name='ordinal.v1.Sequencer.GetHighWater',
+    full_name='ordinal.v1.SequencerService.GetHighWater',
     index=2,
     containing_service=None,
     input_type=_GETHIGHWATERREQUEST,
@@ -756,7 +760,7 @@ _SEQUENCER = _descriptor.ServiceDescriptor(
   ),
   _descriptor.MethodDescriptor(
     name='SetFloor',
-    full_name='ordinal.v1.Sequencer.SetFloor',
+    full_name='ordinal.v1.SequencerService.SetFloor',
     index=3,
     containing_service=None,
     input_type=_SETFLOORREQUEST,
@@ -765,7 +769,7 @@ _SEQUENCER = _descriptor.ServiceDescriptor(
   ),
   _descriptor.MethodDescriptor(
     name='NextIdStream',
-    full_name='ordinal.v1.Sequencer.NextIdStream',
+    full_name='ordinal.v1.SequencerService.NextIdStream',
     index=4,
     containing_service=None,
     input_type=_NEXTIDSTREAMREQUEST,
@@ -773,8 +777,8 @@ _SEQUENCER = _descriptor.ServiceDescriptor(
     options=None,
   ),
 ])
-_sym_db.RegisterServiceDescriptor(_SEQUENCER)
+_sym_db.RegisterServiceDescriptor(_SEQUENCERSERVICE)
 
-DESCRIPTOR.services_by_name['Sequencer'] = _SEQUENCER
+DESCRIPTOR.services_by_name['SequencerService'] = _SEQUENCERSERVICE
 
 # @@protoc_insertion_point(module_scope)

@@ -4,9 +4,9 @@ import grpc
 from ordinal.v1 import sequencer_pb2 as ordinal_dot_v1_dot_sequencer__pb2
 
 
-class SequencerStub(object):
-  """Sequencer hands out IDs per key. Every node of a cluster serves every
-  method; calls that only the leader may answer are forwarded to it.
+class SequencerServiceStub(object):
+  """SequencerService hands out IDs per key. Every node of a cluster serves
+  every method; calls that only the leader may answer are forwarded to it.
   """
 
   def __init__(self, channel):
@@ -16,35 +16,35 @@ class SequencerStub(object):
       channel: A grpc.Channel.
     """
     self.GetNextId = channel.unary_unary(
-        '/ordinal.v1.Sequencer/GetNextId',
+        '/ordinal.v1.SequencerService/GetNextId',
         request_serializer=ordinal_dot_v1_dot_sequencer__pb2.GetNextIdRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_sequencer__pb2.GetNextIdResponse.FromString,
         )
     self.GetNextIds = channel.unary_unary(
-        '/ordinal.v1.Sequencer/GetNextIds',
+        '/ordinal.v1.SequencerService/GetNextIds',
         request_serializer=ordinal_dot_v1_dot_sequencer__pb2.GetNextIdsRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_sequencer__pb2.GetNextIdsResponse.FromString,
         )
     self.GetHighWater = channel.unary_unary(
-        '/ordinal.v1.Sequencer/GetHighWater',
+        '/ordinal.v1.SequencerService/GetHighWater',
         request_serializer=ordinal_dot_v1_dot_sequencer__pb2.GetHighWaterRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_sequencer__pb2.GetHighWaterResponse.FromString,
         )
     self.SetFloor = channel.unary_unary(
-        '/ordinal.v1.Sequencer/SetFloor',
+        '/ordinal.v1.SequencerService/SetFloor',
         request_serializer=ordinal_dot_v1_dot_sequencer__pb2.SetFloorRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_sequencer__pb2.SetFloorResponse.FromString,
         )
     self.NextIdStream = channel.stream_stream(
-        '/ordinal.v1.Sequencer/NextIdStream',
+        '/ordinal.v1.SequencerService/NextIdStream',
         request_serializer=ordinal_dot_v1_dot_sequencer__pb2.NextIdStreamRequest.SerializeToString,
         response_deserializer=ordinal_dot_v1_dot_sequencer__pb2.NextIdStreamResponse.FromString,
         )
 
 
-class SequencerServicer(object):
-  """Sequencer hands out IDs per key. Every node of a cluster serves every
-  method; calls that only the leader may answer are forwarded to it.
+class SequencerServiceServicer(object):
+  """SequencerService hands out IDs per key. Every node of a cluster serves
+  every method; calls that only the leader may answer are forwarded to it.
   """
 
   def GetNextId(self, request, context):
@@ -92,7 +92,7 @@ class SequencerServicer(object):
     raise NotImplementedError('Method not implemented!')
 
 
-def add_SequencerServicer_to_server(servicer, server):
+def add_SequencerServiceServicer_to_server(servicer, server):
   rpc_method_handlers = {
       'GetNextId': grpc.unary_unary_rpc_method_handler(
           servicer.GetNextId,
@@ -121,5 +121,5 @@ def add_SequencerServicer_to_server(servicer, server):
       ),
   }
   generic_handler = grpc.method_handlers_generic_handler(
-      'ordinal.v1.Sequencer', rpc_method_handlers)
+      'ordinal.v1.SequencerService', rpc_method_handlers)
   server.add_generic_rpc_handlers((generic_handler,))
