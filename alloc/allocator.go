@@ -272,6 +272,14 @@ func (a *Allocator) Next(ctx context.Context, key keyspace.Key, mode Mode, count
 	}
 }
 
+// Confirm returns the epoch proven by a leadership proof that started after
+// Confirm was called, sharing proofs with the allocator's STRONG calls
+// (package snowflake fences its STRONG calls with it). It fails with an
+// error wrapping ErrNotLeader on a node that does not lead.
+func (a *Allocator) Confirm(ctx context.Context) (Epoch, error) {
+	return a.fence.wait(ctx)
+}
+
 // HighWater returns key's high-water mark, linearizably: every ID handed
 // out before the call started, in either mode, is at or below it. It fails
 // with an error wrapping ErrNotLeader on a node that does not lead.

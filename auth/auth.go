@@ -118,6 +118,7 @@ var methodRoles = map[string]Role{
 	"/ordinal.v1.SequencerService/GetNextIds":   RoleIDs,
 	"/ordinal.v1.SequencerService/GetHighWater": RoleIDs,
 	"/ordinal.v1.SequencerService/NextIdStream": RoleIDs,
+	"/ordinal.v1.SnowflakeService/DecodeId":     RoleIDs,
 
 	"/ordinal.v1.SequencerService/SetFloor":         RoleAdmin,
 	"/ordinal.v1.ClusterService/Join":               RoleAdmin,

@@ -24,6 +24,15 @@ const (
 	// leaves is cheap, a reissued ID is not.
 	DefaultMinAdvance = 1 << 24
 
+	// DefaultTimeMargin is how far past the restore's clock (or, with
+	// Plan.For, past the end of the old cluster's service) a restore puts
+	// every Snowflake worker's reserved time: the old cluster's nodes
+	// stamped IDs at most their lease plus their drift bound ahead of
+	// their clocks (3 s and 10 s by default), so its last IDs lie within
+	// it. The restored cluster's Snowflake stores answer Unavailable
+	// until their clocks are within the drift bound of it: a few seconds.
+	DefaultTimeMargin = 15 * time.Second
+
 	// maxClockSkew is how far the restoring host's clock may be behind
 	// the backup's time before Plan refuses: a backup "from the future"
 	// means one of the clocks is wrong, and the elapsed time the default
@@ -59,11 +68,16 @@ type Plan struct {
 	Min uint64
 	// Now is the time of the restore; zero means time.Now().
 	Now time.Time
+	// TimeMargin is how far past the restore's clock (or past the backup's
+	// time plus For) a Snowflake worker's reserved time is put; 0 means
+	// DefaultTimeMargin. Exact Advance applies to those marks too.
+	TimeMargin time.Duration
 }
 
 // Advancer computes the new high-water marks of a restored cluster.
 type Advancer struct {
 	plan  Plan
+	end   time.Time     // when the old cluster stopped serving, at the latest
 	span  time.Duration // the time the rates are multiplied by
 	rates map[fsm.Key]uint64
 	peak  uint64 // cluster-wide peak rate
@@ -87,6 +101,9 @@ func NewAdvancer(h Header, floor uint64, plan Plan) (*Advancer, error) {
 	if plan.Now.IsZero() {
 		plan.Now = time.Now()
 	}
+	if plan.TimeMargin == 0 {
+		plan.TimeMargin = DefaultTimeMargin
+	}
 	switch {
 	case plan.Advance > 0 && plan.For > 0:
 		return nil, fmt.Errorf("%w: give an exact advance or the time the old cluster ran after the backup, not both", ErrInvalidPlan)
@@ -99,10 +116,12 @@ func NewAdvancer(h Header, floor uint64, plan Plan) (*Advancer, error) {
 	for _, kr := range h.Rates.Keys {
 		a.rates[kr.Key] = kr.Peak
 	}
+	a.end = plan.Now
 	switch {
 	case plan.Advance > 0:
 	case plan.For > 0:
 		a.span = plan.For + 2*h.Rates.Window
+		a.end = h.TakenAt.Add(plan.For)
 	default:
 		elapsed := plan.Now.Sub(h.TakenAt)
 		if elapsed < -maxClockSkew {
@@ -137,11 +156,21 @@ func (a *Advancer) Rate(k fsm.Key) uint64 {
 }
 
 // Mark returns k's high-water mark in the new cluster given its mark hw
-// in the backup: hw advanced by the plan, and at least Floor. It never
+// in the backup: hw advanced by the plan, and at least Floor. A Snowflake
+// worker's reserved time (fsm.SnowflakeTimeStore) is instead put
+// TimeMargin past the end of the old cluster's service: the restore's
+// time, or the backup's plus For. It never
 // exceeds fsm.MaxID; a key that reaches it has no IDs left.
 func (a *Advancer) Mark(k fsm.Key, hw uint64) uint64 {
 	if k == AllKeysFloor {
 		return max(hw, a.floor)
+	}
+	if k.Store == fsm.SnowflakeTimeStore && a.plan.Advance == 0 {
+		// A worker's reserved time (Unix ms) advances with the clock, not
+		// with a rate: past every time the old cluster could have
+		// stamped, and no further, so that the restored cluster's
+		// Snowflake stores serve again within seconds.
+		return max(hw, uint64(a.end.Add(a.plan.TimeMargin).UnixMilli()))
 	}
 	return max(satAddMax(hw, a.advance(a.Rate(k))), a.floor)
 }

@@ -8,6 +8,9 @@ import (
 	"github.com/ordinal-dev/ordinal/fsm"
 )
 
+// timeKey is a Snowflake worker's reserved time.
+var timeKey = fsm.Key{Store: fsm.SnowflakeTimeStore, Name: "3"}
+
 func TestAdvancer(t *testing.T) {
 	taken := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	h := Header{
@@ -85,6 +88,27 @@ func TestAdvancer(t *testing.T) {
 		{
 			name: "a slightly fast clock counts as no time elapsed", plan: Plan{Now: after(-20 * time.Second), Min: 1},
 			key: keyA, hw: 1e6, want: 1e6 + 4000, wantFloor: 40000, wantSpan: 20 * time.Second,
+		},
+		{
+			// A worker's reserved time moves to the restore's clock plus the
+			// margin, not by a rate (which would put it hours ahead).
+			name: "a Snowflake worker's time: the restore's clock", plan: Plan{Now: after(time.Hour)},
+			key: timeKey, hw: uint64(taken.Add(3 * time.Second).UnixMilli()),
+			want: uint64(taken.Add(time.Hour + DefaultTimeMargin).UnixMilli()), wantFloor: DefaultMinAdvance, wantSpan: time.Hour + 20*time.Second,
+		},
+		{
+			name: "a Snowflake worker's time: the end --advance-for gives", plan: Plan{Now: after(time.Hour), For: time.Minute, TimeMargin: time.Second, Min: 1},
+			key: timeKey, hw: uint64(taken.UnixMilli()),
+			want: uint64(taken.Add(time.Minute + time.Second).UnixMilli()), wantFloor: 160000, wantSpan: 80 * time.Second,
+		},
+		{
+			name: "a Snowflake worker's time never goes back", plan: Plan{Now: after(time.Minute)},
+			key: timeKey, hw: uint64(taken.Add(time.Hour).UnixMilli()),
+			want: uint64(taken.Add(time.Hour).UnixMilli()), wantFloor: DefaultMinAdvance, wantSpan: 80 * time.Second,
+		},
+		{
+			name: "--advance is exact for a worker's time too", plan: Plan{Advance: 7},
+			key: timeKey, hw: 1e12, want: 1e12 + 7, wantFloor: 7,
 		},
 		{name: "a backup from the future", plan: Plan{Now: after(-time.Hour)}, wantErrors: true},
 		{name: "both modes", plan: Plan{Advance: 5, For: time.Second}, wantErrors: true},

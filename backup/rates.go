@@ -111,8 +111,14 @@ func newRates(cfg RatesConfig, now func() time.Time) *Rates {
 // Observe counts ids IDs of k reserved at at, the time the leader
 // appended the reservation to its log (time of arrival when zero, or when
 // in the future). Reservations older than Horizon are ignored. Its
-// signature is that of fsm.FSM.SetReserveHook.
+// signature is that of fsm.FSM.SetReserveHook. Snowflake workers'
+// reserved time (fsm.SnowflakeTimeStore) is not counted: it is
+// milliseconds, not IDs, and a restore advances it by the clock (see
+// Advancer.Mark).
 func (r *Rates) Observe(k fsm.Key, ids uint64, at time.Time) {
+	if k.Store == fsm.SnowflakeTimeStore {
+		return
+	}
 	now := r.now()
 	if at.IsZero() || at.After(now) {
 		at = now

@@ -189,6 +189,19 @@ func TestRatesForgetIdleKeys(t *testing.T) {
 	}
 }
 
+// TestRatesIgnoreSnowflakeTime checks a Snowflake worker's reserved time,
+// trillions of milliseconds in one reservation, counts in no rate: it
+// would push every key of a restored cluster as far.
+func TestRatesIgnoreSnowflakeTime(t *testing.T) {
+	clock := &fakeClock{t: epoch}
+	r := newRates(RatesConfig{Window: time.Second, Horizon: 10 * time.Second}, clock.now)
+	r.Observe(fsm.Key{Store: fsm.SnowflakeTimeStore, Name: "0"}, 1_800_000_000_000, clock.now())
+	r.Observe(keyA, 10, clock.now())
+	if s := r.Summary(); s.ClusterPeak > 10 || len(s.Keys) != 1 || s.Keys[0].Key != keyA {
+		t.Fatalf("summary %+v: the worker's time was counted", s)
+	}
+}
+
 func TestPerSecond(t *testing.T) {
 	for _, tc := range []struct {
 		ids    uint64

@@ -90,6 +90,13 @@ type Config struct {
 	// Raft. Default 5s.
 	ApplyTimeout time.Duration
 
+	// WorkerHold is how long a removed node's Snowflake worker ID stays
+	// taken after the last time reserved for it, before another node may
+	// get it. Safety does not depend on it (a worker's time never
+	// overlaps, snowflake/DESIGN.md); it keeps IDs decodable to one node
+	// for a while after it left. Default DefaultWorkerHold (1m).
+	WorkerHold time.Duration
+
 	// SnapshotThreshold is how many log entries trigger a snapshot, and
 	// SnapshotInterval how often the threshold is checked. A node reserves
 	// ranges rather than single IDs, so the log grows slowly. Defaults 8192

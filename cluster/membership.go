@@ -241,7 +241,9 @@ func (n *Node) Remove(ctx context.Context, nodeID string) error {
 	if err := n.await(ctx, n.raft.RemoveServer(raft.ServerID(nodeID), 0, n.cfg.ApplyTimeout)); err != nil {
 		return err
 	}
-	_, err = n.apply(ctx, fsm.Command{Ops: []fsm.Op{{Kind: fsm.OpRemoveNode, NodeID: nodeID}}})
+	// Its Snowflake worker IDs are freed once the time reserved for them
+	// and WorkerHold have passed (snowflake/DESIGN.md).
+	_, err = n.apply(ctx, fsm.Command{Ops: []fsm.Op{{Kind: fsm.OpRemoveNode, NodeID: nodeID}, n.releaseWorkerOp(nodeID)}})
 	return err
 }
 

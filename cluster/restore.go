@@ -195,10 +195,19 @@ func restoredState(b *backup.Backup, adv *backup.Advancer) (*fsm.FSM, *RestoreRe
 		}
 		return nil
 	}
-	if err := apply([]fsm.Op{
+	first := []fsm.Op{
 		{Kind: fsm.OpInit, ClusterID: report.ClusterID},
 		{Kind: fsm.OpFloor, Key: backup.AllKeysFloor, Value: adv.Floor()},
-	}); err != nil {
+	}
+	// Snowflake stores stay Snowflake stores, declared before their keys'
+	// floors are (a store holding keys cannot be declared). Worker IDs are
+	// not carried over: the restored cluster's nodes are new members, and
+	// the workers' reserved time, advanced below, is what keeps their IDs
+	// apart from the old cluster's.
+	for store, d := range b.State.SnowflakeStores() {
+		first = append(first, fsm.Op{Kind: fsm.OpDeclareSnowflake, Key: fsm.Key{Store: store}, Layout: d.Layout, Value: uint64(d.WorkerBits)})
+	}
+	if err := apply(first); err != nil {
 		return nil, nil, err
 	}
 

@@ -19,6 +19,7 @@ import (
 	"github.com/ordinal-dev/ordinal/internal/testcluster"
 	"github.com/ordinal-dev/ordinal/internal/testpki"
 	"github.com/ordinal-dev/ordinal/internal/testutil"
+	"github.com/ordinal-dev/ordinal/snowflake"
 )
 
 // restoredNode is a node of the cluster a restore started, run through
@@ -212,4 +213,68 @@ func TestRestoreRefuses(t *testing.T) {
 	if _, err := cluster.Restore(b, good); !errors.Is(err, cluster.ErrDataDirNotEmpty) {
 		t.Fatalf("a second restore into the same directory: %v", err)
 	}
+}
+
+// TestRestoreKeepsSnowflakeStores backs up a node serving a Snowflake
+// store, hands out more IDs after the backup, and restores: the restored
+// cluster serves the store as a Snowflake store with no flag saying so,
+// above every ID handed out before, and its workers' reserved time sits
+// just past the restore's clock instead of hours ahead.
+func TestRestoreKeepsSnowflakeStores(t *testing.T) {
+	c := testcluster.NewWithOptions(t, 1, testcluster.Options{Configure: func(_ string, cfg *daemon.Config) {
+		cfg.Snowflake = daemon.Snowflake{Stores: map[string]snowflake.Layout{"sf": snowflake.Milliseconds}, Lease: time.Second, MaxDrift: 5 * time.Second}
+	}})
+	nd := c.Node("n1")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var last int64
+	take := func(conn grpc.ClientConnInterface, n int) {
+		t.Helper()
+		for range n {
+			resp, err := ordinalv1.NewSequencerServiceClient(conn).GetNextId(ctx, &ordinalv1.GetNextIdRequest{StoreName: "sf", Key: "k"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.NextId <= last {
+				t.Fatalf("%d after %d", resp.NextId, last)
+			}
+			last = resp.NextId
+		}
+	}
+	take(nd.Conn(), 200)
+	b, _ := mustBackup(t, nd.Conn())
+	if _, ok := b.State.SnowflakeStores()["sf"]; !ok {
+		t.Fatalf("the backup lacks the declaration: %v", b.State.SnowflakeStores())
+	}
+	take(nd.Conn(), 200) // after the backup: the restore must stay above these
+
+	dir := filepath.Join(t.TempDir(), "restored")
+	raftAddr := testutil.FreeAddr(t)
+	margin := 2 * time.Second
+	restoredAt := time.Now()
+	if _, err := cluster.Restore(b, cluster.RestoreConfig{NodeID: "r1", DataDir: dir, RaftAddr: raftAddr, Plan: backup.Plan{TimeMargin: margin}}); err != nil {
+		t.Fatal(err)
+	}
+	nd.Stop()
+	r1 := startRestored(t, c.PKI(), "r1", dir, raftAddr, nil)
+	if _, ok := r1.d.Node().SnowflakeStores()["sf"]; !ok {
+		t.Fatal("the restored cluster does not declare sf")
+	}
+	var maxTime uint64
+	r1.d.Node().FSM().ForEachKey(func(k fsm.Key, hw uint64) bool {
+		if k.Store == fsm.SnowflakeTimeStore {
+			maxTime = max(maxTime, hw)
+		}
+		return true
+	})
+	if lo, hi := uint64(restoredAt.Add(margin).UnixMilli()), uint64(time.Now().Add(margin).UnixMilli()); maxTime < lo || maxTime > hi {
+		t.Fatalf("restored reserved time %d, want within [%d, %d]: the restore's clock plus the margin", maxTime, lo, hi)
+	}
+	// The restored node stamps after the old cluster's last time, within
+	// its default drift bound once the margin has passed.
+	testcluster.WaitFor(t, 20*time.Second, "the restored node serving sf", func() bool {
+		_, err := ordinalv1.NewSequencerServiceClient(r1.conn).GetNextId(ctx, &ordinalv1.GetNextIdRequest{StoreName: "sf", Key: "warm-up"})
+		return err == nil
+	})
+	take(r1.conn, 100)
 }

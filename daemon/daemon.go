@@ -26,6 +26,7 @@ import (
 	"github.com/ordinal-dev/ordinal/internal/grpccodec"
 	"github.com/ordinal-dev/ordinal/keyspace"
 	"github.com/ordinal-dev/ordinal/metrics"
+	"github.com/ordinal-dev/ordinal/snowflake"
 	"github.com/ordinal-dev/ordinal/tlsutil"
 	"github.com/ordinal-dev/ordinal/transport"
 )
@@ -69,6 +70,10 @@ type Config struct {
 
 	// Alloc tunes the ID allocator.
 	Alloc alloc.Config
+
+	// Snowflake declares this node's Snowflake stores and tunes them
+	// (Raft store only).
+	Snowflake Snowflake
 
 	// MaxCount is the largest block GetNextIds hands out. Default
 	// server.DefaultMaxCount.
@@ -177,6 +182,11 @@ type Daemon struct {
 	alloc  *alloc.Allocator
 	api    *server.Server
 	authz  *auth.Authorizer
+	// snowflake serves the Snowflake stores of a Raft store; nil otherwise.
+	// snowflakeDeclares says this node declares stores of its own, which
+	// WaitReady records in the log before opening.
+	snowflake         *snowflake.Service
+	snowflakeDeclares bool
 	// peerAPI serves ordinal.v1.PeerService; nil for stores without one.
 	peerAPI *server.PeerServer
 	grpc    *grpc.Server
@@ -238,6 +248,18 @@ func Start(cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	var seq alloc.Sequencer
+	fail := func(err error) (*Daemon, error) {
+		if d.alloc != nil {
+			d.alloc.Close()
+		}
+		_ = d.store.Close()
+		if d.ownPeer {
+			_ = d.peerPort.Close()
+		}
+		lis.Close()
+		return nil, err
+	}
+	var confirm func(context.Context) (alloc.Epoch, error)
 	switch st := d.store.(type) {
 	case DirectStore:
 		seq = st
@@ -249,15 +271,44 @@ func Start(cfg Config) (*Daemon, error) {
 		d.alloc = alloc.New(st, cfg.Alloc)
 		cfg.Metrics.GaugeFunc("alloc_pools", "Keys with ranges in this node's memory, per mode (a key used in both modes counts twice).",
 			func() float64 { return float64(d.alloc.Pools()) })
-		st.SetFloorHook(d.alloc.RaiseFloor)
-		seq = d.alloc
+		seq, confirm = d.alloc, d.alloc.Confirm
 	default:
-		_ = d.store.Close()
-		if d.ownPeer {
-			_ = d.peerPort.Close()
+		return fail(fmt.Errorf("daemon: store %T neither reserves ranges (RangeStore) nor hands out IDs (DirectStore)", d.store))
+	}
+	// Snowflake stores: a Raft node serves them from its log, the etcd
+	// store from a backend of its own (SnowflakeSourcer).
+	sfLogger, sfMetrics := cfg.Logger.Named("snowflake"), (*metrics.Alloc)(nil)
+	if cfg.Metrics != nil {
+		sfMetrics = cfg.Metrics.Alloc
+	}
+	var sf *snowflake.Service
+	switch st := d.store.(type) {
+	case *cluster.Node:
+		if sf, err = openSnowflake(st, confirm, cfg.Snowflake, sfLogger, sfMetrics); err != nil {
+			return fail(err)
 		}
-		lis.Close()
-		return nil, fmt.Errorf("daemon: store %T neither reserves ranges (RangeStore) nor hands out IDs (DirectStore)", d.store)
+		st.SetFloorHook(func(key keyspace.Key, floor uint64) {
+			d.alloc.RaiseFloor(key, floor)
+			sf.RaiseFloor(key, floor)
+		})
+	case SnowflakeSourcer:
+		if sf, err = openSnowflakeSource(st, confirm, cfg.Snowflake, sfLogger, sfMetrics); err != nil {
+			return fail(err)
+		}
+	default:
+		if len(cfg.Snowflake.Stores) > 0 {
+			return fail(fmt.Errorf("daemon: store %T does not serve Snowflake stores", st))
+		}
+	}
+	if rs, ok := d.store.(RangeStore); ok {
+		if _, isRaft := d.store.(*cluster.Node); !isRaft {
+			rs.SetFloorHook(d.alloc.RaiseFloor)
+		}
+	}
+	if sf != nil {
+		d.snowflake, d.snowflakeDeclares = sf, len(cfg.Snowflake.Stores) > 0
+		registerSnowflakeMetrics(cfg.Metrics, sf)
+		seq = router{counters: seq, sf: sf}
 	}
 	scfg := server.Config{
 		Sequencer: seq,
@@ -288,12 +339,16 @@ func Start(cfg Config) (*Daemon, error) {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...))
 	d.api.RegisterForwarded(d.peerGRPC)
+	if d.snowflake != nil {
+		ordinalv1.RegisterSnowflakeServiceServer(d.grpc, server.NewSnowflakeServer(d.snowflake.Layout))
+	}
 	if node, ok := d.store.(*cluster.Node); ok {
 		clusterAPI := server.NewClusterServer(node)
 		ordinalv1.RegisterClusterServiceServer(d.grpc, clusterAPI)
 		ordinalv1.RegisterClusterServiceServer(d.peerGRPC, clusterAPI)
 		d.peerAPI = server.NewPeerServer(node, cfg.MaxCount)
 		ordinalv1.RegisterPeerServiceServer(d.peerGRPC, d.peerAPI)
+		ordinalv1.RegisterWorkerServiceServer(d.peerGRPC, server.NewWorkerServer(node))
 	}
 	if m := cfg.Metrics; m != nil {
 		self := cfg.Cluster.NodeID
@@ -455,6 +510,13 @@ func (d *Daemon) WaitReady(ctx context.Context) error {
 	if err := d.store.WaitReady(ctx); err != nil {
 		return err
 	}
+	if d.snowflake != nil && d.snowflakeDeclares {
+		// The node's Snowflake stores are recorded in the log before it
+		// opens: a conflicting declaration refuses to start.
+		if err := declareSnowflake(ctx, d.snowflake, d.logger.Named("snowflake")); err != nil {
+			return err
+		}
+	}
 	d.api.SetReady(true)
 	if f, ok := d.store.(failingStore); ok && f.Err() != nil {
 		// The node stopped while this call opened it for calls.
@@ -583,6 +645,9 @@ func (d *Daemon) close() error {
 	}
 	serveErr := stopGracefully(d.grpc, d.served)
 	peerErr := stopGracefully(d.peerGRPC, d.peerServed)
+	if d.snowflake != nil {
+		d.snowflake.Close()
+	}
 	if d.alloc != nil {
 		d.alloc.Close()
 	}

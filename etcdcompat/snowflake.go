@@ -50,7 +50,7 @@ var (
 	// Layotto layout: ordinal handed out counter IDs of the store), or a
 	// worker ID held by some node does not fit the declaration's worker
 	// bits. Nothing changed; a node should refuse to start.
-	ErrSnowflakeConflict = errors.New("etcdcompat: snowflake store declaration conflicts with what etcd holds")
+	ErrSnowflakeConflict = fmt.Errorf("etcdcompat: snowflake store declaration conflicts with what etcd holds: %w", snowflake.ErrConflict)
 
 	// ErrSnowflakeStore is wrapped by the error of a counter reservation,
 	// a counter floor (native layout) or a Layotto-layout ID asked for in a
@@ -72,7 +72,9 @@ var (
 	// worker when its etcd session ended, and another node holds it now
 	// (or it never held it). It wraps alloc.ErrUnavailable. Worker
 	// returns the worker the node holds now.
-	ErrWorkerLost = fmt.Errorf("etcdcompat: this node does not hold the snowflake worker id: %w", alloc.ErrUnavailable)
+	// It wraps snowflake.ErrWorkerLost, on which the Service drops the
+	// worker and acquires another.
+	ErrWorkerLost = fmt.Errorf("etcdcompat: this node does not hold the snowflake worker id: %w", snowflake.ErrWorkerLost)
 )
 
 // maxWorkerBits bounds the worker bits of a declaration, as
@@ -284,6 +286,52 @@ func (s *LayottoStore) Snowflake(decls []SnowflakeDecl) (*SnowflakeBackend, erro
 		return clientv3.Compare(clientv3.CreateRevision(m), "=", 0), clientv3.OpGet(m)
 	})
 }
+
+// SnowflakeSource returns the store's Snowflake backend as a
+// snowflake.Source, declaring stores (name -> layout): what a node's
+// snowflake.Service runs on.
+func (s *Store) SnowflakeSource(stores map[string]snowflake.Layout) (snowflake.Source, error) {
+	b, err := s.Snowflake(declsOf(stores))
+	if err != nil {
+		return nil, err
+	}
+	return sourceOf{b}, nil
+}
+
+// SnowflakeSource is Store.SnowflakeSource for the Layotto layout.
+func (s *LayottoStore) SnowflakeSource(stores map[string]snowflake.Layout) (snowflake.Source, error) {
+	b, err := s.Snowflake(declsOf(stores))
+	if err != nil {
+		return nil, err
+	}
+	return sourceOf{b}, nil
+}
+
+// declsOf turns name -> layout into declarations, in name order.
+func declsOf(stores map[string]snowflake.Layout) []SnowflakeDecl {
+	var out []SnowflakeDecl
+	for _, name := range slices.Sorted(maps.Keys(stores)) {
+		l := stores[name]
+		out = append(out, SnowflakeDecl{Store: name, Layout: l.String(), WorkerBits: l.WorkerBits})
+	}
+	return out
+}
+
+// sourceOf is a SnowflakeBackend as a snowflake.Source.
+type sourceOf struct{ *SnowflakeBackend }
+
+func (s sourceOf) OnDeclare(fn func(store string, layout snowflake.Layout)) {
+	s.SetSnowflakeHook(func(d SnowflakeDecl) {
+		l, err := snowflake.ParseLayout(d.Layout)
+		if err != nil {
+			s.c.logger.Error("cannot serve a Snowflake store declared in etcd", "store", d.Store, "layout", d.Layout, "error", err)
+			return
+		}
+		fn(d.Store, l)
+	})
+}
+
+func (s sourceOf) OnFloor(fn func(key keyspace.Key, floor uint64)) { s.SetFloorHook(fn) }
 
 // SnowflakeStores returns the Snowflake stores declared in etcd, store
 // name -> declaration, with a linearizable read.

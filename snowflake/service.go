@@ -56,6 +56,15 @@ var (
 	// and the time reserved under it, and asks Backend.Worker for one
 	// again; every later ID is stamped after everything it stamped before.
 	ErrWorkerLost = fmt.Errorf("snowflake: this node lost its worker ID: %w", alloc.ErrUnavailable)
+	// ErrConflict is wrapped by the error of a declaration that conflicts
+	// with what the cluster holds: the store is declared with another
+	// layout, or it holds counters. The etcd store's declarations wrap it;
+	// the Raft store's log answers fsm.ErrSnowflakeConflict.
+	ErrConflict = errors.New("snowflake: the store's declaration conflicts with the cluster's")
+	// ErrNoStrong is returned for STRONG calls (and HighWater) by a
+	// Service whose store has no leader to fence them (etcd's Layotto
+	// layout): only WEAK Snowflake IDs can be served there.
+	ErrNoStrong = errors.New("snowflake: this store has no leader, so it serves WEAK Snowflake IDs only")
 	// ErrNotSnowflake is returned for a key of a store that is not declared
 	// a Snowflake store.
 	ErrNotSnowflake = errors.New("snowflake: not a snowflake store")
@@ -81,6 +90,19 @@ type Backend interface {
 	// MaxReserved returns the highest time reserved for any worker but
 	// except, as this node applied it.
 	MaxReserved(except uint64) uint64
+}
+
+// Source is a Backend that also tells a node which Snowflake stores the
+// other nodes declared and the floors they set: the etcd store's. (A Raft
+// node learns both from its log, through hooks the daemon wires.)
+type Source interface {
+	Backend
+	// OnDeclare calls fn for every Snowflake store declared, by any node:
+	// those known, then each new one as the node learns it.
+	OnDeclare(fn func(store string, layout Layout))
+	// OnFloor calls fn for every floor of a Snowflake store's key set by
+	// any node, before a time reservation made after it returns.
+	OnFloor(fn func(key keyspace.Key, floor uint64))
 }
 
 // Clock tells the time. The Service reads wall-clock time only through
@@ -121,8 +143,8 @@ type Config struct {
 	ReserveTimeout time.Duration
 	// Confirm proves leadership for STRONG calls and HighWater: the
 	// allocator's (alloc.Allocator.Confirm), so that counters and
-	// Snowflake stores share proofs. Nil refuses STRONG calls with
-	// alloc.ErrNotLeader.
+	// Snowflake stores share proofs. Nil, for a store with no leader (etcd's
+	// Layotto layout), refuses STRONG calls and HighWater with ErrNoStrong.
 	Confirm func(ctx context.Context) (alloc.Epoch, error)
 	// Clock is the wall clock; nil means the system's.
 	Clock Clock
@@ -152,7 +174,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.ReserveTimeout = 5 * time.Second
 	}
 	if c.Confirm == nil {
-		c.Confirm = func(context.Context) (alloc.Epoch, error) { return 0, alloc.ErrNotLeader }
+		c.Confirm = func(context.Context) (alloc.Epoch, error) { return 0, ErrNoStrong }
 	}
 	if c.Clock == nil {
 		c.Clock = systemClock{}

@@ -12,6 +12,7 @@ import (
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/snowflake"
 	"github.com/ordinal-dev/ordinal/transport"
 )
 
@@ -282,7 +283,7 @@ func (p *PeerServer) WaitApplied(ctx context.Context, req *ordinalv1.WaitApplied
 // that forwarded a reservation to a node that no longer leads retries with
 // its own, newer view of the leader.
 func (p *PeerServer) Reserve(ctx context.Context, req *ordinalv1.ReserveRequest) (*ordinalv1.ReserveResponse, error) {
-	key, err := p.checkReserve(req)
+	key, err := p.checkReserve(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +295,11 @@ func (p *PeerServer) Reserve(ctx context.Context, req *ordinalv1.ReserveRequest)
 }
 
 // checkReserve validates one reservation a node asks for.
-func (p *PeerServer) checkReserve(req *ordinalv1.ReserveRequest) (fsm.Key, error) {
+func (p *PeerServer) checkReserve(ctx context.Context, req *ordinalv1.ReserveRequest) (fsm.Key, error) {
+	if req.GetStoreName() == snowflake.TimeStore {
+		// A node reserving time for its Snowflake worker (snowflake.go).
+		return p.checkTimeReserve(ctx, req)
+	}
 	key, err := keyOf(req.GetStoreName(), req.GetKey())
 	if err != nil {
 		return key, err
@@ -325,7 +330,7 @@ func (p *PeerServer) ReserveBatch(ctx context.Context, req *ordinalv1.ReserveBat
 	var ops []fsm.Op
 	var at []int // index in rs of each op
 	for i, r := range rs {
-		key, err := p.checkReserve(r)
+		key, err := p.checkReserve(ctx, r)
 		if err != nil {
 			st := status.Convert(err)
 			out.Results[i] = &ordinalv1.ReserveResult{Code: int32(st.Code()), Message: st.Message()}

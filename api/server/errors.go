@@ -11,6 +11,7 @@ import (
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/snowflake"
 )
 
 // toStatus turns an error from the ID path into a gRPC status with a code a
@@ -30,6 +31,17 @@ func toStatus(err error, key fsm.Key) error {
 		return status.Error(codes.ResourceExhausted, keyLimit.Error())
 	case errors.Is(err, cluster.ErrKeyLimit):
 		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, snowflake.ErrBlockTooLarge), errors.Is(err, snowflake.ErrFloorAhead):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, fsm.ErrSnowflakeStore):
+		// A node that has not yet applied the store's declaration asked
+		// for a counter range in it; it serves Snowflake IDs once it has.
+		return status.Errorf(codes.Unavailable, "ordinal cannot serve this call now, retry: %v", err)
+	case errors.Is(err, fsm.ErrSnowflakeConflict), errors.Is(err, fsm.ErrNoWorker), errors.Is(err, snowflake.ErrConflict),
+		errors.Is(err, snowflake.ErrNoStrong):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, fsm.ErrOverflow) && snowflakeStore(err):
+		return status.Errorf(codes.OutOfRange, "key %q in store %q: %v", key.Name, key.Store, err)
 	case errors.Is(err, fsm.ErrOverflow):
 		return status.Errorf(codes.OutOfRange,
 			"key %q in store %q has too few ids left below 2^63-1; nothing was handed out", key.Name, key.Store)
@@ -46,3 +58,7 @@ func toStatus(err error, key fsm.Key) error {
 func invalid(format string, args ...any) error {
 	return status.Error(codes.InvalidArgument, fmt.Sprintf(format, args...))
 }
+
+// snowflakeStore says err comes from a Snowflake store whose layout ran
+// out of time steps, whose message says when.
+func snowflakeStore(err error) bool { return errors.Is(err, snowflake.ErrTimeExhausted) }

@@ -52,6 +52,8 @@ func run(args []string) error {
 		return runToken(args[1:])
 	case "tls":
 		return runTLS(args[1:])
+	case "decode":
+		return runDecode(args[1:])
 	case "version", "--version":
 		return runVersion(args[1:])
 	case "help":
@@ -73,6 +75,7 @@ func usage() {
 Usage:
   ordinal serve [flags]      run a node
   ordinal next [flags] KEY   take the next ID (or --count IDs) of KEY from a node
+  ordinal decode [flags] ID  print the time, worker and sequence of a Snowflake store's ID
   ordinal demo [flags]       run Layotto's sequencer quick-start demo against a node
   ordinal members [flags]    list the cluster's members and how far each is behind
   ordinal remove NODE_ID     take a node out of the cluster (it may be down)

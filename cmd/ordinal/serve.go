@@ -37,6 +37,7 @@ type serveFlags struct {
 	weakRangeTTL                        time.Duration
 	maxKeys                             int
 	etcd                                etcdFlags
+	snowflake                           snowflakeFlags
 	security                            securityFlags
 }
 
@@ -98,6 +99,7 @@ var serveFlagGroups = []cli.FlagGroup{
 	{Heading: "Node", Flags: []string{cli.ConfigFlag, "node-id", "data-dir", "grpc-addr", "raft-addr",
 		"advertise-grpc", "advertise-raft", "backend", "store", "max-concurrent-streams"}},
 	{Heading: "Cluster", Flags: []string{"join", "bootstrap-expect", "max-keys", "weak-range-ttl"}},
+	{Heading: "Snowflake stores (Raft store)", Flags: snowflakeFlagNames},
 	{Heading: "etcd store (--backend etcd)", Flags: []string{"etcd-endpoints", "etcd-dial-timeout", "etcd-request-timeout",
 		"etcd-session-ttl", "etcd-username", "etcd-password-file", "etcd-ca-file", "etcd-cert-file", "etcd-key-file",
 		"etcd-prefix", "etcd-layout", "etcd-app-id"}},
@@ -134,6 +136,7 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	// keys only: the flag stays, on the command line alone.
 	f.storeAlias = cli.DeprecatedAlias(fs, "store", "backend")
 	addEtcdFlags(fs, &f.etcd)
+	addSnowflakeFlags(fs, &f.snowflake)
 	addSecurityFlags(fs, &f.security)
 	return fs
 }
@@ -174,7 +177,12 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	sf, err := f.snowflake.config()
+	if err != nil {
+		return err
+	}
 	cfg := daemon.Config{
+		Snowflake: sf,
 		Cluster: cluster.Config{
 			RaftAddr:      f.raftAddr,
 			RaftAdvertise: f.advertiseRaft,

@@ -32,6 +32,7 @@ type Cluster struct {
 	Etcd   *Etcd
 	Config etcdcompat.Config // as given, with a Prefix unique to the cluster
 	alloc  alloc.Config
+	sf     daemon.Snowflake
 	logger hclog.Logger
 	pki    *testpki.PKI
 
@@ -61,6 +62,8 @@ type Options struct {
 	Store etcdcompat.Config
 	// Alloc tunes every node's allocator.
 	Alloc alloc.Config
+	// Snowflake declares every node's Snowflake stores.
+	Snowflake daemon.Snowflake
 	// Insecure runs the nodes in development mode: plain gRPC on both
 	// ports, no credentials. By default they run secured
 	// (testcluster.Secure) and Conn is an admin client.
@@ -80,7 +83,7 @@ func NewCluster(tb testing.TB, e *Etcd, opts Options) *Cluster {
 	if opts.Alloc.WeakRangeTTL == 0 {
 		opts.Alloc.WeakRangeTTL = testcluster.TestWeakRangeTTL
 	}
-	c := &Cluster{t: tb, Etcd: e, Config: cfg, alloc: opts.Alloc, logger: testLogger()}
+	c := &Cluster{t: tb, Etcd: e, Config: cfg, alloc: opts.Alloc, sf: opts.Snowflake, logger: testLogger()}
 	if !opts.Insecure {
 		c.pki = testpki.New(tb, "")
 	}
@@ -141,10 +144,11 @@ func (nd *Node) start() {
 	cfg.Endpoints = []string{nd.Proxy.Addr}
 	logger := nd.c.logger.Named(nd.Name)
 	dcfg := daemon.Config{
-		Cluster:  cluster.Config{NodeID: nd.Name, RaftAddr: "127.0.0.1:0"},
-		GRPCAddr: "127.0.0.1:0",
-		Alloc:    nd.c.alloc,
-		Logger:   logger,
+		Cluster:   cluster.Config{NodeID: nd.Name, RaftAddr: "127.0.0.1:0"},
+		GRPCAddr:  "127.0.0.1:0",
+		Alloc:     nd.c.alloc,
+		Snowflake: nd.c.sf,
+		Logger:    logger,
 		NewStore: func(self daemon.Self, lg hclog.Logger) (daemon.Store, error) {
 			s, err := etcdcompat.Open(cfg.WithNode(self.NodeID, self.PeerAddr, self.GRPCAddr, lg))
 			nd.store = s
