@@ -32,6 +32,10 @@ const (
 	// RoleLeaderNoMetrics is the leader of the plain 3-node cluster
 	// whose nodes serve with metrics off (CompareConfig.ClusterNoMetrics).
 	RoleLeaderNoMetrics Role = "leader-nometrics"
+	// RoleLeaderMetrics is the leader of the plain 3-node cluster started
+	// as the metrics-off one but with metrics on
+	// (CompareConfig.ClusterMetrics): the metrics-off row's twin.
+	RoleLeaderMetrics Role = "leader-metrics"
 	// RoleCluster is every node of the plain 3-node cluster at once: the
 	// callers share one client made with all their addresses
 	// (Config.MultiAddress), which picks the node of each call.
@@ -64,6 +68,10 @@ type Scenario struct {
 	Conc  int
 	Count int64
 	Key   string
+	// Store is the run's Config.Store: the store of the keys, "" for the
+	// default one. The sf- rows use the Snowflake stores the main
+	// cluster's nodes declare (bench/run.sh).
+	Store string
 	// Keys and KeyDist are the run's Config.Keys and Config.KeyDist: how
 	// many keys, and how each call picks one (default one key).
 	Keys    int
@@ -119,11 +127,23 @@ type Scenario struct {
 //
 // strong-leader-64-nometrics is strong-leader-64 on another plain 3-node
 // cluster whose nodes serve with metrics off (`--metrics-addr ""`,
-// CompareConfig.ClusterNoMetrics), right before its metrics-on twin on
-// the main cluster, so that the pair sees the same moment: the target
-// (issue #13) is that metrics cost STRONG at 64 callers at most a
-// twentieth of its throughput, strong-leader-64 / strong-leader-64-nometrics
+// CompareConfig.ClusterNoMetrics), right after its metrics-on twin,
+// strong-leader-64-metrics, on a third plain 3-node cluster started the
+// same way but with metrics on (CompareConfig.ClusterMetrics), so that the
+// pair sees the same moment and two clusters in the same state (each holds
+// this row's key only; the main cluster also holds the million keys of the
+// many-key rows from round 2 on, and snapshots them): the target (issue
+// #13) is that metrics cost STRONG at 64 callers at most a twentieth of
+// its throughput, strong-leader-64-metrics / strong-leader-64-nometrics
 // ≥ 0.95.
+//
+// The sf- rows (issue #15) take Snowflake IDs from the main cluster, whose
+// nodes declare bench-sf a Snowflake store with the milliseconds layout
+// and bench-sf-batch one with 16 sequence bits (65,536 IDs per key per
+// millisecond, so that blocks of 1000 at 10M IDs a second do not run
+// ahead of the clock): WEAK on the leader and on a follower against the
+// no-op ceiling (target 0.9), STRONG against the STRONG counter row right
+// before it (target: at least as fast), and a batch row.
 //
 // The multi-address rows (issue #14) call the plain 3-node cluster
 // through one client made with all three addresses (RoleCluster), shared
@@ -143,14 +163,19 @@ var Scenarios = []Scenario{
 		Plain: "noop-unary-64"},
 	{Name: "strong-multi-64", Title: "multi-address client: STRONG unary, 64 callers → all 3 nodes (the client finds the leader)", Role: RoleCluster, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-unary-64", Plain: "strong-leader-64", PlainMin: 0.9, Goal: "strong-multi-64 / strong-leader-64 ≥ 0.9 (same run)", Check: plainGoal},
-	{Name: "strong-leader-64-nometrics", Title: "metrics off: STRONG unary, 64 callers → leader", Role: RoleLeaderNoMetrics, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
-		Ref: "noop-unary-64", Plain: "strong-leader-64", Goal: "strong-leader-64 (metrics on) / strong-leader-64-nometrics ≥ 0.95 (same run)", Check: metricsGoal(0.95)},
+	{Name: "strong-leader-64-metrics", Title: "metrics on, twin cluster: STRONG unary, 64 callers → leader", Role: RoleLeaderMetrics, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
+		Ref: "noop-unary-64", Goal: "none set (the metrics-on half of the metrics pair)"},
+	{Name: "strong-leader-64-nometrics", Title: "metrics off, twin cluster: STRONG unary, 64 callers → leader", Role: RoleLeaderNoMetrics, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
+		Ref: "noop-unary-64", Plain: "strong-leader-64-metrics", Goal: "strong-leader-64-metrics (metrics on) / strong-leader-64-nometrics ≥ 0.95 (same run)", Check: metricsGoal(0.95)},
 	{Name: "strong-leader-64", Title: "STRONG unary, 64 callers → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-unary-64", Goal: "≥ 0.8× no-op and above etcd", Check: strongGoal},
 	{Name: "tls-strong-leader-64", Title: "mTLS: STRONG unary, 64 callers → leader", Role: RoleTLSLeader, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-tls-unary-64", Plain: "strong-leader-64", PlainMin: 0.9, Goal: "≥ 0.9× strong-leader-64 (TLS off, same run)", Check: plainGoal},
 	{Name: "strong-leader-64-5nodes", Title: "5-node cluster: STRONG unary, 64 callers → leader", Role: RoleLeader5, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-unary-64", Plain: "strong-leader-64", Goal: "none set (5 nodes vs 3: the quorum table)"},
+	{Name: "sf-strong-leader-64", Title: "Snowflake store: STRONG unary, 64 callers → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 64,
+		Store: "bench-sf", Key: "bench-sf-strong", Ref: "noop-unary-64", Plain: "strong-leader-64", PlainMin: 1,
+		Goal: "≥ strong-leader-64 (the STRONG counter row, same run)", Check: plainGoal},
 	{Name: "strong-follower-64", Title: "STRONG unary, 64 callers → follower (forwarded)", Role: RoleFollower, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-unary-64", Goal: "≥ 0.8× no-op and above etcd", Check: strongGoal},
 	{Name: "etcd-64", Title: "etcd, Layotto's Txn per id, 64 callers", Role: RoleEtcd, Mode: ModeStrong, Conc: 64, Key: "bench-etcd",
@@ -163,6 +188,10 @@ var Scenarios = []Scenario{
 		Ref: "noop-tls-unary-64", Plain: "weak-follower-64", Goal: "none set"},
 	{Name: "weak-leader-64", Title: "WEAK unary, 64 callers → leader", Role: RoleLeader, Mode: ModeWeak, Conc: 64, Key: "bench-weak",
 		Ref: "noop-unary-64", Goal: "≥ 0.9× no-op", Check: ratioGoal(0.9)},
+	{Name: "sf-weak-leader-64", Title: "Snowflake store: WEAK unary, 64 callers → leader", Role: RoleLeader, Mode: ModeWeak, Conc: 64,
+		Store: "bench-sf", Key: "bench-sf-weak", Ref: "noop-unary-64", Goal: "≥ 0.9× no-op", Check: ratioGoal(0.9)},
+	{Name: "sf-weak-follower-64", Title: "Snowflake store: WEAK unary, 64 callers → follower", Role: RoleFollower, Mode: ModeWeak, Conc: 64,
+		Store: "bench-sf", Key: "bench-sf-weak", Ref: "noop-unary-64", Goal: "≥ 0.9× no-op", Check: ratioGoal(0.9)},
 	{Name: "etcdstore-weak-64", Title: "ordinal on etcd: WEAK unary, 64 callers → a node not elected", Role: RoleEtcdStoreOther, Mode: ModeWeak, Conc: 64, Key: "bench-etcdstore-weak",
 		Ref: "noop-unary-64", Goal: "none set"},
 	{Name: "fresh-strong-leader-64", Title: "a new key per call: STRONG unary, 64 callers → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 64,
@@ -190,6 +219,8 @@ var Scenarios = []Scenario{
 	{Name: "noop-batch-64", Title: "no-op ceiling, GetNextIds ×1000, 64 callers", Role: RoleNoop, Mode: ModeBatch, Conc: 64, Count: 1000, Key: "bench-batch"},
 	{Name: "batch-leader-64", Title: "STRONG GetNextIds ×1000, 64 callers → leader", Role: RoleLeader, Mode: ModeBatch, Conc: 64, Count: 1000, Key: "bench-batch",
 		Ref: "noop-batch-64", Goal: "≥ 10M ids/s", Check: rateGoal(10e6)},
+	{Name: "sf-batch-leader-64", Title: "Snowflake store (16 sequence bits): STRONG GetNextIds ×1000, 64 callers → leader", Role: RoleLeader, Mode: ModeBatch, Conc: 64, Count: 1000,
+		Store: "bench-sf-batch", Key: "bench-sf-batch", Ref: "noop-batch-64", Goal: "none set"},
 	{Name: "etcdstore-batch-64", Title: "ordinal on etcd: STRONG GetNextIds ×1000, 64 callers → elected node", Role: RoleEtcdStoreElected, Mode: ModeBatch, Conc: 64, Count: 1000, Key: "bench-etcdstore-batch",
 		Ref: "noop-batch-64", Goal: "≥ 10M ids/s", Check: rateGoal(10e6)},
 	// No ceiling: the IDs come from the client's memory, not one RPC each.
@@ -384,6 +415,11 @@ type CompareConfig struct {
 	// empty skips the row. ClientOptions secure it as they secure
 	// Cluster.
 	ClusterNoMetrics []string
+	// ClusterMetrics are the gRPC addresses of a plain 3-node cluster
+	// started as ClusterNoMetrics is but with metrics on, whose leader
+	// serves strong-leader-64-metrics, the metrics-off row's twin; empty
+	// skips the row.
+	ClusterMetrics []string
 }
 
 // TLSTargets are the servers of the tls- rows, which measure what turning
@@ -514,10 +550,12 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 	tlsCluster := false // whether a selected row needs the secured cluster's leader
 	cluster5 := false   // ... the 5-node cluster's
 	noMetrics := false  // ... the metrics-off cluster's
+	metricsOn := false  // ... the metrics-on twin cluster's
 	for _, s := range Scenarios {
 		if s.Role == RoleEtcd && cfg.Etcd == "" || s.Role.isEtcdStore() && len(cfg.EtcdCluster) == 0 ||
 			s.Role == RoleTLSNoop && cfg.TLS.Noop == "" || s.Role.isTLSCluster() && len(cfg.TLS.Cluster) == 0 ||
 			s.Role == RoleLeader5 && len(cfg.Cluster5) == 0 || s.Role == RoleLeaderNoMetrics && len(cfg.ClusterNoMetrics) == 0 ||
+			s.Role == RoleLeaderMetrics && len(cfg.ClusterMetrics) == 0 ||
 			len(cfg.Only) > 0 && !slices.Contains(cfg.Only, s.Name) {
 			continue
 		}
@@ -525,6 +563,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 		tlsCluster = tlsCluster || s.Role.isTLSCluster()
 		cluster5 = cluster5 || s.Role == RoleLeader5
 		noMetrics = noMetrics || s.Role == RoleLeaderNoMetrics
+		metricsOn = metricsOn || s.Role == RoleLeaderMetrics
 	}
 	if len(scenarios) == 0 {
 		return nil, usagef("no scenario selected")
@@ -584,6 +623,17 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 				fmt.Fprintf(cfg.Log, "== round %d: metrics-off cluster: leader %s\n", round, leaderNM)
 			}
 		}
+		// And the metrics-on twin cluster.
+		var leaderM string
+		var errM error
+		if metricsOn {
+			if leaderM, errM = findLeader(ctx, cfg.ClusterMetrics, cfg.ClientOptions); errM != nil {
+				errM = fmt.Errorf("metrics-on twin cluster: %w", errM)
+				fmt.Fprintf(cfg.Log, "== round %d: %v\n", round, errM)
+			} else {
+				fmt.Fprintf(cfg.Log, "== round %d: metrics-on twin cluster: leader %s\n", round, leaderM)
+			}
+		}
 		for _, st := range cmp.Stats {
 			s := st.Scenario
 			var roleErr error
@@ -596,6 +646,8 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 				roleErr = err5
 			case s.Role == RoleLeaderNoMetrics:
 				roleErr = errNM
+			case s.Role == RoleLeaderMetrics:
+				roleErr = errM
 			}
 			if roleErr != nil {
 				cmp.Failures = append(cmp.Failures, fmt.Errorf("round %d, %s: %w", round, s.Name, roleErr))
@@ -605,9 +657,9 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 			target := map[Role]string{RoleNoop: cfg.Noop, RoleLeader: leader, RoleFollower: follower, RoleEtcd: cfg.Etcd,
 				RoleEtcdStoreElected: elected, RoleEtcdStoreOther: other,
 				RoleTLSNoop: cfg.TLS.Noop, RoleTLSLeader: tlsLeader, RoleTLSFollower: tlsFollower, RoleLeader5: leader5,
-				RoleLeaderNoMetrics: leaderNM, RoleCluster: strings.Join(cfg.Cluster, ",")}[s.Role]
+				RoleLeaderNoMetrics: leaderNM, RoleLeaderMetrics: leaderM, RoleCluster: strings.Join(cfg.Cluster, ",")}[s.Role]
 			rc := Config{Mode: s.Mode, Targets: []string{target}, Concurrency: s.Conc, Duration: cfg.Duration,
-				Warmup: cfg.Warmup, NoWarmup: cfg.NoWarmup, Count: s.Count, Key: s.Key, Keys: s.Keys, KeyDist: s.KeyDist, Label: s.Name,
+				Warmup: cfg.Warmup, NoWarmup: cfg.NoWarmup, Count: s.Count, Store: s.Store, Key: s.Key, Keys: s.Keys, KeyDist: s.KeyDist, Label: s.Name,
 				WeakPrefetch: s.WeakPrefetch}
 			// The CPU of the server called: for the rows through one
 			// client over the whole cluster, the leader's, where their
@@ -620,7 +672,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 			case RoleCluster:
 				rc.Targets, rc.MultiAddress, rc.ClientOptions = cfg.Cluster, true, cfg.ClientOptions
 				cpuTarget = leader
-			case RoleLeader, RoleFollower, RoleLeader5, RoleLeaderNoMetrics, RoleEtcdStoreElected, RoleEtcdStoreOther:
+			case RoleLeader, RoleFollower, RoleLeader5, RoleLeaderNoMetrics, RoleLeaderMetrics, RoleEtcdStoreElected, RoleEtcdStoreOther:
 				// Ordinal nodes; the no-op server serves plain TCP.
 				rc.ClientOptions = cfg.ClientOptions
 			case RoleTLSNoop, RoleTLSLeader, RoleTLSFollower:
@@ -728,6 +780,8 @@ func (st *ScenarioStats) addCPU(res *Result, target string, cfg CompareConfig, b
 		nodes = cfg.Cluster5
 	case role == RoleLeaderNoMetrics:
 		nodes = cfg.ClusterNoMetrics
+	case role == RoleLeaderMetrics:
+		nodes = cfg.ClusterMetrics
 	case role != RoleLeader && role != RoleFollower && role != RoleCluster:
 		return
 	}
@@ -1087,10 +1141,11 @@ func (c *Comparison) Markdown(w io.Writer) {
 		fmt.Fprintf(w, "The metrics-off row (strong-leader-64-nometrics) runs against %s, another plain 3-node cluster whose nodes "+
 			"serve with metrics off (`ordinal serve --metrics-addr \"\"`: no registry, nothing recorded per call, no admin "+
 			"listener) and whose leader is looked up before every round; it idles through every other row. Its twin, "+
-			"strong-leader-64, runs on the main 3-node cluster (--cluster), whose nodes serve with metrics on (make bench starts them with "+
-			"--pprof-addr, that is --metrics-addr with --pprof); nothing scrapes /metrics during the runs, so the pair "+
+			"strong-leader-64-metrics, runs right before it on %s, a cluster started the same way but with metrics on "+
+			"(`--metrics-addr`), so that both clusters hold the same state (this row's key only; the main cluster also holds "+
+			"the many-key rows' keys from round 2 on); nothing scrapes /metrics during the runs, so the pair "+
 			"measures what recording the metrics costs the calls.\n\n",
-			strings.Join(cfg.ClusterNoMetrics, ", "))
+			strings.Join(cfg.ClusterNoMetrics, ", "), strings.Join(cfg.ClusterMetrics, ", "))
 	}
 	if c.hasMulti() {
 		c.multiText(w)
@@ -1242,12 +1297,10 @@ func (c *Comparison) metricsTable(w io.Writer) {
 		return
 	}
 	c.twinTable(w, twinTableSpec{
-		intro: "Metrics on vs off, same run (issue #13): the metrics-on row, on the main cluster, next to the same " +
-			"scenario on a cluster started with the same flags and `--metrics-addr \"\"`. **on / off** is the median over " +
-			"rounds of the metrics-on row's ids/s divided by the metrics-off row's *in the same round* (the metrics-off row " +
-			"runs right before its twin); CPU per call is the total of every process measured (table below). From round 2 on " +
-			"the main cluster also holds the keys the many-key rows made (and may snapshot them), the metrics-off cluster " +
-			"only this row's key: round 1, before any many-key row, compares the two clusters in the same state:",
+		intro: "Metrics on vs off, same run (issue #13): STRONG at 64 callers on two 3-node clusters started with the same " +
+			"flags, one with `--metrics-addr` (metrics on), one with `--metrics-addr \"\"`, each holding only this row's key. " +
+			"**on / off** is the median over rounds of the metrics-on row's ids/s divided by the metrics-off row's *in the same " +
+			"round* (the metrics-off row runs right after its twin); CPU per call is the total of every process measured (table below):",
 		header: "| metrics-on row | metrics-off row | ids/s, metrics on | ids/s, metrics off | on / off | per round | p50, on / off | p99, on / off | CPU µs per call, on / off | target | met? |",
 		target: "Target of issue #13 (the cost of metrics), %s.",
 	}, rows, func(st *ScenarioStats) twinRow {
@@ -1472,7 +1525,7 @@ func (c *Comparison) cpuTable(w io.Writer) {
 		fmt.Fprint(w, "For the tls- rows, \"other ordinal nodes\" are the other nodes of the secured cluster. ")
 	}
 	if len(c.Config.ClusterNoMetrics) > 0 {
-		fmt.Fprint(w, "For strong-leader-64-nometrics, \"other ordinal nodes\" are the other nodes of the metrics-off cluster. ")
+		fmt.Fprint(w, "For strong-leader-64-nometrics and strong-leader-64-metrics, \"other ordinal nodes\" are the other nodes of the metrics-off and metrics-on twin clusters. ")
 	}
 	if c.hasMulti() {
 		fmt.Fprint(w, "For the rows through one client over all the nodes (multi-address), \"server called\" is the leader, "+

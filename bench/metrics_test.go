@@ -12,24 +12,31 @@ import (
 	"time"
 )
 
-// The metrics-off row is strong-leader-64 on another cluster, right before
-// it, so that the pair sees the same moment; the mTLS twin still runs
-// right after strong-leader-64.
+// The metrics pair is strong-leader-64 on two twin clusters, metrics on
+// then metrics off, one right after the other, so that the pair sees the
+// same moment; both are strong-leader-64 but for the cluster, and the
+// mTLS twin still runs right after strong-leader-64.
 func TestScenarioNoMetricsTwin(t *testing.T) {
 	t.Parallel()
 	idx := func(name string) int {
 		return slices.IndexFunc(Scenarios, func(s Scenario) bool { return s.Name == name })
 	}
-	off, on, tls := idx("strong-leader-64-nometrics"), idx("strong-leader-64"), idx("tls-strong-leader-64")
-	if off < 0 || on != off+1 || tls != on+1 {
-		t.Fatalf("order: strong-leader-64-nometrics at %d, strong-leader-64 at %d, tls-strong-leader-64 at %d; want three in a row", off, on, tls)
+	metricsOn, off, main, tls := idx("strong-leader-64-metrics"), idx("strong-leader-64-nometrics"), idx("strong-leader-64"), idx("tls-strong-leader-64")
+	if metricsOn < 0 || off != metricsOn+1 || main < 0 || tls != main+1 {
+		t.Fatalf("order: strong-leader-64-metrics at %d, strong-leader-64-nometrics at %d, strong-leader-64 at %d, tls-strong-leader-64 at %d; "+
+			"want the pair in a row, and the mTLS twin right after strong-leader-64", metricsOn, off, main, tls)
 	}
-	s, twin := Scenarios[off], Scenarios[on]
-	if s.Role != RoleLeaderNoMetrics || s.Plain != twin.Name || s.Ref != twin.Ref || s.Check == nil ||
-		s.Mode != twin.Mode || s.Conc != twin.Conc || s.Count != twin.Count || s.Key != twin.Key || s.Keys != twin.Keys || s.KeyDist != twin.KeyDist {
-		t.Errorf("metrics-off row %+v is not strong-leader-64 (%+v) on the metrics-off cluster", s, twin)
+	s, twin, ref := Scenarios[off], Scenarios[metricsOn], Scenarios[main]
+	for _, row := range []Scenario{s, twin} {
+		if row.Ref != ref.Ref || row.Mode != ref.Mode || row.Conc != ref.Conc || row.Count != ref.Count || row.Key != ref.Key ||
+			row.Keys != ref.Keys || row.KeyDist != ref.KeyDist || row.Store != ref.Store {
+			t.Errorf("row %+v is not strong-leader-64 (%+v) on another cluster", row, ref)
+		}
 	}
-	if want := "strong-leader-64 (metrics on) / strong-leader-64-nometrics ≥ 0.95"; !strings.Contains(s.Goal, want) {
+	if s.Role != RoleLeaderNoMetrics || twin.Role != RoleLeaderMetrics || s.Plain != twin.Name || s.Check == nil {
+		t.Errorf("metrics-off row %+v is not checked against its metrics-on twin %+v", s, twin)
+	}
+	if want := "strong-leader-64-metrics (metrics on) / strong-leader-64-nometrics ≥ 0.95"; !strings.Contains(s.Goal, want) {
 		t.Errorf("goal %q lacks %q", s.Goal, want)
 	}
 }
@@ -44,13 +51,13 @@ func fakeRun(ids float64) *Result {
 // rows whose runs measured the given ids/s per round (0: the run failed;
 // nil: the row did not run).
 func fakeComparison(noop, off, on []float64) *Comparison {
-	cfg := CompareConfig{Cluster: []string{"n1:1", "n2:1"}, ClusterNoMetrics: []string{"q1:1", "q2:1"}, Noop: "noop:1",
+	cfg := CompareConfig{Cluster: []string{"n1:1", "n2:1"}, ClusterNoMetrics: []string{"q1:1", "q2:1"}, ClusterMetrics: []string{"m1:1", "m2:1"}, Noop: "noop:1",
 		Rounds: len(noop), Duration: time.Second, Warmup: time.Second, Machine: "a test", Command: "go test"}
 	c := &Comparison{Config: cfg, byName: map[string]*ScenarioStats{}}
 	for _, row := range []struct {
 		name string
 		ids  []float64
-	}{{"noop-unary-64", noop}, {"strong-leader-64-nometrics", off}, {"strong-leader-64", on}} {
+	}{{"noop-unary-64", noop}, {"strong-leader-64-metrics", on}, {"strong-leader-64-nometrics", off}} {
 		if row.ids == nil {
 			continue
 		}
@@ -99,20 +106,21 @@ func TestMarkdownMetricsOnOff(t *testing.T) {
 			c.Markdown(&md)
 			text := md.String()
 			t.Log(text)
-			goal := "strong-leader-64 (metrics on) / strong-leader-64-nometrics ≥ 0.95 (same run)"
-			on, off := c.byName["strong-leader-64"], st
+			goal := "strong-leader-64-metrics (metrics on) / strong-leader-64-nometrics ≥ 0.95 (same run)"
+			on, off := c.byName["strong-leader-64-metrics"], st
 			for _, want := range []string{
-				// The main table, the metrics-off row right before its twin.
-				"| metrics off: STRONG unary, 64 callers → leader | " + human(off.IDsPerSec) + " |",
-				"| " + goal + " | " + tt.verdict + " |\n| STRONG unary, 64 callers → leader | " + human(on.IDsPerSec) + " |",
+				// The main table, the metrics-off row right after its twin.
+				"| metrics on, twin cluster: STRONG unary, 64 callers → leader | " + human(on.IDsPerSec) + " |",
+				"| metrics off, twin cluster: STRONG unary, 64 callers → leader | " + human(off.IDsPerSec) + " |",
+				"| " + goal + " | " + tt.verdict + " |",
 				// The metrics table.
 				"Metrics on vs off, same run (issue #13)",
-				fmt.Sprintf("| strong-leader-64 | strong-leader-64-nometrics | %s | %s | %.2f× | %s |", human(on.IDsPerSec), human(off.IDsPerSec), tt.ratio, tt.rounds),
+				fmt.Sprintf("| strong-leader-64-metrics | strong-leader-64-nometrics | %s | %s | %.2f× | %s |", human(on.IDsPerSec), human(off.IDsPerSec), tt.ratio, tt.rounds),
 				// The target line.
 				"Target of issue #13 (the cost of metrics), " + goal + ": " + tt.verdict + ".",
 				// The setup.
 				"The metrics-off row (strong-leader-64-nometrics) runs against q1:1, q2:1",
-				"whose nodes serve with metrics on",
+				"strong-leader-64-metrics, runs right before it on m1:1, m2:1",
 			} {
 				if !strings.Contains(text, want) {
 					t.Errorf("markdown lacks %q", want)
@@ -130,7 +138,7 @@ func TestMarkdownMetricsOffAlone(t *testing.T) {
 	var md bytes.Buffer
 	c.Markdown(&md)
 	text := md.String()
-	if !strings.Contains(text, "**missed**: not measured: no round ran both strong-leader-64 and strong-leader-64-nometrics") {
+	if !strings.Contains(text, "**missed**: not measured: no round ran both strong-leader-64-metrics and strong-leader-64-nometrics") {
 		t.Errorf("markdown does not say the ratio was not measured:\n%s", text)
 	}
 	if strings.Contains(text, "Metrics on vs off") {
@@ -138,18 +146,18 @@ func TestMarkdownMetricsOffAlone(t *testing.T) {
 	}
 }
 
-// Compare runs the metrics-off row against the leader of
-// ClusterNoMetrics (an in-process node standing in for it), right before
-// strong-leader-64 on Cluster, measures the CPU of both clusters' nodes,
-// and leaves the row out without ClusterNoMetrics.
+// Compare runs the metrics pair against the leaders of ClusterMetrics
+// and ClusterNoMetrics (in-process nodes standing in for them), one right
+// after the other, measures the CPU of both clusters' nodes, and leaves
+// the row out without ClusterNoMetrics.
 func TestCompareNoMetrics(t *testing.T) {
 	t.Parallel()
 	node, quiet, noopAddr := insecureSingle(t), insecureSingle(t), startNoop(t)
-	only := []string{"noop-unary-64", "strong-leader-64", "strong-leader-64-nometrics"}
+	only := []string{"noop-unary-64", "strong-leader-64-metrics", "strong-leader-64-nometrics"}
 	var log bytes.Buffer
 	cfg := CompareConfig{
 		// The no-op server stands in for the followers.
-		Cluster: []string{node, noopAddr}, ClusterNoMetrics: []string{quiet, noopAddr}, Noop: noopAddr, Rounds: 2,
+		Cluster: []string{node, noopAddr}, ClusterMetrics: []string{node, noopAddr}, ClusterNoMetrics: []string{quiet, noopAddr}, Noop: noopAddr, Rounds: 2,
 		Duration: 300 * time.Millisecond, Warmup: 100 * time.Millisecond,
 		Only: only, Log: &log, Machine: "a test", Command: "go test",
 		PIDs: map[string]int{node: os.Getpid(), quiet: os.Getpid(), noopAddr: os.Getpid()},
@@ -165,13 +173,15 @@ func TestCompareNoMetrics(t *testing.T) {
 	for _, st := range cmp.Stats {
 		names = append(names, st.Scenario.Name)
 	}
-	if want := []string{"noop-unary-64", "strong-leader-64-nometrics", "strong-leader-64"}; !slices.Equal(names, want) {
+	if want := []string{"noop-unary-64", "strong-leader-64-metrics", "strong-leader-64-nometrics"}; !slices.Equal(names, want) {
 		t.Fatalf("rows %v, want %v", names, want)
 	}
-	if !strings.Contains(log.String(), "metrics-off cluster: leader "+quiet) {
-		t.Errorf("log does not name the metrics-off cluster's leader %s:\n%s", quiet, log.String())
+	for _, want := range []string{"metrics-off cluster: leader " + quiet, "metrics-on twin cluster: leader " + node} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, log.String())
+		}
 	}
-	off, on := cmp.byName["strong-leader-64-nometrics"], cmp.byName["strong-leader-64"]
+	off, on := cmp.byName["strong-leader-64-nometrics"], cmp.byName["strong-leader-64-metrics"]
 	for st, want := range map[*ScenarioStats]string{off: quiet, on: node} {
 		if len(st.Runs) != 2 || st.Runs[0] == nil || st.Runs[0].Config.Targets[0] != want || len(st.TargetCPU) != 2 || len(st.OthersCPU) != 2 {
 			t.Errorf("%s: runs %v, CPU %v / %v; want two runs against %s, with the CPU of its node and the others",
@@ -196,9 +206,9 @@ func TestCompareNoMetrics(t *testing.T) {
 	}
 	for _, want := range []string{
 		"Metrics on vs off, same run (issue #13)",
-		fmt.Sprintf("| strong-leader-64 | strong-leader-64-nometrics | %s | %s | %.2f× |", human(on.IDsPerSec), human(off.IDsPerSec), off.MetricsOnRatio),
+		fmt.Sprintf("| strong-leader-64-metrics | strong-leader-64-nometrics | %s | %s | %.2f× |", human(on.IDsPerSec), human(off.IDsPerSec), off.MetricsOnRatio),
 		"(same run): " + verdict + fmt.Sprintf("on / off = %.2f", off.MetricsOnRatio),
-		"For strong-leader-64-nometrics, \"other ordinal nodes\" are the other nodes of the metrics-off cluster.",
+		"For strong-leader-64-nometrics and strong-leader-64-metrics, \"other ordinal nodes\" are the other nodes of the metrics-off and metrics-on twin clusters.",
 		"| strong-leader-64-nometrics |", // CPU and per-round tables
 		"strong-leader-64-nometrics ordinal-bench run --mode strong --targets " + quiet + " --concurrency 64",
 	} {

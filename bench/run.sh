@@ -50,7 +50,7 @@
 # logs and the CPU profiles prof-*.pb.gz), BENCH_ROUNDS (3), BENCH_DURATION (5s), BENCH_WARMUP
 # (1s), BENCH_FAILOVER_TRIALS (10), BENCH_SCALE_KEYS (10000000; the fsm and
 # restart measurements at scale), BENCH_PORT_BASE (27100, below the kernel's ephemeral ports; the servers take
-# base+1 to base+80), BENCH_OUT (BENCHMARKS.md), BENCH_PROFILE (1),
+# base+1 to base+89), BENCH_OUT (BENCHMARKS.md), BENCH_PROFILE (1),
 # BENCH_ONLY (comma-separated scenario names: compare runs only those; for
 # checks, not for BENCHMARKS.md), ETCD
 # (/usr/bin/etcd).
@@ -89,7 +89,7 @@ if [ ! -x "$ETCD" ]; then
 fi
 
 GRPC=() RAFT=() PPROF=() NODE_PID=() EGRPC=() ERAFT=() EMETRICS=() ENODE_PID=() SGRPC=() SRAFT=() SPPROF=() SNODE_PID=()
-FGRPC=() FRAFT=() FPPROF=() FNODE_PID=() QGRPC=() QRAFT=() QNODE_PID=()
+FGRPC=() FRAFT=() FPPROF=() FNODE_PID=() QGRPC=() QRAFT=() QNODE_PID=() MGRPC=() MRAFT=() MMETRICS=() MNODE_PID=()
 for i in 1 2 3 4 5; do # the plain 5-node cluster
 	FGRPC[i]=127.0.0.1:$((BASE + 20 + i))
 	FRAFT[i]=127.0.0.1:$((BASE + 25 + i))
@@ -107,6 +107,9 @@ for i in 1 2 3; do
 	SGRPC[i]=127.0.0.1:$((BASE + 60 + i))  # the secured cluster
 	SRAFT[i]=127.0.0.1:$((BASE + 65 + i))
 	SPPROF[i]=127.0.0.1:$((BASE + 70 + i))
+	MGRPC[i]=127.0.0.1:$((BASE + 80 + i))  # the metrics-on twin of the metrics-off cluster
+	MRAFT[i]=127.0.0.1:$((BASE + 83 + i))
+	MMETRICS[i]=127.0.0.1:$((BASE + 86 + i))
 done
 NOOP=127.0.0.1:$((BASE + 20))
 NOOP_PPROF=127.0.0.1:$((BASE + 40))
@@ -123,6 +126,8 @@ SCLUSTER=${SGRPC[1]},${SGRPC[2]},${SGRPC[3]}
 ECLUSTER=${EGRPC[1]},${EGRPC[2]},${EGRPC[3]}
 QJOIN=${QRAFT[1]},${QRAFT[2]},${QRAFT[3]}
 QCLUSTER=${QGRPC[1]},${QGRPC[2]},${QGRPC[3]}
+MJOIN=${MRAFT[1]},${MRAFT[2]},${MRAFT[3]}
+MCLUSTER=${MGRPC[1]},${MGRPC[2]},${MGRPC[3]}
 FJOIN=$(IFS=,; echo "${FRAFT[*]}")
 FCLUSTER=$(IFS=,; echo "${FGRPC[*]}")
 # The ordinal-on-etcd nodes' keys, apart from the etcd baseline's
@@ -131,6 +136,7 @@ ESTORE_PREFIX=/bench-ordinal-on-etcd/
 ports_in_use=$(ss -Htln | awk '{print $4}')
 for addr in "${GRPC[@]}" "${RAFT[@]}" "${PPROF[@]}" "${EGRPC[@]}" "${ERAFT[@]}" "${SGRPC[@]}" "${SRAFT[@]}" "${SPPROF[@]}" \
 	"${FGRPC[@]}" "${FRAFT[@]}" "${FPPROF[@]}" "${QGRPC[@]}" "${QRAFT[@]}" "${EMETRICS[@]}" \
+	"${MGRPC[@]}" "${MRAFT[@]}" "${MMETRICS[@]}" \
 	"$NOOP" "$NOOP_PPROF" "$TLS_NOOP" "$TLS_NOOP_PPROF" "$ETCD_CLIENT" "$ETCD_PEER"; do
 	if grep -qx "$addr" <<<"$ports_in_use"; then
 		echo "port $addr is in use: set BENCH_PORT_BASE to a free range" >&2
@@ -164,6 +170,7 @@ cleanup() {
 	for i in 1 2 3; do stop "${SNODE_PID[i]:-}"; done
 	for i in 1 2 3 4 5; do stop "${FNODE_PID[i]:-}"; done
 	for i in 1 2 3; do stop "${QNODE_PID[i]:-}"; done
+	for i in 1 2 3; do stop "${MNODE_PID[i]:-}"; done
 	for i in 1 2 3; do stop "${ENODE_PID[i]:-}"; done
 	stop "$NOOP_PID"
 	stop "$TLS_NOOP_PID"
@@ -257,13 +264,19 @@ TLS_NOOP_PID=$!
 # --max-keys 0: the many-key rows (fresh-, keys100k-, zipf100k-) make
 # about a million keys over three rounds, the fresh- rows a new key per
 # call, more than the default limit of 1M would let the last rows make.
+# The Snowflake stores of the sf- rows (issue #15): bench-sf with the
+# milliseconds layout, bench-sf-batch with 16 sequence bits for the batch
+# row's 1000-ID blocks.
+SF_STORES=bench-sf:milliseconds,bench-sf-batch
+SF_LAYOUT=time=41,worker=6,seq=16,unit=1ms
 NODE_ARGS=()
 start_node() {
 	local i=$1
 	"$BIN" serve --node-id "n$i" --data-dir "$WORK/n$i" --grpc-addr "${GRPC[i]}" --raft-addr "${RAFT[i]}" \
-		--bootstrap-expect 3 --join "$JOIN" --pprof-addr "${PPROF[i]}" --max-keys 0 --log-level warn >>"$WORK/n$i.log" 2>&1 &
+		--bootstrap-expect 3 --join "$JOIN" --pprof-addr "${PPROF[i]}" --max-keys 0 \
+		--snowflake-stores "$SF_STORES" --snowflake-layout "$SF_LAYOUT" --log-level warn >>"$WORK/n$i.log" 2>&1 &
 	NODE_PID[i]=$!
-	NODE_ARGS[i]="ordinal serve --node-id n$i --data-dir DIR/n$i --grpc-addr ${GRPC[i]} --raft-addr ${RAFT[i]} --bootstrap-expect 3 --join $JOIN --pprof-addr ${PPROF[i]} --max-keys 0"
+	NODE_ARGS[i]="ordinal serve --node-id n$i --data-dir DIR/n$i --grpc-addr ${GRPC[i]} --raft-addr ${RAFT[i]} --bootstrap-expect 3 --join $JOIN --pprof-addr ${PPROF[i]} --max-keys 0 --snowflake-stores $SF_STORES --snowflake-layout $SF_LAYOUT"
 }
 for i in 1 2 3; do start_node "$i"; done
 
@@ -277,6 +290,17 @@ for i in 1 2 3; do
 		--bootstrap-expect 3 --join "$QJOIN" --metrics-addr "" --max-keys 0 --log-level warn >>"$WORK/q$i.log" 2>&1 &
 	QNODE_PID[i]=$!
 	QNODE_ARGS[i]="ordinal serve --node-id q$i --data-dir DIR/q$i --grpc-addr ${QGRPC[i]} --raft-addr ${QRAFT[i]} --bootstrap-expect 3 --join $QJOIN --metrics-addr \"\" --max-keys 0"
+done
+
+# Its metrics-on twin, strong-leader-64-metrics: the same flags with
+# --metrics-addr set (metrics on, no profiles), so that the pair compares
+# two clusters in the same state.
+MNODE_ARGS=()
+for i in 1 2 3; do
+	"$BIN" serve --node-id "m$i" --data-dir "$WORK/m$i" --grpc-addr "${MGRPC[i]}" --raft-addr "${MRAFT[i]}" \
+		--bootstrap-expect 3 --join "$MJOIN" --metrics-addr "${MMETRICS[i]}" --max-keys 0 --log-level warn >>"$WORK/m$i.log" 2>&1 &
+	MNODE_PID[i]=$!
+	MNODE_ARGS[i]="ordinal serve --node-id m$i --data-dir DIR/m$i --grpc-addr ${MGRPC[i]} --raft-addr ${MRAFT[i]} --bootstrap-expect 3 --join $MJOIN --metrics-addr ${MMETRICS[i]} --max-keys 0"
 done
 
 # The plain 5-node cluster of strong-leader-64-5nodes: the 3-node
@@ -344,6 +368,8 @@ for i in 1 2 3 4 5; do wait_for "5-node cluster's node f$i" 60 "$BIN" health --a
 VOTERS=5 wait_for "5-node cluster" 60 cluster_healthy "${FGRPC[@]}"
 for i in 1 2 3; do wait_for "metrics-off node q$i" 60 "$BIN" health --addr "${QGRPC[i]}" --timeout 1s; done
 wait_for "metrics-off cluster" 60 cluster_healthy "${QGRPC[@]}"
+for i in 1 2 3; do wait_for "metrics-on twin node m$i" 60 "$BIN" health --addr "${MGRPC[i]}" --timeout 1s; done
+wait_for "metrics-on twin cluster" 60 cluster_healthy "${MGRPC[@]}"
 wait_for "no-op server" 30 "$BIN" health --addr "$NOOP" --timeout 1s
 wait_for "TLS no-op server" 30 in_work "$BIN" health --addr "$TLS_NOOP" --timeout 1s "${SIDS[@]}"
 wait_for "etcd" 60 "$BENCH_BIN" run --backend etcd --targets "$ETCD_CLIENT" --concurrency 1 --duration 100ms --warmup 0
@@ -386,7 +412,8 @@ IDLE_GROUPS=("plain cluster + no-op:${NODE_PID[1]} ${NODE_PID[2]} ${NODE_PID[3]}
 	"secured cluster + TLS no-op:${SNODE_PID[1]} ${SNODE_PID[2]} ${SNODE_PID[3]} $TLS_NOOP_PID"
 	"etcd + ordinal-on-etcd nodes:$ETCD_PID ${ENODE_PID[1]} ${ENODE_PID[2]} ${ENODE_PID[3]}"
 	"5-node cluster:${FNODE_PID[*]}"
-	"metrics-off cluster:${QNODE_PID[*]}")
+	"metrics-off cluster:${QNODE_PID[*]}"
+	"metrics-on twin cluster:${MNODE_PID[*]}")
 IDLE_BEFORE=()
 for g in "${IDLE_GROUPS[@]}"; do IDLE_BEFORE+=("$(cpu_ms ${g#*:})"); done
 sleep "$IDLE_SECS"
@@ -402,15 +429,16 @@ log "compare: $ROUNDS rounds of every scenario, $DURATION each after $WARMUP war
 TLS_COMPARE_ARGS=(--tls-cluster "$SCLUSTER" --tls-noop "$TLS_NOOP" --tls-cluster-ca-file pki/server-ca.pem
 	--tls-cluster-cert-file pki/bench-client.pem --tls-cluster-key-file pki/bench-client-key.pem
 	--tls-cluster-admin-cert-file pki/admin-client.pem --tls-cluster-admin-key-file pki/admin-client-key.pem)
-COMPARE_CMD="ordinal-bench compare --cluster $CLUSTER --noop $NOOP --etcd $ETCD_CLIENT --etcd-cluster $ECLUSTER --etcd-cluster-prefix $ESTORE_PREFIX ${TLS_COMPARE_ARGS[*]} --cluster5 $FCLUSTER --cluster-nometrics $QCLUSTER ${ONLY:+--only $ONLY }--rounds $ROUNDS --duration $DURATION --warmup $WARMUP --pids <ADDR=PID of each server>"
+COMPARE_CMD="ordinal-bench compare --cluster $CLUSTER --noop $NOOP --etcd $ETCD_CLIENT --etcd-cluster $ECLUSTER --etcd-cluster-prefix $ESTORE_PREFIX ${TLS_COMPARE_ARGS[*]} --cluster5 $FCLUSTER --cluster-nometrics $QCLUSTER --cluster-metrics $MCLUSTER ${ONLY:+--only $ONLY }--rounds $ROUNDS --duration $DURATION --warmup $WARMUP --pids <ADDR=PID of each server>"
 PIDS="${GRPC[1]}=${NODE_PID[1]},${GRPC[2]}=${NODE_PID[2]},${GRPC[3]}=${NODE_PID[3]},$NOOP=$NOOP_PID,$ETCD_CLIENT=$ETCD_PID"
 PIDS+=",${EGRPC[1]}=${ENODE_PID[1]},${EGRPC[2]}=${ENODE_PID[2]},${EGRPC[3]}=${ENODE_PID[3]}"
 PIDS+=",${SGRPC[1]}=${SNODE_PID[1]},${SGRPC[2]}=${SNODE_PID[2]},${SGRPC[3]}=${SNODE_PID[3]},$TLS_NOOP=$TLS_NOOP_PID"
 for i in 1 2 3 4 5; do PIDS+=",${FGRPC[i]}=${FNODE_PID[i]}"; done
 for i in 1 2 3; do PIDS+=",${QGRPC[i]}=${QNODE_PID[i]}"; done
+for i in 1 2 3; do PIDS+=",${MGRPC[i]}=${MNODE_PID[i]}"; done
 COMPARE_RC=0
 in_work "$BENCH_BIN" compare --cluster "$CLUSTER" --noop "$NOOP" --etcd "$ETCD_CLIENT" \
-	--etcd-cluster "$ECLUSTER" --etcd-cluster-prefix "$ESTORE_PREFIX" "${TLS_COMPARE_ARGS[@]}" --cluster5 "$FCLUSTER" --cluster-nometrics "$QCLUSTER" \
+	--etcd-cluster "$ECLUSTER" --etcd-cluster-prefix "$ESTORE_PREFIX" "${TLS_COMPARE_ARGS[@]}" --cluster5 "$FCLUSTER" --cluster-nometrics "$QCLUSTER" --cluster-metrics "$MCLUSTER" \
 	--rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" --out "$WORK/compare.md" \
 	--machine "$MACHINE" --command "$COMPARE_CMD" --pids "$PIDS" ${ONLY:+--only "$ONLY"} |
 	tee "$WORK/compare.log" || COMPARE_RC=$?
@@ -511,9 +539,10 @@ GEN=$WORK/generated.md
 	echo "  etcdstore- rows (\`${ENODE_ARGS[1]}\`, likewise e2 and e3, log level warn)"
 	echo "- for the quorum-size row (strong-leader-64-5nodes), in the same run: a plain 5-node cluster"
 	echo "  (\`${FNODE_ARGS[1]}\`, likewise f2 to f5, log level warn)"
-	echo "- for the metrics-off row (strong-leader-64-nometrics, the twin of strong-leader-64 and the issue #13 target"
-	echo "  strong-leader-64 (metrics on) / strong-leader-64-nometrics ≥ 0.95), in the same run: 3 more ordinal nodes started"
-	echo "  as n1 to n3 but with metrics off (\`${QNODE_ARGS[1]}\`, likewise q2 and q3, log level warn)"
+	echo "- for the metrics pair (issue #13 target strong-leader-64-metrics / strong-leader-64-nometrics ≥ 0.95), in the"
+	echo "  same run: 3 more ordinal nodes with metrics off (\`${QNODE_ARGS[1]}\`, likewise q2 and q3, log level warn)"
+	echo "  and 3 started alike with metrics on (\`${MNODE_ARGS[1]}\`, likewise m2 and m3), each cluster holding only the"
+	echo "  pair's key"
 	echo "- for the multi-address rows (issue #14: strong-multi-64, the twin of strong-leader-64 with the target"
 	echo "  strong-multi-64 / strong-leader-64 ≥ 0.9 (same run), and weak-prefetch-64, target ≥ 20M ids/s), no servers of"
 	echo "  their own: the 64 callers share one client made with the 3 ordinal nodes' addresses (\`client.New(\"$CLUSTER\")\`,"

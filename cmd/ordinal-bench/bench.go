@@ -273,11 +273,12 @@ func runBenchCompare(args []string) error {
 		"secure --cluster and --etcd-cluster instead.\n\n"+
 		"With --cluster5 it also runs strong-leader-64-5nodes against the leader of that\n"+
 		"plain 5-node cluster, next to the 3-node row.\n\n"+
-		"With --cluster-nometrics it also runs strong-leader-64-nometrics against the\n"+
-		"leader of that plain 3-node cluster, whose nodes serve with metrics off\n"+
-		"(ordinal serve --metrics-addr \"\"), right before strong-leader-64 on --cluster,\n"+
-		"whose nodes serve with metrics on, and reports metrics on vs off against the\n"+
-		"target strong-leader-64 / strong-leader-64-nometrics >= 0.95.\n\n"+
+		"With --cluster-metrics and --cluster-nometrics it also runs\n"+
+		"strong-leader-64-metrics and strong-leader-64-nometrics, one after the other,\n"+
+		"against the leaders of those plain 3-node clusters, started alike but one with\n"+
+		"metrics on and one with metrics off (ordinal serve --metrics-addr \"\"), and\n"+
+		"reports metrics on vs off against the target\n"+
+		"strong-leader-64-metrics / strong-leader-64-nometrics >= 0.95.\n\n"+
 		"The multi-address rows call all of --cluster through one client made with every\n"+
 		"address ('ordinal-bench run --multi-address'): strong-multi-64, against the target\n"+
 		"strong-multi-64 / strong-leader-64 >= 0.9 in the same rounds, and weak-prefetch-64\n"+
@@ -285,8 +286,9 @@ func runBenchCompare(args []string) error {
 	fs.StringVar(&cluster, "cluster", "", "comma-separated gRPC addresses of the ordinal nodes")
 	var cluster5 string
 	fs.StringVar(&cluster5, "cluster5", "", "comma-separated gRPC addresses of a plain 5-node cluster, for strong-leader-64-5nodes; empty skips that row")
-	var clusterNoMetrics string
-	fs.StringVar(&clusterNoMetrics, "cluster-nometrics", "", `comma-separated gRPC addresses of a plain 3-node cluster serving with metrics off (--metrics-addr ""), for strong-leader-64-nometrics, the metrics-off twin of strong-leader-64; empty skips that row`)
+	var clusterNoMetrics, clusterMetrics string
+	fs.StringVar(&clusterNoMetrics, "cluster-nometrics", "", `comma-separated gRPC addresses of a plain 3-node cluster serving with metrics off (--metrics-addr ""), for strong-leader-64-nometrics; empty skips that row`)
+	fs.StringVar(&clusterMetrics, "cluster-metrics", "", `comma-separated gRPC addresses of a plain 3-node cluster started as --cluster-nometrics's but with metrics on, for strong-leader-64-metrics, the metrics-off row's twin; empty skips that row`)
 	fs.StringVar(&cfg.Noop, "noop", "", "address of `ordinal-bench serve-noop`")
 	fs.StringVar(&cfg.Etcd, "etcd", "", "etcd client address; empty skips the etcd rows")
 	var etcdCluster string
@@ -310,6 +312,7 @@ func runBenchCompare(args []string) error {
 	}
 	cfg.Cluster, cfg.Only, cfg.EtcdCluster, cfg.Cluster5 = cli.SplitList(cluster), cli.SplitList(only), cli.SplitList(etcdCluster), cli.SplitList(cluster5)
 	cfg.ClusterNoMetrics = cli.SplitList(clusterNoMetrics)
+	cfg.ClusterMetrics = cli.SplitList(clusterMetrics)
 	cfg.Rounds, cfg.Duration, cfg.Warmup, cfg.Machine = rounds, duration, warmup, machine
 	// --warmup 0 means none; CompareConfig's zero Warmup alone would mean
 	// the default.
