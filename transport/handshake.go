@@ -186,8 +186,11 @@ func clientHandshake(ctx context.Context, conn net.Conn, kind byte, want string,
 	// crypto/tls closes the connection when ctx ends mid-handshake; the
 	// rest of the handshake is bounded by the deadline set above, and by
 	// closing the connection when ctx ends for hooked connections that
-	// ignore deadlines.
-	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	// ignore deadlines. The close runs on a goroutine of its own and must
+	// not read conn, which becomes the TLS connection below: closing the
+	// TCP connection under it ends the TLS one too.
+	raw := conn
+	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
 	defer stop()
 
 	var flags byte

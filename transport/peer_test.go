@@ -369,3 +369,75 @@ func TestPeerCloseWithUnacceptedConnections(t *testing.T) {
 		t.Fatal("Close hangs on connections nobody accepted")
 	}
 }
+
+// A dial whose context ends after the TLS handshake, while it waits for
+// the node's hello, fails at once: the connection is closed under it.
+// The close runs on the goroutine context.AfterFunc starts when the
+// context's timer fires, while the handshake had replaced its connection
+// with the TLS one on its own goroutine: under -race this test caught the
+// close reading that variable. The timer, not the test, ends the context,
+// so that nothing the test does orders the two goroutines.
+func TestPeerDialTimesOutAfterTLSHandshake(t *testing.T) {
+	pki := testpki.New(t, "")
+	certFile, keyFile := pki.Peer("b")
+	server := &peerTLS{loadPeerTLS(t, certFile, keyFile, pki.PeerCAFile)}
+	certFile, keyFile = pki.Peer("a")
+	client := &peerTLS{loadPeerTLS(t, certFile, keyFile, pki.PeerCAFile)}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// A node that completes TLS, reads the client's hello and never
+	// answers it; it reports whether it got that far.
+	silentNode := func(gotHello chan<- struct{}, release <-chan struct{}) {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		var pre [preambleSize]byte
+		if _, err := io.ReadFull(c, pre[:]); err != nil {
+			return
+		}
+		tc := tls.Server(c, server.serverConfig())
+		if err := tc.Handshake(); err != nil {
+			return
+		}
+		var h hello
+		if _, err := readFrame(tc, &h); err != nil {
+			return
+		}
+		close(gotHello)
+		<-release
+	}
+	// The timeout must end the context after the TLS handshake: on a
+	// machine too loaded for that, try again with a longer one.
+	for timeout := time.Second; ; timeout *= 2 {
+		gotHello, release := make(chan struct{}), make(chan struct{})
+		go silentNode(gotHello, release)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		start := time.Now()
+		_, _, err := clientHandshake(ctx, dialRaw(t, ln.Addr().String()), kindGRPC, "b", identity{nodeID: "a", tls: client})
+		took := time.Since(start)
+		cancel()
+		close(release)
+		if err == nil {
+			t.Fatal("the handshake succeeded without the node's hello")
+		}
+		if took > timeout+5*time.Second {
+			t.Fatalf("the handshake returned %v after its context ended (%v): the connection was not closed", took-timeout, err)
+		}
+		select {
+		case <-gotHello:
+			return
+		default:
+		}
+		if timeout >= 8*time.Second {
+			t.Fatalf("the TLS handshake never finished within %v: %v", timeout, err)
+		}
+		t.Logf("the context ended before the node read the hello (%v); again with a longer timeout", err)
+	}
+}
