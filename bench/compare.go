@@ -601,39 +601,23 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 				fmt.Fprintf(cfg.Log, "== round %d: secured cluster: leader %s, follower %s\n", round, tlsLeader, tlsFollower)
 			}
 		}
-		// Likewise the 5-node cluster.
-		var leader5 string
-		var err5 error
-		if cluster5 {
-			if leader5, err5 = findLeader(ctx, cfg.Cluster5, cfg.ClientOptions); err5 != nil {
-				err5 = fmt.Errorf("5-node cluster: %w", err5)
-				fmt.Fprintf(cfg.Log, "== round %d: %v\n", round, err5)
-			} else {
-				fmt.Fprintf(cfg.Log, "== round %d: 5-node cluster: leader %s\n", round, leader5)
+		// Likewise the 5-node cluster and the metrics pair's twins.
+		lookup := func(wanted bool, name string, addrs []string) (string, error) {
+			if !wanted {
+				return "", nil
 			}
-		}
-		// And the metrics-off cluster.
-		var leaderNM string
-		var errNM error
-		if noMetrics {
-			if leaderNM, errNM = findLeader(ctx, cfg.ClusterNoMetrics, cfg.ClientOptions); errNM != nil {
-				errNM = fmt.Errorf("metrics-off cluster: %w", errNM)
-				fmt.Fprintf(cfg.Log, "== round %d: %v\n", round, errNM)
-			} else {
-				fmt.Fprintf(cfg.Log, "== round %d: metrics-off cluster: leader %s\n", round, leaderNM)
+			leader, err := findLeader(ctx, addrs, cfg.ClientOptions)
+			if err != nil {
+				err = fmt.Errorf("%s: %w", name, err)
+				fmt.Fprintf(cfg.Log, "== round %d: %v\n", round, err)
+				return "", err
 			}
+			fmt.Fprintf(cfg.Log, "== round %d: %s: leader %s\n", round, name, leader)
+			return leader, nil
 		}
-		// And the metrics-on twin cluster.
-		var leaderM string
-		var errM error
-		if metricsOn {
-			if leaderM, errM = findLeader(ctx, cfg.ClusterMetrics, cfg.ClientOptions); errM != nil {
-				errM = fmt.Errorf("metrics-on twin cluster: %w", errM)
-				fmt.Fprintf(cfg.Log, "== round %d: %v\n", round, errM)
-			} else {
-				fmt.Fprintf(cfg.Log, "== round %d: metrics-on twin cluster: leader %s\n", round, leaderM)
-			}
-		}
+		leader5, err5 := lookup(cluster5, "5-node cluster", cfg.Cluster5)
+		leaderNM, errNM := lookup(noMetrics, "metrics-off cluster", cfg.ClusterNoMetrics)
+		leaderM, errM := lookup(metricsOn, "metrics-on twin cluster", cfg.ClusterMetrics)
 		for _, st := range cmp.Stats {
 			s := st.Scenario
 			var roleErr error

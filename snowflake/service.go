@@ -661,19 +661,24 @@ func (s *Service) runRefill(r *timeRefill) {
 		r.err = fmt.Errorf("snowflake: worker %d was dropped during its reservation: %w", worker, ErrWorkerLost)
 		return
 	}
-	if rng.First == s.hi+1 && s.lo <= s.hi {
-		s.hi = rng.Last
-	} else {
-		s.lo, s.hi = rng.First, rng.Last
-	}
+	extend(&s.lo, &s.hi, rng, true)
 	if epoch != 0 {
-		if epoch == s.sepoch && rng.First == s.shi+1 && s.slo <= s.shi {
-			s.shi = rng.Last
-		} else {
-			s.slo, s.shi, s.sepoch = rng.First, rng.Last, epoch
-		}
+		extend(&s.slo, &s.shi, rng, epoch == s.sepoch)
+		s.sepoch = epoch
 	}
 	s.mu.Unlock()
+}
+
+// extend adds the granted range rng to the range lo..hi when it follows on
+// from it (and same says both belong together), and otherwise replaces
+// it: a node keeps the time it was granted last, the rest of an older
+// grant is a gap.
+func extend(lo, hi *uint64, rng alloc.Range, same bool) {
+	if same && rng.First == *hi+1 && *lo <= *hi {
+		*hi = rng.Last
+		return
+	}
+	*lo, *hi = rng.First, rng.Last
 }
 
 // renew keeps a busy node's reserved time at least Lease/2 ahead of its

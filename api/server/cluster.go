@@ -176,19 +176,29 @@ func (p *PeerServer) Status(context.Context, *ordinalv1.StatusRequest) (*ordinal
 // only for itself: the node ID must be the one the peer handshake
 // established (with peer TLS, the one its certificate names).
 func (p *PeerServer) Join(ctx context.Context, req *ordinalv1.PeerServiceJoinRequest) (*ordinalv1.PeerServiceJoinResponse, error) {
-	info, ok := transport.PeerFromContext(ctx)
-	switch {
-	case !ok:
-		return nil, status.Error(codes.PermissionDenied, "PeerService.Join is served on the peer port only")
-	case req.GetNodeId() != info.NodeID:
-		return nil, status.Errorf(codes.PermissionDenied,
-			"a node may only ask to join as itself: this connection is from node %q, the request is for %q", info.NodeID, req.GetNodeId())
+	if err := requireSelf(ctx, "PeerService.Join", "ask to join", req.GetNodeId()); err != nil {
+		return nil, err
 	}
 	resp, err := p.node.Join(ctx, clusterJoinRequest(req))
 	if err != nil {
 		return nil, clusterStatus(err)
 	}
 	return &ordinalv1.PeerServiceJoinResponse{ClusterId: resp.GetClusterId()}, nil
+}
+
+// requireSelf refuses a peer-port call of method about node nodeID unless
+// the connection comes from that node, as the peer handshake identified
+// it: a node may only do what to do for itself.
+func requireSelf(ctx context.Context, method, what, nodeID string) error {
+	info, ok := transport.PeerFromContext(ctx)
+	switch {
+	case !ok:
+		return status.Errorf(codes.PermissionDenied, "%s is served on the peer port only", method)
+	case nodeID != info.NodeID:
+		return status.Errorf(codes.PermissionDenied,
+			"a node may only %s as itself: this connection is from node %q, the request is for %q", what, info.NodeID, nodeID)
+	}
+	return nil
 }
 
 // clusterJoinRequest is a PeerService.Join request as the

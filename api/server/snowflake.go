@@ -29,13 +29,10 @@ func NewWorkerServer(node *cluster.Node) *WorkerServer { return &WorkerServer{no
 // may ask, as its peer certificate names it; the leader answers (a
 // follower refuses with Unavailable, and the caller asks the leader).
 func (w *WorkerServer) AcquireWorker(ctx context.Context, req *ordinalv1.AcquireWorkerRequest) (*ordinalv1.AcquireWorkerResponse, error) {
-	info, ok := transport.PeerFromContext(ctx)
+	if err := requireSelf(ctx, "WorkerService.AcquireWorker", "acquire a worker ID", req.GetNodeId()); err != nil {
+		return nil, err
+	}
 	switch {
-	case !ok:
-		return nil, status.Error(codes.PermissionDenied, "WorkerService.AcquireWorker is served on the peer port only")
-	case req.GetNodeId() != info.NodeID:
-		return nil, status.Errorf(codes.PermissionDenied,
-			"a node may only acquire a worker ID for itself: this connection is from node %q, the request is for %q", info.NodeID, req.GetNodeId())
 	case req.GetIncarnation() == "" || len(req.GetIncarnation()) > fsm.MaxNodeFieldLen:
 		return nil, status.Error(codes.InvalidArgument, "incarnation must be 1 to 1024 bytes")
 	}
