@@ -14,6 +14,7 @@ import (
 	"github.com/ordinal-dev/ordinal/internal/cli"
 	"github.com/ordinal-dev/ordinal/internal/testutil"
 	"github.com/ordinal-dev/ordinal/internal/version"
+	"github.com/ordinal-dev/ordinal/snowflake"
 )
 
 // demoOutput is the output of Layotto's sequencer quick-start demo for the
@@ -324,6 +325,9 @@ func TestReadmeConfigExample(t *testing.T) {
 	}
 	if err := checkStoreFlags(fs, f); err != nil {
 		t.Errorf("the README's example: %v", err)
+	}
+	if sf, err := f.snowflake.config(); err != nil || sf.Stores["orders"] != snowflake.Seconds || sf.Stores["events"] != snowflake.Milliseconds || len(sf.Stores) != 2 {
+		t.Errorf("the README's example declares Snowflake stores %v (%v); want orders (seconds) and events (milliseconds)", sf.Stores, err)
 	}
 	if err := f.security.check(); err != nil {
 		t.Errorf("the README's example: %v", err)
