@@ -91,14 +91,15 @@ node; otherwise the node at --addr decodes them with --store's layout.`)
 	fs.StringVar(&store, "store", "", "the Snowflake store the IDs came from (ORDINAL_STORE); default: default")
 	fs.StringVar(&layout, "layout", "", "decode here with this layout (seconds, milliseconds, or time=..,worker=..,seq=..[,unit=..][,epoch=..]) instead of asking a node")
 	fs.DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for the node")
-	if err := fs.Parse(args); err != nil {
+	positional, err := cli.ParseCommandFlags("decode", fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
+	if len(positional) == 0 {
 		return cli.UsageErrorf("decode: expected at least one ID: %s", decodeUsage)
 	}
-	ids := make([]int64, fs.NArg())
-	for i, a := range fs.Args() {
+	ids := make([]int64, len(positional))
+	for i, a := range positional {
 		id, err := strconv.ParseInt(a, 10, 64)
 		if err != nil || id < 0 {
 			return cli.UsageErrorf("decode: %q is not a non-negative 64-bit integer", a)
