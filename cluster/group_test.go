@@ -5,8 +5,10 @@ import (
 	"math"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/internal/testcluster"
@@ -18,7 +20,17 @@ func TestReservationsOfManyKeysShareEntries(t *testing.T) {
 	c := testcluster.New(t, 3)
 	leader := c.Leader()
 	follower := c.Followers(leader)[0]
-	entries0, ops0 := leader.Daemon().Node().GroupStats()
+	// Counted on every node: on a loaded machine leadership may move
+	// during the test (a leader that cannot reach a quorum for a lease
+	// steps down), and the entries are then written by the next leader.
+	groupStats := func() (entries, ops uint64) {
+		for _, nd := range c.Nodes() {
+			e, o := nd.Daemon().Node().GroupStats()
+			entries, ops = entries+e, ops+o
+		}
+		return entries, ops
+	}
+	entries0, ops0 := groupStats()
 	const callers, perCaller = 32, 20
 	var wg sync.WaitGroup
 	errs := make(chan error, callers)
@@ -32,9 +44,19 @@ func TestReservationsOfManyKeysShareEntries(t *testing.T) {
 			defer wg.Done()
 			for j := range perCaller {
 				key := fmt.Sprintf("group-%d-%d", i, j) // a key never used before
-				if _, err := nd.Sequencer().GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: key, Options: opts}); err != nil {
-					errs <- fmt.Errorf("%s via %s: %w", key, nd.ID, err)
-					return
+				// While leadership moves, calls answer Unavailable; the
+				// caller retries, as clients do. Every attempt reserves
+				// through the log and counts in the stats.
+				for retryUntil := time.Now().Add(15 * time.Second); ; {
+					_, err := nd.Sequencer().GetNextId(callCtx(t), &ordinalv1.GetNextIdRequest{Key: key, Options: opts})
+					if err == nil {
+						break
+					}
+					if status.Code(err) != codes.Unavailable || time.Now().After(retryUntil) {
+						errs <- fmt.Errorf("%s via %s: %w", key, nd.ID, err)
+						return
+					}
+					time.Sleep(50 * time.Millisecond) // retry backoff
 				}
 			}
 		}()
@@ -44,7 +66,7 @@ func TestReservationsOfManyKeysShareEntries(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	entries, ops := leader.Daemon().Node().GroupStats()
+	entries, ops := groupStats()
 	entries, ops = entries-entries0, ops-ops0
 	if ops < callers*perCaller {
 		t.Fatalf("%d ops committed for %d new keys", ops, callers*perCaller)
