@@ -255,7 +255,11 @@ type loadNode struct {
 	conn   *grpc.ClientConn
 	stop   chan struct{}
 	paused atomic.Bool
-	stats  [2]modeStats // [weak, strong]
+	// inflight counts the callers that are about to start a call or
+	// are in one; a caller counts itself before it looks at paused, so
+	// that once paused is set and inflight reads 0 no call can start.
+	inflight atomic.Int64
+	stats    [2]modeStats // [weak, strong]
 }
 
 type modeStats struct {
@@ -330,8 +334,17 @@ func (l *netLoad) removeNode(id string) {
 	}
 }
 
-// pause stops the callers of node id from starting calls until resume.
-func (l *netLoad) pause(id string)  { l.node(id).paused.Store(true) }
+// pause stops the callers of node id from starting calls until resume,
+// and waits until none is in a call any more (calls are bounded by
+// netCallTimeout): every reservation a call waited for has then landed or
+// failed.
+func (l *netLoad) pause(id string) {
+	l.t.Helper()
+	ln := l.node(id)
+	ln.paused.Store(true)
+	testcluster.WaitFor(l.t, 10*netCallTimeout, "the calls in flight to "+id+" to end", func() bool { return ln.inflight.Load() == 0 })
+}
+
 func (l *netLoad) resume(id string) { l.node(id).paused.Store(false) }
 
 func (l *netLoad) node(id string) *loadNode {
@@ -358,7 +371,9 @@ func (l *netLoad) client(client int, ln *loadNode, strong bool, rng *rand.Rand) 
 			return
 		default:
 		}
+		ln.inflight.Add(1)
 		if ln.paused.Load() {
+			ln.inflight.Add(-1)
 			time.Sleep(5 * time.Millisecond)
 			continue
 		}
@@ -376,6 +391,7 @@ func (l *netLoad) client(client int, ln *loadNode, strong bool, rng *rand.Rand) 
 			resp, err := seq.GetNextIds(ctx, &ordinalv1.GetNextIdsRequest{Key: key, Options: opts, Count: count})
 			return resp.GetFirstId(), resp.GetCount(), err
 		})
+		ln.inflight.Add(-1)
 		switch status.Code(op.Err) {
 		case codes.OK:
 			st.ok.Add(1)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/daemon"
 )
 
 // Bounds on how long the cluster may take to react to a fault. They are
@@ -75,8 +76,22 @@ func TestPartitionLeaderIsolated(t *testing.T) {
 // the block it holds, then answers Unavailable, and fails every STRONG
 // call; after the heal it serves both modes again.
 func TestPartitionMinorityFollower(t *testing.T) {
+	// The block the follower holds when it is cut off must outlive the
+	// moments it takes the follower's callers to reach it. A WEAK range
+	// serves for WeakRangeTTL from when it was asked for; with the test
+	// nodes' second (testcluster.TestWeakRangeTTL, short so that floors
+	// hold soon; no floor is set here) the range in use, already aged,
+	// often had little of it left once the callers had paused, and on a
+	// loaded machine it expired before the follower served a call from
+	// it. A range is sized to last a second or two of its key's calls
+	// (alloc.Config.GrowWithin), so with five seconds the block still
+	// ends within seconds of the cut, used up or expired, and the
+	// follower answers Unavailable as before.
+	const weakRangeTTL = 5 * time.Second
 	forEachSeed(t, func(t *testing.T, seed int64) {
-		r := newFaultRun(t, seed, runOptions{nodes: 3})
+		r := newFaultRun(t, seed, runOptions{nodes: 3, configure: func(_ string, cfg *daemon.Config) {
+			cfg.Alloc.WeakRangeTTL = weakRangeTTL
+		}})
 		l := r.load
 		l.progress(r.running(), false, 20, recoverBound, "before the partition")
 		l.progress(r.running(), true, 20, recoverBound, "before the partition")
@@ -100,10 +115,10 @@ func TestPartitionMinorityFollower(t *testing.T) {
 			prev = f
 			rest := slices.DeleteFunc(r.running(), func(id string) bool { return id == f })
 
-			// Quiet the follower's callers for a moment so that the
-			// reservations it prefetched land: it then holds a block.
+			// Quiet the follower's callers: once none is in a call, every
+			// reservation a call waited for has landed, and the follower
+			// holds a block.
 			l.pause(f)
-			time.Sleep(300 * time.Millisecond)
 			from := l.now()
 			r.net.Isolate(f)
 			l.resume(f)
