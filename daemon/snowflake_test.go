@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/api/runtimev1"
 	"github.com/ordinal-dev/ordinal/daemon"
 	"github.com/ordinal-dev/ordinal/internal/testcluster"
 	"github.com/ordinal-dev/ordinal/metrics"
@@ -106,6 +107,22 @@ func TestSnowflakeCluster(t *testing.T) {
 		dec, err := ordinalv1.NewSnowflakeServiceClient(nd.Conn()).DecodeId(ctx, &ordinalv1.DecodeIdRequest{StoreName: "sf", Id: prev})
 		if err != nil || dec.GetWorker() != p.Worker || dec.GetSequence() != p.Seq || dec.GetUnixMs() != p.Time.UnixMilli() {
 			t.Fatalf("DecodeId(%d) = %v, %v; want %+v", prev, dec, err, p)
+		}
+	}
+
+	// Layotto's call serves the same store, unchanged on the wire.
+	for _, nd := range c.Nodes() {
+		resp, err := runtimev1.NewRuntimeClient(nd.Conn()).GetNextId(ctx, &runtimev1.GetNextIdRequest{StoreName: "sf", Key: "orders"})
+		if err != nil {
+			t.Fatalf("%s: Layotto's GetNextId: %v", nd.ID, err)
+		}
+		if prev, dup := seen[resp.NextId]; dup {
+			t.Fatalf("Layotto's call on %s returned %d, handed out before by %s", nd.ID, resp.NextId, prev)
+		}
+		seen[resp.NextId] = nd.ID
+		p, _ := l.Decode(uint64(resp.NextId))
+		if workers[p.Worker] != nd.ID || time.Since(p.Time) > 10*time.Second {
+			t.Fatalf("Layotto's call on %s returned %d = %+v: not a Snowflake ID of its worker", nd.ID, resp.NextId, p)
 		}
 	}
 

@@ -217,6 +217,29 @@ type Service struct {
 	strongEpoch alloc.Epoch  // the epoch strongFloor belongs to
 	strongFloor uint64       // STRONG IDs stamp times after this (Unix ms)
 	lastUse     atomic.Int64 // Unix ns of the last call served, for renewals
+	// view is a copy of the fields above as of the last change, which
+	// calls read without taking mu: every call needs them, and a mutex
+	// all calls of all keys share was a visible part of a STRONG call's
+	// cost at 64 callers. Writers hold mu and publish a new copy.
+	view atomic.Pointer[view]
+}
+
+// view is what a call reads of the Service's state (see Service.view).
+type view struct {
+	worker      uint64
+	hasWorker   bool
+	lo, hi      uint64
+	slo, shi    uint64
+	sepoch      alloc.Epoch
+	minStart    uint64
+	strongEpoch alloc.Epoch
+	strongFloor uint64
+}
+
+// publish makes the current state what calls read. The caller holds mu.
+func (s *Service) publish() {
+	s.view.Store(&view{worker: s.worker, hasWorker: s.hasWorker, lo: s.lo, hi: s.hi, slo: s.slo, shi: s.shi,
+		sepoch: s.sepoch, minStart: s.minStart, strongEpoch: s.strongEpoch, strongFloor: s.strongFloor})
 }
 
 // timeRefill is one time reservation in flight; done closes when it ends.
@@ -260,6 +283,7 @@ func New(backend Backend, cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, backend: backend, ctx: ctx, cancel: cancel, lo: 1, hi: 0, slo: 1, shi: 0}
 	empty := map[string]*store{}
 	s.stores.Store(&empty)
+	s.publish()
 	s.wg.Add(2)
 	go s.renew()
 	go s.sweep()
@@ -363,9 +387,10 @@ func (s *Service) Next(ctx context.Context, key keyspace.Key, mode alloc.Mode, c
 			return 0, err
 		}
 	}
-	s.lastUse.Store(time.Now().UnixNano())
 	for {
-		id, wantMs, err := s.take(st, key.Name, worker, count, after, epoch)
+		now := s.cfg.Clock.Now()
+		s.lastUse.Store(now.UnixNano())
+		id, wantMs, err := s.take(st, key.Name, worker, count, after, epoch, now)
 		if err != nil || wantMs == 0 {
 			if err == nil {
 				s.cfg.Metrics.Issued(mode == alloc.Strong, count)
@@ -386,23 +411,22 @@ func (s *Service) Next(ctx context.Context, key keyspace.Key, mode alloc.Mode, c
 
 // take stamps count IDs of key, or returns the time (Unix ms) the node must
 // reserve up to first.
-func (s *Service) take(st *store, name string, worker, count, after uint64, epoch alloc.Epoch) (id, wantMs uint64, err error) {
+func (s *Service) take(st *store, name string, worker, count, after uint64, epoch alloc.Epoch, clock time.Time) (id, wantMs uint64, err error) {
 	l := st.layout
-	now := s.nowMs()
-	s.mu.Lock()
-	lo, hi := s.lo, s.hi
+	now := uint64(max(clock.UnixMilli(), 0))
+	v := s.view.Load()
+	lo, hi := v.lo, v.hi
 	if epoch != 0 {
 		// STRONG: only time granted to this node as leader of the
 		// proven epoch.
-		lo, hi = s.slo, s.shi
-		if s.sepoch != epoch {
+		lo, hi = v.slo, v.shi
+		if v.sepoch != epoch {
 			lo, hi = 1, 0
 		}
 	}
-	lo = max(lo, s.minStart)
-	s.mu.Unlock()
+	lo = max(lo, v.minStart)
 
-	ks := st.key(name, s.backend, s.cfg.Clock.Now())
+	ks := st.key(name, s.backend, clock)
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	tick := max(l.TickAt(now), ks.minTick, l.TickFrom(lo))
@@ -429,7 +453,7 @@ func (s *Service) take(st *store, name string, worker, count, after uint64, epoc
 		return 0, max(start, lo), nil
 	}
 	ks.tick, ks.seq, ks.used = tick, seq+count-1, true
-	ks.lastUse = s.cfg.Clock.Now()
+	ks.lastUse = clock
 	return l.Compose(tick, worker, seq), 0, nil
 }
 
@@ -484,13 +508,9 @@ func (s *Service) RaiseFloor(key keyspace.Key, floor uint64) {
 }
 
 func (s *Service) workerID(ctx context.Context) (uint64, error) {
-	s.mu.Lock()
-	if s.hasWorker {
-		w := s.worker
-		s.mu.Unlock()
-		return w, nil
+	if v := s.view.Load(); v.hasWorker {
+		return v.worker, nil
 	}
-	s.mu.Unlock()
 	w, err := s.backend.Worker(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("snowflake: no worker ID yet: %w", err)
@@ -498,6 +518,7 @@ func (s *Service) workerID(ctx context.Context) (uint64, error) {
 	s.mu.Lock()
 	if !s.hasWorker {
 		s.worker, s.hasWorker = w, true
+		s.publish()
 		s.cfg.Logger.Info("snowflake worker ID acquired", "worker", w)
 	}
 	w = s.worker
@@ -520,6 +541,7 @@ func (s *Service) dropWorker(worker uint64) {
 	}
 	s.hasWorker = false
 	s.lo, s.hi, s.slo, s.shi, s.sepoch, s.strongEpoch = 1, 0, 1, 0, 0, 0
+	s.publish()
 }
 
 // Acquire returns this node's worker ID, acquiring it through the
@@ -529,9 +551,8 @@ func (s *Service) Acquire(ctx context.Context) (uint64, error) { return s.worker
 
 // Worker returns this node's worker ID, if it has one yet.
 func (s *Service) Worker() (uint64, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.worker, s.hasWorker
+	v := s.view.Load()
+	return v.worker, v.hasWorker
 }
 
 // strongAfter returns the time after which a STRONG ID of the proven epoch
@@ -540,13 +561,9 @@ func (s *Service) Worker() (uint64, bool) {
 // stamped with times it had reserved, and those reservations committed
 // before this node's term began, so every later STRONG ID exceeds them.
 func (s *Service) strongAfter(ctx context.Context, epoch alloc.Epoch) (uint64, error) {
-	s.mu.Lock()
-	if s.strongEpoch == epoch {
-		after := s.strongFloor
-		s.mu.Unlock()
-		return after, nil
+	if v := s.view.Load(); v.strongEpoch == epoch {
+		return v.strongFloor, nil
 	}
-	s.mu.Unlock()
 	// A reservation committed in this epoch; everything reserved before
 	// it is applied here when it returns.
 	r, err := s.reserveTime(ctx, s.nowMs()+uint64(s.cfg.Lease/time.Millisecond))
@@ -564,6 +581,7 @@ func (s *Service) strongAfter(ctx context.Context, epoch alloc.Epoch) (uint64, e
 		// restart it stamps only time granted after everything before.
 		s.strongEpoch = epoch
 		s.strongFloor = s.backend.MaxReserved(s.worker)
+		s.publish()
 	}
 	return s.strongFloor, nil
 }
@@ -666,6 +684,7 @@ func (s *Service) runRefill(r *timeRefill) {
 		extend(&s.slo, &s.shi, rng, epoch == s.sepoch)
 		s.sepoch = epoch
 	}
+	s.publish()
 	s.mu.Unlock()
 }
 
@@ -696,7 +715,7 @@ func (s *Service) renew() {
 			return
 		case <-t.C:
 		}
-		if time.Since(time.Unix(0, s.lastUse.Load())) > s.cfg.IdleTimeout {
+		if s.cfg.Clock.Now().Sub(time.Unix(0, s.lastUse.Load())) > s.cfg.IdleTimeout {
 			continue
 		}
 		now := s.nowMs()
