@@ -138,6 +138,10 @@ func NewAdvancer(h Header, floor uint64, plan Plan) (*Advancer, error) {
 // advance).
 func (a *Advancer) Span() time.Duration { return a.span }
 
+// TimeFloor returns the new cluster's SnowflakeTimeFloor: TimeMargin past
+// the end of the old cluster's service (Unix milliseconds).
+func (a *Advancer) TimeFloor() uint64 { return uint64(a.end.Add(a.plan.TimeMargin).UnixMilli()) }
+
 // Plan returns the plan with its defaults filled in.
 func (a *Advancer) Plan() Plan { return a.plan }
 
@@ -170,7 +174,7 @@ func (a *Advancer) Mark(k fsm.Key, hw uint64) uint64 {
 		// with a rate: past every time the old cluster could have
 		// stamped, and no further, so that the restored cluster's
 		// Snowflake stores serve again within seconds.
-		return max(hw, uint64(a.end.Add(a.plan.TimeMargin).UnixMilli()))
+		return max(hw, a.TimeFloor())
 	}
 	return max(satAddMax(hw, a.advance(a.Rate(k))), a.floor)
 }

@@ -92,6 +92,15 @@ var (
 // snapshots, replication and later backups carry it with no format change.
 var AllKeysFloor = fsm.Key{Store: "_ordinal", Name: "all-keys-floor"}
 
+// SnowflakeTimeFloor is a restored cluster's floor of every Snowflake
+// worker's reserved time (Unix milliseconds), as AllKeysFloor is of every
+// counter: a worker whose time key the backup does not hold (one the old
+// cluster created after the backup, or a new one) is raised to it before
+// it reserves time, so that it never stamps a time the old cluster may
+// have stamped under the same worker ID. It is not a worker's key (its
+// name is not a number).
+var SnowflakeTimeFloor = fsm.Key{Store: fsm.SnowflakeTimeStore, Name: "restored"}
+
 // Header is what a backup records besides the state machine itself.
 type Header struct {
 	// Version is the file's format version (set by Read; Writer always

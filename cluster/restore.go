@@ -156,6 +156,16 @@ func writeRestoreLog(cfg RestoreConfig) error {
 	// The snapshot store only answers BootstrapCluster's "is there state
 	// already?"; the real one holds the restored snapshot.
 	err = raft.BootstrapCluster(conf, store, store, raft.NewInmemSnapshotStore(), trans, restoredConfiguration(cfg))
+	if err == nil {
+		// BootstrapCluster wrote the configuration as log entry 1, which
+		// the restored snapshot (index 1) covers. Left in the log, it would
+		// be what a node joining later replicates from index 1 instead of
+		// installing the snapshot: it would never learn the restored state
+		// (marks, floors, declarations), and its state machine would grant
+		// from 0 what the others grant from the restored marks. With the
+		// log empty, the snapshot is where every replica starts.
+		err = store.DeleteRange(1, 1)
+	}
 	if cerr := store.Close(); err == nil {
 		err = cerr
 	}
@@ -198,6 +208,7 @@ func restoredState(b *backup.Backup, adv *backup.Advancer) (*fsm.FSM, *RestoreRe
 	first := []fsm.Op{
 		{Kind: fsm.OpInit, ClusterID: report.ClusterID},
 		{Kind: fsm.OpFloor, Key: backup.AllKeysFloor, Value: adv.Floor()},
+		{Kind: fsm.OpFloor, Key: backup.SnowflakeTimeFloor, Value: adv.TimeFloor()},
 	}
 	// Snowflake stores stay Snowflake stores, declared before their keys'
 	// floors are (a store holding keys cannot be declared). Worker IDs are
@@ -215,7 +226,7 @@ func restoredState(b *backup.Backup, adv *backup.Advancer) (*fsm.FSM, *RestoreRe
 	ops := make([]fsm.Op, 0, 4096)
 	var err error
 	b.State.ForEachKey(func(k fsm.Key, hw uint64) bool {
-		if k == backup.AllKeysFloor {
+		if k == backup.AllKeysFloor || k == backup.SnowflakeTimeFloor {
 			return true
 		}
 		mark := adv.Mark(k, hw)
@@ -381,8 +392,7 @@ func syncDir(dir string) error {
 // The floors commit as an entry of their own before cmd's, so cmd and its
 // results are left as the caller made them.
 func (n *Node) raiseToAllKeysFloor(ctx context.Context, cmd fsm.Command) error {
-	floor := n.allKeysFloor()
-	if floor == 0 {
+	if n.allKeysFloor() == 0 && n.fsm.HighWater(backup.SnowflakeTimeFloor) == 0 {
 		return nil
 	}
 	var (
@@ -390,8 +400,11 @@ func (n *Node) raiseToAllKeysFloor(ctx context.Context, cmd fsm.Command) error {
 		raised = map[fsm.Key]bool{}
 	)
 	for _, op := range cmd.Ops {
-		if (op.Kind != fsm.OpReserve && op.Kind != fsm.OpFloor) || op.Key == backup.AllKeysFloor ||
-			raised[op.Key] || n.fsm.HighWater(op.Key) >= floor {
+		if op.Kind != fsm.OpReserve && op.Kind != fsm.OpFloor || raised[op.Key] {
+			continue
+		}
+		floor := n.floorOf(op.Key)
+		if floor == 0 || n.fsm.HighWater(op.Key) >= floor {
 			continue
 		}
 		raised[op.Key] = true
@@ -414,4 +427,19 @@ func (n *Node) raiseToAllKeysFloor(ctx context.Context, cmd fsm.Command) error {
 // cluster was restored from a backup.
 func (n *Node) allKeysFloor() uint64 {
 	return n.fsm.HighWater(backup.AllKeysFloor)
+}
+
+// floorOf returns the floor a restore set for key: the floor of every
+// counter (AllKeysFloor), or for a Snowflake worker's reserved time the
+// floor of every worker's time (SnowflakeTimeFloor, in milliseconds: a
+// counter's floor there would push the worker's time hours ahead). The
+// floor keys themselves have none. 0 unless the cluster was restored.
+func (n *Node) floorOf(key fsm.Key) uint64 {
+	switch {
+	case key == backup.AllKeysFloor || key == backup.SnowflakeTimeFloor:
+		return 0
+	case key.Store == fsm.SnowflakeTimeStore:
+		return n.fsm.HighWater(backup.SnowflakeTimeFloor)
+	}
+	return n.allKeysFloor()
 }

@@ -104,7 +104,7 @@ func TestRestoreNeverReissues(t *testing.T) {
 	// data directory, snapshots read in full.
 	if rep, err := cluster.CheckDataDir(dir, cluster.CheckOptions{VerifySnapshots: true}); err != nil {
 		t.Fatalf("check the restored directory: %v", err)
-	} else if rep.NodeID != "r1" || len(rep.Snapshots) != 1 || rep.Snapshots[0].Keys != len(keys)+1 {
+	} else if rep.NodeID != "r1" || len(rep.Snapshots) != 1 || rep.Snapshots[0].Keys != len(keys)+2 {
 		t.Fatalf("check report %+v", rep)
 	}
 
@@ -113,6 +113,12 @@ func TestRestoreNeverReissues(t *testing.T) {
 	if id := r1.d.Node().FSM().ClusterID(); id != report.ClusterID || id == b.ClusterID {
 		t.Fatalf("the restored cluster's ID is %q; the report says %q, the old cluster's is %q", id, report.ClusterID, b.ClusterID)
 	}
+	// r2 starts from the restored snapshot, not from an empty state: it
+	// holds the restored marks, so it grants what r1 grants should it lead.
+	testcluster.WaitFor(t, testcluster.StartTimeout, "r2 holding the restored state", func() bool {
+		f := r2.d.Node().FSM()
+		return f.ClusterID() == report.ClusterID && f.HighWater(backup.AllKeysFloor) == report.Floor && f.HighWater(keys[0]) >= report.Floor
+	})
 	testcluster.WaitFor(t, testcluster.StartTimeout, "r2 a voter of the new cluster", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -277,4 +283,27 @@ func TestRestoreKeepsSnowflakeStores(t *testing.T) {
 		return err == nil
 	})
 	take(r1.conn, 100)
+
+	// A second node joins the restored cluster: its worker (1) has no time
+	// in the backup, and still stamps no earlier than the restore's floor
+	// of every worker's time.
+	r2 := startRestored(t, c.PKI(), "r2", filepath.Join(t.TempDir(), "r2"), testutil.FreeAddr(t), []string{raftAddr})
+	var id int64
+	testcluster.WaitFor(t, 20*time.Second, "r2 serving sf", func() bool {
+		resp, err := ordinalv1.NewSequencerServiceClient(r2.conn).GetNextId(ctx, &ordinalv1.GetNextIdRequest{StoreName: "sf", Key: "k"})
+		id = resp.GetNextId()
+		if err != nil {
+			t.Logf("r2: %v; r2 applied declarations %v, index %d, keys %d, cluster %q; r1 index %d", err, r2.d.Node().SnowflakeStores(),
+				r2.d.Node().FSM().AppliedIndex(), r2.d.Node().FSM().Len(), r2.d.Node().FSM().ClusterID(), r1.d.Node().FSM().AppliedIndex())
+		}
+		return err == nil
+	})
+	p, _ := snowflake.Milliseconds.Decode(uint64(id))
+	floor := r1.d.Node().FSM().HighWater(backup.SnowflakeTimeFloor)
+	if p.Worker == 0 || uint64(p.Time.UnixMilli()) < floor || floor < uint64(restoredAt.Add(margin).UnixMilli()) {
+		t.Fatalf("r2 stamped %+v; the restore's time floor is %d (restored at %s + %s)", p, floor, restoredAt, margin)
+	}
+	if id <= last {
+		t.Fatalf("r2 handed out %d, not above the old cluster's %d", id, last)
+	}
 }

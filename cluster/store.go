@@ -63,13 +63,14 @@ func (n *Node) Floor(ctx context.Context, key fsm.Key, value uint64) (uint64, er
 }
 
 // HighWater returns key's high-water mark as applied on this node, or the
-// floor of every key of a restored cluster when that is higher (the key's
-// next ID is above it; see raiseToAllKeysFloor).
+// floor a restore set for it when that is higher (the key's next ID, or a
+// Snowflake worker's next reserved time, is above it; see
+// raiseToAllKeysFloor).
 func (n *Node) HighWater(_ context.Context, key fsm.Key) (uint64, error) {
 	if err := n.Err(); err != nil { // a stopped state machine's marks may be too low
 		return 0, fmt.Errorf("%w: %w", ErrShutdown, err)
 	}
-	return max(n.fsm.HighWater(key), n.allKeysFloor()), nil
+	return max(n.fsm.HighWater(key), n.floorOf(key)), nil
 }
 
 // apply commits cmd and returns the state machine's response.
