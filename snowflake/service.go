@@ -415,6 +415,11 @@ func (s *Service) take(st *store, name string, worker, count, after uint64, epoc
 	l := st.layout
 	now := uint64(max(clock.UnixMilli(), 0))
 	v := s.view.Load()
+	if !v.hasWorker || v.worker != worker {
+		// The worker was lost since the call read it: the time in view is
+		// another worker's, or none.
+		return 0, 0, fmt.Errorf("%w: worker %d was dropped during the call", ErrWorkerLost, worker)
+	}
 	lo, hi := v.lo, v.hi
 	if epoch != 0 {
 		// STRONG: only time granted to this node as leader of the
@@ -426,8 +431,17 @@ func (s *Service) take(st *store, name string, worker, count, after uint64, epoc
 	}
 	lo = max(lo, v.minStart)
 
-	ks := st.key(name, s.backend, clock)
-	ks.mu.Lock()
+	var ks *keyState
+	for {
+		ks = st.key(name, s.backend, clock)
+		ks.mu.Lock()
+		if !ks.dropped {
+			break
+		}
+		// Dropped by the idle sweep after st.key returned it: its last
+		// step is in st.evicted now, where a new state starts from.
+		ks.mu.Unlock()
+	}
 	defer ks.mu.Unlock()
 	tick := max(l.TickAt(now), ks.minTick, l.TickFrom(lo))
 	if after > 0 {
@@ -620,6 +634,9 @@ func (s *Service) reserveTime(ctx context.Context, upTo uint64) (grant, error) {
 				case <-ctx.Done():
 					return grant{}, ctx.Err()
 				}
+				if r.err != nil {
+					return grant{}, r.err
+				}
 				continue
 			}
 		} else {
@@ -759,6 +776,7 @@ func (s *Service) evictIdle() {
 				if ks.used {
 					st.evicted = max(st.evicted, ks.tick)
 				}
+				ks.dropped = true
 				delete(st.keys, name)
 			}
 			ks.mu.Unlock()

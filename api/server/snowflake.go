@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strconv"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -106,10 +107,20 @@ func (p *PeerServer) checkTimeReserve(ctx context.Context, req *ordinalv1.Reserv
 	if need, want := req.GetNeed(), req.GetWant(); need == 0 || need > want {
 		return key, invalid("reserve needs 1 <= need <= want, got need %d, want %d", need, want)
 	}
-	for _, w := range p.node.Workers() {
-		if w.FreeAt == 0 && w.NodeID == info.NodeID && snowflake.TimeKey(w.ID) == key {
+	w, err := strconv.ParseUint(req.GetKey(), 10, 64)
+	if err != nil || snowflake.TimeKey(w) != key {
+		return key, status.Errorf(codes.PermissionDenied, "%q is not a Snowflake worker's time; a node reserves time for its own worker only", req.GetKey())
+	}
+	for _, held := range p.node.Workers() {
+		if held.ID != w || held.FreeAt != 0 {
+			continue
+		}
+		if held.NodeID == info.NodeID {
 			return key, nil
 		}
+		return key, status.Errorf(codes.PermissionDenied, "node %q asked for the time of Snowflake worker %d, which node %q holds; a node reserves time for its own worker only", info.NodeID, w, held.NodeID)
 	}
-	return key, status.Errorf(codes.PermissionDenied, "node %q does not hold Snowflake worker %q; a node reserves time for its own worker only", info.NodeID, req.GetKey())
+	// Nobody holds it as this node applied the log: a leader that has
+	// just taken over may not have applied the caller's acquisition yet.
+	return key, status.Errorf(codes.Unavailable, "no node holds Snowflake worker %d as this node applied the log; retry once it has (a node reserves time for its own worker only)", w)
 }
