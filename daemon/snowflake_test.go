@@ -254,13 +254,18 @@ func TestSnowflakeAttacks(t *testing.T) {
 			follower = nd
 		}
 	}
-	fnode := follower.Daemon().Node()
-	fWorker, ok := fnode.FSM().WorkerOf(follower.ID, fnode.Incarnation())
-	if !ok {
-		t.Fatalf("%s holds no worker", follower.ID)
-	}
-	lnode := leader.Daemon().Node()
-	lWorker, _ := lnode.FSM().WorkerOf(leader.ID, lnode.Incarnation())
+	fnode, lnode := follower.Daemon().Node(), leader.Daemon().Node()
+	// Each node's acquisition committed before it opened; both nodes apply
+	// both within a moment.
+	var fWorker, lWorker uint64
+	testcluster.WaitFor(t, testcluster.StartTimeout, "both workers applied on both nodes", func() bool {
+		var ok [4]bool
+		fWorker, ok[0] = fnode.FSM().WorkerOf(follower.ID, fnode.Incarnation())
+		lWorker, ok[1] = lnode.FSM().WorkerOf(leader.ID, lnode.Incarnation())
+		_, ok[2] = lnode.FSM().WorkerOf(follower.ID, fnode.Incarnation())
+		_, ok[3] = fnode.FSM().WorkerOf(leader.ID, lnode.Incarnation())
+		return ok[0] && ok[1] && ok[2] && ok[3]
+	})
 
 	cases := []struct {
 		name string
