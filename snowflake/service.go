@@ -246,7 +246,6 @@ func (s *Service) publish() {
 type timeRefill struct {
 	done  chan struct{}
 	upTo  uint64 // the reservation covers at least up to here when it succeeds
-	first uint64 // the first millisecond granted
 	epoch alloc.Epoch
 	err   error
 }
@@ -346,6 +345,18 @@ func (s *Service) store(name string) (*store, error) {
 	return st, nil
 }
 
+// leaseMs is Config.Lease in milliseconds.
+func (s *Service) leaseMs() uint64 { return uint64(s.cfg.Lease / time.Millisecond) }
+
+// noteUse records that a call was served at now, for the renewals' idle
+// check. It writes only when the last record is a tenth of a lease old, so
+// that calls of every key do not all write one shared word.
+func (s *Service) noteUse(now time.Time) {
+	if ns := now.UnixNano(); ns-s.lastUse.Load() > int64(s.cfg.Lease/10) {
+		s.lastUse.Store(ns)
+	}
+}
+
 func (s *Service) nowMs() uint64 {
 	ms := s.cfg.Clock.Now().UnixMilli()
 	if ms < 0 {
@@ -389,7 +400,7 @@ func (s *Service) Next(ctx context.Context, key keyspace.Key, mode alloc.Mode, c
 	}
 	for {
 		now := s.cfg.Clock.Now()
-		s.lastUse.Store(now.UnixNano())
+		s.noteUse(now)
 		id, wantMs, err := s.take(st, key.Name, worker, count, after, epoch, now)
 		if err != nil || wantMs == 0 {
 			if err == nil {
@@ -397,11 +408,11 @@ func (s *Service) Next(ctx context.Context, key keyspace.Key, mode alloc.Mode, c
 			}
 			return id, err
 		}
-		g, err := s.awaitTime(ctx, wantMs)
+		got, err := s.reserveTime(ctx, wantMs+s.leaseMs())
 		if err != nil {
 			return 0, err
 		}
-		if epoch != 0 && g.epoch != epoch {
+		if epoch != 0 && got != epoch {
 			// The time came from a reservation this node did not commit
 			// as the leader of the proven epoch: it no longer leads.
 			return 0, fmt.Errorf("%w: leadership changed during the call", alloc.ErrNotLeader)
@@ -580,41 +591,31 @@ func (s *Service) strongAfter(ctx context.Context, epoch alloc.Epoch) (uint64, e
 	}
 	// A reservation committed in this epoch; everything reserved before
 	// it is applied here when it returns.
-	r, err := s.reserveTime(ctx, s.nowMs()+uint64(s.cfg.Lease/time.Millisecond))
+	got, err := s.reserveTime(ctx, s.nowMs()+s.leaseMs())
 	if err != nil {
 		return 0, err
 	}
-	if r.epoch != epoch {
+	if got != epoch {
 		return 0, fmt.Errorf("%w: leadership changed during the call", alloc.ErrNotLeader)
 	}
+	// This node's own earlier IDs need no bound: it remembers each key's
+	// last step (and a dropped key's, per store), and after a restart it
+	// stamps only time granted after everything before. The backend is
+	// read outside mu: for the etcd store it is a network round trip.
+	floor := s.backend.MaxReserved(s.view.Load().worker)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.strongEpoch != epoch {
-		// This node's own earlier IDs need no bound: it remembers each
-		// key's last step (and a dropped key's, per store), and after a
-		// restart it stamps only time granted after everything before.
-		s.strongEpoch = epoch
-		s.strongFloor = s.backend.MaxReserved(s.worker)
+		s.strongEpoch, s.strongFloor = epoch, floor
 		s.publish()
 	}
 	return s.strongFloor, nil
 }
 
-// awaitTime waits until this node holds time up to wantMs, starting a
-// reservation when none is in flight.
-func (s *Service) awaitTime(ctx context.Context, wantMs uint64) (grant, error) {
-	return s.reserveTime(ctx, wantMs+uint64(s.cfg.Lease/time.Millisecond))
-}
-
-type grant struct {
-	first uint64
-	epoch alloc.Epoch
-}
-
 // reserveTime makes sure this node holds time up to upTo, sharing a
-// reservation in flight that covers it. It returns the first millisecond
-// and the epoch of the reservation it waited for.
-func (s *Service) reserveTime(ctx context.Context, upTo uint64) (grant, error) {
+// reservation in flight that covers it. It returns the epoch of the
+// reservation it waited for (0: not committed by this node as leader).
+func (s *Service) reserveTime(ctx context.Context, upTo uint64) (alloc.Epoch, error) {
 	for {
 		s.mu.Lock()
 		r := s.refill
@@ -632,10 +633,10 @@ func (s *Service) reserveTime(ctx context.Context, upTo uint64) (grant, error) {
 				select {
 				case <-r.done:
 				case <-ctx.Done():
-					return grant{}, ctx.Err()
+					return 0, ctx.Err()
 				}
 				if r.err != nil {
-					return grant{}, r.err
+					return 0, r.err
 				}
 				continue
 			}
@@ -645,12 +646,12 @@ func (s *Service) reserveTime(ctx context.Context, upTo uint64) (grant, error) {
 		select {
 		case <-r.done:
 		case <-ctx.Done():
-			return grant{}, ctx.Err()
+			return 0, ctx.Err()
 		}
 		if r.err != nil {
-			return grant{}, r.err
+			return 0, r.err
 		}
-		return grant{first: r.first, epoch: r.epoch}, nil
+		return r.epoch, nil
 	}
 }
 
@@ -672,9 +673,7 @@ func (s *Service) runRefill(r *timeRefill) {
 		return
 	}
 	key := TimeKey(worker)
-	s.mu.Lock()
-	known := max(s.hi, s.backend.Applied(key))
-	s.mu.Unlock()
+	known := max(s.view.Load().hi, s.backend.Applied(key)) // the backend outside mu: etcd reads the network
 	want := uint64(1)
 	if r.upTo > known {
 		want = r.upTo - known
@@ -688,7 +687,7 @@ func (s *Service) runRefill(r *timeRefill) {
 		}
 		return
 	}
-	r.first, r.epoch = rng.First, epoch
+	r.epoch = epoch
 	s.mu.Lock()
 	if s.worker != worker || !s.hasWorker {
 		// The worker was dropped meanwhile: this time is not ours to use.
@@ -819,9 +818,7 @@ func (s *Service) HighWater(ctx context.Context, key keyspace.Key) (uint64, erro
 
 func (s *Service) bound(st *store, key keyspace.Key) uint64 {
 	l := st.layout
-	s.mu.Lock()
-	reserved := max(s.hi, s.backend.MaxReserved(^uint64(0)))
-	s.mu.Unlock()
+	reserved := max(s.view.Load().hi, s.backend.MaxReserved(^uint64(0)))
 	tick := min(l.TickAt(reserved), l.MaxTick())
 	return max(s.backend.Applied(key), l.Compose(tick, l.MaxWorker(), l.MaxSeq()))
 }
