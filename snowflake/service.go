@@ -272,6 +272,11 @@ type keyState struct {
 	dropped bool
 }
 
+// testHookKeyFound is nil except in tests, which set it to run in take
+// between finding a key's state and locking it: where the idle sweep may
+// drop the state.
+var testHookKeyFound func(*keyState)
+
 // New returns a Service over backend. It serves no store until Declare.
 func New(backend Backend, cfg Config) (*Service, error) {
 	cfg, err := cfg.withDefaults()
@@ -445,6 +450,9 @@ func (s *Service) take(st *store, name string, worker, count, after uint64, epoc
 	var ks *keyState
 	for {
 		ks = st.key(name, s.backend, clock)
+		if testHookKeyFound != nil {
+			testHookKeyFound(ks)
+		}
 		ks.mu.Lock()
 		if !ks.dropped {
 			break
