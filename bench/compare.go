@@ -101,6 +101,13 @@ type Scenario struct {
 	// WeakPrefetch is the run's Config.WeakPrefetch: the block size of
 	// the client's WithWeakPrefetch, 0 for none.
 	WeakPrefetch int
+	// Alternate makes the row and its Plain, next to each other in
+	// Scenarios, swap places in every even round (roundOrder): on a
+	// shared machine the place of a row in the round biases it by a few
+	// per cent, more than the difference some pairs' targets are about,
+	// and swapping cancels that over an even number of rounds (make bench
+	// runs 4).
+	Alternate bool
 }
 
 // Scenarios is the comparison `make bench` runs, in the order each round
@@ -127,7 +134,8 @@ type Scenario struct {
 //
 // strong-leader-64-nometrics is strong-leader-64 on another plain 3-node
 // cluster whose nodes serve with metrics off (`--metrics-addr ""`,
-// CompareConfig.ClusterNoMetrics), right after its metrics-on twin,
+// CompareConfig.ClusterNoMetrics), next to its metrics-on twin (after it
+// in odd rounds, before it in even ones: Alternate),
 // strong-leader-64-metrics, on a third plain 3-node cluster started the
 // same way but with metrics on (CompareConfig.ClusterMetrics), so that the
 // pair sees the same moment and two clusters in the same state (each holds
@@ -142,8 +150,9 @@ type Scenario struct {
 // and bench-sf-batch one with 16 sequence bits (65,536 IDs per key per
 // millisecond, so that blocks of 1000 at 10M IDs a second do not run
 // ahead of the clock): WEAK on the leader and on a follower against the
-// no-op ceiling (target 0.9), STRONG against the STRONG counter row right
-// before it (target: at least as fast), and a batch row.
+// no-op ceiling (target 0.9), STRONG against the STRONG counter row next
+// to it (target: at least as fast; the two swap places every other
+// round, Alternate), and a batch row.
 //
 // The multi-address rows (issue #14) call the plain 3-node cluster
 // through one client made with all three addresses (RoleCluster), shared
@@ -166,16 +175,17 @@ var Scenarios = []Scenario{
 	{Name: "strong-leader-64-metrics", Title: "metrics on, twin cluster: STRONG unary, 64 callers → leader", Role: RoleLeaderMetrics, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-unary-64", Goal: "none set (the metrics-on half of the metrics pair)"},
 	{Name: "strong-leader-64-nometrics", Title: "metrics off, twin cluster: STRONG unary, 64 callers → leader", Role: RoleLeaderNoMetrics, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
-		Ref: "noop-unary-64", Plain: "strong-leader-64-metrics", Goal: "strong-leader-64-metrics (metrics on) / strong-leader-64-nometrics ≥ 0.95 (same run)", Check: metricsGoal(0.95)},
+		Ref: "noop-unary-64", Plain: "strong-leader-64-metrics", Goal: "strong-leader-64-metrics (metrics on) / strong-leader-64-nometrics ≥ 0.95 (same run)", Check: metricsGoal(0.95),
+		Alternate: true},
+	{Name: "sf-strong-leader-64", Title: "Snowflake store: STRONG unary, 64 callers → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 64,
+		Store: "bench-sf", Key: "bench-sf-strong", Ref: "noop-unary-64", Plain: "strong-leader-64", PlainMin: 1,
+		Goal: "≥ strong-leader-64 (the STRONG counter row, same run)", Check: plainGoal, Alternate: true},
 	{Name: "strong-leader-64", Title: "STRONG unary, 64 callers → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-unary-64", Goal: "≥ 0.8× no-op and above etcd", Check: strongGoal},
 	{Name: "tls-strong-leader-64", Title: "mTLS: STRONG unary, 64 callers → leader", Role: RoleTLSLeader, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-tls-unary-64", Plain: "strong-leader-64", PlainMin: 0.9, Goal: "≥ 0.9× strong-leader-64 (TLS off, same run)", Check: plainGoal},
 	{Name: "strong-leader-64-5nodes", Title: "5-node cluster: STRONG unary, 64 callers → leader", Role: RoleLeader5, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-unary-64", Plain: "strong-leader-64", Goal: "none set (5 nodes vs 3: the quorum table)"},
-	{Name: "sf-strong-leader-64", Title: "Snowflake store: STRONG unary, 64 callers → leader", Role: RoleLeader, Mode: ModeStrong, Conc: 64,
-		Store: "bench-sf", Key: "bench-sf-strong", Ref: "noop-unary-64", Plain: "strong-leader-64", PlainMin: 1,
-		Goal: "≥ strong-leader-64 (the STRONG counter row, same run)", Check: plainGoal},
 	{Name: "strong-follower-64", Title: "STRONG unary, 64 callers → follower (forwarded)", Role: RoleFollower, Mode: ModeStrong, Conc: 64, Key: "bench-strong",
 		Ref: "noop-unary-64", Goal: "≥ 0.8× no-op and above etcd", Check: strongGoal},
 	{Name: "etcd-64", Title: "etcd, Layotto's Txn per id, 64 callers", Role: RoleEtcd, Mode: ModeStrong, Conc: 64, Key: "bench-etcd",
@@ -373,7 +383,9 @@ type CompareConfig struct {
 	// EtcdClusterPrefix is those nodes' --etcd-prefix; empty means
 	// etcdcompat's default.
 	EtcdClusterPrefix string
-	// Rounds is how many times every scenario runs, interleaved. Default 3.
+	// Rounds is how many times every scenario runs, interleaved. Default
+	// 4: an even number, so that the Alternate pairs run in each order
+	// equally often.
 	Rounds int
 	// Duration and Warmup are per scenario run; defaults 5s and 1s. A
 	// negative Warmup means none.
@@ -526,7 +538,7 @@ type Comparison struct {
 // alike, and reports medians over the rounds.
 func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 	if cfg.Rounds <= 0 {
-		cfg.Rounds = 3
+		cfg.Rounds = 4
 	}
 	if cfg.Duration <= 0 {
 		cfg.Duration = 5 * time.Second
@@ -575,11 +587,15 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 		cmp.byName[s.Name] = st
 	}
 	for round := 1; round <= cfg.Rounds; round++ {
+		order := cmp.roundOrder(round)
 		leader, follower, err := findRoles(ctx, cfg.Cluster, cfg.ClientOptions)
 		if err != nil {
 			return cmp, fmt.Errorf("round %d: %w", round, err)
 		}
 		fmt.Fprintf(cfg.Log, "== round %d of %d: leader %s, follower %s\n", round, cfg.Rounds, leader, follower)
+		if round%2 == 0 {
+			fmt.Fprintf(cfg.Log, "== round %d: the alternating pairs run in swapped order\n", round)
+		}
 		var elected, other string
 		var electedErr error
 		if len(cfg.EtcdCluster) > 0 {
@@ -618,7 +634,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 		leader5, err5 := lookup(cluster5, "5-node cluster", cfg.Cluster5)
 		leaderNM, errNM := lookup(noMetrics, "metrics-off cluster", cfg.ClusterNoMetrics)
 		leaderM, errM := lookup(metricsOn, "metrics-on twin cluster", cfg.ClusterMetrics)
-		for _, st := range cmp.Stats {
+		for _, st := range order {
 			s := st.Scenario
 			var roleErr error
 			switch {
@@ -718,6 +734,26 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 	}
 	cmp.summarise()
 	return cmp, nil
+}
+
+// roundOrder is the order in which round (from 1) runs the scenarios:
+// Scenarios' order, except that in even rounds every Alternate row swaps
+// places with its Plain.
+func (c *Comparison) roundOrder(round int) []*ScenarioStats {
+	order := slices.Clone(c.Stats)
+	if round%2 == 1 {
+		return order
+	}
+	for _, st := range c.Stats {
+		if !st.Scenario.Alternate {
+			continue
+		}
+		i, j := slices.Index(order, st), slices.Index(order, c.byName[st.Scenario.Plain])
+		if j >= 0 {
+			order[i], order[j] = order[j], order[i]
+		}
+	}
+	return order
 }
 
 // processCPUs reads the CPU time of every process in pids, by address;
@@ -1284,7 +1320,7 @@ func (c *Comparison) metricsTable(w io.Writer) {
 		intro: "Metrics on vs off, same run (issue #13): STRONG at 64 callers on two 3-node clusters started with the same " +
 			"flags, one with `--metrics-addr` (metrics on), one with `--metrics-addr \"\"`, each holding only this row's key. " +
 			"**on / off** is the median over rounds of the metrics-on row's ids/s divided by the metrics-off row's *in the same " +
-			"round* (the metrics-off row runs right after its twin); CPU per call is the total of every process measured (table below):",
+			"round* (the two rows run next to each other, the metrics-off one second in odd rounds and first in even ones); CPU per call is the total of every process measured (table below):",
 		header: "| metrics-on row | metrics-off row | ids/s, metrics on | ids/s, metrics off | on / off | per round | p50, on / off | p99, on / off | CPU µs per call, on / off | target | met? |",
 		target: "Target of issue #13 (the cost of metrics), %s.",
 	}, rows, func(st *ScenarioStats) twinRow {

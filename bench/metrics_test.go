@@ -224,3 +224,58 @@ func TestCompareNoMetrics(t *testing.T) {
 		t.Errorf("Compare --only strong-leader-64-nometrics without its cluster: %v; want no scenario selected", err)
 	}
 }
+
+// The pairs whose targets compare two rows close to 1 swap places every
+// other round, so that the place in a round, which biases a row on a
+// shared machine, falls on each row equally over an even number of
+// rounds; every other row keeps its place.
+func TestRoundOrderAlternates(t *testing.T) {
+	t.Parallel()
+	c := &Comparison{Config: CompareConfig{Rounds: 4}, byName: map[string]*ScenarioStats{}}
+	for _, s := range Scenarios {
+		st := &ScenarioStats{Scenario: s}
+		c.Stats = append(c.Stats, st)
+		c.byName[s.Name] = st
+	}
+	names := func(order []*ScenarioStats) []string {
+		out := make([]string, len(order))
+		for i, st := range order {
+			out[i] = st.Scenario.Name
+		}
+		return out
+	}
+	odd := names(c.Stats)
+	swapped := map[string]string{}
+	for i, s := range Scenarios {
+		if !s.Alternate {
+			continue
+		}
+		j := slices.Index(odd, s.Plain)
+		if j != i-1 && j != i+1 {
+			t.Fatalf("%s alternates with %s, at %d, not next to it (%d)", s.Name, s.Plain, j, i)
+		}
+		swapped[s.Name], swapped[s.Plain] = s.Plain, s.Name
+	}
+	for _, pair := range [][2]string{{"strong-leader-64-nometrics", "strong-leader-64-metrics"}, {"sf-strong-leader-64", "strong-leader-64"}} {
+		if swapped[pair[0]] != pair[1] {
+			t.Errorf("%s does not alternate with %s", pair[0], pair[1])
+		}
+	}
+	for round := 1; round <= 4; round++ {
+		got := names(c.roundOrder(round))
+		for i, name := range odd {
+			want := name
+			if round%2 == 0 && swapped[name] != "" {
+				want = swapped[name]
+			}
+			if got[i] != want {
+				t.Errorf("round %d, place %d: %s, want %s", round, i, got[i], want)
+			}
+		}
+	}
+	// The mTLS row keeps running right after strong-leader-64 in the odd
+	// rounds, and the 3-node row stays in the round right before it.
+	if i := slices.Index(odd, "tls-strong-leader-64"); i < 1 || odd[i-1] != "strong-leader-64" {
+		t.Errorf("tls-strong-leader-64 is not right after strong-leader-64 in odd rounds: %v", odd)
+	}
+}

@@ -31,8 +31,9 @@
 #   5. runs `ordinal-bench compare`: every scenario, interleaved in rounds,
 #      the ordinal-on-etcd ones (etcdstore-*), the mTLS ones (tls-*,
 #      noop-tls-*, against the secured cluster and the TLS no-op server,
-#      each right after its plain twin), the metrics-off one (right
-#      before strong-leader-64, its metrics-on twin) and the multi-address
+#      each right after its plain twin), the metrics-off one (next to
+#      its metrics-on twin; the two swap places every other round, as do
+#      sf-strong-leader-64 and strong-leader-64) and the multi-address
 #      ones (strong-multi-64, weak-prefetch-64: the 3-node cluster through
 #      one client made with all three addresses) included;
 #   6. takes CPU profiles (Go pprof, through --pprof-addr) of the leader
@@ -47,7 +48,7 @@
 # Every process it starts is stopped on exit, whatever happens.
 #
 # Knobs (environment): BENCH_KEEP (set: keep the work directory with the
-# logs and the CPU profiles prof-*.pb.gz), BENCH_ROUNDS (3), BENCH_DURATION (5s), BENCH_WARMUP
+# logs and the CPU profiles prof-*.pb.gz), BENCH_ROUNDS (4: even, so that the pairs that swap order every other round run in each order equally often), BENCH_DURATION (5s), BENCH_WARMUP
 # (1s), BENCH_FAILOVER_TRIALS (10), BENCH_SCALE_KEYS (10000000; the fsm and
 # restart measurements at scale), BENCH_PORT_BASE (27100, below the kernel's ephemeral ports; the servers take
 # base+1 to base+89), BENCH_OUT (BENCHMARKS.md), BENCH_PROFILE (1),
@@ -67,7 +68,7 @@ ROOT=$PWD
 BIN=$ROOT/bin/ordinal
 BENCH_BIN=$ROOT/bin/ordinal-bench
 ETCD=${ETCD:-/usr/bin/etcd}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-4}
 DURATION=${BENCH_DURATION:-5s}
 WARMUP=${BENCH_WARMUP:-1s}
 TRIALS=${BENCH_FAILOVER_TRIALS:-10}

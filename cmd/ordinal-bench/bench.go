@@ -294,7 +294,7 @@ func runBenchCompare(args []string) error {
 	var etcdCluster string
 	fs.StringVar(&etcdCluster, "etcd-cluster", "", "comma-separated gRPC addresses of ordinal nodes serving with --backend etcd (native layout) on --etcd; empty skips the etcdstore- rows")
 	fs.StringVar(&cfg.EtcdClusterPrefix, "etcd-cluster-prefix", "", "the --etcd-prefix of the --etcd-cluster nodes, to find the elected one in etcd; default ordinal's default prefix")
-	fs.IntVar(&rounds, "rounds", 3, "how many times every scenario runs")
+	fs.IntVar(&rounds, "rounds", 4, "how many times every scenario runs (even: the pairs compared to within a few per cent swap order every other round)")
 	fs.DurationVar(&duration, "duration", 5*time.Second, "measured time of each run")
 	fs.DurationVar(&warmup, "warmup", time.Second, "warm-up of each run")
 	fs.StringVar(&only, "only", "", "comma-separated scenario names to run; default all")
