@@ -65,6 +65,11 @@ type RestoreReport struct {
 	// Floor is the new cluster's floor of every key: keys not in the
 	// backup start above it.
 	Floor uint64
+	// TimeFloor is the floor of every Snowflake worker's reserved time,
+	// in Unix milliseconds (backup.SnowflakeTimeFloor): Plan.TimeMargin
+	// past the restore's clock, or past the old cluster's end that
+	// Plan.For gives.
+	TimeFloor uint64
 	// Stores lists, per store of the backup, how far its keys advanced,
 	// in ascending order of store name.
 	Stores []StoreAdvance
@@ -188,7 +193,7 @@ func restoredConfiguration(cfg RestoreConfig) raft.Configuration {
 // no node addresses (the node records its own once it leads), and every
 // key of b at the mark adv gives it.
 func restoredState(b *backup.Backup, adv *backup.Advancer) (*fsm.FSM, *RestoreReport, error) {
-	report := &RestoreReport{ClusterID: newClusterID(), Backup: b.Header, Plan: adv.Plan(), Span: adv.Span(), Floor: adv.Floor()}
+	report := &RestoreReport{ClusterID: newClusterID(), Backup: b.Header, Plan: adv.Plan(), Span: adv.Span(), Floor: adv.Floor(), TimeFloor: adv.TimeFloor()}
 	f := fsm.New(nil)
 	apply := func(ops []fsm.Op) error {
 		cmd := fsm.Command{Ops: ops}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -133,6 +134,7 @@ func TestBackupRestoreCLI(t *testing.T) {
 		{restoreArgs(file, "--advance", "5", "--advance-for", "1s"), 2, "exclude each other"},
 		{restoreArgs(file, "--advance", "5", "--safety", "3"), 2, "--advance is exact"},
 		{restoreArgs(file, "--safety", "0.5"), 2, "at least 1"},
+		{restoreArgs(file, "--snowflake-margin", "0s"), 2, "--snowflake-margin is 0s"},
 		{[]string{"restore", file, "--node-id", "r1"}, 2, "--data-dir is required"},
 	} {
 		r := runOrdinal(t, nil, tc.args...)
@@ -144,8 +146,17 @@ func TestBackupRestoreCLI(t *testing.T) {
 		}
 	}
 
-	out = mustRun(t, nil, restoreArgs(file)...)
+	restoredAt := time.Now()
+	out = mustRun(t, nil, restoreArgs(file, "--snowflake-margin", "90s")...)
 	t.Logf("ordinal restore:\n%s", out)
+	// Snowflake time starts --snowflake-margin past the restore's clock.
+	if m := regexp.MustCompile(`every worker's time starts after (\S+) \(--snowflake-margin 1m30s\)`).FindStringSubmatch(out); m == nil {
+		t.Errorf("restore output lacks the Snowflake time floor:\n%s", out)
+	} else if at, err := time.Parse(time.RFC3339Nano, m[1]); err != nil {
+		t.Errorf("Snowflake time floor %q: %v", m[1], err)
+	} else if d := at.Sub(restoredAt); d < 90*time.Second || d > 90*time.Second+time.Minute {
+		t.Errorf("Snowflake time floor %s is %v past the restore's start; want --snowflake-margin 90s past its clock", m[1], d)
+	}
 	for _, want := range []string{"new cluster", "node r1, peer address " + raftAddr, "STORE", "default", "billing", "SMALLEST ADVANCE",
 		"keys not in the backup (created after it) start above", "ordinal serve --data-dir " + target} {
 		if !strings.Contains(out, want) {

@@ -20,7 +20,7 @@ type restoreFlags struct {
 	dataDir, nodeID         string
 	raftAddr, advertiseRaft string
 	advance, minAdvance     uint64
-	advanceFor              time.Duration
+	advanceFor, timeMargin  time.Duration
 	safety                  float64
 }
 
@@ -28,7 +28,7 @@ type restoreFlags struct {
 // cluster, offline: no node runs during a restore.
 func runRestore(args []string) error {
 	var f restoreFlags
-	fs := cli.NewFlagSet("restore", "ordinal restore FILE --data-dir DIR --node-id ID [--raft-addr HOST:PORT] [--advance N | --advance-for DURATION] [--safety F]")
+	fs := cli.NewFlagSet("restore", "ordinal restore FILE --data-dir DIR --node-id ID [--raft-addr HOST:PORT] [--advance N | --advance-for DURATION] [--safety F] [--snowflake-margin D]")
 	fs.StringVar(&f.dataDir, "data-dir", "", "data directory to create for the restored node; it must not exist or be empty")
 	fs.StringVar(&f.nodeID, "node-id", "", "ID of the restored node, the new cluster's only member; start it with the same ID (default: the hostname)")
 	fs.StringVar(&f.raftAddr, "raft-addr", daemon.DefaultRaftAddr, "the node's peer port, as serve will be given it: its address in the new cluster's configuration")
@@ -37,6 +37,8 @@ func runRestore(args []string) error {
 	fs.DurationVar(&f.advanceFor, "advance-for", 0, "how long the old cluster served after the backup, when known: advance each key by its rate over this long instead of over the time since the backup")
 	fs.Float64Var(&f.safety, "safety", backup.DefaultSafety, "multiply every recorded rate by this (at least 1)")
 	fs.Uint64Var(&f.minAdvance, "min-advance", backup.DefaultMinAdvance, "advance every key by at least this many IDs when advancing by rates")
+	fs.DurationVar(&f.timeMargin, "snowflake-margin", backup.DefaultTimeMargin, "how far past the restore's clock (with --advance-for, past the old cluster's end) every Snowflake worker's time starts: "+
+		"at least the old cluster's --snowflake-lease plus --snowflake-max-drift (the default fits their defaults, 3s and 10s)")
 	positional, err := cli.ParseCommandFlags("restore", fs, args)
 	if err != nil {
 		return err
@@ -58,6 +60,8 @@ func runRestore(args []string) error {
 		return cli.UsageErrorf("restore: --min-advance must be at least 1")
 	case f.advanceFor < 0:
 		return cli.UsageErrorf("restore: --advance-for must not be negative")
+	case f.timeMargin < time.Millisecond:
+		return cli.UsageErrorf("restore: --snowflake-margin is %v; it must be at least 1ms (the old cluster's --snowflake-lease plus --snowflake-max-drift)", f.timeMargin)
 	}
 	nodeID, err := resolveNodeID(f.nodeID, "")
 	if err != nil {
@@ -76,7 +80,7 @@ func runRestore(args []string) error {
 		NodeID:   nodeID,
 		DataDir:  f.dataDir,
 		RaftAddr: raftAddr,
-		Plan:     backup.Plan{Advance: f.advance, For: f.advanceFor, Safety: f.safety, Min: f.minAdvance},
+		Plan:     backup.Plan{Advance: f.advance, For: f.advanceFor, Safety: f.safety, Min: f.minAdvance, TimeMargin: f.timeMargin},
 	})
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
@@ -155,6 +159,8 @@ func printRestore(w io.Writer, f restoreFlags, nodeID, raftAddr string, r *clust
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "%d keys restored; keys not in the backup (created after it) start above %d\n", r.Keys, r.Floor)
+	fmt.Fprintf(w, "Snowflake IDs: every worker's time starts after %s (--snowflake-margin %v); Snowflake stores answer Unavailable until the nodes' clocks are within --snowflake-max-drift of it\n",
+		time.UnixMilli(int64(r.TimeFloor)).UTC().Format(time.RFC3339Nano), p.TimeMargin)
 	if r.Exhausted > 0 {
 		fmt.Fprintf(w, "warning: %d keys reached the largest ID and hand out no more\n", r.Exhausted)
 	}
