@@ -24,9 +24,11 @@ import (
 
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/api/server"
 	"github.com/ordinal-dev/ordinal/auth"
 	"github.com/ordinal-dev/ordinal/cluster"
 	"github.com/ordinal-dev/ordinal/daemon"
+	"github.com/ordinal-dev/ordinal/fsm"
 	"github.com/ordinal-dev/ordinal/internal/testcluster"
 	"github.com/ordinal-dev/ordinal/internal/testutil"
 )
@@ -159,6 +161,23 @@ func TestFollowerStopsOnSnapshotItCannotRestore(t *testing.T) {
 	takeEverywhere(t, c, got)
 	leader := c.Leader()
 	follower := c.Followers(leader)[0]
+	// A floor the follower applies before it stops: once its state machine
+	// stopped, it must still read it as applied (AppliedHighWater), while
+	// HighWater refuses.
+	const floor = 1 << 40
+	if _, err := leader.Sequencer().SetFloor(callCtx(t), &ordinalv1.SetFloorRequest{Key: "floored", Floor: floor}); err != nil {
+		t.Fatal(err)
+	}
+	floored := fsm.Key{Store: server.DefaultStore, Name: "floored"}
+	testutil.WaitFor(t, 10*time.Second, "the follower applied the floor", func() bool {
+		return follower.Daemon().Node().AppliedHighWater(floored) >= floor
+	})
+	// In its own snapshot, so that it restores it on its restart (a
+	// restarted node applies log entries only once a leader says they
+	// are committed: here, never).
+	if err := follower.Daemon().Node().Snapshot(); err != nil {
+		t.Fatal(err)
+	}
 	follower.Stop()
 	// Entries the follower misses, then a snapshot that compacts them away,
 	// so that it can only catch up from the snapshot.
@@ -186,6 +205,12 @@ func TestFollowerStopsOnSnapshotItCannotRestore(t *testing.T) {
 		t.Fatalf("the follower did not stop; its log:\n%s", logs.String())
 	}
 	requireDamageMessage(t, failure, "a snapshot could not be restored", filepath.Join(follower.Dir, "snapshots"))
+	if _, err := d.Node().HighWater(context.Background(), floored); !errors.Is(err, cluster.ErrShutdown) {
+		t.Errorf("HighWater on the stopped follower: %v, want ErrShutdown", err)
+	}
+	if hw := d.Node().AppliedHighWater(floored); hw < floor {
+		t.Errorf("AppliedHighWater on the stopped follower: %d, want the floor it applied before, %d", hw, floor)
+	}
 	wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := d.WaitReady(wctx); !errors.Is(err, cluster.ErrDamaged) {

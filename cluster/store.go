@@ -73,6 +73,16 @@ func (n *Node) HighWater(_ context.Context, key fsm.Key) (uint64, error) {
 	return max(n.fsm.HighWater(key), n.floorOf(key)), nil
 }
 
+// AppliedHighWater returns key's high-water mark as this node applied it,
+// even after its state machine stopped (Err): what it applied before the
+// stop stays a lower bound of the key's mark. HighWater refuses instead,
+// because a stopped node's marks may lag the cluster's; a caller that
+// needs only a lower bound of what this node applied (a Snowflake key's
+// floor, which floor holds make every node apply or wait out) uses this.
+func (n *Node) AppliedHighWater(key fsm.Key) uint64 {
+	return max(n.fsm.HighWater(key), n.floorOf(key))
+}
+
 // apply commits cmd and returns the state machine's response.
 func (n *Node) apply(ctx context.Context, cmd fsm.Command) (*fsm.ApplyResponse, error) {
 	// The key quota (--max-keys) first: refused ops are answered here and

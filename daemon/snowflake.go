@@ -56,10 +56,10 @@ func (b *snowflakeBackend) Floor(ctx context.Context, key keyspace.Key, value ui
 	return b.node.Floor(ctx, key, value)
 }
 
-func (b *snowflakeBackend) Applied(key keyspace.Key) uint64 {
-	hw, _ := b.node.HighWater(context.Background(), key)
-	return hw
-}
+// Applied is the node's applied mark even once its state machine stopped
+// (the node then answers every call Unavailable; a call already past that
+// check must still see the floors applied before the stop, not 0).
+func (b *snowflakeBackend) Applied(key keyspace.Key) uint64 { return b.node.AppliedHighWater(key) }
 
 func (b *snowflakeBackend) MaxReserved(except uint64) uint64 { return b.node.MaxReservedTime(except) }
 
