@@ -49,14 +49,36 @@ const (
 	// exceed the longest single field (a MaxKeyLen key plus its prefix).
 	snapshotBufSize = 64 << 10
 
-	// maxPresize caps the map size hint taken from a snapshot's key count,
-	// so a corrupt count cannot make Restore allocate gigabytes before the
-	// checksum is reached. Larger stores still restore; their maps grow.
-	// At 16M keys it covers the 10M keys make bench measures: growing a
-	// map from a 2M hint to 10M keys made Restore twice as slow (19.6 s
-	// against 9.2 s), and the worst a corrupt count costs is a 400 MB
-	// allocation that the checksum failure frees again.
+	// maxPresize caps the room Restore makes in a store's maps from the
+	// key count the snapshot gives: larger stores still restore, their
+	// maps grow. At 16M keys it covers the 10M keys make bench measures:
+	// growing a map from a 2M hint to 10M keys made Restore twice as slow
+	// (19.6 s against 9.2 s, when a store was one map), and a store's 256
+	// maps left to grow on their own still made it slower by a third or
+	// more (2.6-3.5 s against 2.0-2.3 s).
+	//
+	// But the count is read long before the checksum that vouches for it,
+	// so Restore makes that room only as the keys actually read earn it.
+	// A store starts as one map with room for restoreRoom keys (or the
+	// count, if less); each time the keys read fill the room and the count
+	// claims more, the room grows restoreGrowth-fold, up to
+	// min(count, maxPresize), and the keys read so far move into the
+	// larger maps (keyShards of them once the room reaches shardAt, the
+	// shape newKeyMap gives that many keys). A genuine 10M-key store
+	// still ends in maps presized for 10M, after moving 4k, 64k and 1M
+	// keys, which made no measurable difference at 1M or 10M keys (a few
+	// ms at 100k). A damaged count costs room for at most restoreGrowth
+	// times the keys the stream really holds (and, past restoreRoom keys,
+	// the fill batches of keyShards maps, 48 MiB, as any store of shardAt
+	// keys does): a few hundred kilobytes for a short stream. Taking the
+	// count at its word made every damaged count allocate 0.9 GB of maps,
+	// which stalled FuzzRestore for most of a run and killed it where
+	// memory was short.
 	maxPresize = 1 << 24
+	// restoreRoom is the room for keys a store starts with in Restore,
+	// and restoreGrowth the factor the room grows by.
+	restoreRoom   = 1 << 12
+	restoreGrowth = 16
 )
 
 // castagnoli is the CRC-32C table; hash/crc32 uses the CPU's CRC32
@@ -523,11 +545,20 @@ func (sr *snapReader) keys(store string, arena *nameArena) (*keyMap, *sortedName
 	if sr.err == nil && count == 0 {
 		sr.malformed("store %q has no keys", store)
 	}
-	keys := newKeyMap(int(min(count, maxPresize)))
+	// The room in the maps grows with the keys actually read, not with
+	// the count, which the checksum vouches for only at the end (see
+	// maxPresize).
+	limit := min(count, maxPresize)
+	room := min(limit, restoreRoom)
+	keys := newKeyMap(int(room)) // one map: restoreRoom < shardAt
 	fill := newMapFiller(keys, arena)
 	names := &sortedNames{}
 	prev := ""
 	for i := uint64(0); i < count && sr.err == nil; i++ {
+		if i == room && room < limit {
+			room = min(limit, room*restoreGrowth)
+			fill = grow(keys, fill, int(room), arena)
+		}
 		name, shard := fill.name(sr.bytesField("key", MaxKeyLen))
 		hw := sr.uvarint("high-water mark")
 		switch {
@@ -632,4 +663,30 @@ func (sr *snapReader) trailer() {
 	if sr.fill(1) {
 		sr.malformed("trailing data after checksum")
 	}
+}
+
+// grow gives m, which fill is filling, room for room keys in all, moving
+// the keys it holds into larger maps, and returns the filler to go on
+// with. m takes the shape newKeyMap(room) would give it: keyShards maps
+// once room reaches shardAt, one map until then. Growing keyShards maps
+// keeps every name in its shard, so fill's pending batches stay valid.
+func grow(m *keyMap, fill *mapFiller, room int, arena *nameArena) *mapFiller {
+	if len(m.shards) == 1 && room >= shardAt {
+		fill.wait()
+		one := m.shards[0]
+		*m = *newKeyMap(room)
+		for name, hw := range one {
+			m.shards[shardOf(name, keyShards)][name] = hw
+		}
+		return newMapFiller(m, arena)
+	}
+	per := room / len(m.shards)
+	for i, s := range m.shards {
+		t := make(map[string]uint64, per)
+		for name, hw := range s {
+			t[name] = hw
+		}
+		m.shards[i] = t
+	}
+	return fill
 }

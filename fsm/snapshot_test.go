@@ -6,7 +6,9 @@ import (
 	"errors"
 	"hash/crc32"
 	"io"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -233,6 +235,120 @@ func checkRestoreFails(t *testing.T, src *FSM, data []byte, reason string) {
 	}
 	if !equalDump(before, dumpOf(f)) {
 		t.Errorf("failed Restore changed the state")
+	}
+}
+
+// TestRestoreDamagedCountsCostLittle offers snapshots whose counts claim
+// far more entries than the stream holds, with a correct checksum over the
+// body so that Restore parses it all. Each must be refused with
+// ErrMalformed, and must not allocate room for what the count claims:
+// Restore took key counts at their word (up to maxPresize) before the
+// checksum was reached, about 0.9 GB of maps per damaged snapshot.
+func TestRestoreDamagedCountsCostLittle(t *testing.T) {
+	const budget = 16 << 20 // bytes one Restore may allocate
+	v2 := func() snapBody { return snapBody(snapshotMagic + "\x02").u(1).s("") }
+	keysHeld := func(n int) snapBody {
+		b := header().u(1).s("").u(0).u(1).s("s").u(1 << 30)
+		for i := range n {
+			b = b.s(keyName(i)).u(1)
+		}
+		return b
+	}
+	tests := []struct {
+		name   string
+		body   snapBody
+		budget uint64
+	}{
+		{"node count", header().u(1).s("").u(1 << 30).s("n").s("a"), budget},
+		{"store count", header().u(1).s("").u(0).u(1 << 30).s("s").u(1).s("k").u(1), budget},
+		{"key count maxPresize", header().u(1).s("").u(0).u(1).s("s").u(maxPresize).s("k").u(1), budget},
+		{"key count just below shardAt", header().u(1).s("").u(0).u(1).s("s").u(shardAt - 1).s("k").u(1), budget},
+		{"key count 1<<30", header().u(1).s("").u(0).u(1).s("s").u(1 << 30).s("k").u(1), budget},
+		{"key count 1<<62", header().u(1).s("").u(0).u(1).s("s").u(1 << 62), budget},
+		{"key count of the second store", header().u(1).s("").u(0).u(2).s("a").u(1).s("k").u(1).s("b").u(1 << 40).s("k").u(1), budget},
+		{"snowflake store count", v2().u(0).u(0).u(1 << 30).s("sf").s("L").u(2), budget},
+		{"worker count", v2().u(0).u(0).u(1).s("sf").s("L").u(2).u(1 << 30).u(0).s("n").s("i").u(0), budget},
+		// The room grows with the keys actually read: a store starts as
+		// one map with room for restoreRoom keys, and when they are
+		// read and more are claimed, it becomes keyShards maps with room
+		// for shardAt keys in all.
+		{"key count 1<<30, restoreRoom keys held", keysHeld(restoreRoom), budget},
+		// Past that, a damaged count costs room for at most
+		// restoreGrowth times the keys read (here still room for shardAt
+		// keys) plus the fill batches of keyShards maps (48 MiB), as a
+		// store that really holds shardAt keys does.
+		{"key count 1<<30, 20000 keys held", keysHeld(20000), 64 << 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := withCRC(tt.body)
+			f := New(nil)
+			applyLog(t, f, 1, Command{Ops: []Op{reserve("old", "k", 1, 1)}})
+			before := dumpOf(f)
+			var m0, m1 runtime.MemStats
+			runtime.ReadMemStats(&m0)
+			err := restoreBytes(f, data)
+			runtime.ReadMemStats(&m1)
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("Restore error = %v, want ErrMalformed", err)
+			}
+			if !equalDump(before, dumpOf(f)) {
+				t.Errorf("failed Restore changed the state")
+			}
+			alloc := m1.TotalAlloc - m0.TotalAlloc
+			t.Logf("%d-byte snapshot: %d bytes allocated", len(data), alloc)
+			if alloc > tt.budget {
+				t.Errorf("Restore of a %d-byte snapshot allocated %.1f MiB, budget %d MiB", len(data), float64(alloc)/(1<<20), tt.budget>>20)
+			}
+		})
+	}
+}
+
+// TestRestoreGrowsRoomInStages restores stores of sizes around the points
+// where Restore grows the room in a store's maps (restoreRoom, and
+// restoreGrowth-fold from there) and where a store becomes sharded, and
+// checks that every key arrives with its mark, that the store has the
+// shape newKeyMap gives that many keys, that the listing index matches
+// and that the state snapshots to the same bytes.
+func TestRestoreGrowsRoomInStages(t *testing.T) {
+	sizes := []int{
+		1, restoreRoom - 1, restoreRoom, restoreRoom + 1,
+		shardAt - 1, shardAt, shardAt + 1,
+		restoreRoom * restoreGrowth * 3, // sharded, then grown again
+	}
+	for _, n := range sizes {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			body := header().u(7).s("").u(0).u(2).s("big").u(uint64(n))
+			for i := range n {
+				body = body.s(keyName(i)).u(uint64(i) + 1)
+			}
+			body = body.s("small").u(1).s("k").u(5)
+			data := withCRC(body)
+			f := New(nil)
+			if err := restoreBytes(f, data); err != nil {
+				t.Fatalf("Restore: %v", err)
+			}
+			if f.Len() != n+1 {
+				t.Fatalf("Len = %d, want %d", f.Len(), n+1)
+			}
+			d := dumpOf(f)
+			for i := range n {
+				if got := d.Stores["big"][keyName(i)]; got != uint64(i)+1 {
+					t.Fatalf("%s has mark %d, want %d", keyName(i), got, i+1)
+				}
+			}
+			wantShards := 1
+			if n >= shardAt {
+				wantShards = keyShards
+			}
+			if got := len(f.stores["big"].shards); got != wantShards {
+				t.Errorf("store of %d keys restored as %d maps, want %d", n, got, wantShards)
+			}
+			checkIndex(t, f)
+			if again := snapshotBytes(t, f); !bytes.Equal(again, data) {
+				t.Errorf("snapshot of the restored state differs from the one restored")
+			}
+		})
 	}
 }
 
