@@ -1161,7 +1161,7 @@ func (c *Comparison) Markdown(w io.Writer) {
 		fmt.Fprintf(w, "The metrics-off row (strong-leader-64-nometrics) runs against %s, another plain 3-node cluster whose nodes "+
 			"serve with metrics off (`ordinal serve --metrics-addr \"\"`: no registry, nothing recorded per call, no admin "+
 			"listener) and whose leader is looked up before every round; it idles through every other row. Its twin, "+
-			"strong-leader-64-metrics, runs right before it on %s, a cluster started the same way but with metrics on "+
+			"strong-leader-64-metrics, runs next to it (before it in odd rounds, after it in even ones) on %s, a cluster started the same way but with metrics on "+
 			"(`--metrics-addr`), so that both clusters hold the same state (this row's key only; the main cluster also holds "+
 			"the many-key rows' keys from round 2 on); nothing scrapes /metrics during the runs, so the pair "+
 			"measures what recording the metrics costs the calls.\n\n",

@@ -120,7 +120,7 @@ func TestMarkdownMetricsOnOff(t *testing.T) {
 				"Target of issue #13 (the cost of metrics), " + goal + ": " + tt.verdict + ".",
 				// The setup.
 				"The metrics-off row (strong-leader-64-nometrics) runs against q1:1, q2:1",
-				"strong-leader-64-metrics, runs right before it on m1:1, m2:1",
+				"strong-leader-64-metrics, runs next to it (before it in odd rounds, after it in even ones) on m1:1, m2:1",
 			} {
 				if !strings.Contains(text, want) {
 					t.Errorf("markdown lacks %q", want)

@@ -1,6 +1,7 @@
 package snowflake
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -73,14 +74,7 @@ func TestWorkerLostDuringCall(t *testing.T) {
 	l := Milliseconds
 	s := start(t, n, clock, l, cfg)
 	ctx := ctxT(t)
-	var last uint64
-	for range 3 {
-		id, err := s.Next(ctx, testKey, alloc.Weak, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last = id
-	}
+	last := takeWeak(t, ctx, s, 3)
 	if w, ok := s.Worker(); !ok || w != 5 {
 		t.Fatalf("worker %d (%v), want 5", w, ok)
 	}
@@ -188,14 +182,7 @@ func TestKeyDroppedDuringCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := ctxT(t)
-	var last uint64
-	for range 3 {
-		id, err := s.Next(ctx, testKey, alloc.Weak, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last = id
-	}
+	last := takeWeak(t, ctx, s, 3)
 	if got := b.applied.Load(); got != 1 {
 		t.Fatalf("the key's state was created %d times, want 1", got)
 	}
@@ -255,4 +242,18 @@ func TestKeyDroppedDuringCall(t *testing.T) {
 	if got := b.applied.Load(); got != 2 {
 		t.Errorf("after the next call the key's state was created %d times, want 2", got)
 	}
+}
+
+// takeWeak takes n WEAK IDs of testKey from s and returns the last.
+func takeWeak(t *testing.T, ctx context.Context, s *Service, n int) uint64 {
+	t.Helper()
+	var last uint64
+	for range n {
+		id, err := s.Next(ctx, testKey, alloc.Weak, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = id
+	}
+	return last
 }

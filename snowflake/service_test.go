@@ -492,14 +492,7 @@ func TestWorkerLost(t *testing.T) {
 	clock := newFakeClock(t0)
 	s := start(t, n, clock, Milliseconds, Config{Lease: time.Second, MaxDrift: 5 * time.Second})
 	ctx := ctxT(t)
-	var last uint64
-	for range 10 {
-		id, err := s.Next(ctx, testKey, alloc.Weak, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last = id
-	}
+	last := takeWeak(t, ctx, s, 10)
 	_, hi := s.Reserved()
 	clock.Add(2 * time.Second) // past the reserved time: the next call reserves
 	next := uint64(2)
