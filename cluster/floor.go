@@ -11,6 +11,7 @@ import (
 
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
+	"github.com/ordinal-dev/ordinal/fsm"
 )
 
 // tenure is when this node last became leader, and in which term.
@@ -96,24 +97,53 @@ const appliedPoll = 2 * time.Millisecond
 
 // WaitApplied returns this node's applied index once it reached index
 // (every floor up to there applied, so no range of this node serves an ID
-// below one), or an error when ctx ends first.
+// below one), or an error when ctx ends first or the node stops.
 func (n *Node) WaitApplied(ctx context.Context, index uint64) (uint64, error) {
 	if !n.isStarted() {
 		return 0, ErrNotReady
 	}
+	err := n.pollApplied(ctx, func() bool { return n.raft.AppliedIndex() >= index }, func() string {
+		return fmt.Sprintf("applied index %d, waiting for %d", n.raft.AppliedIndex(), index)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n.raft.AppliedIndex(), nil
+}
+
+// WaitAppliedMark returns once this node's state machine holds key's
+// high-water mark at mark or above: the entry that raised it there, and
+// every entry before it, is applied here. A follower uses Snowflake time
+// the leader granted only then (see snowflake/DESIGN.md, "Floors").
+func (n *Node) WaitAppliedMark(ctx context.Context, key fsm.Key, mark uint64) error {
+	return n.pollApplied(ctx, func() bool { return n.fsm.HighWater(key) >= mark }, func() string {
+		return fmt.Sprintf("this node has not applied %s/%s up to %d yet (applied index %d)", key.Store, key.Name, mark, n.raft.AppliedIndex())
+	})
+}
+
+// pollApplied returns nil once applied reports true, looking every
+// appliedPoll; it fails with an error wrapping alloc.ErrUnavailable (and
+// saying pending()) when ctx ends first, and with ErrShutdown when the
+// node closes or its state machine stops, which then never gets there.
+func (n *Node) pollApplied(ctx context.Context, applied func() bool, pending func() string) error {
+	if applied() {
+		return nil
+	}
 	t := time.NewTicker(appliedPoll)
 	defer t.Stop()
 	for {
-		if applied := n.raft.AppliedIndex(); applied >= index {
-			return applied, nil
-		}
 		select {
 		case <-ctx.Done():
-			return n.raft.AppliedIndex(), fmt.Errorf("%w: applied index %d, waiting for %d: %w",
-				alloc.ErrUnavailable, n.raft.AppliedIndex(), index, ctx.Err())
+			return fmt.Errorf("%w: %s: %w", alloc.ErrUnavailable, pending(), ctx.Err())
 		case <-n.closeCh:
-			return 0, ErrShutdown
+			return ErrShutdown
 		case <-t.C:
+		}
+		if err := n.Err(); err != nil {
+			return fmt.Errorf("%w: %w", ErrShutdown, err)
+		}
+		if applied() {
+			return nil
 		}
 	}
 }

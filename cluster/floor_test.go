@@ -2,8 +2,6 @@ package cluster_test
 
 import (
 	"context"
-	"fmt"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,11 +11,8 @@ import (
 
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
-	"github.com/ordinal-dev/ordinal/daemon"
-	"github.com/ordinal-dev/ordinal/fsm"
 	"github.com/ordinal-dev/ordinal/internal/faultnet"
 	"github.com/ordinal-dev/ordinal/internal/testcluster"
-	"github.com/ordinal-dev/ordinal/snowflake"
 )
 
 // takeWeakAndStrong takes one WEAK and one STRONG ID of key through nd and
@@ -126,40 +121,5 @@ func TestSetFloorWithShortDeadlineSaysPending(t *testing.T) {
 	}
 	if _, err := leader.Sequencer().SetFloor(callCtx(t), &ordinalv1.SetFloorRequest{Key: "pending", Floor: 50}); err != nil {
 		t.Fatalf("SetFloor again: %v", err)
-	}
-}
-
-// TestFollowerTimeGrantWaitsForItsEntry: a follower uses Snowflake time
-// the leader granted only once it applied the grant's entry, so every
-// floor committed before the grant is applied there first (a follower
-// reads a key's floor from its own state machine when it first meets the
-// key). The leader answers a forwarded reservation as soon as the entry
-// commits, often before the follower learns it committed: without the
-// wait, some of these rounds find the floor not yet applied.
-func TestFollowerTimeGrantWaitsForItsEntry(t *testing.T) {
-	c := testcluster.NewWithOptions(t, 3, testcluster.Options{Insecure: true, Configure: func(_ string, cfg *daemon.Config) {
-		cfg.Snowflake = daemon.Snowflake{Stores: map[string]snowflake.Layout{"sf": snowflake.Milliseconds}}
-	}})
-	leader := c.Leader()
-	follower := c.Followers(leader)[0]
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	worker, err := follower.Daemon().Node().AcquireWorker(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	timeKey := fsm.Key{Store: fsm.SnowflakeTimeStore, Name: strconv.FormatUint(worker, 10)}
-	for i := range 100 {
-		key := fsm.Key{Store: "sf", Name: fmt.Sprintf("floored-%d", i)}
-		floor := uint64(1)<<40 + uint64(i)
-		if _, err := leader.Daemon().Node().Floor(ctx, key, floor); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := follower.Daemon().Node().Reserve(ctx, timeKey, 1, 1); err != nil {
-			t.Fatal(err)
-		}
-		if got := follower.Daemon().Node().AppliedHighWater(key); got < floor {
-			t.Fatalf("round %d: the follower's time reservation returned before it applied the floor committed ahead of it (%d, want %d)", i, got, floor)
-		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
@@ -37,49 +36,9 @@ func (n *Node) Reserve(ctx context.Context, key fsm.Key, want, need uint64) (all
 	case p.res.Err != nil:
 		return alloc.Range{}, 0, fmt.Errorf("reserve %d ids of %s/%s: %w", need, key.Store, key.Name, p.res.Err)
 	}
-	if g == n.forwards && key.Store == fsm.SnowflakeTimeStore {
-		// Snowflake time: usable here only once this node applied the
-		// grant's entry, and with it every floor committed before it.
-		// A follower reads a key's floor from its own state machine when
-		// it first meets the key (the leader's answer can arrive before
-		// the follower even learns that the entry committed, and a node
-		// just restarted may still be replaying the log): without the
-		// wait, it could stamp IDs below a floor that SetFloor reported
-		// as holding everywhere.
-		if err := n.waitAppliedMark(ctx, key, p.res.Last); err != nil {
-			return alloc.Range{}, 0, err
-		}
-	}
 	// A range a follower got from the leader has epoch 0 (term 0): it
 	// serves WEAK calls only.
 	return alloc.Range{First: p.res.First, Last: p.res.Last}, alloc.Epoch(p.term), nil
-}
-
-// waitAppliedMark returns once this node's state machine holds key's
-// high-water mark at mark or above: the entry that raised it there is
-// applied.
-func (n *Node) waitAppliedMark(ctx context.Context, key fsm.Key, mark uint64) error {
-	if n.fsm.HighWater(key) >= mark {
-		return nil
-	}
-	t := time.NewTicker(appliedPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: this node has not applied its reservation of %s/%s up to %d yet (applied index %d): %w",
-				alloc.ErrUnavailable, key.Store, key.Name, mark, n.raft.AppliedIndex(), ctx.Err())
-		case <-n.closeCh:
-			return ErrShutdown
-		case <-t.C:
-		}
-		if err := n.Err(); err != nil {
-			return fmt.Errorf("%w: %w", ErrShutdown, err)
-		}
-		if n.fsm.HighWater(key) >= mark {
-			return nil
-		}
-	}
 }
 
 // Floor raises key's high-water mark to at least value through the log.
@@ -111,7 +70,7 @@ func (n *Node) HighWater(_ context.Context, key fsm.Key) (uint64, error) {
 	if err := n.Err(); err != nil { // a stopped state machine's marks may be too low
 		return 0, fmt.Errorf("%w: %w", ErrShutdown, err)
 	}
-	return max(n.fsm.HighWater(key), n.floorOf(key)), nil
+	return n.AppliedHighWater(key), nil
 }
 
 // AppliedHighWater returns key's high-water mark as this node applied it,

@@ -48,8 +48,23 @@ func (b *snowflakeBackend) Worker(ctx context.Context) (uint64, error) {
 	return b.node.AcquireWorker(ctx, b.decls)
 }
 
+// Reserve reserves time through the log. Time a follower got from the
+// leader (epoch 0) is used only once the follower applied the grant's
+// entry, and with it every floor committed before: it reads a key's
+// floor from its own state machine when it first meets the key, and the
+// leader answers as soon as the entry commits, often before the follower
+// learns that it did (and a node just restarted may still be replaying
+// its log). Without the wait it could stamp IDs below a floor SetFloor
+// reported as holding everywhere.
 func (b *snowflakeBackend) Reserve(ctx context.Context, key keyspace.Key, want, need uint64) (alloc.Range, alloc.Epoch, error) {
-	return b.node.Reserve(ctx, key, want, need)
+	rng, epoch, err := b.node.Reserve(ctx, key, want, need)
+	if err == nil && epoch == 0 {
+		err = b.node.WaitAppliedMark(ctx, key, rng.Last)
+	}
+	if err != nil {
+		return alloc.Range{}, 0, err
+	}
+	return rng, epoch, nil
 }
 
 func (b *snowflakeBackend) Floor(ctx context.Context, key keyspace.Key, value uint64) (uint64, error) {
