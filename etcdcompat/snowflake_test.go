@@ -2,6 +2,7 @@ package etcdcompat_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/ordinal-dev/ordinal/alloc"
@@ -215,11 +217,16 @@ func TestSnowflakeBadDeclarations(t *testing.T) {
 // workerLease returns the lease of worker w's key.
 func workerLease(t *testing.T, admin *clientv3.Client, prefix string, w uint64) clientv3.LeaseID {
 	t.Helper()
-	resp, err := admin.Get(ctx10(t), fmt.Sprintf("%ssnowflake/workers/%010d", prefix, w))
+	resp, err := admin.Get(ctx10(t), workerKey(prefix, w))
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("worker %d's key: %v, %v", w, resp, err)
 	}
 	return clientv3.LeaseID(resp.Kvs[0].Lease)
+}
+
+// workerKey is worker w's key in etcd under prefix.
+func workerKey(prefix string, w uint64) string {
+	return fmt.Sprintf("%ssnowflake/workers/%010d", prefix, w)
 }
 
 // TestSnowflakeWorkers checks leasing worker IDs: two nodes get different
@@ -325,7 +332,7 @@ func TestSnowflakeWorkers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			crashedKey := fmt.Sprintf("%ssnowflake/workers/%010d", prefix, 7)
+			crashedKey := workerKey(prefix, 7)
 			if _, err := admin.Put(ctx, crashedKey, `{"node_id":"crashed"}`, clientv3.WithLease(lease.ID)); err != nil {
 				t.Fatal(err)
 			}
@@ -475,6 +482,7 @@ func TestSnowflakeServiceOverEtcd(t *testing.T) {
 				fails atomic.Int64
 			)
 			perNode := [2]atomic.Int64{}
+			defer func() { stop.Store(true); wg.Wait() }() // when the test fails before it stops them
 			for node := range 2 {
 				for caller := range 4 {
 					wg.Add(1)
@@ -535,7 +543,20 @@ func TestSnowflakeServiceOverEtcd(t *testing.T) {
 				}
 			}
 
-			time.Sleep(time.Second)
+			// served waits until each node served another servedStep IDs.
+			const servedStep = 1000
+			served := func(when string) {
+				t.Helper()
+				from := [2]int64{perNode[0].Load(), perNode[1].Load()}
+				if err := etcdtest.Eventually(30*time.Second, func() bool {
+					return perNode[0].Load() >= from[0]+servedStep && perNode[1].Load() >= from[1]+servedStep
+				}); err != nil {
+					t.Fatalf("%s: IDs served per node %d, %d, want %d more than %d, %d: %v",
+						when, perNode[0].Load(), perNode[1].Load(), servedStep, from[0], from[1], err)
+				}
+			}
+
+			served("at first")
 			takeStrong()
 			// Restart n1 (the first leader, in the native layout) with
 			// its clock 3s behind.
@@ -547,18 +568,36 @@ func TestSnowflakeServiceOverEtcd(t *testing.T) {
 			mu.Lock()
 			svcs[0] = n1
 			mu.Unlock()
-			time.Sleep(time.Second)
+			served("after n1's restart")
 			// n2's session ends under it (its lease revoked, as when it
 			// expires): its worker is lost, and, being free, taken again
-			// by its next reservation.
+			// by its next reservation, under a new lease.
 			w2, _ := get(1).svc.Worker()
-			if _, err := admin.Revoke(context.Background(), workerLease(t, admin, prefix, w2)); err != nil {
+			revoked := workerLease(t, admin, prefix, w2)
+			if _, err := admin.Revoke(context.Background(), revoked); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(time.Second)
+			var retaken *mvccpb.KeyValue
+			if err := etcdtest.Eventually(15*time.Second, func() bool {
+				resp, err := admin.Get(context.Background(), workerKey(prefix, w2))
+				if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease == 0 || clientv3.LeaseID(resp.Kvs[0].Lease) == revoked {
+					return false
+				}
+				retaken = resp.Kvs[0]
+				return true
+			}); err != nil {
+				t.Fatalf("worker %d's key not held by a new lease after lease %x was revoked: %v", w2, revoked, err)
+			}
+			var holder struct {
+				NodeID string `json:"node_id"`
+			}
+			if err := json.Unmarshal(retaken.Value, &holder); err != nil || holder.NodeID != get(1).name {
+				t.Errorf("worker %d taken again with %s (%v); want it held by %s", w2, retaken.Value, err, get(1).name)
+			}
 			if w, err := get(1).backend.Worker(context.Background()); err != nil || w != w2 {
 				t.Errorf("n2 after losing its session: worker %d, %v; want %d again", w, err, w2)
 			}
+			served("after n2 lost its session")
 			takeStrong()
 			stop.Store(true)
 			wg.Wait()
