@@ -257,3 +257,72 @@ func takeWeak(t *testing.T, ctx context.Context, s *Service, n int) uint64 {
 	}
 	return last
 }
+
+// TestStrongEpochChangedDuringCall parks a STRONG call of node a after its
+// proof (of a's first term) and its floor of other workers' time were
+// read; meanwhile b leads and hands out STRONG IDs, then a leads again and
+// reserves time as the third term's leader. Released, the call must not
+// stamp that time: the floor it read is the first term's, below b's IDs,
+// and the time it may stamp is only time granted in its proven term
+// (take's epoch filter). It must fail with ErrNotLeader.
+func TestStrongEpochChangedDuringCall(t *testing.T) {
+	c := newCluster()
+	a, b := c.node(1), c.node(2)
+	clockA := &parkingClock{fakeClock: newFakeClock(t0), parked: make(chan struct{}), release: make(chan struct{})}
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(clockA.release) }) }
+	t.Cleanup(release)
+	// Renewals and the idle sweep tick on real-time tickers (every
+	// Lease/4 and IdleTimeout): at an hour they never tick during the
+	// test, so the parked clock read is the call's.
+	cfg := Config{Lease: time.Hour, MaxDrift: 10 * time.Hour, IdleTimeout: time.Hour}
+	c.elect(a)
+	var proof atomic.Uint64 // what a's leadership proofs answer
+	c.mu.Lock()
+	first := c.term
+	c.mu.Unlock()
+	proof.Store(uint64(first))
+	sa := start(t, a, clockA, Milliseconds, cfg)
+	sa.cfg.Confirm = func(context.Context) (alloc.Epoch, error) { return alloc.Epoch(proof.Load()), nil }
+	sb := start(t, b, newFakeClock(t0), Milliseconds, cfg)
+	ctx := ctxT(t)
+	if _, err := sa.Next(ctx, testKey, alloc.Strong, 1); err != nil {
+		t.Fatal(err)
+	}
+	c.elect(b)
+	fromB, err := sb.Next(ctx, testKey, alloc.Strong, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The call: its proof is of the first term, read before it parks.
+	clockA.armed.Store(true)
+	done := make(chan nextResult, 1)
+	go func() {
+		id, err := sa.Next(ctx, testKey, alloc.Strong, 1)
+		done <- nextResult{id, err}
+	}()
+	await(t, clockA.parked, "the STRONG call parked after its proof")
+
+	// a leads again and reserves time as the third term's leader.
+	c.elect(a)
+	c.mu.Lock()
+	third := c.term
+	c.mu.Unlock()
+	proof.Store(uint64(third))
+	again, err := sa.Next(ctx, testKey, alloc.Strong, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again <= fromB {
+		t.Fatalf("a's STRONG %d in the third term, after b's %d", again, fromB)
+	}
+	release()
+	r := await(t, done, "the parked call's answer")
+	if r.err == nil {
+		t.Fatalf("the call proven in the first term stamped %d on time granted in the third (b's STRONG ID before it: %d)", r.id, fromB)
+	}
+	if !errors.Is(r.err, alloc.ErrNotLeader) {
+		t.Fatalf("the call proven in the first term: %v, want ErrNotLeader", r.err)
+	}
+}
