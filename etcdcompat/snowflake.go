@@ -333,42 +333,6 @@ func (s sourceOf) OnDeclare(fn func(store string, layout snowflake.Layout)) {
 
 func (s sourceOf) OnFloor(fn func(key keyspace.Key, floor uint64)) { s.SetFloorHook(fn) }
 
-// SnowflakeStores returns the Snowflake stores declared in etcd, store
-// name -> declaration, with a linearizable read.
-func (s *Store) SnowflakeStores(ctx context.Context) (map[string]SnowflakeDecl, error) {
-	return s.conn.snowflakeStores(ctx)
-}
-
-// SnowflakeStores returns the Snowflake stores declared in etcd, as
-// Store.SnowflakeStores does.
-func (s *LayottoStore) SnowflakeStores(ctx context.Context) (map[string]SnowflakeDecl, error) {
-	return s.conn.snowflakeStores(ctx)
-}
-
-func (c *conn) snowflakeStores(ctx context.Context) (map[string]SnowflakeDecl, error) {
-	cli, err := c.cliForCall()
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := c.requestContext(ctx)
-	defer cancel()
-	start := time.Now()
-	resp, err := cli.Get(ctx, c.sfKeys.stores, clientv3.WithPrefix())
-	c.record(opSnowflakeRead, start, err)
-	if err != nil {
-		return nil, c.unavailable("read snowflake stores", err)
-	}
-	out := make(map[string]SnowflakeDecl, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		d, err := parseDecl(c.sfKeys.stores, kv)
-		if err != nil {
-			return nil, err
-		}
-		out[d.Store] = d
-	}
-	return out, nil
-}
-
 func (c *conn) newSnowflake(decls []SnowflakeDecl, tenure func() *tenure, counters func(string) (clientv3.Cmp, clientv3.Op)) (*SnowflakeBackend, error) {
 	if err := checkDecls(decls); err != nil {
 		return nil, err

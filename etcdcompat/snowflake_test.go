@@ -94,11 +94,17 @@ func TestSnowflakeDeclarations(t *testing.T) {
 			if w, err := n1.backend.Worker(ctx); err != nil || w != 0 {
 				t.Fatalf("n1 Worker: %d, %v; want worker 0", w, err)
 			}
-			got, err := n1.store.(interface {
-				SnowflakeStores(context.Context) (map[string]etcdcompat.SnowflakeDecl, error)
-			}).SnowflakeStores(ctx)
-			if err != nil || len(got) != 1 || got["orders"] != decl("orders", snowflake.Seconds) {
-				t.Fatalf("SnowflakeStores: %v, %v", got, err)
+			// The declaration in etcd: snowflake/stores/<store> holds
+			// {"layout": ..., "worker_bits": N} (DESIGN.md).
+			stored, err := e.Client(t).Get(ctx, prefix+"snowflake/stores/", clientv3.WithPrefix())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got declValue
+			if len(stored.Kvs) != 1 || string(stored.Kvs[0].Key) != prefix+"snowflake/stores/orders" ||
+				json.Unmarshal(stored.Kvs[0].Value, &got) != nil ||
+				(etcdcompat.SnowflakeDecl{Store: "orders", Layout: got.Layout, WorkerBits: got.WorkerBits}) != decl("orders", snowflake.Seconds) {
+				t.Fatalf("declarations in etcd: %v; want orders declared as %+v", stored.Kvs, decl("orders", snowflake.Seconds))
 			}
 
 			// Another layout for the same store.
@@ -222,6 +228,12 @@ func workerLease(t *testing.T, admin *clientv3.Client, prefix string, w uint64) 
 		t.Fatalf("worker %d's key: %v, %v", w, resp, err)
 	}
 	return clientv3.LeaseID(resp.Kvs[0].Lease)
+}
+
+// declValue is a Snowflake store declaration's value in etcd.
+type declValue struct {
+	Layout     string `json:"layout"`
+	WorkerBits uint8  `json:"worker_bits"`
 }
 
 // workerKey is worker w's key in etcd under prefix.
