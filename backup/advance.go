@@ -69,8 +69,9 @@ type Plan struct {
 	// Now is the time of the restore; zero means time.Now().
 	Now time.Time
 	// TimeMargin is how far past the restore's clock (or past the backup's
-	// time plus For) a Snowflake worker's reserved time is put; 0 means
-	// DefaultTimeMargin. Exact Advance applies to those marks too.
+	// time plus For) a Snowflake worker's reserved time is put, whatever
+	// the mode (an exact Advance counts IDs, not milliseconds); 0 means
+	// DefaultTimeMargin.
 	TimeMargin time.Duration
 }
 
@@ -111,12 +112,19 @@ func NewAdvancer(h Header, floor uint64, plan Plan) (*Advancer, error) {
 		return nil, fmt.Errorf("%w: the safety factor is %v; it must be at least 1", ErrInvalidPlan, plan.Safety)
 	case plan.For < 0:
 		return nil, fmt.Errorf("%w: the time the old cluster ran after the backup is negative (%v)", ErrInvalidPlan, plan.For)
+	case plan.TimeMargin < 0:
+		return nil, fmt.Errorf("%w: the Snowflake margin is negative (%v)", ErrInvalidPlan, plan.TimeMargin)
 	}
 	a := &Advancer{plan: plan, rates: make(map[fsm.Key]uint64, len(h.Rates.Keys)), peak: h.Rates.ClusterPeak}
 	for _, kr := range h.Rates.Keys {
 		a.rates[kr.Key] = kr.Peak
 	}
+	// The old cluster served until the backup at least, even when this
+	// host's clock is a little behind the leader's that took it.
 	a.end = plan.Now
+	if h.TakenAt.After(a.end) {
+		a.end = h.TakenAt
+	}
 	switch {
 	case plan.Advance > 0:
 	case plan.For > 0:
@@ -163,17 +171,19 @@ func (a *Advancer) Rate(k fsm.Key) uint64 {
 // in the backup: hw advanced by the plan, and at least Floor. A Snowflake
 // worker's reserved time (fsm.SnowflakeTimeStore) is instead put
 // TimeMargin past the end of the old cluster's service: the restore's
-// time, or the backup's plus For. It never
+// time (or the backup's, if later), or the backup's plus For, in every
+// mode. It never
 // exceeds fsm.MaxID; a key that reaches it has no IDs left.
 func (a *Advancer) Mark(k fsm.Key, hw uint64) uint64 {
 	if k == AllKeysFloor {
 		return max(hw, a.floor)
 	}
-	if k.Store == fsm.SnowflakeTimeStore && a.plan.Advance == 0 {
+	if k.Store == fsm.SnowflakeTimeStore {
 		// A worker's reserved time (Unix ms) advances with the clock, not
-		// with a rate: past every time the old cluster could have
-		// stamped, and no further, so that the restored cluster's
-		// Snowflake stores serve again within seconds.
+		// with a rate or an exact advance (both count IDs): past every
+		// time the old cluster could have stamped, and no further, so
+		// that the restored cluster's Snowflake stores serve again within
+		// seconds.
 		return max(hw, a.TimeFloor())
 	}
 	return max(satAddMax(hw, a.advance(a.Rate(k))), a.floor)

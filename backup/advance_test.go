@@ -107,13 +107,26 @@ func TestAdvancer(t *testing.T) {
 			want: uint64(taken.Add(time.Hour).UnixMilli()), wantFloor: DefaultMinAdvance, wantSpan: 80 * time.Second,
 		},
 		{
-			name: "--advance is exact for a worker's time too", plan: Plan{Advance: 7},
-			key: timeKey, hw: 1e12, want: 1e12 + 7, wantFloor: 7,
+			// An exact advance counts IDs, not milliseconds: a worker's time
+			// still moves to the restore's clock plus the margin (2^30 ms
+			// would put it twelve days ahead, where no node may stamp).
+			name: "a Snowflake worker's time with --advance: the restore's clock", plan: Plan{Advance: 1 << 30, Now: after(time.Hour)},
+			key: timeKey, hw: uint64(taken.Add(3 * time.Second).UnixMilli()),
+			want: uint64(taken.Add(time.Hour + DefaultTimeMargin).UnixMilli()), wantFloor: 1 << 30,
+		},
+		{
+			// A backup taken a little after this host's clock says it is
+			// now (accepted, within maxClockSkew): the old cluster served
+			// until then at least.
+			name: "a Snowflake worker's time: a backup slightly ahead of this clock", plan: Plan{Now: after(-20 * time.Second), Min: 1},
+			key: timeKey, hw: uint64(taken.UnixMilli()),
+			want: uint64(taken.Add(DefaultTimeMargin).UnixMilli()), wantFloor: 40000, wantSpan: 20 * time.Second,
 		},
 		{name: "a backup from the future", plan: Plan{Now: after(-time.Hour)}, wantErrors: true},
 		{name: "both modes", plan: Plan{Advance: 5, For: time.Second}, wantErrors: true},
 		{name: "safety below 1", plan: Plan{Safety: 0.5}, wantErrors: true},
 		{name: "negative duration", plan: Plan{For: -time.Second}, wantErrors: true},
+		{name: "negative Snowflake margin", plan: Plan{TimeMargin: -time.Second}, wantErrors: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, err := NewAdvancer(h, tc.oldFloor, tc.plan)
