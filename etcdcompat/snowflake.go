@@ -221,6 +221,7 @@ type SnowflakeBackend struct {
 	hookMu    sync.Mutex               // orders the declaration hook's calls
 	known     map[string]SnowflakeDecl // declarations seen, under hookMu
 	released  atomic.Bool              // the store closed: take no worker
+	counterc  counterCache             // time counters and floors as last seen
 
 	mu       sync.Mutex
 	declared bool                 // decls are in etcd
@@ -228,7 +229,6 @@ type SnowflakeBackend struct {
 	held     *heldWorker          // nil while no worker is held
 	last     uint64               // the last worker held, preferred when taking one again
 	hasLast  bool
-	counterc map[string]counter // time counters and floors as last seen
 	floors   map[keyspace.Key]uint64
 	// floorsRev is the revision of the last time reservation, which read
 	// every floor changed since the previous one: floors holds every
@@ -255,10 +255,7 @@ func (h *heldWorker) live() bool {
 	}
 }
 
-var (
-	_ snowflake.Backend = (*SnowflakeBackend)(nil)
-	_ counterCache      = (*SnowflakeBackend)(nil)
-)
+var _ snowflake.Backend = (*SnowflakeBackend)(nil)
 
 // Snowflake returns the store's Snowflake backend, which declares decls in
 // etcd (when Worker first runs) and learns the stores other nodes declare
@@ -348,7 +345,6 @@ func (c *conn) newSnowflake(decls []SnowflakeDecl, tenure func() *tenure, counte
 		counters: counters,
 		acq:      make(chan struct{}, 1),
 		known:    map[string]SnowflakeDecl{},
-		counterc: map[string]counter{},
 		floors:   map[keyspace.Key]uint64{},
 	}
 	if !c.snowflake.CompareAndSwap(nil, b) {
@@ -818,8 +814,8 @@ func (b *SnowflakeBackend) take(ctx context.Context, cli *clientv3.Client, sess 
 			return nil, err
 		}
 		h := &heldWorker{id: w, key: wk, sess: sess}
+		b.counterc.cache(tk, tc)
 		b.mu.Lock()
-		b.cacheLocked(tk, tc)
 		b.held = h
 		b.mu.Unlock()
 		b.c.logger.Info("holding a snowflake worker id", "worker", w, "lease", fmt.Sprintf("%x", int64(sess.Lease())),
@@ -892,7 +888,7 @@ func (b *SnowflakeBackend) Reserve(ctx context.Context, key keyspace.Key, want, 
 				lost = true
 				return fmt.Errorf("%w: worker %d's key is gone or held by another session", ErrWorkerLost, w)
 			},
-		}, b, want, need)
+		}, &b.counterc, want, need)
 		if lost {
 			b.drop(h, "its key is gone or held by another session")
 			if !retried {
@@ -968,7 +964,7 @@ func (b *SnowflakeBackend) Floor(ctx context.Context, key keyspace.Key, value ui
 	ctx, cancel := b.c.requestContext(ctx)
 	defer cancel()
 	fk, dk := b.keys.floor(key), b.keys.decl(key.Store)
-	cur, known := b.cached(fk)
+	cur, known := b.counterc.cached(fk)
 	for {
 		if !known {
 			start := time.Now()
@@ -997,7 +993,7 @@ func (b *SnowflakeBackend) Floor(ctx context.Context, key keyspace.Key, value ui
 			return 0, b.c.unavailable("set snowflake floor", err)
 		}
 		if resp.Succeeded {
-			b.cache(fk, counter{value: value, modRev: resp.Header.Revision})
+			b.counterc.cache(fk, counter{value: value, modRev: resp.Header.Revision})
 			b.noteFloor(key, value)
 			return value, nil
 		}
@@ -1008,7 +1004,7 @@ func (b *SnowflakeBackend) Floor(ctx context.Context, key keyspace.Key, value ui
 			return 0, err
 		}
 		known = true
-		b.cache(fk, cur)
+		b.counterc.cache(fk, cur)
 	}
 }
 
@@ -1031,7 +1027,7 @@ func (b *SnowflakeBackend) Applied(key keyspace.Key) uint64 {
 		return 0
 	}
 	tk := b.keys.timeKey(w)
-	if c, ok := b.cached(tk); ok {
+	if c, ok := b.counterc.cached(tk); ok {
 		return c.value
 	}
 	cli, err := b.c.cli()
@@ -1050,7 +1046,7 @@ func (b *SnowflakeBackend) Applied(key keyspace.Key) uint64 {
 	if err != nil {
 		return keyspace.MaxID
 	}
-	b.cache(tk, c)
+	b.counterc.cache(tk, c)
 	return c.value
 }
 
@@ -1091,28 +1087,4 @@ func (b *SnowflakeBackend) MaxReserved(except uint64) uint64 {
 		}
 	}
 	return m
-}
-
-// cached and cache implement counterCache for time counters and floors.
-func (b *SnowflakeBackend) cached(k string) (counter, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	c, ok := b.counterc[k]
-	return c, ok
-}
-
-func (b *SnowflakeBackend) cache(k string, c counter) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.cacheLocked(k, c)
-}
-
-func (b *SnowflakeBackend) cacheLocked(k string, c counter) {
-	if old, ok := b.counterc[k]; ok && old.modRev > c.modRev {
-		return
-	}
-	if len(b.counterc) >= maxCachedCounters {
-		clear(b.counterc)
-	}
-	b.counterc[k] = c
 }

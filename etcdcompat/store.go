@@ -37,11 +37,7 @@ type Store struct {
 	sessionLive atomic.Bool // this node holds a live etcd session
 	floorHook   atomic.Pointer[func(keyspace.Key, uint64)]
 
-	// counters caches the last known state of counter keys, so that a
-	// reservation is usually one transaction. A stale entry only costs a
-	// failed compare, which returns the current state.
-	mu       sync.Mutex
-	counters map[string]counter
+	counters counterCache // counter keys' last known state
 }
 
 // tenure is one leadership of this node: its election key and that key's
@@ -73,7 +69,6 @@ func newStore(c *conn) *Store {
 		countersDir: p + countersDir,
 		floorsDir:   p + floorsDir,
 		electionPfx: p + electionDir,
-		counters:    map[string]counter{},
 	}
 }
 
@@ -210,7 +205,7 @@ func (s *Store) Reserve(ctx context.Context, key keyspace.Key, want, need uint64
 			}
 			return nil
 		},
-	}, s, want, need)
+	}, &s.counters, want, need)
 	if err != nil {
 		return alloc.Range{}, 0, err
 	}
@@ -246,10 +241,36 @@ type casReservation struct {
 	refused func([]*etcdserverpb.ResponseOp) error
 }
 
-// counterCache remembers the last known state of counter keys.
-type counterCache interface {
-	cached(etcdKey string) (counter, bool)
-	cache(etcdKey string, c counter)
+// counterCache remembers the last known state of counter keys, so that a
+// reservation is usually one transaction. A stale entry only costs a
+// failed compare, which returns the current state. The zero value is
+// empty and ready.
+type counterCache struct {
+	mu sync.Mutex
+	m  map[string]counter
+}
+
+func (cc *counterCache) cached(etcdKey string) (counter, bool) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	c, ok := cc.m[etcdKey]
+	return c, ok
+}
+
+// cache records c as etcdKey's state unless a newer one is known.
+func (cc *counterCache) cache(etcdKey string, c counter) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if old, ok := cc.m[etcdKey]; ok && old.modRev > c.modRev {
+		return // a newer state is already known
+	}
+	if cc.m == nil {
+		cc.m = map[string]counter{}
+	}
+	if len(cc.m) >= maxCachedCounters {
+		clear(cc.m)
+	}
+	cc.m[etcdKey] = c
 }
 
 // casReserve reserves the counter's next IDs, hw+1 .. hw+min(want, what
@@ -260,7 +281,7 @@ type counterCache interface {
 // answer. Every committed Put raises the counter above every range granted
 // before, whichever node holds them: ranges never overlap. A transaction
 // whose answer is lost may have committed: its range is then a gap.
-func (c *conn) casReserve(ctx context.Context, cli *clientv3.Client, r casReservation, cc counterCache, want, need uint64) (alloc.Range, *clientv3.TxnResponse, error) {
+func (c *conn) casReserve(ctx context.Context, cli *clientv3.Client, r casReservation, cc *counterCache, want, need uint64) (alloc.Range, *clientv3.TxnResponse, error) {
 	cur, known := cc.cached(r.key)
 	for {
 		if !known {
@@ -391,7 +412,7 @@ func (s *Store) Floor(ctx context.Context, key keyspace.Key, value uint64) (uint
 		}
 		if resp.Succeeded {
 			if hw != cur.value {
-				s.cache(ck, counter{value: hw, modRev: resp.Header.Revision})
+				s.counters.cache(ck, counter{value: hw, modRev: resp.Header.Revision})
 			}
 			return hw, nil
 		}
@@ -422,23 +443,4 @@ func (s *Store) HighWater(ctx context.Context, key keyspace.Key) (uint64, error)
 	}
 	c, err := counterOf(resp.Kvs)
 	return c.value, err
-}
-
-func (s *Store) cached(k string) (counter, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.counters[k]
-	return c, ok
-}
-
-func (s *Store) cache(k string, c counter) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if old, ok := s.counters[k]; ok && old.modRev > c.modRev {
-		return // a newer state is already known
-	}
-	if len(s.counters) >= maxCachedCounters {
-		clear(s.counters)
-	}
-	s.counters[k] = c
 }
