@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"time"
 
@@ -151,11 +150,7 @@ func (n *Node) MaxReservedTime(except uint64) uint64 {
 }
 
 // Workers lists the worker table as this node applied it, by worker ID.
-func (n *Node) Workers() []fsm.Worker {
-	ws := n.fsm.Workers()
-	sort.Slice(ws, func(i, j int) bool { return ws[i].ID < ws[j].ID })
-	return ws
-}
+func (n *Node) Workers() []fsm.Worker { return n.fsm.Workers() }
 
 // acquireAtLeader asks the leader, over its peer port, for this node's
 // worker ID.
@@ -170,8 +165,13 @@ func (n *Node) acquireAtLeader(ctx context.Context, stores []SnowflakeDecl) (uin
 	}
 	resp, err := ordinalv1.NewWorkerServiceClient(c).AcquireWorker(ctx, req)
 	if err != nil {
-		if s, ok := status.FromError(err); ok && s.Code() == codes.FailedPrecondition {
-			return 0, fmt.Errorf("%w: %s", fsm.ErrSnowflakeConflict, s.Message())
+		if s, ok := status.FromError(err); ok {
+			switch s.Code() {
+			case codes.FailedPrecondition:
+				return 0, fmt.Errorf("%w: %s", fsm.ErrSnowflakeConflict, s.Message())
+			case codes.ResourceExhausted:
+				return 0, fmt.Errorf("%w: %s", fsm.ErrNoWorker, s.Message())
+			}
 		}
 		return 0, fromStatus(err)
 	}

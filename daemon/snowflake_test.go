@@ -290,6 +290,18 @@ func TestSnowflakeAttacks(t *testing.T) {
 				StoreName: snowflake.TimeStore, Key: snowflake.TimeKey(lWorker).Name, Want: 1 << 40, Need: 1})
 			return err
 		}, codes.PermissionDenied},
+		{"a member reserves its own worker's time under another spelling of its key", func() error {
+			_, err := c.PeerClient(leader, follower.ID).Reserve(ctx, &ordinalv1.ReserveRequest{
+				StoreName: snowflake.TimeStore, Key: "0" + snowflake.TimeKey(fWorker).Name, Want: 1 << 40, Need: 1})
+			return err
+		}, codes.PermissionDenied},
+		{"a member declares the empty store name", func() error {
+			l := snowflake.Seconds
+			_, err := ordinalv1.NewWorkerServiceClient(c.PeerConn(leader, follower.ID)).AcquireWorker(ctx,
+				&ordinalv1.AcquireWorkerRequest{NodeId: follower.ID, Incarnation: fnode.Incarnation(),
+					Stores: []*ordinalv1.SnowflakeStoreDeclaration{{StoreName: "", Layout: l.String(), WorkerBits: uint32(l.WorkerBits)}}})
+			return err
+		}, codes.InvalidArgument},
 		{"a member declares a store holding counters", func() error {
 			if _, err := leader.Sequencer().GetNextId(ctx, weak("counters", "k")); err != nil {
 				return err

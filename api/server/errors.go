@@ -37,10 +37,14 @@ func toStatus(err error, key fsm.Key) error {
 		// A node that has not yet applied the store's declaration asked
 		// for a counter range in it; it serves Snowflake IDs once it has.
 		return status.Errorf(codes.Unavailable, "ordinal cannot serve this call now, retry: %v", err)
-	case errors.Is(err, fsm.ErrSnowflakeConflict), errors.Is(err, fsm.ErrNoWorker), errors.Is(err, snowflake.ErrConflict),
-		errors.Is(err, snowflake.ErrNoStrong):
+	case errors.Is(err, fsm.ErrNoWorker):
+		// Every worker ID the cluster's layouts allow is held.
+		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, fsm.ErrSnowflakeConflict), errors.Is(err, snowflake.ErrConflict), errors.Is(err, snowflake.ErrNoStrong):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, fsm.ErrOverflow) && snowflakeStore(err):
+	case errors.Is(err, snowflake.ErrTimeExhausted):
+		// A Snowflake store's layout ran out of time steps; its message
+		// says when.
 		return status.Errorf(codes.OutOfRange, "key %q in store %q: %v", key.Name, key.Store, err)
 	case errors.Is(err, fsm.ErrOverflow):
 		return status.Errorf(codes.OutOfRange,
@@ -58,7 +62,3 @@ func toStatus(err error, key fsm.Key) error {
 func invalid(format string, args ...any) error {
 	return status.Error(codes.InvalidArgument, fmt.Sprintf(format, args...))
 }
-
-// snowflakeStore says err comes from a Snowflake store whose layout ran
-// out of time steps, whose message says when.
-func snowflakeStore(err error) bool { return errors.Is(err, snowflake.ErrTimeExhausted) }

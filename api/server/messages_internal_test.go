@@ -4,12 +4,16 @@ import (
 	"fmt"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/ordinal-dev/ordinal/alloc"
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/api/runtimev1"
+	"github.com/ordinal-dev/ordinal/fsm"
+	"github.com/ordinal-dev/ordinal/snowflake"
 )
 
 // The messages that buf's lint gave RPCs of their own carry the fields of
@@ -115,6 +119,24 @@ func TestModeOf(t *testing.T) {
 		got, err := incrementOfLayotto(tc.inc)
 		if tc.invalid != (err != nil) || got != tc.want {
 			t.Errorf("incrementOfLayotto(%v) = %v, %v; want %v, error %v", tc.inc, got, err, tc.want, tc.invalid)
+		}
+	}
+}
+
+// The Snowflake errors reach callers with the codes that say what to do:
+// no free worker is a resource running out, a conflicting declaration a
+// precondition, a layout out of time steps a range.
+func TestSnowflakeErrorCodes(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want codes.Code
+	}{
+		{fmt.Errorf("acquire: %w", fsm.ErrNoWorker), codes.ResourceExhausted},
+		{fmt.Errorf("declare: %w", fsm.ErrSnowflakeConflict), codes.FailedPrecondition},
+		{fmt.Errorf("%w: %w", snowflake.ErrTimeExhausted, fsm.ErrOverflow), codes.OutOfRange},
+	} {
+		if got := status.Code(toStatus(tc.err, fsm.Key{Store: "sf", Name: "k"})); got != tc.want {
+			t.Errorf("%v: %s, want %s", tc.err, got, tc.want)
 		}
 	}
 }

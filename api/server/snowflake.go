@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"strconv"
 
 	"google.golang.org/grpc/codes"
@@ -46,6 +45,11 @@ func (w *WorkerServer) AcquireWorker(ctx context.Context, req *ordinalv1.Acquire
 		case l.String() != d.GetLayout() || uint32(l.WorkerBits) != d.GetWorkerBits():
 			return nil, status.Errorf(codes.InvalidArgument, "store %q: layout %q is not in canonical form (%s) or its worker bits %d do not match", d.GetStoreName(), d.GetLayout(), l, d.GetWorkerBits())
 		}
+		if d.GetStoreName() == "" {
+			// The API's empty store name is the default store: a
+			// declaration names its store.
+			return nil, invalid("a Snowflake store declaration needs a store_name")
+		}
 		if _, err := keyOf(d.GetStoreName(), "k"); err != nil {
 			return nil, err
 		}
@@ -53,9 +57,8 @@ func (w *WorkerServer) AcquireWorker(ctx context.Context, req *ordinalv1.Acquire
 	}
 	worker, err := w.node.AcquireWorkerFor(ctx, req.GetNodeId(), req.GetIncarnation(), decls)
 	if err != nil {
-		if errors.Is(err, fsm.ErrSnowflakeConflict) || errors.Is(err, fsm.ErrNoWorker) {
-			return nil, status.Error(codes.FailedPrecondition, err.Error())
-		}
+		// A conflicting declaration answers FailedPrecondition, no
+		// free worker ResourceExhausted (toStatus).
 		return nil, clusterStatus(err)
 	}
 	return &ordinalv1.AcquireWorkerResponse{Worker: worker}, nil
