@@ -306,6 +306,10 @@ func (p *PeerServer) Reserve(ctx context.Context, req *ordinalv1.ReserveRequest)
 
 // checkReserve validates one reservation a node asks for.
 func (p *PeerServer) checkReserve(ctx context.Context, req *ordinalv1.ReserveRequest) (fsm.Key, error) {
+	need, want := req.GetNeed(), req.GetWant()
+	if need == 0 || need > want {
+		return fsm.Key{}, invalid("reserve needs 1 <= need <= want, got need %d, want %d", need, want)
+	}
 	if req.GetStoreName() == snowflake.TimeStore {
 		// A node reserving time for its Snowflake worker (snowflake.go).
 		return p.checkTimeReserve(ctx, req)
@@ -314,9 +318,7 @@ func (p *PeerServer) checkReserve(ctx context.Context, req *ordinalv1.ReserveReq
 	if err != nil {
 		return key, err
 	}
-	switch need, want := req.GetNeed(), req.GetWant(); {
-	case need == 0 || need > want:
-		return key, invalid("reserve needs 1 <= need <= want, got need %d, want %d", need, want)
+	switch {
 	case need > p.maxCount:
 		return key, invalid("reserve: need is %d; it must be at most %d, as for GetNextIds", need, p.maxCount)
 	case want > max(need, MaxReserve):

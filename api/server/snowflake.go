@@ -107,9 +107,6 @@ func (p *PeerServer) checkTimeReserve(ctx context.Context, req *ordinalv1.Reserv
 	if !ok {
 		return key, status.Error(codes.PermissionDenied, "time for a Snowflake worker is reserved on the peer port only")
 	}
-	if need, want := req.GetNeed(), req.GetWant(); need == 0 || need > want {
-		return key, invalid("reserve needs 1 <= need <= want, got need %d, want %d", need, want)
-	}
 	w, err := strconv.ParseUint(req.GetKey(), 10, 64)
 	if err != nil || snowflake.TimeKey(w) != key {
 		return key, status.Errorf(codes.PermissionDenied, "%q is not a Snowflake worker's time; a node reserves time for its own worker only", req.GetKey())

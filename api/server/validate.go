@@ -14,8 +14,8 @@ const DefaultStore = "default"
 
 // ReservedStorePrefix starts the names of the stores ordinal keeps its own
 // marks in (a restored cluster's floor of every key, see package backup);
-// no call may name one.
-const ReservedStorePrefix = "_ordinal"
+// no call may name one. It is the state machine's (fsm.ReservedStorePrefix).
+const ReservedStorePrefix = fsm.ReservedStorePrefix
 
 // DefaultMaxCount is the largest block GetNextIds hands out by default.
 const DefaultMaxCount = 1_000_000

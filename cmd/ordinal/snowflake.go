@@ -11,6 +11,7 @@ import (
 
 	"github.com/ordinal-dev/ordinal/api/ordinalv1"
 	"github.com/ordinal-dev/ordinal/daemon"
+	"github.com/ordinal-dev/ordinal/fsm"
 	"github.com/ordinal-dev/ordinal/internal/cli"
 	"github.com/ordinal-dev/ordinal/snowflake"
 )
@@ -56,8 +57,10 @@ func (f snowflakeFlags) config() (daemon.Snowflake, error) {
 		switch {
 		case name == "":
 			return cfg, cli.UsageErrorf("serve: --snowflake-stores: an empty store name")
-		case strings.HasPrefix(name, "_ordinal"):
-			return cfg, cli.UsageErrorf("serve: --snowflake-stores %s: names starting with _ordinal are ordinal's own", name)
+		case strings.HasPrefix(name, fsm.ReservedStorePrefix):
+			return cfg, cli.UsageErrorf("serve: --snowflake-stores %s: names starting with %s are ordinal's own", name, fsm.ReservedStorePrefix)
+		case len(name) > fsm.MaxStoreLen:
+			return cfg, cli.UsageErrorf("serve: --snowflake-stores %s: a store name is at most %d bytes", name, fsm.MaxStoreLen)
 		}
 		if cfg.Stores == nil {
 			cfg.Stores = map[string]snowflake.Layout{}
