@@ -241,8 +241,8 @@ func (n *Node) Remove(ctx context.Context, nodeID string) error {
 	if err := n.await(ctx, n.raft.RemoveServer(raft.ServerID(nodeID), 0, n.cfg.ApplyTimeout)); err != nil {
 		return err
 	}
-	// Its Snowflake worker IDs are freed once the time reserved for them
-	// and WorkerHold have passed (snowflake/DESIGN.md).
+	// Its Snowflake worker ID is freed once the time reserved for it and
+	// WorkerHold have passed (fsm/DESIGN.md, "Release and reuse").
 	_, err = n.apply(ctx, fsm.Command{Ops: []fsm.Op{{Kind: fsm.OpRemoveNode, NodeID: nodeID}, n.releaseWorkerOp(nodeID)}})
 	return err
 }

@@ -107,9 +107,10 @@ const (
 	// OpReleaseWorker). ErrNoWorker when none is free or no Snowflake
 	// store is declared.
 	OpAcquireWorker OpKind = 7
-	// OpReleaseWorker releases every worker NodeID holds: each becomes
-	// free once a later op's At reaches max(At, the worker's reserved
-	// time) + Hold. Releasing for a node that holds none is a no-op.
+	// OpReleaseWorker releases the worker NodeID holds (a node holds at
+	// most one): it becomes free once a later op's At reaches max(At, the
+	// worker's reserved time) + Hold. Releasing for a node that holds
+	// none is a no-op.
 	OpReleaseWorker OpKind = 8
 )
 

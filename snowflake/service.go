@@ -55,6 +55,7 @@ var (
 	// whose worker another node took). The Service then drops the worker
 	// and the time reserved under it, and asks Backend.Worker for one
 	// again; every later ID is stamped after everything it stamped before.
+	// A call whose worker was dropped while it ran fails with it too.
 	ErrWorkerLost = fmt.Errorf("snowflake: this node lost its worker ID: %w", alloc.ErrUnavailable)
 	// ErrConflict is wrapped by the error of a declaration that conflicts
 	// with what the cluster holds: the store is declared with another
@@ -105,8 +106,9 @@ type Source interface {
 	OnFloor(fn func(key keyspace.Key, floor uint64))
 }
 
-// Clock tells the time. The Service reads wall-clock time only through
-// it, so tests can move it back and forth.
+// Clock tells the time. The Service stamps and reserves by it, so tests
+// can move it back and forth; how long SetFloor waits out a floor hold is
+// real time, which a clock offset does not change.
 type Clock interface {
 	Now() time.Time
 }
