@@ -383,9 +383,9 @@ func syncDir(dir string) error {
 }
 
 // raiseToAllKeysFloor commits, before cmd, floors that raise every key
-// cmd reserves or floors whose high-water mark is below the cluster's
-// floor of every key (backup.AllKeysFloor, set by a restore) to that
-// floor. Keys created after the backup a cluster was restored from existed
+// cmd reserves or floors whose high-water mark is below the floor a
+// restore set for it (floorOf: backup.AllKeysFloor for counters,
+// backup.SnowflakeTimeFloor for Snowflake workers' time) to that floor. Keys created after the backup a cluster was restored from existed
 // in the old cluster but not in the backup; this keeps them from handing
 // out the old cluster's IDs again. apply calls it for every command, so
 // no reservation escapes it; it costs a lookup per op, and an entry of its
@@ -397,7 +397,8 @@ func syncDir(dir string) error {
 // The floors commit as an entry of their own before cmd's, so cmd and its
 // results are left as the caller made them.
 func (n *Node) raiseToAllKeysFloor(ctx context.Context, cmd fsm.Command) error {
-	if n.allKeysFloor() == 0 && n.fsm.HighWater(backup.SnowflakeTimeFloor) == 0 {
+	allKeys, time := n.allKeysFloor(), n.fsm.HighWater(backup.SnowflakeTimeFloor)
+	if allKeys == 0 && time == 0 {
 		return nil
 	}
 	var (
@@ -408,7 +409,7 @@ func (n *Node) raiseToAllKeysFloor(ctx context.Context, cmd fsm.Command) error {
 		if op.Kind != fsm.OpReserve && op.Kind != fsm.OpFloor || raised[op.Key] {
 			continue
 		}
-		floor := n.floorOf(op.Key)
+		floor := restoreFloorOf(op.Key, allKeys, time)
 		if floor == 0 || n.fsm.HighWater(op.Key) >= floor {
 			continue
 		}
@@ -440,11 +441,16 @@ func (n *Node) allKeysFloor() uint64 {
 // counter's floor there would push the worker's time hours ahead). The
 // floor keys themselves have none. 0 unless the cluster was restored.
 func (n *Node) floorOf(key fsm.Key) uint64 {
+	return restoreFloorOf(key, n.allKeysFloor(), n.fsm.HighWater(backup.SnowflakeTimeFloor))
+}
+
+// restoreFloorOf is floorOf given the two floors a restore sets.
+func restoreFloorOf(key fsm.Key, allKeys, time uint64) uint64 {
 	switch {
 	case key == backup.AllKeysFloor || key == backup.SnowflakeTimeFloor:
 		return 0
 	case key.Store == fsm.SnowflakeTimeStore:
-		return n.fsm.HighWater(backup.SnowflakeTimeFloor)
+		return time
 	}
-	return n.allKeysFloor()
+	return allKeys
 }
