@@ -308,26 +308,40 @@ func (a *Allocator) SetFloor(ctx context.Context, key keyspace.Key, floor uint64
 	}
 	committed := time.Now() // the floor committed before this
 	a.RaiseFloor(key, floor)
-	hold := FloorHold(a.cfg.WeakRangeTTL)
-	if h, ok := a.backend.(FloorHolder); ok {
+	if err := AwaitFloor(ctx, a.backend, key, committed, FloorHold(a.cfg.WeakRangeTTL), "WEAK ranges reserved before it", a.logger); err != nil {
+		return 0, err
+	}
+	return hw, nil
+}
+
+// AwaitFloor returns once a floor of key that committed before committed
+// holds on every node: as soon as backend, when it is a FloorHolder,
+// confirms that every node that may serve from older reservations applied
+// it, or else once hold has passed since committed, when those
+// reservations (stale: what they are, for messages) have run out. If ctx
+// ends first it fails with an error wrapping ErrFloorPending: the floor
+// is committed and will hold by then. The Allocator's SetFloor and the
+// Snowflake stores' share it.
+func AwaitFloor(ctx context.Context, backend any, key keyspace.Key, committed time.Time, hold time.Duration, stale string, logger hclog.Logger) error {
+	if h, ok := backend.(FloorHolder); ok {
 		hctx, cancel := context.WithTimeout(ctx, hold)
 		err := h.HoldFloor(hctx, hold)
 		cancel()
 		if err == nil {
-			return hw, nil
+			return nil
 		}
-		a.logger.Debug("not every node confirmed the floor; waiting for older WEAK ranges to expire",
+		logger.Debug("not every node confirmed the floor; waiting for older reservations to run out",
 			"store", key.Store, "key", key.Name, "wait", time.Until(committed.Add(hold)), "error", err)
 	}
 	t := time.NewTimer(time.Until(committed.Add(hold)))
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return hw, nil
+		return nil
 	case <-ctx.Done():
-		return 0, fmt.Errorf("%w: not every node confirmed it, and WEAK ranges reserved before it may serve until %s from now; "+
+		return fmt.Errorf("%w: not every node confirmed it, and %s may serve until %s from now; "+
 			"no node will hand out an ID at or below it after that (%w)",
-			ErrFloorPending, time.Until(committed.Add(hold)).Round(time.Millisecond), ctx.Err())
+			ErrFloorPending, stale, time.Until(committed.Add(hold)).Round(time.Millisecond), ctx.Err())
 	}
 }
 

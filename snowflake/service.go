@@ -863,23 +863,10 @@ func (s *Service) SetFloor(ctx context.Context, key keyspace.Key, floor uint64) 
 	}
 	committed := time.Now()
 	s.RaiseFloor(key, floor)
-	if h, ok := s.backend.(alloc.FloorHolder); ok {
-		hctx, cancel := context.WithTimeout(ctx, s.cfg.FloorHold)
-		err := h.HoldFloor(hctx, s.cfg.FloorHold)
-		cancel()
-		if err == nil {
-			return s.bound(st, key), nil
-		}
+	if err := alloc.AwaitFloor(ctx, s.backend, key, committed, s.cfg.FloorHold, "time reserved before it", s.cfg.Logger); err != nil {
+		return 0, err
 	}
-	t := time.NewTimer(time.Until(committed.Add(s.cfg.FloorHold)))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return s.bound(st, key), nil
-	case <-ctx.Done():
-		return 0, fmt.Errorf("%w: not every node confirmed it; a node that did not learn of it stops within %s (%w)",
-			alloc.ErrFloorPending, time.Until(committed.Add(s.cfg.FloorHold)).Round(time.Millisecond), ctx.Err())
-	}
+	return s.bound(st, key), nil
 }
 
 // Reserved returns the time range this node may stamp, Unix milliseconds
