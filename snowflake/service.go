@@ -156,12 +156,20 @@ type Config struct {
 	Metrics *metrics.Alloc
 }
 
+// DefaultLease and DefaultMaxDrift are Config.Lease's and
+// Config.MaxDrift's defaults (and --snowflake-lease's and
+// --snowflake-max-drift's).
+const (
+	DefaultLease    = 3 * time.Second
+	DefaultMaxDrift = 10 * time.Second
+)
+
 func (c Config) withDefaults() (Config, error) {
 	if c.Lease <= 0 {
-		c.Lease = 3 * time.Second
+		c.Lease = DefaultLease
 	}
 	if c.MaxDrift <= 0 {
-		c.MaxDrift = 10 * time.Second
+		c.MaxDrift = DefaultMaxDrift
 	}
 	if c.MaxDrift <= c.Lease {
 		return c, fmt.Errorf("snowflake: max drift %s must exceed the lease %s", c.MaxDrift, c.Lease)

@@ -30,8 +30,8 @@ var snowflakeFlagNames = []string{"snowflake-stores", "snowflake-layout", "snowf
 func addSnowflakeFlags(fs *flag.FlagSet, f *snowflakeFlags) {
 	cli.ListVar(fs, &f.stores, "snowflake-stores", "", "comma-separated stores that hand out time-ordered Snowflake IDs instead of counters, each NAME or NAME:LAYOUT (seconds or milliseconds); the cluster records them, and a store that holds counters cannot become one (README, Snowflake stores)")
 	fs.StringVar(&f.layout, "snowflake-layout", "seconds", "layout of the --snowflake-stores given without one: seconds (Layotto's: 28 bits of seconds since 2022-01-01, 22 of worker, 13 of sequence), milliseconds (like Leaf's: 41, 10, 12), or time=BITS,worker=BITS,seq=BITS[,unit=DURATION][,epoch=YYYY-MM-DD]")
-	fs.DurationVar(&f.lease, "snowflake-lease", 3*time.Second, "how far ahead of its clock a node reserves time through the log: a node cut off from the leader serves Snowflake IDs this long")
-	fs.DurationVar(&f.maxDrift, "snowflake-max-drift", 10*time.Second, "how far ahead of its clock a node stamps Snowflake IDs (after its clock went back, or a restart) before it answers Unavailable; must exceed --snowflake-lease")
+	fs.DurationVar(&f.lease, "snowflake-lease", snowflake.DefaultLease, "how far ahead of its clock a node reserves time through the log: a node cut off from the leader serves Snowflake IDs this long")
+	fs.DurationVar(&f.maxDrift, "snowflake-max-drift", snowflake.DefaultMaxDrift, "how far ahead of its clock a node stamps Snowflake IDs (after its clock went back, or a restart) before it answers Unavailable; must exceed --snowflake-lease")
 	fs.DurationVar(&f.clockOffset, "snowflake-clock-offset", 0, "for tests only: shift the clock Snowflake stores read on this node")
 }
 
